@@ -1,0 +1,254 @@
+//! `pgplatform up`: prepare the data directory, start PostgreSQL, bootstrap the tenant
+//! registry, serve the API, and shut everything down in order on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::data_dir::{AgentInfo, DataDir};
+use crate::pg::bin::Binaries;
+use crate::pg::conf::{self, ManagedSettings};
+use crate::pg::hba;
+use crate::pg::process::RunAs;
+use crate::supervisor::{self, PostmasterSpec};
+use crate::tenants::Tenants;
+
+/// Runs the agent until a shutdown signal. Errors before PostgreSQL is up are fatal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let (reload_tx, mut reload_rx) = mpsc::channel(1);
+    crate::shutdown::install(shutdown.clone(), reload_tx)?;
+
+    let data_dir = DataDir::new(&config.data_dir);
+    let run_as = RunAs::resolve(&config.postgres.user)?;
+    data_dir.prepare(run_as.as_ref(), config.postgres.port)?;
+    let _lock = data_dir.lock()?;
+    let binaries = Binaries::discover(config.postgres.bin_dir.as_deref()).await?;
+    tracing::info!(data_dir = %config.data_dir.display(), bin_dir = %binaries.dir.display(),
+        "starting pgplatform {} with PostgreSQL {}", env!("CARGO_PKG_VERSION"), binaries.version.text);
+
+    let pgdata = data_dir.pgdata();
+    if pgdata.join("PG_VERSION").exists() {
+        check_major(&pgdata, &binaries)?;
+    } else {
+        tracing::info!(
+            "initialising a new PostgreSQL cluster in {}",
+            pgdata.display()
+        );
+        crate::pg::initdb::initdb(&binaries, &pgdata, run_as.as_ref()).await?;
+    }
+    write_settings(&config, &data_dir, run_as.as_ref())?;
+    write_access_files(&data_dir, run_as.as_ref())?;
+    let admin_token = data_dir.admin_token()?;
+    let listener = api::bind(config.api_listen).await?;
+
+    let spec = PostmasterSpec {
+        binaries: binaries.clone(),
+        pgdata: pgdata.clone(),
+        socket_dir: data_dir.socket_dir(),
+        port: config.postgres.port,
+        run_as: run_as.clone(),
+        stop_timeout: config.postgres.stop_timeout,
+    };
+    let (started, postgres_status) = supervisor::start(&spec).await?;
+    let mut tasks = JoinSet::new();
+    tasks.spawn(supervisor::task_main(spec, started, shutdown.clone()));
+
+    let tenants = Arc::new(Tenants {
+        pgdata,
+        socket_dir: data_dir.socket_dir(),
+        port: config.postgres.port,
+        secrets_dir: data_dir.secrets(),
+        url_host: config.tenant_host.clone(),
+        local_host: local_host(&config, &data_dir),
+        server_version: binaries.version.text.clone(),
+        run_as: run_as.clone(),
+        lock: tokio::sync::Mutex::new(()),
+    });
+    if let Err(e) = tenants
+        .bootstrap()
+        .await
+        .context("bootstrap the tenant registry")
+    {
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        return Err(e);
+    }
+
+    let state = Arc::new(ApiState {
+        tenants,
+        postgres: postgres_status,
+        admin_token,
+        started: Instant::now(),
+        data_dir: config.data_dir.clone(),
+    });
+    let api_url = format!(
+        "http://{}",
+        listener.local_addr().context("read API address")?
+    );
+    tasks.spawn(api::task_main(listener, state, shutdown.clone()));
+    data_dir.write_agent_info(&AgentInfo {
+        pid: std::process::id(),
+        api_url: api_url.clone(),
+    })?;
+    tracing::info!(api = %api_url, "pgplatform is ready");
+
+    let mut config = config;
+    let mut result = Ok(());
+    loop {
+        tokio::select! {
+            Some(()) = reload_rx.recv() => {
+                match reload(&config, &data_dir, run_as.as_ref()).await {
+                    Ok(new) => config = new,
+                    Err(e) => tracing::error!("configuration not reloaded, keeping the running one: {e:#}"),
+                }
+            }
+            Some(done) = tasks.join_next() => {
+                // Any task ending on its own is the end of the agent.
+                result = match done {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e).context("agent task panicked"),
+                };
+                shutdown.cancel();
+                break;
+            }
+            () = shutdown.cancelled() => break,
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::error!("during shutdown: {e:#}");
+        }
+    }
+    data_dir.remove_agent_info();
+    tracing::info!("pgplatform stopped");
+    result
+}
+
+/// A cluster made by another major version cannot be started by these binaries.
+fn check_major(pgdata: &std::path::Path, binaries: &Binaries) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(pgdata.join("PG_VERSION")).context("read PG_VERSION")?;
+    let major: u32 = text.trim().parse().context("parse PG_VERSION")?;
+    if major != binaries.version.major {
+        anyhow::bail!(
+            "{} holds a PostgreSQL {major} cluster, but the binaries in {} are PostgreSQL {}; \
+             set postgres.bin_dir to PostgreSQL {major}'s binaries",
+            pgdata.display(),
+            binaries.dir.display(),
+            binaries.version.text
+        );
+    }
+    Ok(())
+}
+
+fn write_settings(
+    config: &Config,
+    data_dir: &DataDir,
+    run_as: Option<&RunAs>,
+) -> anyhow::Result<bool> {
+    let settings = ManagedSettings {
+        listen_addresses: &config.postgres.listen_addresses,
+        port: config.postgres.port,
+        socket_dir: &data_dir.socket_dir(),
+        memory_bytes: conf::machine_memory_bytes(),
+        parameters: &config.postgres.parameters,
+    };
+    conf::write(&data_dir.pgdata(), &conf::render(&settings), run_as)
+}
+
+/// pg_ident.conf always; pg_hba.conf only when it is not ours yet (first start), since the
+/// tenant lines come from the registry once PostgreSQL runs.
+fn write_access_files(data_dir: &DataDir, run_as: Option<&RunAs>) -> anyhow::Result<()> {
+    let pgdata = data_dir.pgdata();
+    let agent_user = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .context("look up the agent's OS user name")?;
+    let mut os_users = vec![agent_user.as_str()];
+    if let Some(account) = run_as {
+        os_users.push(&account.name);
+    }
+    conf::write_if_changed(
+        &pgdata.join("pg_ident.conf"),
+        &hba::render_ident(&os_users),
+        run_as,
+    )?;
+    let hba_path = pgdata.join("pg_hba.conf");
+    let ours = std::fs::read_to_string(&hba_path)
+        .is_ok_and(|t| t.starts_with("# Generated by pgplatform"));
+    if !ours {
+        conf::write_if_changed(&hba_path, &hba::render_hba(&[]), run_as)?;
+    }
+    Ok(())
+}
+
+/// Where the agent itself reaches PostgreSQL over TCP to check tenants' logins.
+fn local_host(config: &Config, data_dir: &DataDir) -> String {
+    let first = config
+        .postgres
+        .listen_addresses
+        .split(',')
+        .map(str::trim)
+        .next()
+        .unwrap_or("");
+    match first {
+        "" => data_dir.socket_dir().display().to_string(),
+        "*" | "0.0.0.0" => "127.0.0.1".to_owned(),
+        "::" => "::1".to_owned(),
+        host => host.to_owned(),
+    }
+}
+
+/// SIGHUP: read the file again and apply what can be applied without a restart.
+async fn reload(
+    old: &Config,
+    data_dir: &DataDir,
+    run_as: Option<&RunAs>,
+) -> anyhow::Result<Config> {
+    let Some(path) = &old.source else {
+        anyhow::bail!("the agent runs on built-in defaults; there is no config file to reload");
+    };
+    let new = Config::load(path)?;
+    for (key, changed) in [
+        ("data_dir", new.data_dir != old.data_dir),
+        (
+            "postgres.bin_dir",
+            new.postgres.bin_dir != old.postgres.bin_dir,
+        ),
+        ("postgres.user", new.postgres.user != old.postgres.user),
+        ("postgres.port", new.postgres.port != old.postgres.port),
+        ("api.listen", new.api_listen != old.api_listen),
+    ] {
+        if changed {
+            tracing::warn!("{key} changed; it takes effect when the agent restarts");
+        }
+    }
+    // Keep what needs a restart as it runs; apply everything else.
+    let mut effective = new;
+    effective.data_dir = old.data_dir.clone();
+    effective.postgres.bin_dir = old.postgres.bin_dir.clone();
+    effective.postgres.user = old.postgres.user.clone();
+    effective.postgres.port = old.postgres.port;
+    effective.api_listen = old.api_listen;
+    if write_settings(&effective, data_dir, run_as)? {
+        let client =
+            crate::pg::connect::superuser(&data_dir.socket_dir(), old.postgres.port, "postgres")
+                .await?;
+        client
+            .execute("SELECT pg_reload_conf()", &[])
+            .await
+            .context("reload PostgreSQL")?;
+        tracing::info!(
+            "PostgreSQL settings reloaded; `pgplatform status` lists any that wait for a restart"
+        );
+    }
+    Ok(effective)
+}

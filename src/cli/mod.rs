@@ -1,0 +1,83 @@
+//! The command line: clap definitions and dispatch. `up` runs the agent; every other
+//! command is a client of a running agent's HTTP API.
+
+mod init;
+mod output;
+mod status;
+mod tenant;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::logging::LogFormat;
+
+/// pgplatform: a central PostgreSQL platform for many applications, in one binary.
+///
+/// Start the agent with `pgplatform up`; it runs PostgreSQL and serves an HTTP API.
+/// The other commands talk to the agent of the same data directory (found through the
+/// config file), so run them where you ran `up`.
+#[derive(Debug, Parser)]
+#[command(name = "pgplatform", version, about, long_about)]
+pub struct Cli {
+    /// Config file (default: ./pgplatform.toml if it exists, else built-in defaults).
+    #[arg(long, global = true, env = "PGPLATFORM_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the node agent in the foreground: initialise PostgreSQL on first start,
+    /// supervise it, and serve the API. Stops cleanly on SIGINT/SIGTERM; SIGHUP reloads
+    /// the config file.
+    Up {
+        /// Log format: auto = text on a terminal, JSON lines otherwise.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Write a commented example config file (pgplatform.toml) into DIR.
+    Init(init::InitArgs),
+    /// Show the agent's and PostgreSQL's state.
+    Status(status::StatusArgs),
+    /// Create, list, show, rotate and drop tenants (one database + role + secrets each).
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+}
+
+/// Runs the CLI and turns any error into a message on stderr and exit status 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::error(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Init(args) = &cli.command {
+        return init::run(args);
+    }
+    let config = Config::discover(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up { log_format } => {
+                crate::logging::init(log_format.unwrap_or(config.log_format));
+                crate::agent::run(config).await
+            }
+            Command::Init(_) => Ok(()),
+            Command::Status(args) => status::run(&config, &args).await,
+            Command::Tenant(command) => tenant::run(&config, command).await,
+        }
+    })
+}

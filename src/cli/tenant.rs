@@ -1,0 +1,203 @@
+//! `pgplatform tenant …`: create, list, show, rotate, drop.
+
+use anyhow::bail;
+use serde_json::Value;
+
+use super::output;
+use crate::api::client::AgentClient;
+use crate::config::Config;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant: login role NAME, database NAME owned by it, generated password
+    /// (SCRAM-SHA-256), files under <data_dir>/secrets/NAME/, no access to other tenants.
+    Create {
+        /// Lowercase letters, digits and `_`, starting with a letter, at most 48 characters.
+        name: String,
+        /// Create this extension in the tenant's database (repeatable), e.g. vector.
+        #[arg(long = "extension", value_name = "EXT")]
+        extensions: Vec<String>,
+        /// Most concurrent connections for the tenant's roles (default: no limit).
+        #[arg(long, value_name = "N")]
+        connection_limit: Option<i32>,
+        /// Also create NAME_ro, which reads everything in the database and writes nothing.
+        #[arg(long)]
+        with_readonly: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List tenants with their size and open connections.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a tenant's connection URL (password hidden unless --reveal).
+    Show {
+        name: String,
+        /// Include the password in the URLs.
+        #[arg(long)]
+        reveal: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a role a new password; the old one stops working for new logins at once and
+    /// the secret files are rewritten atomically.
+    Rotate {
+        name: String,
+        /// Rotate the read-only role NAME_ro instead of the owner.
+        #[arg(long)]
+        readonly: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop a tenant: its database (ending its sessions), roles and secret files.
+    Drop {
+        name: String,
+        /// Confirm: the data is gone for good (backups aside).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub async fn run(config: &Config, command: TenantCommand) -> anyhow::Result<()> {
+    let client = AgentClient::discover(config)?;
+    match command {
+        TenantCommand::Create {
+            name,
+            extensions,
+            connection_limit,
+            with_readonly,
+            json,
+        } => {
+            let request = crate::tenants::CreateRequest {
+                name: name.clone(),
+                extensions,
+                connection_limit,
+                with_readonly,
+            };
+            let created: Value = output::with_spinner(
+                &format!("creating tenant {name}"),
+                client.post("/tenants", &request),
+            )
+            .await?;
+            if json {
+                return output::json(&created);
+            }
+            print_details(&created);
+            output::line(&format!(
+                "secrets written to {}",
+                text(&created["secrets_dir"])
+            ));
+            Ok(())
+        }
+        TenantCommand::List { json } => {
+            let tenants: Vec<Value> = client.get("/tenants").await?;
+            if json {
+                return output::json(&tenants);
+            }
+            let rows: Vec<Vec<String>> = tenants
+                .iter()
+                .map(|t| {
+                    vec![
+                        text(&t["name"]),
+                        text(&t["created_at"]),
+                        output::size(t["size_bytes"].as_i64().unwrap_or(0)),
+                        text(&t["connections"]),
+                        list(&t["extensions"]),
+                        text(&t["readonly_role"]),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "NAME",
+                    "CREATED",
+                    "SIZE",
+                    "CONNECTIONS",
+                    "EXTENSIONS",
+                    "READONLY",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        TenantCommand::Show { name, reveal, json } => {
+            let path = format!("/tenants/{}?reveal={reveal}", segment(&name));
+            let details: Value = client.get(&path).await?;
+            if json {
+                return output::json(&details);
+            }
+            print_details(&details);
+            Ok(())
+        }
+        TenantCommand::Rotate {
+            name,
+            readonly,
+            json,
+        } => {
+            let path = format!("/tenants/{}/rotate?readonly={readonly}", segment(&name));
+            let details: Value = client.post(&path, &serde_json::json!({})).await?;
+            if json {
+                return output::json(&details);
+            }
+            let role = if readonly { format!("{name}_ro") } else { name };
+            output::line(&format!(
+                "new password for {role} written to {}",
+                text(&details["secrets_dir"])
+            ));
+            Ok(())
+        }
+        TenantCommand::Drop { name, yes } => {
+            if !yes {
+                bail!("dropping tenant {name} deletes its database, roles and secrets for good; run again with --yes to confirm");
+            }
+            output::with_spinner(
+                &format!("dropping tenant {name}"),
+                client.delete(&format!("/tenants/{}", segment(&name))),
+            )
+            .await?;
+            output::line(&format!("dropped tenant {name}"));
+            Ok(())
+        }
+    }
+}
+
+fn print_details(d: &Value) {
+    output::table(
+        &["FIELD", "VALUE"],
+        &[
+            vec!["name".into(), text(&d["name"])],
+            vec!["database_url".into(), text(&d["database_url"])],
+            vec!["readonly_role".into(), text(&d["readonly_role"])],
+            vec!["readonly_url".into(), text(&d["readonly_database_url"])],
+            vec!["extensions".into(), list(&d["extensions"])],
+            vec!["created_at".into(), text(&d["created_at"])],
+            vec!["rotated_at".into(), text(&d["rotated_at"])],
+        ],
+    );
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn list(v: &Value) -> String {
+    let items: Vec<String> = v
+        .as_array()
+        .map(|a| a.iter().map(text).collect())
+        .unwrap_or_default();
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(",")
+    }
+}
+
+/// Names are validated by the agent; encoding keeps odd input from changing the path.
+fn segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}

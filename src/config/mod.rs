@@ -1,0 +1,303 @@
+//! Configuration: the raw TOML (`file`) validated into the `Config` the rest of the agent reads.
+
+mod file;
+mod parameters;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use self::file::ConfigFile;
+pub use self::parameters::Parameters;
+use crate::logging::LogFormat;
+
+/// The commented example that `pgplatform init` writes; it must parse to the defaults.
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+/// Name of the config file looked for in the current directory.
+pub const DEFAULT_FILE_NAME: &str = "pgplatform.toml";
+
+/// A configuration problem, always naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Validated configuration. Runtime code only ever sees this.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Absolute path of the data directory.
+    pub data_dir: PathBuf,
+    pub postgres: PostgresConfig,
+    pub api_listen: SocketAddr,
+    /// Host written into tenants' connection URLs.
+    pub tenant_host: String,
+    pub log_format: LogFormat,
+    /// The file this came from, if any (reloads read it again).
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub bin_dir: Option<PathBuf>,
+    pub user: String,
+    pub listen_addresses: String,
+    pub port: u16,
+    pub stop_timeout: Duration,
+    pub parameters: Parameters,
+}
+
+impl Config {
+    /// Loads `explicit`, else `./pgplatform.toml` if present, else the built-in defaults.
+    pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
+            path: PathBuf::from("."),
+            source,
+        })?;
+        let path = match explicit {
+            Some(p) => Some(cwd.join(p)),
+            None => Some(cwd.join(DEFAULT_FILE_NAME)).filter(|p| p.exists()),
+        };
+        match path {
+            Some(path) => Config::load(&path),
+            None => Config::from_file(ConfigFile::default(), &cwd, None),
+        }
+    }
+
+    /// Reads and validates one config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file = parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("/"));
+        Config::from_file(file, base, Some(path.to_owned()))
+    }
+
+    /// Validates a parsed file; `base` is where relative paths start.
+    pub fn from_file(
+        file: ConfigFile,
+        base: &Path,
+        source: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        let ConfigFile {
+            data_dir,
+            postgres,
+            api,
+            tenants,
+            log,
+        } = file;
+        let file::PostgresSection {
+            bin_dir,
+            user,
+            listen_addresses,
+            port,
+            stop_timeout_seconds,
+            parameters,
+        } = postgres;
+
+        let data_dir = data_dir.unwrap_or_else(|| "./pgplatform-data".to_owned());
+        if data_dir.trim().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let data_dir = normalize(&base.join(data_dir));
+
+        let bin_dir = match bin_dir {
+            Some(dir) if dir.trim().is_empty() => None,
+            Some(dir) => Some(normalize(&base.join(dir))),
+            None => None,
+        };
+        let user = user.unwrap_or_else(|| "postgres".to_owned());
+        if user.is_empty() || user == "root" {
+            return Err(invalid(
+                "postgres.user",
+                "must name an unprivileged OS user (PostgreSQL refuses to run as root)",
+            ));
+        }
+        let listen_addresses = listen_addresses.unwrap_or_else(|| "127.0.0.1".to_owned());
+        if listen_addresses.contains(['\'', '\n', '\\']) {
+            return Err(invalid(
+                "postgres.listen_addresses",
+                "must be a comma-separated list of host names or addresses",
+            ));
+        }
+        let port = port.unwrap_or(5432);
+        if port == 0 {
+            return Err(invalid("postgres.port", "must be between 1 and 65535"));
+        }
+        let stop_timeout = Duration::from_secs(stop_timeout_seconds.unwrap_or(60));
+        let parameters = Parameters::from_toml(parameters)?;
+
+        let listen = api.listen.unwrap_or_else(|| "127.0.0.1:8008".to_owned());
+        let api_listen: SocketAddr = listen.parse().map_err(|_| {
+            invalid(
+                "api.listen",
+                format!("`{listen}` is not an address like 127.0.0.1:8008"),
+            )
+        })?;
+
+        let tenant_host = match tenants.host {
+            Some(host) if host.trim().is_empty() || host.contains(['/', '@', '?', '#', ' ']) => {
+                return Err(invalid("tenants.host", "must be a host name or address"));
+            }
+            Some(host) => host,
+            None => default_tenant_host(&listen_addresses),
+        };
+
+        Ok(Config {
+            data_dir,
+            postgres: PostgresConfig {
+                bin_dir,
+                user,
+                listen_addresses,
+                port,
+                stop_timeout,
+                parameters,
+            },
+            api_listen,
+            tenant_host,
+            log_format: log.format.unwrap_or(LogFormat::Auto),
+            source,
+        })
+    }
+}
+
+/// Parses TOML, naming the full key path of any unknown or mistyped key.
+fn parse(text: &str) -> Result<ConfigFile, String> {
+    let deserializer = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().to_owned();
+        // serde reports an unknown field at its parent; name the key itself.
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let field = rest.split('`').next().unwrap_or_default();
+            let key = if path == "." || path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
+            return format!("unknown key `{key}`");
+        }
+        let at = match inner.span() {
+            Some(span) => format!(" (line {})", line_of(text, span.start)),
+            None => String::new(),
+        };
+        if path == "." || path.is_empty() {
+            format!("{message}{at}")
+        } else {
+            format!("key `{path}`: {message}{at}")
+        }
+    })
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.lines().count().max(1))
+}
+
+/// Makes a path absolute and drops `.` components, without touching the filesystem.
+fn normalize(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+fn default_tenant_host(listen_addresses: &str) -> String {
+    let first = listen_addresses
+        .split(',')
+        .map(str::trim)
+        .next()
+        .unwrap_or("");
+    match first {
+        "" | "*" | "0.0.0.0" | "::" => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".to_owned()),
+        host => host.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_str(text: &str) -> Result<Config, String> {
+        let file = parse(text)?;
+        Config::from_file(file, Path::new("/etc/pgp"), None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = from_str("").unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/etc/pgp/pgplatform-data"));
+        assert_eq!(config.postgres.port, 5432);
+        assert_eq!(config.postgres.user, "postgres");
+        assert_eq!(config.api_listen.to_string(), "127.0.0.1:8008");
+        assert_eq!(config.tenant_host, "127.0.0.1");
+    }
+
+    #[test]
+    fn example_file_is_the_defaults() {
+        let config = from_str(EXAMPLE).unwrap();
+        let defaults = from_str("").unwrap();
+        assert_eq!(config.data_dir, defaults.data_dir);
+        assert_eq!(config.postgres.port, defaults.postgres.port);
+        assert_eq!(config.api_listen, defaults.api_listen);
+        assert!(config.postgres.parameters.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let err = from_str("[postgres]\nprot = 1\n").unwrap_err();
+        assert!(err.contains("`postgres.prot`"), "{err}");
+        let err = from_str("colour = 1\n").unwrap_err();
+        assert!(err.contains("`colour`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for text in [
+            "[postgres]\nport = \"abc\"\n",
+            "[postgres]\nport = 70000\n",
+            "[postgres]\nport = 0\n",
+        ] {
+            let err = from_str(text).unwrap_err();
+            assert!(err.contains("postgres.port"), "{text}: {err}");
+        }
+        let err = from_str("[api]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(err.contains("api.listen"), "{err}");
+        let err = from_str("[postgres]\nuser = \"root\"\n").unwrap_err();
+        assert!(err.contains("postgres.user"), "{err}");
+        let err = from_str("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert!(err.contains("log.format"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let config = from_str("data_dir = \"data\"\n[postgres]\nbin_dir = \"../bin\"\n").unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/etc/pgp/data"));
+        assert_eq!(
+            config.postgres.bin_dir,
+            Some(PathBuf::from("/etc/pgp/../bin"))
+        );
+    }
+}

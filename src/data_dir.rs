@@ -1,0 +1,174 @@
+//! The data directory's layout, its permissions, and the lock that keeps one agent per
+//! directory.
+//!
+//! ```text
+//! <data>/pg/            PGDATA, owned by the PostgreSQL user, 0700
+//! <data>/secrets/       one 0700 directory of 0600 files per tenant
+//! <data>/run/           agent.lock, agent.json, admin_token (0600)
+//! <data>/run/socket/    PostgreSQL's unix socket, owned by the PostgreSQL user
+//! ```
+
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::pg::process::{chown_to, RunAs};
+
+/// Paths inside one data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+/// What a running agent publishes for the CLI in `run/agent.json`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct AgentInfo {
+    pub pid: u32,
+    pub api_url: String,
+}
+
+impl DataDir {
+    pub fn new(root: &Path) -> DataDir {
+        DataDir {
+            root: root.to_owned(),
+        }
+    }
+    pub fn pgdata(&self) -> PathBuf {
+        self.root.join("pg")
+    }
+    pub fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    pub fn socket_dir(&self) -> PathBuf {
+        self.run().join("socket")
+    }
+    pub fn secrets(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.run().join("admin_token")
+    }
+    pub fn agent_info_file(&self) -> PathBuf {
+        self.run().join("agent.json")
+    }
+
+    /// Creates the directories with their owners and modes; checks the PostgreSQL user can
+    /// reach PGDATA and that the socket path fits the kernel's limit.
+    pub fn prepare(&self, run_as: Option<&RunAs>, port: u16) -> anyhow::Result<()> {
+        make_dir(&self.root, 0o755)?;
+        make_dir(&self.run(), 0o755)?;
+        make_dir(&self.secrets(), 0o700)?;
+        make_dir(&self.socket_dir(), 0o755)?;
+        chown_to(&self.socket_dir(), run_as)?;
+        if let Some(account) = run_as {
+            check_reachable(&self.root, account)?;
+        }
+        // sun_path holds 108 bytes including the terminating NUL.
+        let socket = self.socket_dir().join(format!(".s.PGSQL.{port}"));
+        if socket.as_os_str().len() > 107 {
+            bail!(
+                "the PostgreSQL socket path {} is longer than the 107 bytes Unix allows; \
+                 choose a shorter data_dir",
+                socket.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Takes the agent lock, or says which agent holds it. The kernel releases the lock
+    /// when the process dies, so a `kill -9`ed agent never leaves a stale lock.
+    pub fn lock(&self) -> anyhow::Result<Flock<File>> {
+        let path = self.run().join("agent.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(lock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = self
+                    .read_agent_info()
+                    .map(|info| format!(" (pid {})", info.pid))
+                    .unwrap_or_default();
+                bail!(
+                    "another pgplatform agent{holder} is already running on {}",
+                    self.root.display()
+                )
+            }
+            Err((_, errno)) => Err(errno).with_context(|| format!("lock {}", path.display())),
+        }
+    }
+
+    /// The admin token, generated on first start and kept in a 0600 file.
+    pub fn admin_token(&self) -> anyhow::Result<String> {
+        let path = self.admin_token_file();
+        match std::fs::read_to_string(&path) {
+            Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        }
+        let token = crate::pg::sql::generate_password();
+        crate::pg::conf::write_atomically(&path, token.as_bytes(), 0o600)?;
+        Ok(token)
+    }
+
+    pub fn write_agent_info(&self, info: &AgentInfo) -> anyhow::Result<()> {
+        let json = serde_json::to_vec_pretty(info).context("encode agent.json")?;
+        crate::pg::conf::write_atomically(&self.agent_info_file(), &json, 0o644)
+    }
+
+    pub fn read_agent_info(&self) -> anyhow::Result<AgentInfo> {
+        let path = self.agent_info_file();
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    }
+
+    pub fn remove_agent_info(&self) {
+        let _ = std::fs::remove_file(self.agent_info_file());
+    }
+}
+
+fn make_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("set permissions of {}", dir.display()))
+}
+
+/// PostgreSQL (as `account`) must be able to walk from `/` to the data directory; a 0700
+/// home directory on the way is the usual reason initdb fails with "permission denied".
+fn check_reachable(dir: &Path, account: &RunAs) -> anyhow::Result<()> {
+    for ancestor in dir.ancestors() {
+        let meta = std::fs::metadata(ancestor)
+            .with_context(|| format!("inspect {}", ancestor.display()))?;
+        let mode = meta.mode();
+        let can_enter = if meta.uid() == account.uid.as_raw() {
+            mode & 0o100 != 0
+        } else if meta.gid() == account.gid.as_raw() {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        };
+        if !can_enter {
+            bail!(
+                "PostgreSQL runs as OS user `{}`, which cannot enter {} (mode {:o}); \
+                 allow it (`chmod o+x {}`) or put data_dir somewhere it can reach",
+                account.name,
+                ancestor.display(),
+                mode & 0o7777,
+                ancestor.display()
+            );
+        }
+    }
+    Ok(())
+}

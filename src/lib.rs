@@ -1,0 +1,17 @@
+//! pgplatform turns a Linux host into a central PostgreSQL platform for many applications.
+//!
+//! `pgplatform up` is the node agent: it initialises and supervises PostgreSQL (`supervisor`),
+//! keeps the tenant registry and provisions tenants (`tenants`), and serves the HTTP API
+//! (`api`) that every other subcommand (`cli`) talks to. `pg` is the only place that runs
+//! PostgreSQL binaries and renders its configuration. ARCHITECTURE.md is the map.
+
+mod agent;
+mod api;
+pub mod cli;
+mod config;
+mod data_dir;
+mod logging;
+pub mod pg;
+mod shutdown;
+mod supervisor;
+mod tenants;

@@ -1,0 +1,125 @@
+//! Finding the PostgreSQL server binaries and reading their version.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+/// Oldest and newest PostgreSQL major versions the agent supports.
+pub const SUPPORTED_MAJORS: std::ops::RangeInclusive<u32> = 13..=18;
+
+/// A directory of PostgreSQL server binaries of a known version.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub dir: PathBuf,
+    pub version: Version,
+}
+
+/// A PostgreSQL version as printed by `postgres --version`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Version {
+    pub major: u32,
+    /// The full text, e.g. "15.18".
+    pub text: String,
+}
+
+impl Binaries {
+    /// Uses `configured`, else the first PATH entry with `postgres` and `initdb`, else the
+    /// newest `/usr/lib/postgresql/<major>/bin` (where Debian puts them, off PATH).
+    pub async fn discover(configured: Option<&Path>) -> anyhow::Result<Binaries> {
+        let dir = match configured {
+            Some(dir) => {
+                if !has_server_binaries(dir) {
+                    bail!(
+                        "postgres.bin_dir {} does not contain the postgres and initdb binaries",
+                        dir.display()
+                    );
+                }
+                dir.to_owned()
+            }
+            None => search_path()
+                .or_else(newest_debian_dir)
+                .context("find PostgreSQL server binaries (no `postgres` and `initdb` on PATH or under /usr/lib/postgresql/*/bin; install PostgreSQL or set postgres.bin_dir)")?,
+        };
+        // Follow symlinks (e.g. /usr/local/bin/postgres) to the real installation, whose
+        // sibling binaries and share directory belong to the same version.
+        let dir = dir
+            .join("postgres")
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or(dir);
+        let output = super::process::command(&dir.join("postgres"), None)
+            .arg("--version")
+            .output()
+            .await
+            .with_context(|| format!("run {}/postgres --version", dir.display()))?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let version = parse_version(&text)
+            .with_context(|| format!("read the version from `{}`", text.trim()))?;
+        if !SUPPORTED_MAJORS.contains(&version.major) {
+            bail!(
+                "PostgreSQL {} in {} is not supported (supported: {} to {})",
+                version.text,
+                dir.display(),
+                SUPPORTED_MAJORS.start(),
+                SUPPORTED_MAJORS.end()
+            );
+        }
+        Ok(Binaries { dir, version })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+fn has_server_binaries(dir: &Path) -> bool {
+    dir.join("postgres").is_file() && dir.join("initdb").is_file()
+}
+
+fn search_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).find(|dir| has_server_binaries(dir))
+}
+
+fn newest_debian_dir() -> Option<PathBuf> {
+    let entries = std::fs::read_dir("/usr/lib/postgresql").ok()?;
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let major: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            has_server_binaries(&bin).then_some((major, bin))
+        })
+        .max_by_key(|(major, _)| *major)
+        .map(|(_, bin)| bin)
+}
+
+/// Parses "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)" or "… 16.2".
+pub fn parse_version(text: &str) -> Option<Version> {
+    let number = text
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    let number = number.trim_end_matches(|c: char| !c.is_ascii_digit());
+    let major = number.split('.').next()?.parse().ok()?;
+    Some(Version {
+        major,
+        text: number.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_read_from_postgres_output() {
+        let v = parse_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").unwrap();
+        assert_eq!((v.major, v.text.as_str()), (15, "15.18"));
+        let v = parse_version("postgres (PostgreSQL) 16.2\n").unwrap();
+        assert_eq!((v.major, v.text.as_str()), (16, "16.2"));
+        let v = parse_version("postgres (PostgreSQL) 18beta1").unwrap();
+        assert_eq!(v.major, 18);
+        assert!(parse_version("command not found").is_none());
+    }
+}

@@ -1,0 +1,214 @@
+//! The settings the agent manages, rendered into `pgplatform.conf` (included from
+//! postgresql.conf) and written atomically, readable by the PostgreSQL user.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::process::{chown_to, RunAs};
+use crate::config::Parameters;
+
+/// File inside PGDATA holding the managed settings.
+pub const MANAGED_FILE: &str = "pgplatform.conf";
+
+/// What goes into the managed settings file.
+pub struct ManagedSettings<'a> {
+    pub listen_addresses: &'a str,
+    pub port: u16,
+    pub socket_dir: &'a Path,
+    /// Total RAM of the machine in bytes; memory settings are derived from it.
+    pub memory_bytes: u64,
+    /// The operator's `[postgres.parameters]`, which win over derived values.
+    pub parameters: &'a Parameters,
+}
+
+/// Renders the managed settings file.
+pub fn render(settings: &ManagedSettings<'_>) -> String {
+    let mut out = String::from(
+        "# Managed by pgplatform: rewritten on every start and reload.\n\
+         # Change settings through [postgres.parameters] in pgplatform.toml.\n",
+    );
+    let mut line = |name: &str, value: String| out.push_str(&format!("{name} = {value}\n"));
+    line("listen_addresses", quote_value(settings.listen_addresses));
+    line("port", settings.port.to_string());
+    line(
+        "unix_socket_directories",
+        quote_value(&settings.socket_dir.to_string_lossy()),
+    );
+    line("password_encryption", quote_value("scram-sha-256"));
+    line("logging_collector", "off".into());
+    line("log_destination", quote_value("stderr"));
+    // The agent adds its own timestamp; the pid tells backends apart.
+    let derived = derived_settings(settings.memory_bytes);
+    for (name, value) in &derived {
+        if settings.parameters.iter().all(|(k, _)| k != *name) {
+            line(name, value.clone());
+        }
+    }
+    for (name, value) in settings.parameters.iter() {
+        line(name, value.render());
+    }
+    out
+}
+
+/// Defaults the agent chooses, each overridable in `[postgres.parameters]`.
+fn derived_settings(memory_bytes: u64) -> Vec<(&'static str, String)> {
+    const MIB: u64 = 1024 * 1024;
+    let ram_mib = memory_bytes / MIB;
+    // The usual starting points: a quarter of RAM for shared buffers (capped, as larger
+    // values rarely help), three quarters as the cache estimate.
+    let shared_buffers = (ram_mib / 4).clamp(128, 8 * 1024);
+    let effective_cache = (ram_mib * 3 / 4).max(256);
+    let maintenance = (ram_mib / 16).clamp(64, 2 * 1024);
+    let work_mem = (ram_mib / 4 / 100 / 4).clamp(4, 256);
+    vec![
+        (
+            "shared_preload_libraries",
+            quote_value("pg_stat_statements"),
+        ),
+        ("log_line_prefix", quote_value("[%p] ")),
+        ("cluster_name", quote_value("pgplatform")),
+        ("shared_buffers", format!("'{shared_buffers}MB'")),
+        ("effective_cache_size", format!("'{effective_cache}MB'")),
+        ("maintenance_work_mem", format!("'{maintenance}MB'")),
+        ("work_mem", format!("'{work_mem}MB'")),
+    ]
+}
+
+/// Quotes a string value for postgresql.conf (guc-file.l: `''` for a quote, `\\` for a
+/// backslash).
+pub fn quote_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Total RAM from /proc/meminfo, or 1 GiB if it cannot be read.
+pub fn machine_memory_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(1 << 30, |kib| kib * 1024)
+}
+
+/// Writes the managed file and makes sure postgresql.conf includes it. Returns whether
+/// anything changed.
+pub fn write(pgdata: &Path, content: &str, run_as: Option<&RunAs>) -> anyhow::Result<bool> {
+    let mut changed = write_if_changed(&pgdata.join(MANAGED_FILE), content, run_as)?;
+    let main = pgdata.join("postgresql.conf");
+    let text =
+        std::fs::read_to_string(&main).with_context(|| format!("read {}", main.display()))?;
+    let include = format!("include '{MANAGED_FILE}'");
+    if !text.lines().any(|l| l.trim() == include) {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&main)
+            .with_context(|| format!("open {}", main.display()))?;
+        writeln!(
+            file,
+            "\n# Added by pgplatform; keep it last so managed settings apply.\n{include}"
+        )
+        .with_context(|| format!("append to {}", main.display()))?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// Replaces `path` atomically (temp file, fsync, rename) when its content differs.
+pub fn write_if_changed(
+    path: &Path,
+    content: &str,
+    run_as: Option<&RunAs>,
+) -> anyhow::Result<bool> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+        return Ok(false);
+    }
+    write_atomically(path, content.as_bytes(), 0o600)?;
+    chown_to(path, run_as)?;
+    Ok(true)
+}
+
+/// Writes `bytes` to `path` through a temp file in the same directory, fsynced and renamed,
+/// so a reader sees the old content or the new, never half.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().context("file path has no directory")?;
+    let name = path
+        .file_name()
+        .context("file path has no name")?
+        .to_string_lossy();
+    let temp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&temp)
+        .with_context(|| format!("create {}", temp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("write {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("replace {}", path.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn values_are_escaped_per_the_conf_grammar() {
+        assert_eq!(quote_value("plain"), "'plain'");
+        assert_eq!(quote_value("it's"), "'it''s'");
+        assert_eq!(quote_value(r"C:\dir"), r"'C:\\dir'");
+    }
+
+    #[test]
+    fn memory_settings_follow_the_machine() {
+        let s = derived_settings(24 * 1024 * 1024 * 1024);
+        let get = |n: &str| s.iter().find(|(k, _)| *k == n).unwrap().1.clone();
+        assert_eq!(get("shared_buffers"), "'6144MB'");
+        assert_eq!(get("effective_cache_size"), "'18432MB'");
+        let small = derived_settings(512 * 1024 * 1024);
+        let get = |n: &str| small.iter().find(|(k, _)| *k == n).unwrap().1.clone();
+        assert_eq!(get("shared_buffers"), "'128MB'");
+        assert_eq!(get("work_mem"), "'4MB'");
+    }
+
+    #[test]
+    fn operator_parameters_replace_derived_ones() {
+        let raw: BTreeMap<String, toml::Value> =
+            toml::from_str("shared_buffers = \"1GB\"\nmax_connections = 300").unwrap();
+        let parameters = Parameters::from_toml(raw).unwrap();
+        let text = render(&ManagedSettings {
+            listen_addresses: "127.0.0.1",
+            port: 5433,
+            socket_dir: Path::new("/data/run/socket"),
+            memory_bytes: 8 << 30,
+            parameters: &parameters,
+        });
+        assert_eq!(text.matches("shared_buffers").count(), 1, "{text}");
+        assert!(text.contains("shared_buffers = '1GB'\n"), "{text}");
+        assert!(text.contains("max_connections = 300\n"), "{text}");
+        assert!(text.contains("port = 5433\n"), "{text}");
+        assert!(
+            text.contains("unix_socket_directories = '/data/run/socket'\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("password_encryption = 'scram-sha-256'\n"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! How pgplatform runs PostgreSQL binaries and talks to the server as its superuser.
+//! The only module that spawns processes (`process::command`).
+
+pub mod bin;
+pub mod conf;
+pub mod connect;
+pub mod hba;
+pub mod initdb;
+pub mod process;
+pub mod sql;
+
+/// The agent's own superuser; reachable only over the local socket with peer authentication.
+pub const SUPERUSER: &str = "pgplatform";
+
+/// The agent's own database, holding the tenant registry.
+pub const AGENT_DATABASE: &str = "pgplatform";

@@ -1,0 +1,210 @@
+//! Tenants: one database + owner role (+ optional read-only role) + generated secrets per
+//! application, recorded in the registry, isolated by privileges and pg_hba.conf.
+//!
+//! Operations are serialised by one lock; each either completes or is undone, and one
+//! interrupted by a crash is undone when the agent starts again (`bootstrap`).
+
+mod create;
+mod drop;
+mod error;
+mod name;
+mod registry;
+mod rotate;
+mod secrets;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio_postgres::Client;
+
+pub use self::create::CreateRequest;
+pub use self::error::TenantError;
+use self::name::TenantName;
+use self::registry::Tenant;
+use self::secrets::Credentials;
+use crate::pg::hba::{render_hba, TenantAccess};
+use crate::pg::process::RunAs;
+
+/// The tenant service: owned by the agent, used by the API.
+pub struct Tenants {
+    pub pgdata: PathBuf,
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    pub secrets_dir: PathBuf,
+    /// Host written into tenants' URLs.
+    pub url_host: String,
+    /// Host the agent uses to prove a tenant's login works (TCP, or the socket dir).
+    pub local_host: String,
+    pub server_version: String,
+    pub run_as: Option<RunAs>,
+    pub lock: tokio::sync::Mutex<()>,
+}
+
+/// A tenant as `list` reports it.
+#[derive(Debug, serde::Serialize)]
+pub struct TenantSummary {
+    pub name: String,
+    pub created_at: String,
+    pub size_bytes: i64,
+    pub connections: i64,
+    pub extensions: Vec<String>,
+    pub readonly_role: Option<String>,
+}
+
+/// A tenant as `show`, `create` and `rotate` report it.
+#[derive(Debug, serde::Serialize)]
+pub struct TenantDetails {
+    pub name: String,
+    pub database: String,
+    pub owner: String,
+    pub database_url: String,
+    pub readonly_role: Option<String>,
+    pub readonly_database_url: Option<String>,
+    pub extensions: Vec<String>,
+    pub connection_limit: i32,
+    pub created_at: String,
+    pub rotated_at: Option<String>,
+    pub secrets_dir: String,
+}
+
+impl Tenants {
+    /// Creates the agent database and registry, undoes operations a crash interrupted,
+    /// and brings pg_hba.conf in line with the registry.
+    pub async fn bootstrap(&self) -> anyhow::Result<()> {
+        let postgres_db = self.connect("postgres").await?;
+        registry::ensure_database(&postgres_db).await?;
+        let mut admin = self.admin().await?;
+        registry::migrate(&mut admin).await?;
+        for tenant in registry::all(&admin).await? {
+            if tenant.state != "ready" {
+                tracing::warn!(tenant = %tenant.name, state = %tenant.state,
+                    "finishing an interrupted operation: removing the incomplete tenant");
+                self.remove_everything(&postgres_db, &admin, &tenant.name)
+                    .await?;
+            }
+        }
+        self.sync_hba(&admin).await
+    }
+
+    async fn connect(&self, dbname: &str) -> anyhow::Result<Client> {
+        crate::pg::connect::superuser(&self.socket_dir, self.port, dbname).await
+    }
+
+    /// The agent's privileged connection to its own database.
+    async fn admin(&self) -> anyhow::Result<Client> {
+        self.connect(crate::pg::AGENT_DATABASE).await
+    }
+
+    fn secrets_of(&self, name: &str) -> PathBuf {
+        self.secrets_dir.join(name)
+    }
+
+    fn credentials(&self, role: &str, database: &str, password: String) -> Credentials {
+        Credentials {
+            host: self.url_host.clone(),
+            port: self.port,
+            database: database.to_owned(),
+            user: role.to_owned(),
+            password,
+        }
+    }
+
+    /// Rewrites pg_hba.conf from the registry and reloads PostgreSQL if it changed.
+    async fn sync_hba(&self, admin: &Client) -> anyhow::Result<()> {
+        let access: Vec<TenantAccess> = registry::all(admin)
+            .await?
+            .into_iter()
+            .filter(|t| t.state != "dropping")
+            .map(|t| TenantAccess {
+                database: t.name.clone(),
+                roles: std::iter::once(t.name).chain(t.readonly_role).collect(),
+            })
+            .collect();
+        let path = self.pgdata.join("pg_hba.conf");
+        let changed =
+            crate::pg::conf::write_if_changed(&path, &render_hba(&access), self.run_as.as_ref())?;
+        if changed {
+            admin
+                .execute("SELECT pg_reload_conf()", &[])
+                .await
+                .context("reload PostgreSQL")?;
+        }
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Result<Vec<TenantSummary>, TenantError> {
+        let admin = self.admin().await?;
+        let rows = admin
+            .query(
+                "SELECT t.name,
+                    to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    coalesce(pg_database_size(d.oid), 0),
+                    (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = t.name),
+                    t.extensions, t.readonly_role
+                 FROM pgplatform.tenants t LEFT JOIN pg_database d ON d.datname = t.name
+                 WHERE t.state = 'ready' ORDER BY t.name",
+                &[],
+            )
+            .await
+            .context("list tenants")?;
+        let summaries = rows
+            .iter()
+            .map(|r| {
+                Ok(TenantSummary {
+                    name: r.try_get(0)?,
+                    created_at: r.try_get(1)?,
+                    size_bytes: r.try_get(2)?,
+                    connections: r.try_get(3)?,
+                    extensions: r.try_get(4)?,
+                    readonly_role: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .context("read tenant list")?;
+        Ok(summaries)
+    }
+
+    pub async fn show(&self, name: &str, reveal: bool) -> Result<TenantDetails, TenantError> {
+        let name = TenantName::parse(name)?;
+        let admin = self.admin().await?;
+        let tenant = self.ready_tenant(&admin, &name).await?;
+        self.details(&tenant, reveal)
+    }
+
+    async fn ready_tenant(&self, admin: &Client, name: &TenantName) -> Result<Tenant, TenantError> {
+        match registry::get(admin, name.as_str()).await? {
+            Some(t) if t.state == "ready" => Ok(t),
+            _ => Err(TenantError::NotFound(name.to_string())),
+        }
+    }
+
+    fn details(&self, tenant: &Tenant, reveal: bool) -> Result<TenantDetails, TenantError> {
+        let dir = self.secrets_of(&tenant.name);
+        let url = |role: &str, dir: PathBuf| -> Result<String, TenantError> {
+            let password = secrets::read_password(&dir)?;
+            let creds = self.credentials(role, &tenant.name, password);
+            Ok(if reveal {
+                creds.database_url()
+            } else {
+                creds.database_url_redacted()
+            })
+        };
+        let readonly_database_url = match &tenant.readonly_role {
+            Some(role) => Some(url(role, dir.join("readonly"))?),
+            None => None,
+        };
+        Ok(TenantDetails {
+            name: tenant.name.clone(),
+            database: tenant.name.clone(),
+            owner: tenant.name.clone(),
+            database_url: url(&tenant.name, dir.clone())?,
+            readonly_role: tenant.readonly_role.clone(),
+            readonly_database_url,
+            extensions: tenant.extensions.clone(),
+            connection_limit: tenant.connection_limit,
+            created_at: tenant.created_at.clone(),
+            rotated_at: tenant.rotated_at.clone(),
+            secrets_dir: dir.display().to_string(),
+        })
+    }
+}

@@ -1,0 +1,244 @@
+//! A role's credentials as files an application can use directly: `password`,
+//! `database_url`, `env`, `pgpass`, `jdbc_url`. Directories 0700, files 0600, each file
+//! replaced atomically.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::pg::conf::write_atomically;
+
+/// Where and how a role connects.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// Everything but unreserved characters (RFC 3986) is percent-encoded.
+const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+fn enc(text: &str) -> String {
+    utf8_percent_encode(text, URL_COMPONENT).to_string()
+}
+
+impl Credentials {
+    fn host_for_url(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// `postgresql://user:password@host:port/database`.
+    pub fn database_url(&self) -> String {
+        format!(
+            "postgresql://{}:{}@{}:{}/{}",
+            enc(&self.user),
+            enc(&self.password),
+            self.host_for_url(),
+            self.port,
+            enc(&self.database)
+        )
+    }
+
+    /// The URL without the password, safe to print.
+    pub fn database_url_redacted(&self) -> String {
+        format!(
+            "postgresql://{}@{}:{}/{}",
+            enc(&self.user),
+            self.host_for_url(),
+            self.port,
+            enc(&self.database)
+        )
+    }
+
+    pub fn jdbc_url(&self) -> String {
+        format!(
+            "jdbc:postgresql://{}:{}/{}?user={}&password={}",
+            self.host_for_url(),
+            self.port,
+            enc(&self.database),
+            enc(&self.user),
+            enc(&self.password)
+        )
+    }
+
+    /// libpq variables plus DATABASE_URL; usable as a docker env-file (no quoting).
+    pub fn env(&self) -> String {
+        format!(
+            "PGHOST={}\nPGPORT={}\nPGDATABASE={}\nPGUSER={}\nPGPASSWORD={}\nDATABASE_URL={}\n",
+            self.host,
+            self.port,
+            self.database,
+            self.user,
+            self.password,
+            self.database_url()
+        )
+    }
+
+    /// One .pgpass line (`:` and `\` escaped).
+    pub fn pgpass(&self) -> String {
+        let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+        format!(
+            "{}:{}:{}:{}:{}\n",
+            esc(&self.host),
+            self.port,
+            esc(&self.database),
+            esc(&self.user),
+            esc(&self.password)
+        )
+    }
+
+    fn files(&self) -> [(&'static str, String); 5] {
+        [
+            ("password", self.password.clone()),
+            ("database_url", self.database_url()),
+            ("env", self.env()),
+            ("pgpass", self.pgpass()),
+            ("jdbc_url", self.jdbc_url()),
+        ]
+    }
+}
+
+/// Files written beside their final names, not yet in place. Nothing is visible until
+/// `commit`; staging is where a full disk fails, before any password changes.
+#[must_use = "commit or discard the staged secrets"]
+pub struct Staged {
+    renames: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Stages the credential files in `dir` (created 0700 if missing).
+pub fn stage(dir: &Path, credentials: &Credentials) -> anyhow::Result<Staged> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("set permissions of {}", dir.display()))?;
+    let mut staged = Staged {
+        renames: Vec::new(),
+    };
+    for (name, content) in credentials.files() {
+        let final_path = dir.join(name);
+        let temp = dir.join(format!(".{name}.new"));
+        if let Err(e) = write_atomically(&temp, content.as_bytes(), 0o600) {
+            staged.discard();
+            return Err(e);
+        }
+        staged.renames.push((temp, final_path));
+    }
+    Ok(staged)
+}
+
+impl Staged {
+    /// Moves every staged file into place (a rename needs no space, so it does not fail
+    /// for a full disk).
+    pub fn commit(self) -> anyhow::Result<()> {
+        for (temp, final_path) in &self.renames {
+            std::fs::rename(temp, final_path)
+                .with_context(|| format!("put {} in place", final_path.display()))?;
+        }
+        if let Some(dir) = self.renames.first().and_then(|(_, f)| f.parent()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    pub fn discard(self) {
+        for (temp, _) in &self.renames {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+/// Reads the password a role's files hold.
+pub fn read_password(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("password");
+    std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn creds() -> Credentials {
+        Credentials {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            database: "shop".into(),
+            user: "shop".into(),
+            password: "p@ss:w/rd".into(),
+        }
+    }
+
+    #[test]
+    fn urls_percent_encode_and_redact() {
+        let c = creds();
+        assert_eq!(
+            c.database_url(),
+            "postgresql://shop:p%40ss%3Aw%2Frd@127.0.0.1:5432/shop"
+        );
+        assert_eq!(
+            c.database_url_redacted(),
+            "postgresql://shop@127.0.0.1:5432/shop"
+        );
+        assert_eq!(
+            c.jdbc_url(),
+            "jdbc:postgresql://127.0.0.1:5432/shop?user=shop&password=p%40ss%3Aw%2Frd"
+        );
+        let v6 = Credentials {
+            host: "::1".into(),
+            ..creds()
+        };
+        assert!(v6.database_url().contains("@[::1]:5432/"));
+    }
+
+    #[test]
+    fn env_and_pgpass_formats() {
+        let c = creds();
+        assert!(c.env().contains("PGPASSWORD=p@ss:w/rd\n"));
+        assert!(c.env().starts_with("PGHOST=127.0.0.1\nPGPORT=5432\n"));
+        assert_eq!(c.pgpass(), "127.0.0.1:5432:shop:shop:p@ss\\:w/rd\n");
+    }
+
+    #[test]
+    fn staged_files_appear_only_on_commit_with_private_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shop");
+        let staged = stage(&dir, &creds()).unwrap();
+        assert!(!dir.join("password").exists());
+        staged.commit().unwrap();
+        assert_eq!(read_password(&dir).unwrap(), "p@ss:w/rd");
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        for name in ["password", "database_url", "env", "pgpass", "jdbc_url"] {
+            let mode = std::fs::metadata(dir.join(name)).unwrap().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        let discarded = stage(
+            &dir,
+            &Credentials {
+                password: "new".into(),
+                ..creds()
+            },
+        )
+        .unwrap();
+        discarded.discard();
+        assert_eq!(read_password(&dir).unwrap(), "p@ss:w/rd");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 5);
+    }
+}
