@@ -193,6 +193,8 @@ fn parse(text: &str) -> Result<ConfigFile, String> {
             let field = rest.split('`').next().unwrap_or_default();
             let key = if path == "." || path.is_empty() {
                 field.to_owned()
+            } else if path == field || path.ends_with(&format!(".{field}")) {
+                path
             } else {
                 format!("{path}.{field}")
             };

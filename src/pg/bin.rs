@@ -100,7 +100,11 @@ pub fn parse_version(text: &str) -> Option<Version> {
     let number = text
         .split_whitespace()
         .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
-    let number = number.trim_end_matches(|c: char| !c.is_ascii_digit());
+    let number: String = number
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let number = number.trim_end_matches('.');
     let major = number.split('.').next()?.parse().ok()?;
     Some(Version {
         major,

@@ -113,13 +113,9 @@ async fn restart(
 ) -> Option<Child> {
     loop {
         let delay = backoff.next_delay();
-        if shutdown
+        shutdown
             .run_until_cancelled(tokio::time::sleep(delay))
-            .await
-            .is_none()
-        {
-            return None;
-        }
+            .await?;
         let mut child = match postmaster::spawn(spec, tail) {
             Ok(child) => child,
             Err(e) => {
