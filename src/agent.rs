@@ -43,7 +43,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         crate::pg::initdb::initdb(&binaries, &pgdata, run_as.as_ref()).await?;
     }
-    write_settings(&config, &data_dir, run_as.as_ref())?;
+    let preload: &[&str] = if binaries.has_module("pg_stat_statements") {
+        &["pg_stat_statements"]
+    } else {
+        tracing::warn!(
+            "pg_stat_statements is not installed with these binaries; not preloading it"
+        );
+        &[]
+    };
+    write_settings(&config, &data_dir, run_as.as_ref(), preload)?;
     write_access_files(&data_dir, run_as.as_ref())?;
     let admin_token = data_dir.admin_token()?;
     let listener = api::bind(config.api_listen).await?;
@@ -104,7 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             Some(()) = reload_rx.recv() => {
-                match reload(&config, &data_dir, run_as.as_ref()).await {
+                match reload(&config, &data_dir, run_as.as_ref(), preload).await {
                     Ok(new) => config = new,
                     Err(e) => tracing::error!("configuration not reloaded, keeping the running one: {e:#}"),
                 }
@@ -152,12 +160,14 @@ fn write_settings(
     config: &Config,
     data_dir: &DataDir,
     run_as: Option<&RunAs>,
+    preload: &[&str],
 ) -> anyhow::Result<bool> {
     let settings = ManagedSettings {
         listen_addresses: &config.postgres.listen_addresses,
         port: config.postgres.port,
         socket_dir: &data_dir.socket_dir(),
         memory_bytes: conf::machine_memory_bytes(),
+        preload,
         parameters: &config.postgres.parameters,
     };
     conf::write(&data_dir.pgdata(), &conf::render(&settings), run_as)
@@ -212,6 +222,7 @@ async fn reload(
     old: &Config,
     data_dir: &DataDir,
     run_as: Option<&RunAs>,
+    preload: &[&str],
 ) -> anyhow::Result<Config> {
     let Some(path) = &old.source else {
         anyhow::bail!("the agent runs on built-in defaults; there is no config file to reload");
@@ -238,7 +249,7 @@ async fn reload(
     effective.postgres.user = old.postgres.user.clone();
     effective.postgres.port = old.postgres.port;
     effective.api_listen = old.api_listen;
-    if write_settings(&effective, data_dir, run_as)? {
+    if write_settings(&effective, data_dir, run_as, preload)? {
         let client =
             crate::pg::connect::superuser(&data_dir.socket_dir(), old.postgres.port, "postgres")
                 .await?;

@@ -71,6 +71,15 @@ impl Binaries {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+
+    /// Whether a server module (e.g. `pg_stat_statements`) ships with these binaries: some
+    /// builds (the `pgserver` wheel, minimal packages) leave contrib out.
+    pub fn has_module(&self, name: &str) -> bool {
+        let file = format!("{name}.so");
+        ["../lib/postgresql", "../lib"]
+            .iter()
+            .any(|lib| self.dir.join(lib).join(&file).is_file())
+    }
 }
 
 fn has_server_binaries(dir: &Path) -> bool {

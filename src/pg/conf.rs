@@ -19,6 +19,8 @@ pub struct ManagedSettings<'a> {
     pub socket_dir: &'a Path,
     /// Total RAM of the machine in bytes; memory settings are derived from it.
     pub memory_bytes: u64,
+    /// Modules to preload (pg_stat_statements when the binaries ship it).
+    pub preload: &'a [&'a str],
     /// The operator's `[postgres.parameters]`, which win over derived values.
     pub parameters: &'a Parameters,
 }
@@ -39,8 +41,11 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
     line("password_encryption", quote_value("scram-sha-256"));
     line("logging_collector", "off".into());
     line("log_destination", quote_value("stderr"));
-    // The agent adds its own timestamp; the pid tells backends apart.
-    let derived = derived_settings(settings.memory_bytes);
+    let mut derived = derived_settings(settings.memory_bytes);
+    derived.push((
+        "shared_preload_libraries",
+        quote_value(&settings.preload.join(",")),
+    ));
     for (name, value) in &derived {
         if settings.parameters.iter().all(|(k, _)| k != *name) {
             line(name, value.clone());
@@ -196,6 +201,7 @@ mod tests {
             port: 5433,
             socket_dir: Path::new("/data/run/socket"),
             memory_bytes: 8 << 30,
+            preload: &["pg_stat_statements"],
             parameters: &parameters,
         });
         assert_eq!(text.matches("shared_buffers").count(), 1, "{text}");
