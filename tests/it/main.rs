@@ -1,0 +1,22 @@
+//! Integration tests: the built `pgplatform` binary with a real PostgreSQL and real clients, one runbook per file.
+//!
+//! Every test starts its own agent (`support::TestAgent`) in a temporary directory on free ports,
+//! and stops it (and PostgreSQL) when it is dropped. Run with `cargo test --test it`.
+
+// Tests report skipped parts and the agent's log tail on the console.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+// The whole crate is test code, where unwrap means "cannot fail here, else fail the test";
+// clippy's allow-unwrap-in-tests only covers #[test] functions, not the harness they call.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod agent_lifecycle;
+mod config_errors;
+mod crash_recovery;
+mod extensions;
+mod pgvector;
+mod tenant_bad_names;
+mod tenant_isolation;
+mod tenant_readonly;
+mod tenant_rotate_drop;
