@@ -5,17 +5,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::config::Config;
+use crate::config::{ClientTls, Config};
 use crate::data_dir::{AgentInfo, DataDir};
 use crate::pg::bin::Binaries;
 use crate::pg::conf::{self, ManagedSettings};
 use crate::pg::hba;
 use crate::pg::process::RunAs;
+use crate::pooler::PoolerSetup;
 use crate::supervisor::{self, PostmasterSpec};
 use crate::tenants::Tenants;
 
@@ -23,7 +24,7 @@ use crate::tenants::Tenants;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
-    crate::shutdown::install(shutdown.clone(), reload_tx)?;
+    crate::shutdown::install(shutdown.clone(), reload_tx.clone())?;
 
     let data_dir = DataDir::new(&config.data_dir);
     let run_as = RunAs::resolve(&config.postgres.user)?;
@@ -65,8 +66,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop_timeout: config.postgres.stop_timeout,
     };
     let (started, postgres_status) = supervisor::start(&spec).await?;
+    // PostgreSQL stops last, after the pooler has let running transactions finish.
+    let stop_postgres = CancellationToken::new();
+    let mut supervisor_task =
+        tokio::spawn(supervisor::task_main(spec, started, stop_postgres.clone()));
+    let mut supervisor_done = false;
     let mut tasks = JoinSet::new();
-    tasks.spawn(supervisor::task_main(spec, started, shutdown.clone()));
 
     let tenants = Arc::new(Tenants {
         pgdata,
@@ -74,6 +79,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         port: config.postgres.port,
         secrets_dir: data_dir.secrets(),
         url_host: config.tenant_host.clone(),
+        url_port: if config.pooler.enabled {
+            config.pooler.listen_port
+        } else {
+            config.postgres.port
+        },
+        url_sslmode: config
+            .pooler
+            .enabled
+            .then_some(match config.pooler.client_tls {
+                ClientTls::Disable => "disable",
+                ClientTls::Allow => "prefer",
+                ClientTls::Require => "require",
+            }),
         local_host: local_host(&config, &data_dir),
         server_version: binaries.version.text.clone(),
         run_as: run_as.clone(),
@@ -84,8 +102,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("bootstrap the tenant registry")
     {
-        shutdown.cancel();
-        while tasks.join_next().await.is_some() {}
+        stop_postgres.cancel();
+        let _ = supervisor_task.await;
         return Err(e);
     }
 
@@ -101,6 +119,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener.local_addr().context("read API address")?
     );
     tasks.spawn(api::task_main(listener, state, shutdown.clone()));
+    let (pooler_config, pooler_config_rx) = watch::channel(Arc::new(config.pooler.clone()));
+    if config.pooler.enabled {
+        tasks.spawn(crate::pooler::task_main(
+            PoolerSetup {
+                config: pooler_config_rx,
+                pg_socket_dir: data_dir.socket_dir(),
+                pg_port: config.postgres.port,
+                tls_dir: config.data_dir.join("tls"),
+                tls_hosts: vec![config.tenant_host.clone()],
+                reload: reload_tx.clone(),
+                agent_shutdown: shutdown.clone(),
+            },
+            shutdown.clone(),
+        ));
+    }
     data_dir.write_agent_info(&AgentInfo {
         pid: std::process::id(),
         api_url: api_url.clone(),
@@ -113,17 +146,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             Some(()) = reload_rx.recv() => {
                 match reload(&config, &data_dir, run_as.as_ref(), preload).await {
-                    Ok(new) => config = new,
+                    Ok(new) => {
+                        pooler_config.send_replace(Arc::new(new.pooler.clone()));
+                        config = new;
+                    }
                     Err(e) => tracing::error!("configuration not reloaded, keeping the running one: {e:#}"),
                 }
             }
             Some(done) = tasks.join_next() => {
                 // Any task ending on its own is the end of the agent.
-                result = match done {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e),
-                    Err(e) => Err(e).context("agent task panicked"),
-                };
+                result = task_result(done);
+                shutdown.cancel();
+                break;
+            }
+            done = &mut supervisor_task => {
+                supervisor_done = true;
+                result = task_result(done);
                 shutdown.cancel();
                 break;
             }
@@ -131,13 +169,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e)) = done {
+        if let Err(e) = task_result(done) {
             tracing::error!("during shutdown: {e:#}");
+        }
+    }
+    stop_postgres.cancel();
+    if !supervisor_done {
+        if let Err(e) = task_result(supervisor_task.await) {
+            tracing::error!("stopping PostgreSQL: {e:#}");
         }
     }
     data_dir.remove_agent_info();
     tracing::info!("pgplatform stopped");
     result
+}
+
+fn task_result(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match done {
+        Ok(result) => result,
+        Err(e) => Err(e).context("agent task panicked"),
+    }
 }
 
 /// A cluster made by another major version cannot be started by these binaries.

@@ -12,6 +12,7 @@ mod config;
 mod data_dir;
 mod logging;
 pub mod pg;
+pub mod pooler;
 mod shutdown;
 mod supervisor;
 mod tenants;

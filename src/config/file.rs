@@ -16,6 +16,7 @@ pub struct ConfigFile {
     pub postgres: PostgresSection,
     pub api: ApiSection,
     pub tenants: TenantsSection,
+    pub pooler: super::pooler::PoolerSection,
     pub log: LogSection,
 }
 

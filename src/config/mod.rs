@@ -2,6 +2,7 @@
 
 mod file;
 mod parameters;
+mod pooler;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 pub use self::file::ConfigFile;
 pub use self::parameters::Parameters;
+pub use self::pooler::{ClientTls, PoolMode, PoolerConfig};
 use crate::logging::LogFormat;
 
 /// The commented example that `pgplatform init` writes; it must parse to the defaults.
@@ -47,6 +49,7 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// Host written into tenants' connection URLs.
     pub tenant_host: String,
+    pub pooler: PoolerConfig,
     pub log_format: LogFormat,
     /// The file this came from, if any (reloads read it again).
     pub source: Option<PathBuf>,
@@ -104,6 +107,7 @@ impl Config {
             postgres,
             api,
             tenants,
+            pooler,
             log,
         } = file;
         let file::PostgresSection {
@@ -175,6 +179,7 @@ impl Config {
             },
             api_listen,
             tenant_host,
+            pooler: PoolerConfig::from_section(pooler)?,
             log_format: log.format.unwrap_or(LogFormat::Auto),
             source,
         })
@@ -265,6 +270,13 @@ mod tests {
         assert_eq!(config.postgres.port, defaults.postgres.port);
         assert_eq!(config.api_listen, defaults.api_listen);
         assert!(config.postgres.parameters.is_empty());
+        assert_eq!(config.pooler.listen_port, defaults.pooler.listen_port);
+        assert_eq!(config.pooler.default_pool_size, 20);
+        assert_eq!(config.pooler.pool_mode, PoolMode::Transaction);
+        assert_eq!(
+            config.pooler.query_wait_timeout,
+            defaults.pooler.query_wait_timeout
+        );
     }
 
     #[test]
@@ -291,6 +303,25 @@ mod tests {
         assert!(err.contains("postgres.user"), "{err}");
         let err = from_str("[log]\nformat = \"xml\"\n").unwrap_err();
         assert!(err.contains("log.format"), "{err}");
+        let err = from_str("[pooler]\npool_mode = \"statement\"\n").unwrap_err();
+        assert!(err.contains("pooler.pool_mode"), "{err}");
+        let err = from_str("[pooler]\nquery_wait_timeout = -1\n").unwrap_err();
+        assert!(err.contains("pooler.query_wait_timeout"), "{err}");
+        let err = from_str("[pooler]\ndefault_pool_size = 5\nmin_pool_size = 6\n").unwrap_err();
+        assert!(err.contains("pooler.min_pool_size"), "{err}");
+    }
+
+    #[test]
+    fn database_overrides_apply_to_their_database_only() {
+        let config = from_str(
+            "[pooler]\ndefault_pool_size = 10\n[pooler.databases.shop]\npool_mode = \"session\"\npool_size = 3\n",
+        )
+        .unwrap();
+        assert_eq!(config.pooler.for_database("shop"), (PoolMode::Session, 3));
+        assert_eq!(
+            config.pooler.for_database("crm"),
+            (PoolMode::Transaction, 10)
+        );
     }
 
     #[test]

@@ -210,6 +210,7 @@ impl Tenants {
     pub(super) async fn verify_login(&self, creds: &secrets::Credentials) -> anyhow::Result<()> {
         let mut last_error = None;
         for _ in 0..100 {
+            // Straight to PostgreSQL: this checks the role and pg_hba.conf, not the pooler.
             match crate::pg::connect::with_password(
                 &self.local_host,
                 self.port,

@@ -31,8 +31,10 @@ pub struct Tenants {
     pub socket_dir: PathBuf,
     pub port: u16,
     pub secrets_dir: PathBuf,
-    /// Host written into tenants' URLs.
+    /// Host, port and sslmode written into tenants' URLs (the pooler's, when it runs).
     pub url_host: String,
+    pub url_port: u16,
+    pub url_sslmode: Option<&'static str>,
     /// Host the agent uses to prove a tenant's login works (TCP, or the socket dir).
     pub local_host: String,
     pub server_version: String,
@@ -102,7 +104,8 @@ impl Tenants {
     fn credentials(&self, role: &str, database: &str, password: String) -> Credentials {
         Credentials {
             host: self.url_host.clone(),
-            port: self.port,
+            port: self.url_port,
+            sslmode: self.url_sslmode,
             database: database.to_owned(),
             user: role.to_owned(),
             password,

@@ -18,6 +18,8 @@ pub struct Credentials {
     pub database: String,
     pub user: String,
     pub password: String,
+    /// libpq's sslmode for the pooler's TLS setting (`prefer`, `require`, `disable`).
+    pub sslmode: Option<&'static str>,
 }
 
 /// Everything but unreserved characters (RFC 3986) is percent-encoded.
@@ -40,44 +42,57 @@ impl Credentials {
         }
     }
 
-    /// `postgresql://user:password@host:port/database`.
+    fn query(&self, separator: char) -> String {
+        self.sslmode
+            .map(|mode| format!("{separator}sslmode={mode}"))
+            .unwrap_or_default()
+    }
+
+    /// `postgresql://user:password@host:port/database?sslmode=…`.
     pub fn database_url(&self) -> String {
         format!(
-            "postgresql://{}:{}@{}:{}/{}",
+            "postgresql://{}:{}@{}:{}/{}{}",
             enc(&self.user),
             enc(&self.password),
             self.host_for_url(),
             self.port,
-            enc(&self.database)
+            enc(&self.database),
+            self.query('?')
         )
     }
 
     /// The URL without the password, safe to print.
     pub fn database_url_redacted(&self) -> String {
         format!(
-            "postgresql://{}@{}:{}/{}",
+            "postgresql://{}@{}:{}/{}{}",
             enc(&self.user),
             self.host_for_url(),
             self.port,
-            enc(&self.database)
+            enc(&self.database),
+            self.query('?')
         )
     }
 
     pub fn jdbc_url(&self) -> String {
         format!(
-            "jdbc:postgresql://{}:{}/{}?user={}&password={}",
+            "jdbc:postgresql://{}:{}/{}?user={}&password={}{}",
             self.host_for_url(),
             self.port,
             enc(&self.database),
             enc(&self.user),
-            enc(&self.password)
+            enc(&self.password),
+            self.query('&')
         )
     }
 
     /// libpq variables plus DATABASE_URL; usable as a docker env-file (no quoting).
     pub fn env(&self) -> String {
+        let sslmode = self
+            .sslmode
+            .map(|mode| format!("PGSSLMODE={mode}\n"))
+            .unwrap_or_default();
         format!(
-            "PGHOST={}\nPGPORT={}\nPGDATABASE={}\nPGUSER={}\nPGPASSWORD={}\nDATABASE_URL={}\n",
+            "PGHOST={}\nPGPORT={}\nPGDATABASE={}\nPGUSER={}\nPGPASSWORD={}\n{sslmode}DATABASE_URL={}\n",
             self.host,
             self.port,
             self.database,
@@ -183,6 +198,7 @@ mod tests {
             database: "shop".into(),
             user: "shop".into(),
             password: "p@ss:w/rd".into(),
+            sslmode: None,
         }
     }
 
@@ -206,6 +222,13 @@ mod tests {
             ..creds()
         };
         assert!(v6.database_url().contains("@[::1]:5432/"));
+        let tls = Credentials {
+            sslmode: Some("require"),
+            ..creds()
+        };
+        assert!(tls.database_url().ends_with("/shop?sslmode=require"));
+        assert!(tls.jdbc_url().ends_with("&sslmode=require"));
+        assert!(tls.env().contains("PGSSLMODE=require\n"));
     }
 
     #[test]

@@ -119,7 +119,7 @@ fn secret_files_are_private_and_usable(agent: &TestAgent) {
         "-h",
         "127.0.0.1",
         "-p",
-        &agent.pg_port().to_string(),
+        &agent.pooler_port().to_string(),
         "-U",
         "shop",
         "-d",

@@ -148,6 +148,10 @@ impl TestAgent {
         self.ports.postgres
     }
 
+    pub fn pooler_port(&self) -> u16 {
+        self.ports.pooler
+    }
+
     pub fn api_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports.api)
     }
@@ -232,7 +236,11 @@ impl TestAgent {
     // ---- internals ----
 
     fn write_config(&self) {
-        let Ports { postgres, api } = self.ports;
+        let Ports {
+            postgres,
+            api,
+            pooler,
+        } = self.ports;
         let base = format!(
             r#"
 data_dir = "data"
@@ -248,6 +256,9 @@ fsync = "off"
 
 [api]
 listen = "127.0.0.1:{api}"
+
+[pooler]
+listen_port = {pooler}
 
 [log]
 format = "json"

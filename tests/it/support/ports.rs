@@ -5,21 +5,24 @@
 
 use std::net::TcpListener;
 
-/// The two ports one agent listens on.
+/// The ports one agent listens on.
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub postgres: u16,
     pub api: u16,
+    pub pooler: u16,
 }
 
 impl Ports {
-    /// Two distinct free ports (both are held open while picking, so they differ).
+    /// Distinct free ports (all are held open while picking, so they differ).
     pub fn pick() -> Ports {
         let postgres = TcpListener::bind("127.0.0.1:0").unwrap();
         let api = TcpListener::bind("127.0.0.1:0").unwrap();
+        let pooler = TcpListener::bind("127.0.0.1:0").unwrap();
         Ports {
             postgres: port_of(&postgres),
             api: port_of(&api),
+            pooler: port_of(&pooler),
         }
     }
 }

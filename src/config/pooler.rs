@@ -1,0 +1,286 @@
+//! `[pooler]`: PgBouncer's setting names and meanings, validated.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{invalid, ConfigError};
+
+/// `[pooler]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolerSection {
+    /// Run the built-in pooler (default true).
+    pub enabled: Option<bool>,
+    /// Address the pooler listens on (PgBouncer's listen_addr).
+    pub listen_addr: Option<String>,
+    /// Port the pooler listens on (PgBouncer's listen_port).
+    pub listen_port: Option<u16>,
+    /// transaction | session
+    pub pool_mode: Option<PoolMode>,
+    pub default_pool_size: Option<u32>,
+    pub min_pool_size: Option<u32>,
+    pub reserve_pool_size: Option<u32>,
+    /// Seconds a client waits before the reserve pool may be used.
+    pub reserve_pool_timeout: Option<f64>,
+    pub max_client_conn: Option<u32>,
+    /// 0 = unlimited.
+    pub max_db_connections: Option<u32>,
+    /// 0 = unlimited.
+    pub max_user_connections: Option<u32>,
+    /// Seconds; 0 = disabled.
+    pub query_wait_timeout: Option<f64>,
+    pub client_idle_timeout: Option<f64>,
+    pub client_login_timeout: Option<f64>,
+    pub idle_transaction_timeout: Option<f64>,
+    pub server_idle_timeout: Option<f64>,
+    pub server_lifetime: Option<f64>,
+    pub server_connect_timeout: Option<f64>,
+    pub server_reset_query: Option<String>,
+    pub server_reset_query_always: Option<bool>,
+    pub server_check_query: Option<String>,
+    pub server_check_delay: Option<f64>,
+    /// Named prepared statements tracked per client in transaction mode; 0 disables.
+    pub max_prepared_statements: Option<u32>,
+    pub max_packet_size: Option<u32>,
+    /// Seconds SIGTERM waits for running transactions before closing.
+    pub shutdown_timeout: Option<f64>,
+    /// disable | allow | require
+    pub client_tls: Option<ClientTls>,
+    pub client_tls_cert_file: Option<String>,
+    pub client_tls_key_file: Option<String>,
+    /// Roles allowed to run admin commands on the `pgbouncer` console.
+    pub admin_users: Vec<String>,
+    /// Roles allowed to run SHOW commands on the `pgbouncer` console.
+    pub stats_users: Vec<String>,
+    /// Per-database overrides, like PgBouncer's [databases].
+    pub databases: BTreeMap<String, DatabaseSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    pub pool_mode: Option<PoolMode>,
+    pub pool_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    Session,
+    Transaction,
+}
+
+impl PoolMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTls {
+    Disable,
+    Allow,
+    Require,
+}
+
+/// Validated pooler settings; `None` durations are disabled timeouts.
+#[derive(Debug, Clone)]
+pub struct PoolerConfig {
+    pub enabled: bool,
+    pub listen_addr: String,
+    pub listen_port: u16,
+    pub pool_mode: PoolMode,
+    pub default_pool_size: u32,
+    pub min_pool_size: u32,
+    pub reserve_pool_size: u32,
+    pub reserve_pool_timeout: Duration,
+    pub max_client_conn: u32,
+    pub max_db_connections: u32,
+    pub max_user_connections: u32,
+    pub query_wait_timeout: Option<Duration>,
+    pub client_idle_timeout: Option<Duration>,
+    pub client_login_timeout: Option<Duration>,
+    pub idle_transaction_timeout: Option<Duration>,
+    pub server_idle_timeout: Option<Duration>,
+    pub server_lifetime: Option<Duration>,
+    pub server_connect_timeout: Duration,
+    pub server_reset_query: String,
+    pub server_reset_query_always: bool,
+    pub server_check_query: String,
+    pub server_check_delay: Duration,
+    pub max_prepared_statements: u32,
+    pub max_packet_size: u32,
+    pub shutdown_timeout: Duration,
+    pub client_tls: ClientTls,
+    pub client_tls_cert_file: Option<String>,
+    pub client_tls_key_file: Option<String>,
+    pub admin_users: Vec<String>,
+    pub stats_users: Vec<String>,
+    pub databases: BTreeMap<String, DatabaseOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseOverride {
+    pub pool_mode: Option<PoolMode>,
+    pub pool_size: Option<u32>,
+}
+
+impl PoolerConfig {
+    pub fn from_section(s: PoolerSection) -> Result<PoolerConfig, ConfigError> {
+        let PoolerSection {
+            enabled,
+            listen_addr,
+            listen_port,
+            pool_mode,
+            default_pool_size,
+            min_pool_size,
+            reserve_pool_size,
+            reserve_pool_timeout,
+            max_client_conn,
+            max_db_connections,
+            max_user_connections,
+            query_wait_timeout,
+            client_idle_timeout,
+            client_login_timeout,
+            idle_transaction_timeout,
+            server_idle_timeout,
+            server_lifetime,
+            server_connect_timeout,
+            server_reset_query,
+            server_reset_query_always,
+            server_check_query,
+            server_check_delay,
+            max_prepared_statements,
+            max_packet_size,
+            shutdown_timeout,
+            client_tls,
+            client_tls_cert_file,
+            client_tls_key_file,
+            admin_users,
+            stats_users,
+            databases,
+        } = s;
+        let listen_port = listen_port.unwrap_or(6432);
+        if listen_port == 0 {
+            return Err(invalid("pooler.listen_port", "must be between 1 and 65535"));
+        }
+        let default_pool_size = default_pool_size.unwrap_or(20);
+        if default_pool_size == 0 {
+            return Err(invalid("pooler.default_pool_size", "must be at least 1"));
+        }
+        let min_pool_size = min_pool_size.unwrap_or(0);
+        if min_pool_size > default_pool_size {
+            return Err(invalid(
+                "pooler.min_pool_size",
+                "must not exceed pooler.default_pool_size",
+            ));
+        }
+        let max_packet_size = max_packet_size.unwrap_or(i32::MAX as u32);
+        if max_packet_size < 1024 {
+            return Err(invalid(
+                "pooler.max_packet_size",
+                "must be at least 1024 bytes",
+            ));
+        }
+        let mut database_overrides = BTreeMap::new();
+        for (name, db) in databases {
+            if db.pool_size == Some(0) {
+                return Err(invalid(
+                    &format!("pooler.databases.{name}.pool_size"),
+                    "must be at least 1",
+                ));
+            }
+            database_overrides.insert(
+                name,
+                DatabaseOverride {
+                    pool_mode: db.pool_mode,
+                    pool_size: db.pool_size,
+                },
+            );
+        }
+        if client_tls_cert_file.is_some() != client_tls_key_file.is_some() {
+            return Err(invalid(
+                "pooler.client_tls_cert_file",
+                "set both client_tls_cert_file and client_tls_key_file, or neither",
+            ));
+        }
+        Ok(PoolerConfig {
+            enabled: enabled.unwrap_or(true),
+            listen_addr: listen_addr.unwrap_or_else(|| "127.0.0.1".to_owned()),
+            listen_port,
+            pool_mode: pool_mode.unwrap_or(PoolMode::Transaction),
+            default_pool_size,
+            min_pool_size,
+            reserve_pool_size: reserve_pool_size.unwrap_or(0),
+            reserve_pool_timeout: seconds(
+                "pooler.reserve_pool_timeout",
+                reserve_pool_timeout,
+                5.0,
+            )?
+            .unwrap_or_default(),
+            max_client_conn: max_client_conn.unwrap_or(10_000),
+            max_db_connections: max_db_connections.unwrap_or(0),
+            max_user_connections: max_user_connections.unwrap_or(0),
+            query_wait_timeout: seconds("pooler.query_wait_timeout", query_wait_timeout, 120.0)?,
+            client_idle_timeout: seconds("pooler.client_idle_timeout", client_idle_timeout, 0.0)?,
+            client_login_timeout: seconds(
+                "pooler.client_login_timeout",
+                client_login_timeout,
+                60.0,
+            )?,
+            idle_transaction_timeout: seconds(
+                "pooler.idle_transaction_timeout",
+                idle_transaction_timeout,
+                0.0,
+            )?,
+            server_idle_timeout: seconds("pooler.server_idle_timeout", server_idle_timeout, 600.0)?,
+            server_lifetime: seconds("pooler.server_lifetime", server_lifetime, 3600.0)?,
+            server_connect_timeout: seconds(
+                "pooler.server_connect_timeout",
+                server_connect_timeout,
+                15.0,
+            )?
+            .unwrap_or(Duration::from_secs(15)),
+            server_reset_query: server_reset_query.unwrap_or_else(|| "DISCARD ALL".to_owned()),
+            server_reset_query_always: server_reset_query_always.unwrap_or(false),
+            server_check_query: server_check_query.unwrap_or_else(|| "select 1".to_owned()),
+            server_check_delay: seconds("pooler.server_check_delay", server_check_delay, 30.0)?
+                .unwrap_or_default(),
+            max_prepared_statements: max_prepared_statements.unwrap_or(200),
+            max_packet_size,
+            shutdown_timeout: seconds("pooler.shutdown_timeout", shutdown_timeout, 30.0)?
+                .unwrap_or_default(),
+            client_tls: client_tls.unwrap_or(ClientTls::Allow),
+            client_tls_cert_file,
+            client_tls_key_file,
+            admin_users,
+            stats_users,
+            databases: database_overrides,
+        })
+    }
+
+    /// Pool size and mode for one database, with its overrides applied.
+    pub fn for_database(&self, database: &str) -> (PoolMode, u32) {
+        let o = self.databases.get(database);
+        (
+            o.and_then(|o| o.pool_mode).unwrap_or(self.pool_mode),
+            o.and_then(|o| o.pool_size)
+                .unwrap_or(self.default_pool_size),
+        )
+    }
+}
+
+/// A number of seconds; 0 disables the timeout (`None`), negative is an error.
+fn seconds(key: &str, value: Option<f64>, default: f64) -> Result<Option<Duration>, ConfigError> {
+    let value = value.unwrap_or(default);
+    if !value.is_finite() || value < 0.0 {
+        return Err(invalid(key, "must be a number of seconds, 0 or more"));
+    }
+    Ok((value > 0.0).then(|| Duration::from_secs_f64(value)))
+}

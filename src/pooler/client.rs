@@ -1,0 +1,454 @@
+//! The per-client task after login: glue between the client socket, the pool and the pure
+//! layers (`route`, `txn`, `params`). In transaction mode the server connection is taken
+//! for one transaction and given back when ReadyForQuery says idle and nothing is owed.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::cancel::Registration;
+use super::login::{fatal, send_fatal, Fatal, Session};
+use super::params::ClientParams;
+use super::pool::{CheckoutError, Guard, Pool};
+use super::prepared::ClientStatements;
+use super::protocol::backend::{encode as be, tag as bt, TransactionStatus};
+use super::protocol::frontend::{self, FrontendMessage};
+use super::protocol::sql_state::SqlState;
+use super::protocol::{split_frame, split_frame_limited};
+use super::route::{self, Rewrite, Routed};
+use super::server::ServerError;
+use super::stream::ClientStream;
+use super::txn::{Synthetic, TxStatus};
+use super::{ClientInfo, Pooler};
+use crate::config::PoolMode;
+
+const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
+
+/// Why the client's session ended.
+enum End {
+    /// The client closed or sent Terminate.
+    Left,
+    /// Tell the client why, then close.
+    Fatal(Fatal),
+    /// The server connection failed; the client cannot continue.
+    ServerLost,
+    /// PostgreSQL refused a new connection; its error frame goes to the client.
+    Refused(bytes::Bytes),
+}
+
+struct Client<'a> {
+    pooler: &'a Arc<Pooler>,
+    pool: Arc<Pool>,
+    mode: PoolMode,
+    stream: ClientStream,
+    buf: BytesMut,
+    to_client: BytesMut,
+    to_server: BytesMut,
+    server: Option<Guard>,
+    statements: ClientStatements,
+    params: ClientParams,
+    cancel: Registration,
+    info: Arc<ClientInfo>,
+    xact_started: Instant,
+    query_started: Instant,
+}
+
+pub async fn run(pooler: &Arc<Pooler>, session: Session) {
+    let Session {
+        stream,
+        buf,
+        key,
+        startup_params,
+        info,
+        ..
+    } = session;
+    let pool = pooler.pool(&key);
+    let defaults = pool.defaults();
+    let params = match ClientParams::new(&defaults, &startup_params) {
+        Ok(params) => params,
+        Err(message) => {
+            let mut stream = stream;
+            send_fatal(
+                &mut stream,
+                &fatal(SqlState::FEATURE_NOT_SUPPORTED, message),
+            )
+            .await;
+            return;
+        }
+    };
+    let cancel = pooler.cancels.register();
+    let mut to_client = BytesMut::with_capacity(16 * 1024);
+    for (name, value) in params.for_login(&defaults) {
+        be::parameter_status(&mut to_client, &name, &value);
+    }
+    be::backend_key_data(&mut to_client, cancel.process_id, &cancel.secret_key);
+    be::ready_for_query(&mut to_client, TransactionStatus::Idle);
+    let (mode, _) = pooler.config().for_database(&key.database);
+    pool.stats.clients_active.fetch_add(1, Relaxed);
+    let mut client = Client {
+        pooler,
+        pool: pool.clone(),
+        mode,
+        stream,
+        buf,
+        to_client,
+        to_server: BytesMut::with_capacity(16 * 1024),
+        server: None,
+        statements: ClientStatements::default(),
+        params,
+        cancel,
+        info,
+        xact_started: Instant::now(),
+        query_started: Instant::now(),
+    };
+    let end = match client.flush_client().await {
+        Ok(()) => client.serve().await,
+        Err(end) => end,
+    };
+    client.finish(end).await;
+    pool.stats.clients_active.fetch_sub(1, Relaxed);
+}
+
+impl Client<'_> {
+    async fn serve(&mut self) -> End {
+        loop {
+            let step = if self.server.is_some() {
+                self.step_with_server().await
+            } else {
+                self.step_idle().await
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// No server: wait for the client (idle timeout, shutdown).
+    async fn step_idle(&mut self) -> Result<(), End> {
+        self.set_state("idle");
+        let config = self.pooler.config();
+        let idle_timeout = sleep_or_never(config.client_idle_timeout);
+        tokio::select! {
+            read = self.stream.read_buf(&mut self.buf) => self.on_client_read(read).await,
+            () = self.pooler.draining.cancelled() => Err(End::Fatal(fatal(
+                SqlState::ADMIN_SHUTDOWN,
+                "terminating connection due to administrator command",
+            ))),
+            () = idle_timeout => Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "client_idle_timeout"))),
+        }
+    }
+
+    /// A server is assigned: relay both ways.
+    async fn step_with_server(&mut self) -> Result<(), End> {
+        let config = self.pooler.config();
+        let Some(guard) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let conn = guard.conn();
+        let idle_in_transaction =
+            conn.tracker.nothing_pending() && conn.tracker.status() != TxStatus::Idle;
+        let timeout = sleep_or_never(
+            config
+                .idle_transaction_timeout
+                .filter(|_| idle_in_transaction),
+        );
+        tokio::select! {
+            read = self.stream.read_buf(&mut self.buf) => self.on_client_read(read).await,
+            read = conn.stream.read_buf(&mut conn.read_buf) => match read {
+                Ok(0) | Err(_) => Err(End::ServerLost),
+                Ok(_) => self.on_server_data().await,
+            },
+            () = timeout => Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "idle transaction timeout"))),
+        }
+    }
+
+    async fn on_client_read(&mut self, read: std::io::Result<usize>) -> Result<(), End> {
+        match read {
+            Ok(0) | Err(_) => return Err(End::Left),
+            Ok(n) => self.pool.stats.bytes_received.fetch_add(n as u64, Relaxed),
+        };
+        let max_packet = self.pooler.config().max_packet_size as usize;
+        loop {
+            let frame = match split_frame_limited(&mut self.buf, |tag| {
+                frontend::max_body_length(tag).min(max_packet)
+            }) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(End::Fatal(fatal(
+                        SqlState::PROTOCOL_VIOLATION,
+                        e.to_string(),
+                    )))
+                }
+            };
+            let message = frontend::decode(&frame)
+                .map_err(|e| End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())))?;
+            match message {
+                FrontendMessage::Terminate => return Err(End::Left),
+                FrontendMessage::PasswordMessage { .. } => {
+                    return Err(End::Fatal(fatal(
+                        SqlState::PROTOCOL_VIOLATION,
+                        "unexpected password message",
+                    )))
+                }
+                _ => {}
+            }
+            if self.server.is_none() {
+                self.assign().await?;
+            }
+            let rewrite_on = self.mode == PoolMode::Transaction
+                && self.pooler.config().max_prepared_statements > 0;
+            let max_prepared = self.pooler.config().max_prepared_statements as usize;
+            let Some(guard) = self.server.as_mut() else {
+                break;
+            };
+            let rewrite = rewrite_on.then(|| Rewrite {
+                catalog: &self.pooler.catalog,
+                statements: &mut self.statements,
+                max_prepared,
+            });
+            let routed = route::route(&frame, message, guard.conn(), rewrite, &mut self.to_server)
+                .map_err(|e| End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())))?;
+            if routed == Routed::SentForgetStatements {
+                guard.conn().prepared.clear();
+                self.statements = ClientStatements::default();
+            }
+        }
+        if let Some(guard) = self.server.as_mut() {
+            let conn = guard.conn();
+            if !self.to_server.is_empty() {
+                self.query_started = Instant::now();
+                if conn.stream.write_all(&self.to_server).await.is_err() {
+                    return Err(End::ServerLost);
+                }
+                self.to_server.clear();
+            }
+            let ready = conn.tracker.take_ready_synthetic();
+            write_synthetic(&mut self.to_client, &ready);
+        }
+        self.flush_client().await
+    }
+
+    async fn on_server_data(&mut self) -> Result<(), End> {
+        let Some(guard) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let conn = guard.conn();
+        let mut ready_count = 0u64;
+        loop {
+            let frame = match split_frame(&mut conn.read_buf, MAX_BACKEND_MESSAGE) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(_) => return Err(End::ServerLost),
+            };
+            let tag = frame.tag();
+            let status = (tag == bt::READY_FOR_QUERY)
+                .then(|| {
+                    frame
+                        .body()
+                        .first()
+                        .copied()
+                        .and_then(TransactionStatus::from_byte)
+                })
+                .flatten()
+                .map(|s| match s {
+                    TransactionStatus::Idle => TxStatus::Idle,
+                    TransactionStatus::InTransaction => TxStatus::InTransaction,
+                    TransactionStatus::Failed => TxStatus::Failed,
+                });
+            let outcome = conn.tracker.on_backend(tag, status);
+            write_synthetic(&mut self.to_client, &outcome.before);
+            for name in &outcome.failed_statements {
+                conn.prepared.remove(name);
+            }
+            if tag == bt::PARAMETER_STATUS {
+                conn.record_parameter(&frame);
+                if let Ok(super::protocol::backend::BackendMessage::ParameterStatus {
+                    name,
+                    value,
+                }) = super::protocol::backend::decode(&frame)
+                {
+                    self.params.reported(&name, &value);
+                }
+            }
+            if tag == bt::READY_FOR_QUERY {
+                ready_count += 1;
+            }
+            if !outcome.drop {
+                self.to_client.extend_from_slice(frame.as_bytes());
+            }
+        }
+        let ready = conn.tracker.take_ready_synthetic();
+        write_synthetic(&mut self.to_client, &ready);
+        let releasable = conn.tracker.is_idle();
+        if ready_count > 0 {
+            let stats = &self.pool.stats;
+            stats.query_count.fetch_add(ready_count, Relaxed);
+            stats
+                .query_time_us
+                .fetch_add(self.query_started.elapsed().as_micros() as u64, Relaxed);
+        }
+        self.flush_client().await?;
+        if releasable && (self.mode == PoolMode::Transaction || self.pooler.draining.is_cancelled())
+        {
+            self.release().await;
+            if self.pooler.draining.is_cancelled() {
+                return Err(End::Fatal(fatal(
+                    SqlState::ADMIN_SHUTDOWN,
+                    "terminating connection due to administrator command",
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a server connection for this client and brings its session parameters in
+    /// line with the client's.
+    async fn assign(&mut self) -> Result<(), End> {
+        self.set_state("waiting");
+        let wait = self.pooler.config().query_wait_timeout;
+        let mut guard = match self.pool.checkout(wait).await {
+            Ok(guard) => guard,
+            Err(CheckoutError::WaitTimeout) => {
+                return Err(End::Fatal(fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    "query_wait_timeout",
+                )))
+            }
+            Err(CheckoutError::Server(ServerError::Refused { frame, .. })) => {
+                return Err(End::Refused(frame))
+            }
+            Err(e) => {
+                tracing::warn!(database = %self.pool.key.database, "no server connection: {e}");
+                return Err(End::Fatal(fatal(
+                    SqlState::CONNECTION_FAILURE,
+                    "server login failed",
+                )));
+            }
+        };
+        let conn = guard.conn();
+        if let Some(sql) = self.params.sync_sql(&conn.params, &conn.settings) {
+            if let Err(e) = conn.run_internal(&sql).await {
+                tracing::info!("re-applying client parameters failed: {e}");
+                return Err(match e {
+                    ServerError::Refused { frame, .. } => End::Refused(frame),
+                    _ => End::ServerLost,
+                });
+            }
+            conn.settings = self.params.extra().clone();
+        }
+        self.cancel.target.set(Some(conn.key.clone()));
+        self.server = Some(guard);
+        self.xact_started = Instant::now();
+        self.set_state("active");
+        Ok(())
+    }
+
+    /// Gives the server connection back after a transaction (or session).
+    async fn release(&mut self) {
+        let Some(mut guard) = self.server.take() else {
+            return;
+        };
+        self.cancel.target.set(None);
+        let stats = &self.pool.stats;
+        stats.xact_count.fetch_add(1, Relaxed);
+        stats
+            .xact_time_us
+            .fetch_add(self.xact_started.elapsed().as_micros() as u64, Relaxed);
+        let config = self.pooler.config();
+        let reusable = if self.mode == PoolMode::Session || config.server_reset_query_always {
+            reset(&mut guard, &config.server_reset_query).await
+        } else {
+            true
+        };
+        guard.release(reusable);
+    }
+
+    async fn finish(&mut self, end: End) {
+        match &end {
+            End::Fatal(error) => send_fatal(&mut self.stream, error).await,
+            End::ServerLost => {
+                if let Some(mut guard) = self.server.take() {
+                    guard.conn().mark_broken();
+                }
+                self.cancel.target.set(None);
+                let error = fatal(SqlState::CONNECTION_FAILURE, "server conn crashed?");
+                send_fatal(&mut self.stream, &error).await;
+            }
+            End::Refused(frame) => {
+                let _ = self.stream.write_all(frame).await;
+            }
+            End::Left => {}
+        }
+        // A client gone mid-transaction must not leave a dirty connection in the pool.
+        if let Some(mut guard) = self.server.take() {
+            self.cancel.target.set(None);
+            let conn = guard.conn();
+            let clean = conn.tracker.nothing_pending()
+                && (conn.tracker.status() == TxStatus::Idle
+                    || conn.run_internal("ROLLBACK").await.is_ok());
+            if clean {
+                conn.tracker = Default::default();
+                self.server = Some(guard);
+                self.release().await;
+            }
+        }
+    }
+
+    async fn flush_client(&mut self) -> Result<(), End> {
+        if self.to_client.is_empty() {
+            return Ok(());
+        }
+        let n = self.to_client.len();
+        let written = self.stream.write_all(&self.to_client).await;
+        self.to_client.clear();
+        self.pool.stats.bytes_sent.fetch_add(n as u64, Relaxed);
+        written.map_err(|_| End::Left)
+    }
+
+    fn set_state(&self, state: &'static str) {
+        if let Ok(mut s) = self.info.state.lock() {
+            *s = state;
+        }
+    }
+}
+
+/// Session end (or server_reset_query_always): roll back and reset; unusable if it fails.
+async fn reset(guard: &mut Guard, reset_query: &str) -> bool {
+    let conn = guard.conn();
+    if !conn.tracker.nothing_pending() {
+        return false;
+    }
+    if conn.tracker.status() != TxStatus::Idle && conn.run_internal("ROLLBACK").await.is_err() {
+        return false;
+    }
+    if !reset_query.trim().is_empty() && conn.run_internal(reset_query).await.is_err() {
+        return false;
+    }
+    conn.tracker = Default::default();
+    conn.prepared.clear();
+    let query = reset_query.to_ascii_uppercase();
+    if query.contains("DISCARD ALL") || query.contains("RESET ALL") {
+        conn.settings.clear();
+    }
+    true
+}
+
+fn write_synthetic(out: &mut BytesMut, replies: &[Synthetic]) {
+    for reply in replies {
+        match reply {
+            Synthetic::ParseComplete => be::parse_complete(out),
+            Synthetic::CloseComplete => be::close_complete(out),
+        }
+    }
+}
+
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,483 @@
+//! A new client connection up to ReadyForQuery: TLS negotiation, cancel requests, the
+//! startup packet, SCRAM-SHA-256 against the role's verifier, and the first server login
+//! for a new pool (so a bad database is reported like PostgreSQL reports it).
+
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::pool::{Credentials, PoolKey};
+use super::protocol::backend::encode as be;
+use super::protocol::error_fields::{ErrorReport, Severity};
+use super::protocol::frontend::{self, FrontendMessage};
+use super::protocol::sql_state::SqlState;
+use super::protocol::startup::{self, StartupPacket};
+use super::protocol::{split_frame_limited, Frame};
+use super::scram::{self, ScramError, ServerExchange};
+use super::server::ServerError;
+use super::stream::ClientStream;
+use super::{ClientInfo, Pooler};
+
+/// The pgbouncer-compatible admin console's database name.
+pub const ADMIN_DATABASE: &str = "pgbouncer";
+
+/// What a client may do on the admin console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminLevel {
+    Stats,
+    Admin,
+}
+
+/// An error for the client: sent as a FATAL ErrorResponse, then the connection closes.
+#[derive(Debug)]
+pub struct Fatal {
+    pub code: SqlState,
+    pub message: String,
+}
+
+pub fn fatal(code: SqlState, message: impl Into<String>) -> Fatal {
+    Fatal {
+        code,
+        message: message.into(),
+    }
+}
+
+/// Writes a FATAL error and closes; errors while doing so no longer matter.
+pub async fn send_fatal(stream: &mut ClientStream, error: &Fatal) {
+    let mut out = BytesMut::new();
+    be::error_response(
+        &mut out,
+        &ErrorReport::new(Severity::Fatal, error.code, &error.message),
+    );
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A logged-in client, handed to `client::run` or `admin::run`.
+pub struct Session {
+    pub stream: ClientStream,
+    pub buf: BytesMut,
+    pub key: PoolKey,
+    pub startup_params: Vec<(String, String)>,
+    pub info: Arc<ClientInfo>,
+    pub admin: Option<AdminLevel>,
+}
+
+/// Keeps `client_count` right however the client task ends.
+struct Counted(Arc<Pooler>);
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.client_count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The client task: log in, then serve queries or the admin console.
+pub async fn serve(pooler: Arc<Pooler>, mut stream: ClientStream) {
+    let _counted = Counted(pooler.clone());
+    let config = pooler.config();
+    if pooler.client_count.fetch_add(1, Ordering::Relaxed) >= config.max_client_conn as usize {
+        let error = fatal(
+            SqlState::PROTOCOL_VIOLATION,
+            "no more connections allowed (max_client_conn)",
+        );
+        send_fatal(&mut stream, &error).await;
+        return;
+    }
+    let login = async {
+        match config.client_login_timeout {
+            Some(t) => tokio::time::timeout(t, login(&pooler, stream))
+                .await
+                .unwrap_or(Ok(None)),
+            None => login(&pooler, stream).await,
+        }
+    };
+    let session = match login.await {
+        Ok(Some(session)) => session,
+        Ok(None) => return,
+        Err((mut stream, error)) => {
+            tracing::info!(code = %error.code, "client login failed: {}", error.message);
+            send_fatal(&mut stream, &error).await;
+            return;
+        }
+    };
+    let id = session.info.id;
+    if session.admin.is_some() {
+        super::admin::run(&pooler, session).await;
+    } else {
+        super::client::run(&pooler, session).await;
+    }
+    pooler.unregister_client(id);
+}
+
+type LoginResult = Result<Option<Session>, (ClientStream, Fatal)>;
+
+macro_rules! fail {
+    ($stream:expr, $code:expr, $($msg:tt)*) => {
+        return Err(($stream, fatal($code, format!($($msg)*))))
+    };
+}
+
+async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let Some((mut stream, minor, params)) = negotiate(pooler, stream, &mut buf).await? else {
+        return Ok(None);
+    };
+    let config = pooler.config();
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let Some(user) = param("user").filter(|u| !u.is_empty()) else {
+        fail!(
+            stream,
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            "no PostgreSQL user name specified in startup packet"
+        );
+    };
+    let database = param("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| user.clone());
+    let is_unix = matches!(stream, ClientStream::Unix(_));
+    if config.client_tls == crate::config::ClientTls::Require && !stream.is_tls() && !is_unix {
+        fail!(
+            stream,
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+            "SSL required"
+        );
+    }
+    let unknown_options: Vec<&str> = params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
+    if minor > 0 || !unknown_options.is_empty() {
+        let mut out = BytesMut::new();
+        be::negotiate_protocol_version(&mut out, 0, &unknown_options);
+        if stream.write_all(&out).await.is_err() {
+            return Ok(None);
+        }
+    }
+
+    let admin = if database == ADMIN_DATABASE {
+        // Operators on the unix socket are trusted by their OS identity (peer), like
+        // PgBouncer's auth_type=peer; everyone else proves a role's password first.
+        let operator = is_unix && peer_is_operator(&stream, pooler);
+        if operator {
+            let mut out = BytesMut::new();
+            be::authentication_ok(&mut out);
+            if stream.write_all(&out).await.is_err() {
+                return Ok(None);
+            }
+        } else {
+            stream = authenticate(pooler, stream, &mut buf, &user).await?.0;
+        }
+        if operator || config.admin_users.contains(&user) {
+            Some(AdminLevel::Admin)
+        } else if config.stats_users.contains(&user) {
+            Some(AdminLevel::Stats)
+        } else {
+            fail!(
+                stream,
+                SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                "not allowed"
+            );
+        }
+    } else {
+        None
+    };
+
+    let key = PoolKey { database, user };
+    if admin.is_none() {
+        let (s, credentials) = authenticate(pooler, stream, &mut buf, &key.user).await?;
+        stream = s;
+        let pool = pooler.pool(&key);
+        pool.set_credentials(credentials);
+        if !pool.validated.load(Ordering::Relaxed) {
+            // The first login to a pool proves the pair valid, as PostgreSQL would at
+            // connect time: a missing database or a pg_hba refusal reaches the client now.
+            match pool.checkout(config.query_wait_timeout).await {
+                Ok(guard) => guard.release(true),
+                Err(super::pool::CheckoutError::Server(ServerError::Refused { frame, .. })) => {
+                    let _ = stream.write_all(&frame).await;
+                    return Ok(None);
+                }
+                Err(e) => fail!(
+                    stream,
+                    SqlState::CONNECTION_FAILURE,
+                    "could not connect to the database: {e}"
+                ),
+            }
+        }
+    }
+    let info = pooler.register_client(client_info(pooler, &stream, &key, &params));
+    Ok(Some(Session {
+        stream,
+        buf,
+        key,
+        startup_params: params,
+        info,
+        admin,
+    }))
+}
+
+/// Startup phase: SSLRequest, GSSENCRequest, CancelRequest, then the StartupMessage.
+async fn negotiate(
+    pooler: &Arc<Pooler>,
+    mut stream: ClientStream,
+    buf: &mut BytesMut,
+) -> Result<Option<(ClientStream, u16, Vec<(String, String)>)>, (ClientStream, Fatal)> {
+    loop {
+        let packet = loop {
+            match startup::decode(buf, startup::MAX_STARTUP_PACKET_LENGTH) {
+                Ok(Some(packet)) => break packet,
+                Ok(None) => {}
+                Err(e) => fail!(stream, SqlState::PROTOCOL_VIOLATION, "{e}"),
+            }
+            match stream.read_buf(buf).await {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        };
+        match packet {
+            StartupPacket::SslRequest => {
+                let tcp = match (stream, &pooler.tls) {
+                    (ClientStream::Tcp(tcp), Some(_)) if buf.is_empty() => tcp,
+                    (other, _) => {
+                        stream = other;
+                        if stream
+                            .write_all(&[startup::ENCRYPTION_REFUSED])
+                            .await
+                            .is_err()
+                        {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                };
+                let Some(acceptor) = &pooler.tls else {
+                    return Ok(None);
+                };
+                let mut tcp = tcp;
+                if tcp.write_all(&[startup::SSL_ACCEPTED]).await.is_err() {
+                    return Ok(None);
+                }
+                match acceptor.accept(tcp).await {
+                    Ok(tls) => stream = ClientStream::Tls(Box::new(tls)),
+                    Err(e) => {
+                        tracing::info!("client TLS handshake failed: {e}");
+                        return Ok(None);
+                    }
+                }
+            }
+            StartupPacket::GssEncRequest => {
+                if stream
+                    .write_all(&[startup::ENCRYPTION_REFUSED])
+                    .await
+                    .is_err()
+                {
+                    return Ok(None);
+                }
+            }
+            StartupPacket::Cancel {
+                process_id,
+                secret_key,
+            } => {
+                forward_cancel(pooler, process_id, &secret_key).await;
+                return Ok(None);
+            }
+            StartupPacket::Startup {
+                protocol_minor,
+                params,
+            } => return Ok(Some((stream, protocol_minor, params))),
+        }
+    }
+}
+
+/// Sends PostgreSQL a cancel for the server connection now running that client's query.
+async fn forward_cancel(pooler: &Pooler, process_id: i32, secret_key: &Bytes) {
+    let Some(server) = pooler.cancels.lookup(process_id, secret_key) else {
+        return;
+    };
+    let mut out = BytesMut::new();
+    startup::encode_cancel_request(&mut out, server.process_id, &server.secret_key);
+    if let Ok(mut conn) = tokio::net::UnixStream::connect(pooler.target.socket_path()).await {
+        let _ = conn.write_all(&out).await;
+        // PostgreSQL closes the connection when done; wait so the cancel is delivered.
+        let mut sink = [0u8; 1];
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut sink)).await;
+    }
+}
+
+/// SCRAM-SHA-256 with the client; returns the recovered credentials for passthrough.
+async fn authenticate(
+    pooler: &Arc<Pooler>,
+    mut stream: ClientStream,
+    buf: &mut BytesMut,
+    user: &str,
+) -> Result<(ClientStream, Credentials), (ClientStream, Fatal)> {
+    let verifier = match pooler.auth.verifier(user).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!("look up the password verifier of {user}: {e:#}");
+            fail!(
+                stream,
+                SqlState::CANNOT_CONNECT_NOW,
+                "the database system is not accepting connections"
+            );
+        }
+    };
+    let server_key = verifier.as_ref().map(|v| v.server_key());
+    let mut exchange = match verifier {
+        Some(v) => ServerExchange::new(v, scram::new_nonce()),
+        None => ServerExchange::mock(user, scram::new_nonce()),
+    };
+    let wrong_password = format!("password authentication failed for user \"{user}\"");
+    let mut out = BytesMut::new();
+    be::authentication_sasl(&mut out, &[scram::MECHANISM]);
+    if stream.write_all(&out).await.is_err() {
+        fail!(stream, SqlState::CONNECTION_FAILURE, "client went away");
+    }
+    let Some(first) = read_password_message(&mut stream, buf).await else {
+        fail!(
+            stream,
+            SqlState::PROTOCOL_VIOLATION,
+            "expected SASL response"
+        );
+    };
+    let server_first = frontend::decode_sasl_initial_response(first.body())
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            exchange
+                .client_first(r.mechanism, r.data.unwrap_or_default())
+                .map_err(|e| e.to_string())
+        });
+    let server_first = match server_first {
+        Ok(m) => m,
+        Err(e) => fail!(
+            stream,
+            SqlState::PROTOCOL_VIOLATION,
+            "malformed SCRAM message: {e}"
+        ),
+    };
+    out.clear();
+    be::authentication_sasl_continue(&mut out, &server_first);
+    if stream.write_all(&out).await.is_err() {
+        fail!(stream, SqlState::CONNECTION_FAILURE, "client went away");
+    }
+    let Some(last) = read_password_message(&mut stream, buf).await else {
+        fail!(
+            stream,
+            SqlState::PROTOCOL_VIOLATION,
+            "expected SASL response"
+        );
+    };
+    let (server_final, client_key) = match exchange.client_final(last.body()) {
+        Ok(done) => done,
+        Err(ScramError::WrongPassword) => {
+            fail!(stream, SqlState::INVALID_PASSWORD, "{wrong_password}")
+        }
+        Err(e) => fail!(
+            stream,
+            SqlState::PROTOCOL_VIOLATION,
+            "malformed SCRAM message: {e}"
+        ),
+    };
+    let Some(server_key) = server_key else {
+        fail!(stream, SqlState::INVALID_PASSWORD, "{wrong_password}");
+    };
+    out.clear();
+    be::authentication_sasl_final(&mut out, &server_final);
+    be::authentication_ok(&mut out);
+    if stream.write_all(&out).await.is_err() {
+        fail!(stream, SqlState::CONNECTION_FAILURE, "client went away");
+    }
+    Ok((
+        stream,
+        Credentials {
+            client_key,
+            server_key,
+        },
+    ))
+}
+
+async fn read_password_message(stream: &mut ClientStream, buf: &mut BytesMut) -> Option<Frame> {
+    loop {
+        match split_frame_limited(buf, frontend::max_body_length) {
+            Ok(Some(frame)) => {
+                return match frontend::decode(&frame) {
+                    Ok(FrontendMessage::PasswordMessage { .. }) => Some(frame),
+                    _ => None,
+                }
+            }
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// On the unix socket, the agent's own OS user, root, and the PostgreSQL OS user (the
+/// socket directory's owner) are the platform's operators.
+fn peer_is_operator(stream: &ClientStream, pooler: &Pooler) -> bool {
+    let ClientStream::Unix(unix) = stream else {
+        return false;
+    };
+    let Ok(cred) = unix.peer_cred() else {
+        return false;
+    };
+    let uid = cred.uid();
+    let postgres_uid = std::fs::metadata(&pooler.target.socket_dir)
+        .map(|m| m.uid())
+        .ok();
+    uid == 0 || uid == nix::unistd::Uid::effective().as_raw() || Some(uid) == postgres_uid
+}
+
+fn client_info(
+    pooler: &Pooler,
+    stream: &ClientStream,
+    key: &PoolKey,
+    params: &[(String, String)],
+) -> ClientInfo {
+    let (addr, port, local_addr, local_port) = match stream {
+        ClientStream::Tcp(s) => addrs(s),
+        ClientStream::Tls(s) => addrs(s.get_ref().0),
+        ClientStream::Unix(_) => ("unix".into(), 0, "unix".into(), pooler.config().listen_port),
+    };
+    ClientInfo {
+        id: pooler.next_id(),
+        user: key.user.clone(),
+        database: key.database.clone(),
+        addr,
+        port,
+        local_addr,
+        local_port,
+        connect_time: SystemTime::now(),
+        tls: stream.is_tls(),
+        application_name: params
+            .iter()
+            .find(|(k, _)| k == "application_name")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default(),
+        state: std::sync::Mutex::new("idle"),
+    }
+}
+
+fn addrs(s: &tokio::net::TcpStream) -> (String, u16, String, u16) {
+    let peer = s.peer_addr().ok();
+    let local = s.local_addr().ok();
+    (
+        peer.map(|a| a.ip().to_string()).unwrap_or_default(),
+        peer.map_or(0, |a| a.port()),
+        local.map(|a| a.ip().to_string()).unwrap_or_default(),
+        local.map_or(0, |a| a.port()),
+    )
+}

@@ -1,0 +1,300 @@
+//! The built-in, PgBouncer-compatible connection pooler.
+//!
+//! Layers: `protocol` (SANS-IO codec) and `scram` are pure; `txn`, `prepared`, `params`
+//! and `admin::command` are pure decisions; `login`, `client`, `server` and `pool` are the
+//! I/O shell that reads sockets and calls them. `Pooler` is the state every client task
+//! shares: pools, the cancel registry, the statement catalog, the client list.
+
+mod admin;
+mod auth;
+mod cancel;
+mod client;
+mod login;
+mod params;
+mod pool;
+mod prepared;
+pub mod protocol;
+pub mod scram;
+mod server;
+mod stats;
+mod stream;
+mod tls;
+mod txn;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::pool::{Pool, PoolKey, PoolSettings};
+use self::server::ServerTarget;
+use self::stream::ClientStream;
+use crate::config::{ClientTls, PoolerConfig};
+
+/// What the agent hands the pooler.
+pub struct PoolerSetup {
+    pub config: watch::Receiver<Arc<PoolerConfig>>,
+    pub pg_socket_dir: PathBuf,
+    pub pg_port: u16,
+    pub tls_dir: PathBuf,
+    pub tls_hosts: Vec<String>,
+    /// The admin console's RELOAD asks the agent to reload its config file.
+    pub reload: mpsc::Sender<()>,
+    /// The admin console's SHUTDOWN stops the agent.
+    pub agent_shutdown: CancellationToken,
+}
+
+/// One connected client, as SHOW CLIENTS lists it.
+pub struct ClientInfo {
+    pub id: u64,
+    pub user: String,
+    pub database: String,
+    pub addr: String,
+    pub port: u16,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub connect_time: std::time::SystemTime,
+    pub tls: bool,
+    pub application_name: String,
+    pub state: Mutex<&'static str>,
+}
+
+pub struct Pooler {
+    config: watch::Receiver<Arc<PoolerConfig>>,
+    target: ServerTarget,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    db_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    user_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    auth: auth::AuthSource,
+    cancels: Arc<cancel::CancelRegistry>,
+    catalog: prepared::Catalog,
+    clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    client_count: AtomicUsize,
+    next_client_id: AtomicU64,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    reload: mpsc::Sender<()>,
+    agent_shutdown: CancellationToken,
+    /// Cancelled when the pooler stops accepting; clients finish their transaction.
+    draining: CancellationToken,
+    started: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Pooler {
+    fn config(&self) -> Arc<PoolerConfig> {
+        self.config.borrow().clone()
+    }
+
+    /// The pool for (database, user), created on first use.
+    fn pool(&self, key: &PoolKey) -> Arc<Pool> {
+        if let Some(pool) = lock(&self.pools).get(key) {
+            return pool.clone();
+        }
+        let config = self.config();
+        let mut limits = Vec::new();
+        if config.max_db_connections > 0 {
+            limits.push(limit(
+                &self.db_limits,
+                &key.database,
+                config.max_db_connections,
+            ));
+        }
+        if config.max_user_connections > 0 {
+            limits.push(limit(
+                &self.user_limits,
+                &key.user,
+                config.max_user_connections,
+            ));
+        }
+        let settings = PoolSettings::from_config(&config, &key.database);
+        lock(&self.pools)
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Pool::new(
+                    key.clone(),
+                    settings,
+                    self.target.clone(),
+                    limits,
+                ))
+            })
+            .clone()
+    }
+
+    fn pools(&self) -> Vec<Arc<Pool>> {
+        let mut pools: Vec<Arc<Pool>> = lock(&self.pools).values().cloned().collect();
+        pools.sort_by(|a, b| a.key.cmp(&b.key));
+        pools
+    }
+
+    fn clients(&self) -> Vec<Arc<ClientInfo>> {
+        lock(&self.clients).values().cloned().collect()
+    }
+
+    /// Applies a reloaded config to every pool without dropping anyone.
+    fn apply_config(&self) {
+        let config = self.config();
+        for pool in self.pools() {
+            pool.reconfigure(PoolSettings::from_config(&config, &pool.key.database));
+        }
+    }
+}
+
+fn limit(map: &Mutex<HashMap<String, Arc<Semaphore>>>, name: &str, size: u32) -> Arc<Semaphore> {
+    lock(map)
+        .entry(name.to_owned())
+        .or_insert_with(|| Arc::new(Semaphore::new(size as usize)))
+        .clone()
+}
+
+/// Accepts clients on TCP and on a unix socket beside PostgreSQL's until `shutdown`, then
+/// lets running transactions finish (up to shutdown_timeout) before closing.
+pub async fn task_main(setup: PoolerSetup, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = setup.config.borrow().clone();
+    let addr: SocketAddr = format!("{}:{}", config.listen_addr, config.listen_port)
+        .parse()
+        .or_else(|_| format!("[{}]:{}", config.listen_addr, config.listen_port).parse())
+        .with_context(|| {
+            format!(
+                "pooler.listen_addr `{}` is not an IP address",
+                config.listen_addr
+            )
+        })?;
+    let tcp = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr} (pooler.listen_addr/listen_port)"))?;
+    let socket_path = setup
+        .pg_socket_dir
+        .join(format!(".s.PGSQL.{}", config.listen_port));
+    let _ = std::fs::remove_file(&socket_path);
+    let unix = UnixListener::bind(&socket_path)
+        .with_context(|| format!("listen on {}", socket_path.display()))?;
+    let tls = match config.client_tls {
+        ClientTls::Disable => None,
+        ClientTls::Allow | ClientTls::Require => {
+            let files = config
+                .client_tls_cert_file
+                .as_deref()
+                .zip(config.client_tls_key_file.as_deref())
+                .map(|(c, k)| (std::path::Path::new(c), std::path::Path::new(k)));
+            Some(tls::acceptor(files, &setup.tls_dir, &setup.tls_hosts)?)
+        }
+    };
+    let pooler = Arc::new(Pooler {
+        config: setup.config.clone(),
+        target: ServerTarget {
+            socket_dir: setup.pg_socket_dir.clone(),
+            port: setup.pg_port,
+        },
+        pools: Mutex::default(),
+        db_limits: Mutex::default(),
+        user_limits: Mutex::default(),
+        auth: auth::AuthSource::new(setup.pg_socket_dir.clone(), setup.pg_port),
+        cancels: Arc::default(),
+        catalog: prepared::Catalog::default(),
+        clients: Mutex::default(),
+        client_count: AtomicUsize::new(0),
+        next_client_id: AtomicU64::new(1),
+        tls,
+        reload: setup.reload,
+        agent_shutdown: setup.agent_shutdown,
+        draining: CancellationToken::new(),
+        started: Instant::now(),
+    });
+    tracing::info!(%addr, socket = %socket_path.display(), "pooler listening");
+    let tracker = TaskTracker::new();
+    tokio::spawn(maintain(pooler.clone(), setup.config, shutdown.clone()));
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    ClientStream::Tcp(stream)
+                }
+                Err(e) => { tracing::warn!("pooler accept: {e}"); continue; }
+            },
+            accepted = unix.accept() => match accepted {
+                Ok((stream, _)) => ClientStream::Unix(stream),
+                Err(e) => { tracing::warn!("pooler accept: {e}"); continue; }
+            },
+        };
+        tracker.spawn(login::serve(pooler.clone(), stream));
+    }
+    drop(tcp);
+    drop(unix);
+    let _ = std::fs::remove_file(&socket_path);
+    pooler.draining.cancel();
+    tracker.close();
+    let timeout = pooler.config().shutdown_timeout;
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
+        tracing::warn!("pooler: clients still connected after shutdown_timeout; closing them");
+    }
+    for pool in pooler.pools() {
+        pool.close_idle();
+    }
+    Ok(())
+}
+
+/// Once a second: apply reloaded settings, close stale idle connections, fill
+/// min_pool_size.
+async fn maintain(
+    pooler: Arc<Pooler>,
+    mut config: watch::Receiver<Arc<PoolerConfig>>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = config.changed() => {
+                if changed.is_err() { return; }
+                pooler.apply_config();
+                tracing::info!("pooler settings reloaded");
+            }
+            _ = tick.tick() => {
+                for pool in pooler.pools() {
+                    pool.close_stale_idle();
+                    if pool.has_credentials() && !pool.is_paused() {
+                        for _ in 0..pool.missing_min() {
+                            if let Err(e) = pool.open_one().await {
+                                tracing::warn!(database = %pool.key.database, "min_pool_size: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Pooler {
+    fn register_client(&self, info: ClientInfo) -> Arc<ClientInfo> {
+        let info = Arc::new(info);
+        lock(&self.clients).insert(info.id, info.clone());
+        info
+    }
+
+    fn unregister_client(&self, id: u64) {
+        lock(&self.clients).remove(&id);
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+mod route;

@@ -1,0 +1,279 @@
+//! Session parameters a client may set that PgBouncer tracks per client and re-applies on
+//! whichever server connection serves it (client_encoding, DateStyle, TimeZone,
+//! standard_conforming_strings, application_name), plus any other setting the client gave
+//! at startup (`extra_float_digits`, `options=-c name=value`, …), which a pooled connection
+//! must apply with SET since it cannot pass them in its own startup packet.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// PostgreSQL's spelling; matched case-insensitively, as GUC names are.
+pub const TRACKED: [&str; 5] = [
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "application_name",
+];
+
+fn canonical(name: &str) -> Option<&'static str> {
+    TRACKED
+        .iter()
+        .copied()
+        .find(|t| t.eq_ignore_ascii_case(name))
+}
+
+/// The values one client wants, whatever server connection serves it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientParams {
+    wanted: Vec<(&'static str, String)>,
+    /// Other settings from the startup packet; the server does not report these, so the
+    /// pooler remembers per server connection what it has SET (`ServerConn::settings`).
+    extra: BTreeMap<String, String>,
+}
+
+/// Startup parameters that are not settings.
+const NOT_SETTINGS: [&str; 3] = ["user", "database", "options"];
+
+impl ClientParams {
+    /// Server defaults for every tracked parameter, overridden by the client's startup
+    /// parameters.
+    pub fn new(
+        defaults: &HashMap<String, String>,
+        startup: &[(String, String)],
+    ) -> Result<ClientParams, String> {
+        // A parameter the server does not report is left alone unless the client asks.
+        let mut wanted: Vec<(&'static str, String)> = TRACKED
+            .iter()
+            .filter_map(|name| Some((*name, defaults.get(*name)?.clone())))
+            .collect();
+        let mut given: Vec<(String, String)> = Vec::new();
+        for (name, value) in startup {
+            if name == "options" {
+                given.extend(parse_options(value)?);
+            } else if !NOT_SETTINGS.contains(&name.as_str()) && !name.starts_with("_pq_.") {
+                given.push((name.clone(), value.clone()));
+            }
+        }
+        let mut extra = BTreeMap::new();
+        for (name, value) in given {
+            match canonical(&name) {
+                Some(name) => match wanted.iter_mut().find(|(n, _)| *n == name) {
+                    Some(slot) => slot.1 = value,
+                    None => wanted.push((name, value)),
+                },
+                None if is_setting_name(&name) => {
+                    extra.insert(name.to_ascii_lowercase(), value);
+                }
+                None => {
+                    return Err(format!(
+                        "invalid startup parameter name \"{}\"",
+                        name.escape_debug()
+                    ))
+                }
+            }
+        }
+        Ok(ClientParams { wanted, extra })
+    }
+
+    /// The server reported a new value while serving this client (the client ran SET).
+    pub fn reported(&mut self, name: &str, value: &str) {
+        if let Some(name) = canonical(name) {
+            if let Some(slot) = self.wanted.iter_mut().find(|(n, _)| *n == name) {
+                slot.1 = value.to_owned();
+            }
+        }
+    }
+
+    /// SET/RESET statements that make a server connection match this client, given the
+    /// server's reported parameters and the extra settings the pooler applied to it
+    /// before; `None` when it already matches (the usual case, costing no round trip).
+    pub fn sync_sql(
+        &self,
+        server: &HashMap<String, String>,
+        applied: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        let mut sql = String::new();
+        for (name, value) in &self.wanted {
+            if server.get(*name).is_some_and(|v| v == value) {
+                continue;
+            }
+            sql.push_str(&format!("SET {name} TO {};", quote_literal(value)));
+        }
+        for (name, value) in &self.extra {
+            if applied.get(name) != Some(value) {
+                sql.push_str(&format!("SET {name} TO {};", quote_literal(value)));
+            }
+        }
+        for name in applied.keys().filter(|n| !self.extra.contains_key(*n)) {
+            sql.push_str(&format!("RESET {name};"));
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+
+    /// The extra settings a server connection has once `sync_sql` ran on it.
+    pub fn extra(&self) -> &BTreeMap<String, String> {
+        &self.extra
+    }
+
+    /// ParameterStatus pairs for the client at login: server values with the client's own.
+    pub fn for_login(&self, defaults: &HashMap<String, String>) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = defaults
+            .iter()
+            .filter(|(k, _)| canonical(k).is_none())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.extend(
+            self.wanted
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone())),
+        );
+        out.sort();
+        out
+    }
+}
+
+fn is_setting_name(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+/// The `options` startup parameter as PostgreSQL splits it (pg_split_opts: whitespace
+/// separates, backslash escapes), keeping `-c name=value` and `--name=value`.
+fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut settings = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let assignment = if word == "-c" {
+            words.next().unwrap_or_default()
+        } else if let Some(rest) = word.strip_prefix("-c").or_else(|| word.strip_prefix("--")) {
+            rest.to_owned()
+        } else {
+            return Err(format!(
+                "unsupported option \"{}\" in options: only -c name=value is supported",
+                word.escape_debug()
+            ));
+        };
+        let Some((name, value)) = assignment.split_once('=') else {
+            return Err(format!(
+                "option \"{}\" needs name=value",
+                assignment.escape_debug()
+            ));
+        };
+        settings.push((name.replace('-', "_"), value.to_owned()));
+    }
+    Ok(settings)
+}
+
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn startup_values_override_defaults_and_differences_become_sets() {
+        let defaults = server(&[
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+            ("TimeZone", "UTC"),
+            ("standard_conforming_strings", "on"),
+            ("application_name", ""),
+            ("server_version", "15.18"),
+        ]);
+        let startup = [
+            ("application_name".to_owned(), "app's".to_owned()),
+            ("timezone".to_owned(), "Europe/Paris".to_owned()),
+        ];
+        let params = ClientParams::new(&defaults, &startup).unwrap();
+        let none = BTreeMap::new();
+        let sql = params.sync_sql(&defaults, &none).unwrap();
+        assert_eq!(
+            sql,
+            "SET TimeZone TO 'Europe/Paris';SET application_name TO 'app''s';"
+        );
+        let mut matching = defaults.clone();
+        matching.insert("TimeZone".into(), "Europe/Paris".into());
+        matching.insert("application_name".into(), "app's".into());
+        assert_eq!(params.sync_sql(&matching, &none), None);
+        let login = params.for_login(&defaults);
+        assert!(login.contains(&("server_version".into(), "15.18".into())));
+        assert!(login.contains(&("application_name".into(), "app's".into())));
+    }
+
+    #[test]
+    fn a_clients_set_is_remembered() {
+        let defaults = server(&[("DateStyle", "ISO, MDY")]);
+        let mut params = ClientParams::new(&defaults, &[]).unwrap();
+        params.reported("DateStyle", "German, DMY");
+        params.reported("search_path", "x");
+        let sql = params.sync_sql(&defaults, &BTreeMap::new()).unwrap();
+        assert!(sql.contains("SET DateStyle TO 'German, DMY';"), "{sql}");
+    }
+
+    #[test]
+    fn other_startup_settings_are_set_and_reset() {
+        let defaults = server(&[]);
+        let startup = [
+            ("extra_float_digits".to_owned(), "3".to_owned()),
+            (
+                "options".to_owned(),
+                "-c default_transaction_read_only=off --search-path=a\\ b".to_owned(),
+            ),
+        ];
+        let params = ClientParams::new(&defaults, &startup).unwrap();
+        let none = BTreeMap::new();
+        let sql = params.sync_sql(&defaults, &none).unwrap();
+        assert!(
+            sql.contains("SET default_transaction_read_only TO 'off';"),
+            "{sql}"
+        );
+        assert!(sql.contains("SET extra_float_digits TO '3';"), "{sql}");
+        assert!(sql.contains("SET search_path TO 'a b';"), "{sql}");
+        // The next client of that server connection, which asked for nothing, gets RESETs.
+        let plain = ClientParams::new(&defaults, &[]).unwrap();
+        let sql = plain.sync_sql(&defaults, params.extra()).unwrap();
+        assert!(sql.contains("RESET extra_float_digits;"), "{sql}");
+        assert_eq!(params.sync_sql(&defaults, params.extra()), None);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        let defaults = server(&[]);
+        for options in ["-d 5", "-c nonsense"] {
+            let startup = [("options".to_owned(), options.to_owned())];
+            assert!(ClientParams::new(&defaults, &startup).is_err(), "{options}");
+        }
+        let startup = [("bad name;".to_owned(), "x".to_owned())];
+        assert!(ClientParams::new(&defaults, &startup).is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! Named prepared statements in transaction mode, as PgBouncer's max_prepared_statements
+//! does it: a client's statement names map to pooler-wide names, and each server
+//! connection remembers which of those it has prepared, so a statement is prepared on
+//! whichever server connection serves the client, once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+/// A statement as the client parsed it.
+#[derive(Debug, PartialEq, Eq, Hash, Clone)]
+pub struct StatementText {
+    pub query: Bytes,
+    pub param_types: Vec<u32>,
+}
+
+/// One pooler-wide statement: its server-side name and its text.
+#[derive(Debug)]
+pub struct Statement {
+    pub server_name: String,
+    pub text: StatementText,
+}
+
+/// Interns statement texts pooler-wide: the same text always gets the same server name
+/// (exact match, no hashing, so two texts can never share a name).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    by_text: Mutex<HashMap<StatementText, Arc<Statement>>>,
+}
+
+impl Catalog {
+    pub fn intern(&self, text: StatementText) -> Arc<Statement> {
+        let mut map = match self.by_text.lock() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let next = map.len();
+        map.entry(text.clone())
+            .or_insert_with(|| {
+                Arc::new(Statement {
+                    server_name: format!("pgplatform_{next}"),
+                    text,
+                })
+            })
+            .clone()
+    }
+}
+
+/// A client's named statements.
+#[derive(Debug, Default)]
+pub struct ClientStatements {
+    by_name: HashMap<String, Arc<Statement>>,
+}
+
+impl ClientStatements {
+    pub fn insert(&mut self, client_name: String, statement: Arc<Statement>) {
+        self.by_name.insert(client_name, statement);
+    }
+
+    pub fn get(&self, client_name: &str) -> Option<&Arc<Statement>> {
+        self.by_name.get(client_name)
+    }
+
+    pub fn remove(&mut self, client_name: &str) -> Option<Arc<Statement>> {
+        self.by_name.remove(client_name)
+    }
+}
+
+/// The pooler-wide statements prepared on one server connection, least recently used
+/// first, bounded so a long-lived connection does not accumulate plans forever.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    order: VecDeque<String>,
+}
+
+impl ServerStatements {
+    #[cfg(test)]
+    pub fn contains(&self, server_name: &str) -> bool {
+        self.order.iter().any(|n| n == server_name)
+    }
+
+    /// Marks `server_name` used; returns true when it must be prepared first.
+    pub fn touch(&mut self, server_name: &str) -> bool {
+        match self.order.iter().position(|n| n == server_name) {
+            Some(i) => {
+                if let Some(name) = self.order.remove(i) {
+                    self.order.push_back(name);
+                }
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Records a statement sent for preparation; returns the names to close to stay
+    /// within `max`.
+    pub fn add(&mut self, server_name: String, max: usize) -> Vec<String> {
+        self.order.push_back(server_name);
+        let mut evicted = Vec::new();
+        while self.order.len() > max.max(1) {
+            if let Some(old) = self.order.pop_front() {
+                evicted.push(old);
+            }
+        }
+        evicted
+    }
+
+    pub fn remove(&mut self, server_name: &str) {
+        self.order.retain(|n| n != server_name);
+    }
+
+    /// After DISCARD ALL or a reconnect nothing is prepared.
+    pub fn clear(&mut self) {
+        self.order.clear();
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(q: &'static str) -> StatementText {
+        StatementText {
+            query: Bytes::from_static(q.as_bytes()),
+            param_types: vec![],
+        }
+    }
+
+    #[test]
+    fn same_text_same_server_name_different_text_different_name() {
+        let catalog = Catalog::default();
+        let a = catalog.intern(text("select 1"));
+        let b = catalog.intern(text("select 1"));
+        let c = catalog.intern(text("select 2"));
+        assert_eq!(a.server_name, b.server_name);
+        assert_ne!(a.server_name, c.server_name);
+        let typed = catalog.intern(StatementText {
+            param_types: vec![23],
+            ..text("select 1")
+        });
+        assert_ne!(a.server_name, typed.server_name);
+    }
+
+    #[test]
+    fn server_statements_are_bounded_lru() {
+        let mut s = ServerStatements::default();
+        assert!(s.touch("a"));
+        assert!(s.add("a".into(), 2).is_empty());
+        assert!(s.add("b".into(), 2).is_empty());
+        assert!(!s.touch("a"));
+        assert_eq!(s.add("c".into(), 2), ["b"]);
+        assert!(s.contains("a") && s.contains("c") && !s.contains("b"));
+        s.clear();
+        assert_eq!(s.len(), 0);
+    }
+}

@@ -1,0 +1,188 @@
+//! Where each client message goes in transaction mode: forwarded as is, rewritten to a
+//! pooler-wide statement name (with a Parse injected when this server connection lacks the
+//! statement), or answered by the pooler itself. Every decision queues what the server
+//! will answer, in `txn::Tracker`.
+
+use bytes::BytesMut;
+
+use super::prepared::{Catalog, ClientStatements, StatementText};
+use super::protocol::frontend::{self, encode as fe, FrontendMessage, ObjectKind};
+use super::protocol::{Frame, ProtocolError};
+use super::server::ServerConn;
+use super::txn::{Pending, Reply};
+
+/// What the client task must do besides writing `out` to the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Routed {
+    Sent,
+    /// A simple query that drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
+    SentForgetStatements,
+}
+
+/// Statement-rewriting context; `None` in session mode or with max_prepared_statements 0,
+/// where names pass through untouched.
+pub struct Rewrite<'a> {
+    pub catalog: &'a Catalog,
+    pub statements: &'a mut ClientStatements,
+    pub max_prepared: usize,
+}
+
+/// Routes one decoded client message onto `server`, appending to `out`.
+pub fn route(
+    frame: &Frame,
+    message: FrontendMessage,
+    server: &mut ServerConn,
+    rewrite: Option<Rewrite<'_>>,
+    out: &mut BytesMut,
+) -> Result<Routed, ProtocolError> {
+    let forward = |out: &mut BytesMut| out.extend_from_slice(frame.as_bytes());
+    let Some(rw) = rewrite else {
+        let pending = pending_for(&message);
+        forward(out);
+        if let Some(p) = pending {
+            server.tracker.push(p);
+        }
+        return Ok(routed_query(&message));
+    };
+    match message {
+        FrontendMessage::Parse {
+            name,
+            query,
+            param_types,
+        } if !name.is_empty() => {
+            let client_name = String::from_utf8_lossy(&name).into_owned();
+            let statement = rw.catalog.intern(StatementText { query, param_types });
+            rw.statements.insert(client_name, statement.clone());
+            if server.prepared.touch(&statement.server_name) {
+                prepare(server, &statement, Reply::Forward, rw.max_prepared, out);
+            } else {
+                server.tracker.push(Pending::Parse {
+                    reply: Reply::Synthesize,
+                    server_name: None,
+                });
+            }
+        }
+        FrontendMessage::Bind { statement, .. } if !statement.is_empty() => {
+            match ensure(server, &rw, &statement, out) {
+                Some(server_name) => out.extend_from_slice(&frontend::rewrite_bind_statement(
+                    frame,
+                    server_name.as_bytes(),
+                )?),
+                None => forward(out),
+            }
+            server.tracker.push(Pending::Bind);
+        }
+        FrontendMessage::Describe {
+            kind: ObjectKind::PreparedStatement,
+            name,
+        } if !name.is_empty() => {
+            match ensure(server, &rw, &name, out) {
+                Some(server_name) => {
+                    fe::describe(out, ObjectKind::PreparedStatement, server_name.as_bytes())
+                }
+                None => forward(out),
+            }
+            server.tracker.push(Pending::Describe);
+        }
+        FrontendMessage::Close {
+            kind: ObjectKind::PreparedStatement,
+            name,
+        } if !name.is_empty() => {
+            // The statement stays prepared on the server for whoever needs it next.
+            rw.statements.remove(&String::from_utf8_lossy(&name));
+            server.tracker.push(Pending::Close {
+                reply: Reply::Synthesize,
+            });
+        }
+        other => {
+            let pending = pending_for(&other);
+            forward(out);
+            if let Some(p) = pending {
+                server.tracker.push(p);
+            }
+            return Ok(routed_query(&other));
+        }
+    }
+    Ok(Routed::Sent)
+}
+
+/// The server-side name for a client statement, preparing it on `server` first if needed;
+/// `None` for a name the client never parsed (PostgreSQL will report it).
+fn ensure(
+    server: &mut ServerConn,
+    rw: &Rewrite<'_>,
+    client_name: &[u8],
+    out: &mut BytesMut,
+) -> Option<String> {
+    let statement = rw
+        .statements
+        .get(&String::from_utf8_lossy(client_name))?
+        .clone();
+    if server.prepared.touch(&statement.server_name) {
+        prepare(server, &statement, Reply::Swallow, rw.max_prepared, out);
+    }
+    Some(statement.server_name.clone())
+}
+
+fn prepare(
+    server: &mut ServerConn,
+    statement: &super::prepared::Statement,
+    reply: Reply,
+    max_prepared: usize,
+    out: &mut BytesMut,
+) {
+    for evicted in server
+        .prepared
+        .add(statement.server_name.clone(), max_prepared)
+    {
+        fe::close(out, ObjectKind::PreparedStatement, evicted.as_bytes());
+        server.tracker.push(Pending::Close {
+            reply: Reply::Swallow,
+        });
+    }
+    fe::parse(
+        out,
+        statement.server_name.as_bytes(),
+        &statement.text.query,
+        &statement.text.param_types,
+    );
+    server.tracker.push(Pending::Parse {
+        reply,
+        server_name: Some(statement.server_name.clone()),
+    });
+}
+
+/// The reply a forwarded message is owed.
+fn pending_for(message: &FrontendMessage) -> Option<Pending> {
+    Some(match message {
+        FrontendMessage::Query { .. } | FrontendMessage::FunctionCall { .. } => Pending::Query,
+        FrontendMessage::Parse { name, .. } => Pending::Parse {
+            reply: Reply::Forward,
+            server_name: (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()),
+        },
+        FrontendMessage::Bind { .. } => Pending::Bind,
+        FrontendMessage::Describe { .. } => Pending::Describe,
+        FrontendMessage::Close { .. } => Pending::Close {
+            reply: Reply::Forward,
+        },
+        FrontendMessage::Execute { .. } => Pending::Execute,
+        FrontendMessage::Sync => Pending::Sync,
+        _ => return None,
+    })
+}
+
+fn routed_query(message: &FrontendMessage) -> Routed {
+    if let FrontendMessage::Query { sql } = message {
+        let text = String::from_utf8_lossy(sql);
+        let normalized: String = text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_ascii_uppercase();
+        let normalized = normalized.trim_end_matches(';');
+        if normalized == "DISCARD ALL" || normalized == "DEALLOCATE ALL" {
+            return Routed::SentForgetStatements;
+        }
+    }
+    Routed::Sent
+}

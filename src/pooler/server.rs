@@ -1,0 +1,266 @@
+//! One connection from the pooler to PostgreSQL: login by SCRAM passthrough (the client key
+//! recovered from a client's proof, never a password), then raw framed I/O for the client
+//! task, plus the health check and reset the pool runs between clients.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::cancel::ServerKey;
+use super::pool::{Credentials, PoolKey};
+use super::prepared::ServerStatements;
+use super::protocol::backend::{self, Authentication, BackendMessage};
+use super::protocol::error_fields::ErrorFields;
+use super::protocol::{frontend, split_frame, startup, Frame, ProtocolError};
+use super::scram::{self, ClientExchange};
+use super::txn::Tracker;
+
+/// Where PostgreSQL listens: its unix socket (cheaper than TCP loopback).
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    pub socket_dir: PathBuf,
+    pub port: u16,
+}
+
+impl ServerTarget {
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket_dir.join(format!(".s.PGSQL.{}", self.port))
+    }
+}
+
+/// Why a server connection could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("connect to PostgreSQL: {0}")]
+    Io(#[from] std::io::Error),
+    /// PostgreSQL's ErrorResponse, decoded and as sent (to relay to the client as is).
+    #[error("PostgreSQL refused: {}", .fields.message().unwrap_or("no message"))]
+    Refused {
+        fields: ErrorFields,
+        frame: bytes::Bytes,
+    },
+    #[error("PostgreSQL broke the protocol: {0}")]
+    Protocol(String),
+    #[error("PostgreSQL did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl From<ProtocolError> for ServerError {
+    fn from(e: ProtocolError) -> Self {
+        ServerError::Protocol(e.to_string())
+    }
+}
+
+/// Largest backend message the pooler buffers whole (DataRows can be large).
+const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
+
+pub struct ServerConn {
+    pub stream: UnixStream,
+    pub read_buf: BytesMut,
+    /// GUC_REPORT parameters as this session has them (client_encoding, TimeZone, …).
+    pub params: HashMap<String, String>,
+    /// Startup settings of clients the pooler SET on this session (not reported back).
+    pub settings: std::collections::BTreeMap<String, String>,
+    pub key: ServerKey,
+    pub prepared: ServerStatements,
+    pub tracker: Tracker,
+    pub created: Instant,
+    pub generation: u64,
+    broken: bool,
+}
+
+impl ServerConn {
+    pub async fn connect(
+        target: &ServerTarget,
+        pool: &PoolKey,
+        credentials: &Credentials,
+        timeout: Duration,
+    ) -> Result<ServerConn, ServerError> {
+        tokio::time::timeout(timeout, Self::login(target, pool, credentials))
+            .await
+            .map_err(|_| ServerError::Timeout(timeout))?
+    }
+
+    async fn login(
+        target: &ServerTarget,
+        pool: &PoolKey,
+        credentials: &Credentials,
+    ) -> Result<ServerConn, ServerError> {
+        let stream = UnixStream::connect(target.socket_path()).await?;
+        let mut conn = ServerConn {
+            stream,
+            read_buf: BytesMut::with_capacity(16 * 1024),
+            params: HashMap::new(),
+            settings: std::collections::BTreeMap::new(),
+            key: ServerKey {
+                process_id: 0,
+                secret_key: bytes::Bytes::new(),
+            },
+            prepared: ServerStatements::default(),
+            tracker: Tracker::default(),
+            created: Instant::now(),
+            generation: 0,
+            broken: false,
+        };
+        let mut out = BytesMut::new();
+        startup::encode_startup_message(
+            &mut out,
+            0,
+            &[("user", &pool.user), ("database", &pool.database)],
+        );
+        conn.stream.write_all(&out).await?;
+        let mut exchange: Option<ClientExchange> = None;
+        loop {
+            let frame = conn.read_frame().await?;
+            match backend::decode(&frame)? {
+                BackendMessage::Authentication(Authentication::Ok) => {}
+                BackendMessage::Authentication(Authentication::Sasl { mechanisms }) => {
+                    if !mechanisms.iter().any(|m| m == scram::MECHANISM) {
+                        return Err(ServerError::Protocol(format!(
+                            "server offers no {}",
+                            scram::MECHANISM
+                        )));
+                    }
+                    let ex = ClientExchange::new(
+                        credentials.client_key.clone(),
+                        credentials.server_key,
+                        scram::new_nonce(),
+                    );
+                    let mut out = BytesMut::new();
+                    frontend::encode::sasl_initial_response(
+                        &mut out,
+                        scram::MECHANISM,
+                        &ex.client_first_message(),
+                    );
+                    conn.stream.write_all(&out).await?;
+                    exchange = Some(ex);
+                }
+                BackendMessage::Authentication(Authentication::SaslContinue { data }) => {
+                    let ex = exchange
+                        .as_mut()
+                        .ok_or_else(|| ServerError::Protocol("SASLContinue before SASL".into()))?;
+                    let reply = ex
+                        .server_first(&data)
+                        .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                    let mut out = BytesMut::new();
+                    frontend::encode::sasl_response(&mut out, &reply);
+                    conn.stream.write_all(&out).await?;
+                }
+                BackendMessage::Authentication(Authentication::SaslFinal { data }) => {
+                    let ex = exchange
+                        .as_mut()
+                        .ok_or_else(|| ServerError::Protocol("SASLFinal before SASL".into()))?;
+                    ex.server_final(&data)
+                        .map_err(|e| ServerError::Protocol(e.to_string()))?;
+                }
+                BackendMessage::Authentication(other) => {
+                    return Err(ServerError::Protocol(format!(
+                        "unsupported authentication request {other:?}; tenants must use scram-sha-256"
+                    )));
+                }
+                BackendMessage::ParameterStatus { name, value } => {
+                    conn.params.insert(name, value);
+                }
+                BackendMessage::BackendKeyData {
+                    process_id,
+                    secret_key,
+                } => {
+                    conn.key = ServerKey {
+                        process_id,
+                        secret_key,
+                    };
+                }
+                BackendMessage::ErrorResponse(fields) => {
+                    return Err(ServerError::Refused {
+                        fields,
+                        frame: frame.into_bytes(),
+                    })
+                }
+                BackendMessage::ReadyForQuery { .. } => return Ok(conn),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one whole message (during login and internal queries).
+    async fn read_frame(&mut self) -> Result<Frame, ServerError> {
+        loop {
+            if let Some(frame) = split_frame(&mut self.read_buf, MAX_BACKEND_MESSAGE)? {
+                return Ok(frame);
+            }
+            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                self.broken = true;
+                return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Runs `sql` (a check or reset query) and discards its results; errors if PostgreSQL
+    /// reports one or the connection fails.
+    pub async fn run_internal(&mut self, sql: &str) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        frontend::encode::query(&mut out, sql.as_bytes());
+        if let Err(e) = self.stream.write_all(&out).await {
+            self.broken = true;
+            return Err(e.into());
+        }
+        let mut failure = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame.tag() {
+                backend::tag::ERROR_RESPONSE => {
+                    if let BackendMessage::ErrorResponse(fields) = backend::decode(&frame)? {
+                        failure = Some(ServerError::Refused {
+                            fields,
+                            frame: frame.into_bytes(),
+                        });
+                    }
+                }
+                backend::tag::PARAMETER_STATUS => self.record_parameter(&frame),
+                backend::tag::READY_FOR_QUERY => break,
+                _ => {}
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// The pool's server_check_query before reuse after server_check_delay.
+    pub async fn check(&mut self, sql: &str) -> Result<(), ServerError> {
+        let result = tokio::time::timeout(Duration::from_secs(10), self.run_internal(sql))
+            .await
+            .unwrap_or(Err(ServerError::Timeout(Duration::from_secs(10))));
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
+    /// Remembers a ParameterStatus the server sent.
+    pub fn record_parameter(&mut self, frame: &Frame) {
+        if let Ok(BackendMessage::ParameterStatus { name, value }) = backend::decode(frame) {
+            self.params.insert(name, value);
+        }
+    }
+
+    /// An idle connection has nothing to say; if it is readable, PostgreSQL closed it
+    /// (pg_terminate_backend, restart) or sent a FATAL: not worth handing to a client.
+    pub fn is_dead_now(&self) -> bool {
+        let mut probe = [0u8; 1];
+        !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+}
