@@ -54,6 +54,7 @@ struct Client<'a> {
     info: Arc<ClientInfo>,
     xact_started: Instant,
     query_started: Instant,
+    killed: tokio::sync::watch::Receiver<u64>,
 }
 
 pub async fn run(pooler: &Arc<Pooler>, session: Session) {
@@ -103,6 +104,7 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
         info,
         xact_started: Instant::now(),
         query_started: Instant::now(),
+        killed: pool.kill_signal(),
     };
     let end = match client.flush_client().await {
         Ok(()) => client.serve().await,
@@ -138,6 +140,7 @@ impl Client<'_> {
                 "terminating connection due to administrator command",
             ))),
             () = idle_timeout => Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "client_idle_timeout"))),
+            _ = self.killed.changed() => Err(killed()),
         }
     }
 
@@ -162,6 +165,7 @@ impl Client<'_> {
                 Ok(_) => self.on_server_data().await,
             },
             () = timeout => Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "idle transaction timeout"))),
+            _ = self.killed.changed() => Err(killed()),
         }
     }
 
@@ -435,6 +439,13 @@ async fn reset(guard: &mut Guard, reset_query: &str) -> bool {
         conn.settings.clear();
     }
     true
+}
+
+fn killed() -> End {
+    End::Fatal(fatal(
+        SqlState::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command (KILL)",
+    ))
 }
 
 fn write_synthetic(out: &mut BytesMut, replies: &[Synthetic]) {

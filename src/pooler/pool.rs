@@ -92,6 +92,8 @@ pub struct Pool {
     limits: Vec<Arc<Semaphore>>,
     released: Notify,
     paused: watch::Sender<bool>,
+    /// Bumped by KILL: every client of the pool is disconnected.
+    killed: watch::Sender<u64>,
     credentials: Mutex<Option<Credentials>>,
     /// Bumped by RECONNECT: connections of an older generation are closed on release.
     generation: AtomicU64,
@@ -128,6 +130,7 @@ impl Pool {
             limits,
             released: Notify::new(),
             paused: watch::channel(false).0,
+            killed: watch::channel(0).0,
             credentials: Mutex::new(None),
             generation: AtomicU64::new(0),
             validated: AtomicBool::new(false),
@@ -359,6 +362,19 @@ impl Pool {
     pub fn reconnect(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);
         self.close_idle();
+    }
+
+    /// KILL: disconnect every client, close every server connection, and hold new
+    /// clients until RESUME.
+    pub fn kill(&self) {
+        self.pause(true);
+        self.reconnect();
+        self.killed.send_modify(|n| *n += 1);
+    }
+
+    /// Changes when the pool is killed.
+    pub fn kill_signal(&self) -> watch::Receiver<u64> {
+        self.killed.subscribe()
     }
 
     pub fn pause(&self, paused: bool) {

@@ -141,8 +141,7 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
         }
         AdminCommand::Kill(db) => {
             for pool in pools_of(&Some(db)) {
-                pool.reconnect();
-                pool.pause(true);
+                pool.kill();
             }
             be::command_complete(out, "KILL");
         }
