@@ -174,7 +174,10 @@ impl Client<'_> {
             Ok(0) | Err(_) => return Err(End::Left),
             Ok(n) => self.pool.stats.bytes_received.fetch_add(n as u64, Relaxed),
         };
-        let max_packet = self.pooler.config().max_packet_size as usize;
+        let config = self.pooler.config();
+        let max_packet = config.max_packet_size as usize;
+        let rewrite_on = self.mode == PoolMode::Transaction && config.max_prepared_statements > 0;
+        let max_prepared = config.max_prepared_statements as usize;
         loop {
             let frame = match split_frame_limited(&mut self.buf, |tag| {
                 frontend::max_body_length(tag).min(max_packet)
@@ -203,9 +206,6 @@ impl Client<'_> {
             if self.server.is_none() {
                 self.assign().await?;
             }
-            let rewrite_on = self.mode == PoolMode::Transaction
-                && self.pooler.config().max_prepared_statements > 0;
-            let max_prepared = self.pooler.config().max_prepared_statements as usize;
             let Some(guard) = self.server.as_mut() else {
                 break;
             };

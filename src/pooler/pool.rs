@@ -81,7 +81,7 @@ struct Idle {
 
 pub struct Pool {
     pub key: PoolKey,
-    settings: Mutex<PoolSettings>,
+    settings: Mutex<Arc<PoolSettings>>,
     target: ServerTarget,
     idle: Mutex<VecDeque<Idle>>,
     slots: Arc<Semaphore>,
@@ -124,7 +124,7 @@ impl Pool {
             slots: Arc::new(Semaphore::new(settings.size as usize)),
             reserve: Arc::new(Semaphore::new(settings.reserve_size as usize)),
             sizes: Mutex::new((settings.size, settings.reserve_size)),
-            settings: Mutex::new(settings),
+            settings: Mutex::new(Arc::new(settings)),
             target,
             idle: Mutex::new(VecDeque::new()),
             limits,
@@ -143,7 +143,7 @@ impl Pool {
         lock(&self.defaults).clone()
     }
 
-    pub fn settings(&self) -> PoolSettings {
+    pub fn settings(&self) -> Arc<PoolSettings> {
         lock(&self.settings).clone()
     }
 
@@ -152,7 +152,7 @@ impl Pool {
         let mut sizes = lock(&self.sizes);
         resize(&self.slots, &mut sizes.0, settings.size);
         resize(&self.reserve, &mut sizes.1, settings.reserve_size);
-        *lock(&self.settings) = settings;
+        *lock(&self.settings) = Arc::new(settings);
         self.released.notify_waiters();
     }
 
