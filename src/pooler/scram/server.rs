@@ -1,0 +1,169 @@
+//! The pooler as SCRAM server toward a client: verify its proof against the role's
+//! verifier and recover its client key.
+
+use super::*;
+
+enum Secret {
+    Real(Verifier),
+    /// For a role that does not exist or has no SCRAM secret: a made-up verifier, so the
+    /// exchange runs (and takes as long) as a real one and fails at the proof, like
+    /// PostgreSQL's `scram_mock_salt`; probing cannot tell unknown roles from wrong passwords.
+    Mock(Verifier),
+}
+
+enum ServerState {
+    AwaitingClientFirst,
+    AwaitingClientFinal {
+        gs2_header: &'static [u8],
+        client_first_bare: Vec<u8>,
+        server_first: Vec<u8>,
+        nonce: Vec<u8>,
+    },
+    Done,
+}
+
+/// The server side of one exchange: `client_first`, then `client_final`. Any error ends it.
+pub struct ServerExchange {
+    secret: Secret,
+    server_nonce: String,
+    state: ServerState,
+}
+
+impl ServerExchange {
+    /// An exchange against `verifier`; production passes [`new_nonce`].
+    pub fn new(verifier: Verifier, server_nonce: String) -> Self {
+        Self::with_secret(Secret::Real(verifier), server_nonce)
+    }
+
+    /// An exchange that always ends in [`ScramError::WrongPassword`], with a salt derived from
+    /// `username` and a per-process secret: the same role always gets the same salt, as a real
+    /// role would, and nobody outside the process can predict it.
+    pub fn mock(username: &str, server_nonce: String) -> Self {
+        static SECRET: OnceLock<Key> = OnceLock::new();
+        let secret = SECRET.get_or_init(rand::random::<Key>);
+        let derive = |purpose: &[u8]| hmac(secret, &[purpose, username.as_bytes()].concat());
+        let verifier = Verifier {
+            iterations: DEFAULT_ITERATIONS,
+            salt: derive(b"salt:")[..MOCK_SALT_LENGTH].to_vec(),
+            stored_key: derive(b"stored-key:"),
+            server_key: derive(b"server-key:"),
+        };
+        Self::with_secret(Secret::Mock(verifier), server_nonce)
+    }
+
+    fn with_secret(secret: Secret, server_nonce: String) -> Self {
+        ServerExchange {
+            secret,
+            server_nonce,
+            state: ServerState::AwaitingClientFirst,
+        }
+    }
+
+    fn verifier(&self) -> &Verifier {
+        match &self.secret {
+            Secret::Real(verifier) | Secret::Mock(verifier) => verifier,
+        }
+    }
+
+    /// Takes the `SASLInitialResponse` and returns the server-first-message for
+    /// `AuthenticationSASLContinue`.
+    pub fn client_first(&mut self, mechanism: &str, data: &[u8]) -> Result<Vec<u8>, ScramError> {
+        if !matches!(
+            std::mem::replace(&mut self.state, ServerState::Done),
+            ServerState::AwaitingClientFirst
+        ) {
+            return Err(violation("unexpected client-first-message"));
+        }
+        match mechanism {
+            MECHANISM => {}
+            MECHANISM_PLUS => return Err(violation("channel binding was not offered")),
+            _ => return Err(violation("unsupported SASL mechanism")),
+        }
+        let gs2_header = match data.get(..3) {
+            Some(GS2_NO_BINDING) => GS2_NO_BINDING,
+            Some(GS2_BINDING_UNUSED) => GS2_BINDING_UNUSED,
+            _ if data.starts_with(b"p=") => {
+                return Err(violation("channel binding is not supported"))
+            }
+            _ if data.starts_with(b"n,a=") || data.starts_with(b"y,a=") => {
+                return Err(violation("authorization identity is not supported"))
+            }
+            _ => return Err(violation("malformed gs2 header")),
+        };
+        let client_first_bare = data.get(3..).unwrap_or_default();
+        let mut attributes = client_first_bare.split(|&b| b == b',');
+        match attributes.next() {
+            Some(user) if user.starts_with(b"n=") => {} // PostgreSQL uses the startup packet's user.
+            Some(extension) if extension.starts_with(b"m=") => {
+                return Err(violation("unsupported mandatory extension"))
+            }
+            _ => return Err(violation("missing username attribute")),
+        }
+        let client_nonce = attributes
+            .next()
+            .and_then(|attribute| attribute.strip_prefix(b"r="))
+            .filter(|nonce| is_valid_nonce(nonce))
+            .ok_or_else(|| violation("missing or invalid client nonce"))?;
+        let mut nonce = client_nonce.to_vec();
+        nonce.extend_from_slice(self.server_nonce.as_bytes());
+        let verifier = self.verifier();
+        let mut server_first = b"r=".to_vec();
+        server_first.extend_from_slice(&nonce);
+        let salt = BASE64.encode(&verifier.salt);
+        server_first.extend_from_slice(format!(",s={salt},i={}", verifier.iterations).as_bytes());
+        self.state = ServerState::AwaitingClientFinal {
+            gs2_header,
+            client_first_bare: client_first_bare.to_vec(),
+            server_first: server_first.clone(),
+            nonce,
+        };
+        Ok(server_first)
+    }
+
+    /// Takes the client-final-message (`SASLResponse`) and, if the proof is right, returns the
+    /// server-final-message for `AuthenticationSASLFinal` and the client's [`ClientKey`].
+    pub fn client_final(&mut self, data: &[u8]) -> Result<(Vec<u8>, ClientKey), ScramError> {
+        let ServerState::AwaitingClientFinal {
+            gs2_header,
+            client_first_bare,
+            server_first,
+            nonce,
+        } = std::mem::replace(&mut self.state, ServerState::Done)
+        else {
+            return Err(violation("unexpected client-final-message"));
+        };
+        let (without_proof, proof) = split_proof(data)?;
+        let mut attributes = without_proof.split(|&b| b == b',');
+        let binding = attributes
+            .next()
+            .and_then(|attribute| attribute.strip_prefix(b"c="))
+            .and_then(|value| BASE64.decode(value).ok())
+            .ok_or_else(|| violation("missing channel binding attribute"))?;
+        if binding != gs2_header {
+            return Err(violation("channel binding does not match the gs2 header"));
+        }
+        if attributes
+            .next()
+            .and_then(|attribute| attribute.strip_prefix(b"r="))
+            != Some(nonce.as_slice())
+        {
+            return Err(violation("nonce does not match"));
+        }
+        let verifier = self.verifier();
+        let auth_message = [
+            client_first_bare.as_slice(),
+            server_first.as_slice(),
+            without_proof,
+        ]
+        .join(&b","[..]);
+        let client_signature = hmac(&verifier.stored_key, &auth_message);
+        let client_key: Key = std::array::from_fn(|i| proof[i] ^ client_signature[i]);
+        let proof_matches = bool::from(sha256(&client_key).ct_eq(&verifier.stored_key));
+        if !proof_matches || matches!(self.secret, Secret::Mock(_)) {
+            return Err(ScramError::WrongPassword);
+        }
+        let server_signature = hmac(&verifier.server_key, &auth_message);
+        let server_final = format!("v={}", BASE64.encode(server_signature)).into_bytes();
+        Ok((server_final, ClientKey(client_key)))
+    }
+}
