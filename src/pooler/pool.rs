@@ -103,6 +103,8 @@ pub struct Pool {
     /// and what a client that never SETs anything gets.
     defaults: Mutex<std::collections::HashMap<String, String>>,
     pub stats: PoolStats,
+    /// Every server connection of the pool, for SHOW SERVERS; dead entries are pruned.
+    servers: Mutex<Vec<std::sync::Weak<super::server::ServerInfo>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,6 +138,7 @@ impl Pool {
             validated: AtomicBool::new(false),
             defaults: Mutex::default(),
             stats: PoolStats::default(),
+            servers: Mutex::default(),
         }
     }
 
@@ -257,6 +260,7 @@ impl Pool {
                 continue;
             }
             self.stats.server_activated();
+            conn.info.set_state("active");
             return Some(Guard {
                 conn: Some(conn),
                 permits,
@@ -300,6 +304,7 @@ impl Pool {
         self.validated.store(true, Ordering::Relaxed);
         self.stats.server_opened();
         self.stats.server_activated();
+        lock(&self.servers).push(Arc::downgrade(&conn.info));
         Ok(Guard {
             conn: Some(conn),
             permits,
@@ -386,6 +391,16 @@ impl Pool {
         *self.paused.borrow()
     }
 
+    /// The pool's live server connections.
+    pub fn servers(&self) -> Vec<Arc<super::server::ServerInfo>> {
+        let mut servers = lock(&self.servers);
+        servers.retain(|w| w.strong_count() > 0);
+        servers
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
+
     pub fn idle_count(&self) -> usize {
         lock(&self.idle).len()
     }
@@ -424,6 +439,7 @@ impl Guard {
         let pool = self.pool.clone();
         pool.stats.server_deactivated();
         let settings = pool.settings();
+        conn.info.set_state("idle");
         if reusable && !pool.expired(&conn, &settings) && !conn.is_broken() {
             lock(&pool.idle).push_back(Idle {
                 conn,

@@ -58,8 +58,26 @@ impl From<ProtocolError> for ServerError {
 /// Largest backend message the pooler buffers whole (DataRows can be large).
 const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 
+/// What SHOW SERVERS lists about one server connection.
+#[derive(Debug)]
+pub struct ServerInfo {
+    pub connect_time: std::time::SystemTime,
+    pub remote_pid: i32,
+    /// "active" while a client uses it, "idle" in the pool.
+    pub state: std::sync::Mutex<&'static str>,
+}
+
+impl ServerInfo {
+    pub fn set_state(&self, state: &'static str) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = state;
+        }
+    }
+}
+
 pub struct ServerConn {
     pub stream: UnixStream,
+    pub info: std::sync::Arc<ServerInfo>,
     pub read_buf: BytesMut,
     /// GUC_REPORT parameters as this session has them (client_encoding, TimeZone, …).
     pub params: HashMap<String, String>,
@@ -102,6 +120,11 @@ impl ServerConn {
             },
             prepared: ServerStatements::default(),
             tracker: Tracker::default(),
+            info: std::sync::Arc::new(ServerInfo {
+                connect_time: std::time::SystemTime::now(),
+                remote_pid: 0,
+                state: std::sync::Mutex::new("login"),
+            }),
             created: Instant::now(),
             generation: 0,
             broken: false,
@@ -180,7 +203,14 @@ impl ServerConn {
                         frame: frame.into_bytes(),
                     })
                 }
-                BackendMessage::ReadyForQuery { .. } => return Ok(conn),
+                BackendMessage::ReadyForQuery { .. } => {
+                    conn.info = std::sync::Arc::new(ServerInfo {
+                        connect_time: std::time::SystemTime::now(),
+                        remote_pid: conn.key.process_id,
+                        state: std::sync::Mutex::new("active"),
+                    });
+                    return Ok(conn);
+                }
                 _ => {}
             }
         }

@@ -237,36 +237,31 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
             table.write(out, "SHOW");
         }
         Show::Servers => {
-            // Server connections are owned by client tasks while in use; list them per pool.
             let mut table = Table::new(&connection_columns());
             for pool in &pools {
-                let c = pool.stats.counts();
-                for (state, count) in [
-                    ("active", c.servers_active),
-                    ("idle", pool.idle_count() as i64),
-                ] {
-                    for _ in 0..count.max(0) {
-                        table.row(vec![
-                            t("S"),
-                            t(&pool.key.user),
-                            t(&pool.key.database),
-                            t(state),
-                            t("unix"),
-                            t(0),
-                            t("unix"),
-                            t(0),
-                            None,
-                            None,
-                            t(0),
-                            t(0),
-                            t(0),
-                            None,
-                            None,
-                            t(0),
-                            t(""),
-                            t(""),
-                        ]);
-                    }
+                for server in pool.servers() {
+                    let state = server.state.lock().map(|s| *s).unwrap_or("active");
+                    let since = t(timestamp(server.connect_time));
+                    table.row(vec![
+                        t("S"),
+                        t(&pool.key.user),
+                        t(&pool.key.database),
+                        t(state),
+                        t("unix"),
+                        t(pooler.target.port),
+                        t("unix"),
+                        t(0),
+                        since.clone(),
+                        since,
+                        t(0),
+                        t(0),
+                        t(0),
+                        t(format!("{:p}", std::sync::Arc::as_ptr(&server))),
+                        None,
+                        t(server.remote_pid),
+                        t(""),
+                        t(""),
+                    ]);
                 }
             }
             table.write(out, "SHOW");
