@@ -203,6 +203,9 @@ impl Client<'_> {
                 }
                 _ => {}
             }
+            if self.server.is_none() && rewrite_on && self.answer_without_server(&message) {
+                continue;
+            }
             if self.server.is_none() {
                 self.assign().await?;
             }
@@ -307,6 +310,43 @@ impl Client<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Outside a transaction, a named Parse and a Sync need no server: the statement is
+    /// remembered and prepared on whichever server runs it. Answering them here is what
+    /// keeps libpq's blocking PQprepare (pgbench -M prepared) from waiting for a server
+    /// connection that its own thread's other clients hold in open transactions.
+    fn answer_without_server(&mut self, message: &FrontendMessage) -> bool {
+        match message {
+            FrontendMessage::Parse {
+                name,
+                query,
+                param_types,
+            } if !name.is_empty() => {
+                let statement = self.pooler.catalog.intern(super::prepared::StatementText {
+                    query: query.clone(),
+                    param_types: param_types.clone(),
+                });
+                self.statements
+                    .insert(String::from_utf8_lossy(name).into_owned(), statement);
+                be::parse_complete(&mut self.to_client);
+                true
+            }
+            FrontendMessage::Sync => {
+                be::ready_for_query(&mut self.to_client, TransactionStatus::Idle);
+                true
+            }
+            FrontendMessage::Close {
+                kind: super::protocol::frontend::ObjectKind::PreparedStatement,
+                name,
+            } if !name.is_empty() => {
+                self.statements.remove(&String::from_utf8_lossy(name));
+                be::close_complete(&mut self.to_client);
+                true
+            }
+            FrontendMessage::Flush => true,
+            _ => false,
+        }
     }
 
     /// Takes a server connection for this client and brings its session parameters in

@@ -76,15 +76,23 @@ impl Drop for Counted {
 }
 
 /// The client task: log in, then serve queries or the admin console.
-pub async fn serve(pooler: Arc<Pooler>, mut stream: ClientStream) {
+pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
     let _counted = Counted(pooler.clone());
     let config = pooler.config();
     if pooler.client_count.fetch_add(1, Ordering::Relaxed) >= config.max_client_conn as usize {
-        let error = fatal(
-            SqlState::PROTOCOL_VIOLATION,
-            "no more connections allowed (max_client_conn)",
-        );
-        send_fatal(&mut stream, &error).await;
+        // Read the startup phase first (TLS included), so that the client can read the
+        // reason instead of seeing a broken connection.
+        let mut buf = BytesMut::new();
+        let refuse = async {
+            if let Ok(Some((mut stream, ..))) = negotiate(&pooler, stream, &mut buf).await {
+                let error = fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    "no more connections allowed (max_client_conn)",
+                );
+                send_fatal(&mut stream, &error).await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), refuse).await;
         return;
     }
     let login = async {

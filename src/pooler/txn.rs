@@ -71,6 +71,10 @@ pub struct Tracker {
     status: TxStatus,
     /// In COPY FROM STDIN: the client streams data until CopyDone/CopyFail.
     copy_in: bool,
+    /// Something was sent since the last ReadyForQuery. Extended-protocol messages before
+    /// a Sync run in an implicit transaction even when every reply has arrived, so the
+    /// connection is not free until a Sync has been answered.
+    unsynced: bool,
 }
 
 impl Default for Tracker {
@@ -79,12 +83,28 @@ impl Default for Tracker {
             queue: VecDeque::new(),
             status: TxStatus::Idle,
             copy_in: false,
+            unsynced: false,
         }
     }
 }
 
 impl Tracker {
     pub fn push(&mut self, pending: Pending) {
+        let sent_to_server = !matches!(
+            pending,
+            Pending::Sync
+                | Pending::Query
+                | Pending::Parse {
+                    reply: Reply::Synthesize,
+                    ..
+                }
+                | Pending::Close {
+                    reply: Reply::Synthesize
+                }
+        );
+        if sent_to_server {
+            self.unsynced = true;
+        }
         self.queue.push_back(pending);
     }
 
@@ -147,6 +167,9 @@ impl Tracker {
             b'Z' => {
                 self.copy_in = false;
                 self.pop_if(|p| matches!(p, Pending::Sync | Pending::Query));
+                if self.queue.is_empty() {
+                    self.unsynced = false;
+                }
                 if let Some(status) = ready_status {
                     self.status = status;
                 }
@@ -189,12 +212,12 @@ impl Tracker {
     /// Everything asked was answered and no transaction is open: in transaction mode the
     /// server connection can serve another client.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.status == TxStatus::Idle && !self.copy_in
+        self.queue.is_empty() && self.status == TxStatus::Idle && !self.copy_in && !self.unsynced
     }
 
     /// Nothing is owed, though a transaction may be open (a ROLLBACK can clean it).
     pub fn nothing_pending(&self) -> bool {
-        self.queue.is_empty() && !self.copy_in
+        self.queue.is_empty() && !self.copy_in && !self.unsynced
     }
 
     pub fn status(&self) -> TxStatus {
@@ -228,6 +251,21 @@ mod tests {
             assert_eq!(t.on_backend(tag, None), Outcome::default());
             assert!(!t.is_idle());
         }
+        t.on_backend(b'Z', Some(TxStatus::Idle));
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn answered_messages_without_sync_hold_the_server() {
+        // A pipeline's inserts run in an implicit transaction until its Sync.
+        let mut t = Tracker::default();
+        t.push(Pending::Bind);
+        t.push(Pending::Execute);
+        t.on_backend(b'2', None);
+        t.on_backend(b'C', None);
+        assert!(!t.is_idle());
+        assert!(!t.nothing_pending());
+        t.push(Pending::Sync);
         t.on_backend(b'Z', Some(TxStatus::Idle));
         assert!(t.is_idle());
     }

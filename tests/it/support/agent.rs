@@ -120,6 +120,11 @@ impl TestAgent {
         child.wait().unwrap();
     }
 
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|child| pid_of(child).as_raw())
+    }
+
     /// Whether the agent process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod http;
+pub mod pooler;
 pub mod ports;
 pub mod psql;
 pub mod tenants;
@@ -43,6 +44,11 @@ pub fn pgplatform() -> Command {
 /// Runs `cmd` to completion with stdin closed, capturing stdout and stderr.
 /// Panics (after killing it) if it runs longer than `timeout`.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
+    try_run(cmd, timeout).unwrap_or_else(|| panic!("{cmd:?} did not finish within {timeout:?}"))
+}
+
+/// Like `run`, but a command still running after `timeout` is killed and `None` returned.
+pub fn try_run(cmd: &mut Command, timeout: Duration) -> Option<Output> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -57,18 +63,18 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {timeout:?}");
+            return None;
         }
         thread::sleep(Duration::from_millis(20));
     };
     // A grandchild that inherited the pipes could keep them open forever: bound the wait.
     let collect =
         |rx: mpsc::Receiver<Vec<u8>>| rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
-    Output {
+    Some(Output {
         status,
         stdout: collect(stdout),
         stderr: collect(stderr),
-    }
+    })
 }
 
 fn read_in_background(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
