@@ -16,7 +16,7 @@ use super::protocol::error_fields::{ErrorReport, Severity};
 use super::protocol::frontend::{self, FrontendMessage};
 use super::protocol::sql_state::SqlState;
 use super::protocol::startup::{self, StartupPacket};
-use super::protocol::{split_frame_limited, Frame};
+use super::protocol::{split_frame_limited, Frame, ProtocolError};
 use super::scram::{self, ScramError, ServerExchange};
 use super::server::ServerError;
 use super::stream::ClientStream;
@@ -245,6 +245,11 @@ async fn negotiate(
             match startup::decode(buf, startup::MAX_STARTUP_PACKET_LENGTH) {
                 Ok(Some(packet)) => break packet,
                 Ok(None) => {}
+                Err(ProtocolError::UnsupportedProtocolVersion { major, minor }) => fail!(
+                    stream,
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    "unsupported frontend protocol {major}.{minor}: server supports 3.0 to 3.0"
+                ),
                 Err(e) => fail!(stream, SqlState::PROTOCOL_VIOLATION, "{e}"),
             }
             match stream.read_buf(buf).await {

@@ -25,9 +25,13 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
         mut stream,
         mut buf,
         admin,
+        info: session_info,
         ..
     } = session;
     let level = admin.unwrap_or(AdminLevel::Stats);
+    if let Ok(mut state) = session_info.state.lock() {
+        *state = "active";
+    }
     let cancel = pooler.cancels.register();
     let mut out = BytesMut::new();
     for (name, value) in [

@@ -93,6 +93,30 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                 ("maxwait_us", INT8),
                 ("pool_mode", TEXT),
             ]);
+            // PgBouncer lists its own console as a pool too.
+            let console = pooler
+                .clients()
+                .iter()
+                .filter(|c| c.database == "pgbouncer")
+                .count();
+            table.row(vec![
+                t("pgbouncer"),
+                t("pgbouncer"),
+                t(console),
+                t(0),
+                t(0),
+                t(0),
+                t(0),
+                t(0),
+                t(0),
+                t(0),
+                t(0),
+                t(0),
+                t(0),
+                t(0),
+                t(0),
+                t("statement"),
+            ]);
             for pool in &pools {
                 let c = pool.stats.counts();
                 let mode = pool.settings().mode.as_str();
