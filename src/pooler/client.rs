@@ -323,12 +323,11 @@ impl Client<'_> {
                 query,
                 param_types,
             } if !name.is_empty() => {
-                let statement = self.pooler.catalog.intern(super::prepared::StatementText {
+                let text = super::prepared::StatementText {
                     query: query.clone(),
                     param_types: param_types.clone(),
-                });
-                self.statements
-                    .insert(String::from_utf8_lossy(name).into_owned(), statement);
+                };
+                self.statements.parse(&self.pooler.catalog, name, text);
                 be::parse_complete(&mut self.to_client);
                 true
             }

@@ -54,8 +54,17 @@ pub struct ClientStatements {
 }
 
 impl ClientStatements {
-    pub fn insert(&mut self, client_name: String, statement: Arc<Statement>) {
-        self.by_name.insert(client_name, statement);
+    /// The client parsed `text` as `client_name`: intern it and remember the name.
+    pub fn parse(
+        &mut self,
+        catalog: &Catalog,
+        client_name: &[u8],
+        text: StatementText,
+    ) -> Arc<Statement> {
+        let statement = catalog.intern(text);
+        let name = String::from_utf8_lossy(client_name).into_owned();
+        self.by_name.insert(name, statement.clone());
+        statement
     }
 
     pub fn get(&self, client_name: &str) -> Option<&Arc<Statement>> {

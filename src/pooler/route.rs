@@ -50,9 +50,8 @@ pub fn route(
             query,
             param_types,
         } if !name.is_empty() => {
-            let client_name = String::from_utf8_lossy(&name).into_owned();
-            let statement = rw.catalog.intern(StatementText { query, param_types });
-            rw.statements.insert(client_name, statement.clone());
+            let text = StatementText { query, param_types };
+            let statement = rw.statements.parse(rw.catalog, &name, text);
             if server.prepared.touch(&statement.server_name) {
                 prepare(server, &statement, Reply::Forward, rw.max_prepared, out);
             } else {
