@@ -73,6 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut supervisor_done = false;
     let mut tasks = JoinSet::new();
 
+    let verifiers = Arc::new(crate::pooler::auth::VerifierCache::default());
     let tenants = Arc::new(Tenants {
         pgdata,
         socket_dir: data_dir.socket_dir(),
@@ -96,6 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         server_version: binaries.version.text.clone(),
         run_as: run_as.clone(),
         lock: tokio::sync::Mutex::new(()),
+        verifiers: verifiers.clone(),
     });
     if let Err(e) = tenants
         .bootstrap()
@@ -130,6 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tls_hosts: vec![config.tenant_host.clone()],
                 reload: reload_tx.clone(),
                 agent_shutdown: shutdown.clone(),
+                verifiers,
             },
             shutdown.clone(),
         ));

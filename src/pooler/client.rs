@@ -27,6 +27,10 @@ use crate::config::PoolMode;
 
 const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 
+/// Read buffer space while a transaction runs, and the most an idle client keeps.
+const ACTIVE_BUFFER: usize = 16 * 1024;
+const IDLE_BUFFER: usize = 4 * 1024;
+
 /// Why the client's session ended.
 enum End {
     /// The client closed or sent Terminate.
@@ -81,7 +85,7 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
         }
     };
     let cancel = pooler.cancels.register();
-    let mut to_client = BytesMut::with_capacity(16 * 1024);
+    let mut to_client = BytesMut::new();
     for (name, value) in params.for_login(&defaults) {
         be::parameter_status(&mut to_client, &name, &value);
     }
@@ -96,7 +100,7 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
         stream,
         buf,
         to_client,
-        to_server: BytesMut::with_capacity(16 * 1024),
+        to_server: BytesMut::new(),
         server: None,
         statements: ClientStatements::default(),
         params,
@@ -131,6 +135,16 @@ impl Client<'_> {
     /// No server: wait for the client (idle timeout, shutdown).
     async fn step_idle(&mut self) -> Result<(), End> {
         self.set_state("idle");
+        // An idle client keeps almost no memory: thousands of them are the normal case.
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        for out in [&mut self.to_client, &mut self.to_server] {
+            if out.capacity() > IDLE_BUFFER {
+                *out = BytesMut::new();
+            }
+        }
+        self.buf.reserve(512);
         let config = self.pooler.config();
         let idle_timeout = sleep_or_never(config.client_idle_timeout);
         tokio::select! {
@@ -146,6 +160,7 @@ impl Client<'_> {
 
     /// A server is assigned: relay both ways.
     async fn step_with_server(&mut self) -> Result<(), End> {
+        self.buf.reserve(ACTIVE_BUFFER);
         let config = self.pooler.config();
         let Some(guard) = self.server.as_mut() else {
             return Ok(());

@@ -103,7 +103,7 @@ pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
             None => login(&pooler, stream).await,
         }
     };
-    let session = match login.await {
+    let session = match Box::pin(login).await {
         Ok(Some(session)) => session,
         Ok(None) => return,
         Err((mut stream, error)) => {
@@ -113,10 +113,11 @@ pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
         }
     };
     let id = session.info.id;
+    // Boxed so that a connected client's task does not also carry the login's state.
     if session.admin.is_some() {
-        super::admin::run(&pooler, session).await;
+        Box::pin(super::admin::run(&pooler, session)).await;
     } else {
-        super::client::run(&pooler, session).await;
+        Box::pin(super::client::run(&pooler, session)).await;
     }
     pooler.unregister_client(id);
 }
@@ -130,7 +131,7 @@ macro_rules! fail {
 }
 
 async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut buf = BytesMut::with_capacity(512);
     let Some((mut stream, minor, params)) = negotiate(pooler, stream, &mut buf).await? else {
         return Ok(None);
     };

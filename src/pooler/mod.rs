@@ -6,7 +6,7 @@
 //! shares: pools, the cancel registry, the statement catalog, the client list.
 
 mod admin;
-mod auth;
+pub mod auth;
 mod cancel;
 mod client;
 mod login;
@@ -50,6 +50,8 @@ pub struct PoolerSetup {
     pub reload: mpsc::Sender<()>,
     /// The admin console's SHUTDOWN stops the agent.
     pub agent_shutdown: CancellationToken,
+    /// Shared with the tenant service, which evicts a role when its password changes.
+    pub verifiers: Arc<auth::VerifierCache>,
 }
 
 /// One connected client, as SHOW CLIENTS lists it.
@@ -202,7 +204,11 @@ pub async fn task_main(setup: PoolerSetup, shutdown: CancellationToken) -> anyho
         pools: Mutex::default(),
         db_limits: Mutex::default(),
         user_limits: Mutex::default(),
-        auth: auth::AuthSource::new(setup.pg_socket_dir.clone(), setup.pg_port),
+        auth: auth::AuthSource::new(
+            setup.pg_socket_dir.clone(),
+            setup.pg_port,
+            setup.verifiers.clone(),
+        ),
         cancels: Arc::default(),
         catalog: prepared::Catalog::default(),
         clients: Mutex::default(),

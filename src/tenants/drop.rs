@@ -43,6 +43,7 @@ impl Tenants {
             .map(String::as_str)
             .chain([name]);
         for role in roles {
+            self.verifiers.forget(role);
             postgres_db
                 .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role)))
                 .await
