@@ -54,12 +54,18 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Logged>() => ExitCode::FAILURE,
         Err(e) => {
             output::error(&e);
             ExitCode::FAILURE
         }
     }
 }
+
+/// An error `up` already reported through its logger (JSON lines stay JSON).
+#[derive(Debug, thiserror::Error)]
+#[error("reported in the log")]
+struct Logged;
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Init(args) = &cli.command {
@@ -73,7 +79,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Up { log_format } => {
                 crate::logging::init(log_format.unwrap_or(config.log_format));
-                crate::agent::run(config).await
+                crate::agent::run(config).await.map_err(|e| {
+                    tracing::error!("error: {e:#}");
+                    anyhow::Error::new(Logged)
+                })
             }
             Command::Init(_) => Ok(()),
             Command::Status(args) => status::run(&config, &args).await,
