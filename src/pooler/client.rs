@@ -59,6 +59,8 @@ struct Client<'a> {
     xact_started: Instant,
     query_started: Instant,
     killed: tokio::sync::watch::Receiver<u64>,
+    /// The pooler settings, refreshed whenever the client is between transactions.
+    config: Arc<crate::config::PoolerConfig>,
 }
 
 pub async fn run(pooler: &Arc<Pooler>, session: Session) {
@@ -109,6 +111,7 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
         xact_started: Instant::now(),
         query_started: Instant::now(),
         killed: pool.kill_signal(),
+        config: pooler.config(),
     };
     let end = match client.flush_client().await {
         Ok(()) => client.serve().await,
@@ -145,7 +148,8 @@ impl Client<'_> {
             }
         }
         self.buf.reserve(512);
-        let config = self.pooler.config();
+        self.config = self.pooler.config();
+        let config = self.config.clone();
         let idle_timeout = sleep_or_never(config.client_idle_timeout);
         tokio::select! {
             read = self.stream.read_buf(&mut self.buf) => self.on_client_read(read).await,
@@ -161,7 +165,7 @@ impl Client<'_> {
     /// A server is assigned: relay both ways.
     async fn step_with_server(&mut self) -> Result<(), End> {
         self.buf.reserve(ACTIVE_BUFFER);
-        let config = self.pooler.config();
+        let config = self.config.clone();
         let Some(guard) = self.server.as_mut() else {
             return Ok(());
         };
@@ -180,7 +184,6 @@ impl Client<'_> {
                 Ok(_) => self.on_server_data().await,
             },
             () = timeout => Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "idle transaction timeout"))),
-            _ = self.killed.changed() => Err(killed()),
         }
     }
 
@@ -189,7 +192,7 @@ impl Client<'_> {
             Ok(0) | Err(_) => return Err(End::Left),
             Ok(n) => self.pool.stats.bytes_received.fetch_add(n as u64, Relaxed),
         };
-        let config = self.pooler.config();
+        let config = self.config.clone();
         let max_packet = config.max_packet_size as usize;
         let rewrite_on = self.mode == PoolMode::Transaction && config.max_prepared_statements > 0;
         let max_prepared = config.max_prepared_statements as usize;
@@ -314,6 +317,10 @@ impl Client<'_> {
                 .fetch_add(self.query_started.elapsed().as_micros() as u64, Relaxed);
         }
         self.flush_client().await?;
+        // KILL ends the pool's clients at their next transaction boundary (idle ones at once).
+        if releasable && self.killed.has_changed().unwrap_or(false) {
+            return Err(killed());
+        }
         if releasable && (self.mode == PoolMode::Transaction || self.pooler.draining.is_cancelled())
         {
             self.release().await;
@@ -367,7 +374,7 @@ impl Client<'_> {
     /// line with the client's.
     async fn assign(&mut self) -> Result<(), End> {
         self.set_state("waiting");
-        let wait = self.pooler.config().query_wait_timeout;
+        let wait = self.config.query_wait_timeout;
         let mut guard = match self.pool.checkout(wait).await {
             Ok(guard) => guard,
             Err(CheckoutError::WaitTimeout) => {
@@ -416,7 +423,7 @@ impl Client<'_> {
         stats
             .xact_time_us
             .fetch_add(self.xact_started.elapsed().as_micros() as u64, Relaxed);
-        let config = self.pooler.config();
+        let config = self.config.clone();
         let reusable = if self.mode == PoolMode::Session || config.server_reset_query_always {
             reset(&mut guard, &config.server_reset_query).await
         } else {
