@@ -117,7 +117,7 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
         Ok(()) => client.serve().await,
         Err(end) => end,
     };
-    client.finish(end).await;
+    Box::pin(client.finish(end)).await;
     pool.stats.clients_active.fetch_sub(1, Relaxed);
 }
 
@@ -396,7 +396,7 @@ impl Client<'_> {
         };
         let conn = guard.conn();
         if let Some(sql) = self.params.sync_sql(&conn.params, &conn.settings) {
-            if let Err(e) = conn.run_internal(&sql).await {
+            if let Err(e) = Box::pin(conn.run_internal(&sql)).await {
                 tracing::info!("re-applying client parameters failed: {e}");
                 return Err(match e {
                     ServerError::Refused { frame, .. } => End::Refused(frame),
@@ -425,7 +425,7 @@ impl Client<'_> {
             .fetch_add(self.xact_started.elapsed().as_micros() as u64, Relaxed);
         let config = self.config.clone();
         let reusable = if self.mode == PoolMode::Session || config.server_reset_query_always {
-            reset(&mut guard, &config.server_reset_query).await
+            Box::pin(reset(&mut guard, &config.server_reset_query)).await
         } else {
             true
         };
@@ -454,7 +454,7 @@ impl Client<'_> {
             let conn = guard.conn();
             let clean = conn.tracker.nothing_pending()
                 && (conn.tracker.status() == TxStatus::Idle
-                    || conn.run_internal("ROLLBACK").await.is_ok());
+                    || Box::pin(conn.run_internal("ROLLBACK")).await.is_ok());
             if clean {
                 conn.tracker = Default::default();
                 self.server = Some(guard);

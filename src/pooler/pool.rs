@@ -255,7 +255,7 @@ impl Pool {
                 continue;
             }
             let due = settings.check_delay.is_zero() || since.elapsed() >= settings.check_delay;
-            if due && conn.check(&settings.check_query).await.is_err() {
+            if due && Box::pin(conn.check(&settings.check_query)).await.is_err() {
                 self.stats.server_closed();
                 continue;
             }
@@ -285,12 +285,13 @@ impl Pool {
             .ok_or(CheckoutError::NoCredentials)?;
         let settings = self.settings();
         self.stats.login_started();
-        let result = ServerConn::connect(
+        // Boxed: a rare path whose state would otherwise enlarge every client's task.
+        let result = Box::pin(ServerConn::connect(
             &self.target,
             &self.key,
             &credentials,
             settings.connect_timeout,
-        )
+        ))
         .await;
         self.stats.login_ended();
         let mut conn = result?;
