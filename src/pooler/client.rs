@@ -475,9 +475,7 @@ impl Client<'_> {
     }
 
     fn set_state(&self, state: &'static str) {
-        if let Ok(mut s) = self.info.state.lock() {
-            *s = state;
-        }
+        self.info.state.set(state);
     }
 }
 

@@ -481,7 +481,7 @@ fn client_info(
             .find(|(k, _)| k == "application_name")
             .map(|(_, v)| v.clone())
             .unwrap_or_default(),
-        state: std::sync::Mutex::new("idle"),
+        state: super::stats::ConnState::new("idle"),
     }
 }
 

@@ -66,7 +66,7 @@ pub struct ClientInfo {
     pub connect_time: std::time::SystemTime,
     pub tls: bool,
     pub application_name: String,
-    pub state: Mutex<&'static str>,
+    pub state: stats::ConnState,
 }
 
 pub struct Pooler {

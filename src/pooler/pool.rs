@@ -174,6 +174,12 @@ impl Pool {
         self: &Arc<Self>,
         wait_timeout: Option<Duration>,
     ) -> Result<Guard, CheckoutError> {
+        // Fast path, the common case under load: an idle connection is there.
+        if !self.is_paused() {
+            if let Some(guard) = self.take_idle().await {
+                return Ok(guard);
+            }
+        }
         let started = Instant::now();
         let deadline = wait_timeout.map(|t| started + t);
         let mut paused = self.paused.subscribe();
@@ -250,7 +256,10 @@ impl Pool {
                 permits,
                 since,
             } = idle;
-            if self.expired(&conn, &settings) || conn.is_dead_now() {
+            // A connection idle for a while may have been terminated meanwhile; probing
+            // costs a syscall, so only those are probed.
+            let stale = since.elapsed() >= Duration::from_millis(50) && conn.is_dead_now();
+            if self.expired(&conn, &settings) || stale {
                 self.stats.server_closed();
                 continue;
             }

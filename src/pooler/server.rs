@@ -64,14 +64,12 @@ pub struct ServerInfo {
     pub connect_time: std::time::SystemTime,
     pub remote_pid: i32,
     /// "active" while a client uses it, "idle" in the pool.
-    pub state: std::sync::Mutex<&'static str>,
+    pub state: super::stats::ConnState,
 }
 
 impl ServerInfo {
     pub fn set_state(&self, state: &'static str) {
-        if let Ok(mut s) = self.state.lock() {
-            *s = state;
-        }
+        self.state.set(state);
     }
 }
 
@@ -123,7 +121,7 @@ impl ServerConn {
             info: std::sync::Arc::new(ServerInfo {
                 connect_time: std::time::SystemTime::now(),
                 remote_pid: 0,
-                state: std::sync::Mutex::new("login"),
+                state: super::stats::ConnState::new("login"),
             }),
             created: Instant::now(),
             generation: 0,
@@ -207,7 +205,7 @@ impl ServerConn {
                     conn.info = std::sync::Arc::new(ServerInfo {
                         connect_time: std::time::SystemTime::now(),
                         remote_pid: conn.key.process_id,
-                        state: std::sync::Mutex::new("active"),
+                        state: super::stats::ConnState::new("active"),
                     });
                     return Ok(conn);
                 }

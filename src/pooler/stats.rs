@@ -95,3 +95,27 @@ impl PoolStats {
         }
     }
 }
+
+/// A connection's state as SHOW CLIENTS / SHOW SERVERS print it; an atomic, since it
+/// changes on every transaction.
+#[derive(Debug)]
+pub struct ConnState(std::sync::atomic::AtomicU8);
+
+impl ConnState {
+    const NAMES: [&'static str; 4] = ["idle", "active", "waiting", "login"];
+
+    pub fn new(name: &'static str) -> ConnState {
+        let state = ConnState(std::sync::atomic::AtomicU8::new(0));
+        state.set(name);
+        state
+    }
+
+    pub fn set(&self, name: &'static str) {
+        let index = Self::NAMES.iter().position(|n| *n == name).unwrap_or(0);
+        self.0.store(index as u8, Relaxed);
+    }
+
+    pub fn get(&self) -> &'static str {
+        Self::NAMES[usize::from(self.0.load(Relaxed)).min(Self::NAMES.len() - 1)]
+    }
+}

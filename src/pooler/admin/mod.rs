@@ -29,9 +29,7 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
         ..
     } = session;
     let level = admin.unwrap_or(AdminLevel::Stats);
-    if let Ok(mut state) = session_info.state.lock() {
-        *state = "active";
-    }
+    session_info.state.set("active");
     let cancel = pooler.cancels.register();
     let mut out = BytesMut::new();
     for (name, value) in [

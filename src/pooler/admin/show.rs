@@ -236,7 +236,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
         Show::Clients => {
             let mut table = Table::new(&connection_columns());
             for c in pooler.clients() {
-                let state = c.state.lock().map(|s| *s).unwrap_or("active");
+                let state = c.state.get();
                 table.row(vec![
                     t("C"),
                     t(&c.user),
@@ -264,7 +264,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
             let mut table = Table::new(&connection_columns());
             for pool in &pools {
                 for server in pool.servers() {
-                    let state = server.state.lock().map(|s| *s).unwrap_or("active");
+                    let state = server.state.get();
                     let since = t(timestamp(server.connect_time));
                     table.row(vec![
                         t("S"),
