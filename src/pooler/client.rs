@@ -225,7 +225,7 @@ impl Client<'_> {
                 continue;
             }
             if self.server.is_none() {
-                self.assign().await?;
+                Box::pin(self.assign()).await?;
             }
             let Some(guard) = self.server.as_mut() else {
                 break;

@@ -210,7 +210,7 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
         if !pool.validated.load(Ordering::Relaxed) {
             // The first login to a pool proves the pair valid, as PostgreSQL would at
             // connect time: a missing database or a pg_hba refusal reaches the client now.
-            match pool.checkout(config.query_wait_timeout).await {
+            match Box::pin(pool.checkout(config.query_wait_timeout)).await {
                 Ok(guard) => guard.release(true),
                 Err(super::pool::CheckoutError::Server(ServerError::Refused { frame, .. })) => {
                     let _ = stream.write_all(&frame).await;
@@ -281,7 +281,7 @@ async fn negotiate(
                 if tcp.write_all(&[startup::SSL_ACCEPTED]).await.is_err() {
                     return Ok(None);
                 }
-                match acceptor.accept(tcp).await {
+                match Box::pin(acceptor.accept(tcp)).await {
                     Ok(tls) => stream = ClientStream::Tls(Box::new(tls)),
                     Err(e) => {
                         tracing::info!("client TLS handshake failed: {e}");
@@ -335,7 +335,7 @@ async fn authenticate(
     buf: &mut BytesMut,
     user: &str,
 ) -> Result<(ClientStream, Credentials), (ClientStream, Fatal)> {
-    let verifier = match pooler.auth.verifier(user).await {
+    let verifier = match Box::pin(pooler.auth.verifier(user)).await {
         Ok(v) => v,
         Err(e) => {
             tracing::error!("look up the password verifier of {user}: {e:#}");
