@@ -56,6 +56,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     write_access_files(&data_dir, run_as.as_ref())?;
     let admin_token = data_dir.admin_token()?;
     let listener = api::bind(config.api_listen).await?;
+    let verifiers = Arc::new(crate::pooler::auth::VerifierCache::default());
+    let (pooler_config, pooler_config_rx) = watch::channel(Arc::new(config.pooler.clone()));
+    // Bound before PostgreSQL starts, so a taken port fails `up` at once.
+    let pooler_listening = if config.pooler.enabled {
+        let listening = crate::pooler::bind(PoolerSetup {
+            config: pooler_config_rx,
+            pg_socket_dir: data_dir.socket_dir(),
+            pg_port: config.postgres.port,
+            tls_dir: config.data_dir.join("tls"),
+            tls_hosts: vec![config.tenant_host.clone()],
+            reload: reload_tx.clone(),
+            agent_shutdown: shutdown.clone(),
+            verifiers: verifiers.clone(),
+        })
+        .await?;
+        Some(listening)
+    } else {
+        None
+    };
 
     let spec = PostmasterSpec {
         binaries: binaries.clone(),
@@ -73,7 +92,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut supervisor_done = false;
     let mut tasks = JoinSet::new();
 
-    let verifiers = Arc::new(crate::pooler::auth::VerifierCache::default());
     let tenants = Arc::new(Tenants {
         pgdata,
         socket_dir: data_dir.socket_dir(),
@@ -97,7 +115,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         server_version: binaries.version.text.clone(),
         run_as: run_as.clone(),
         lock: tokio::sync::Mutex::new(()),
-        verifiers: verifiers.clone(),
+        verifiers,
     });
     if let Err(e) = tenants
         .bootstrap()
@@ -120,23 +138,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "http://{}",
         listener.local_addr().context("read API address")?
     );
-    tasks.spawn(api::task_main(listener, state, shutdown.clone()));
-    let (pooler_config, pooler_config_rx) = watch::channel(Arc::new(config.pooler.clone()));
-    if config.pooler.enabled {
-        tasks.spawn(crate::pooler::task_main(
-            PoolerSetup {
-                config: pooler_config_rx,
-                pg_socket_dir: data_dir.socket_dir(),
-                pg_port: config.postgres.port,
-                tls_dir: config.data_dir.join("tls"),
-                tls_hosts: vec![config.tenant_host.clone()],
-                reload: reload_tx.clone(),
-                agent_shutdown: shutdown.clone(),
-                verifiers,
-            },
-            shutdown.clone(),
-        ));
+    if let Some(listening) = pooler_listening {
+        tasks.spawn(crate::pooler::task_main(listening, shutdown.clone()));
     }
+    tasks.spawn(api::task_main(listener, state, shutdown.clone()));
     data_dir.write_agent_info(&AgentInfo {
         pid: std::process::id(),
         api_url: api_url.clone(),

@@ -213,6 +213,7 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
             match Box::pin(pool.checkout(config.query_wait_timeout)).await {
                 Ok(guard) => guard.release(true),
                 Err(super::pool::CheckoutError::Server(ServerError::Refused { frame, .. })) => {
+                    pooler.forget_unvalidated(&key);
                     let _ = stream.write_all(&frame).await;
                     return Ok(None);
                 }

@@ -136,6 +136,18 @@ impl Pooler {
             .clone()
     }
 
+    /// Drops a pool whose first login PostgreSQL refused (wrong database, pg_hba), so
+    /// that guessing names cannot pile up pools.
+    fn forget_unvalidated(&self, key: &PoolKey) {
+        let mut pools = lock(&self.pools);
+        if pools
+            .get(key)
+            .is_some_and(|p| !p.validated.load(Ordering::Relaxed))
+        {
+            pools.remove(key);
+        }
+    }
+
     fn pools(&self) -> Vec<Arc<Pool>> {
         let mut pools: Vec<Arc<Pool>> = lock(&self.pools).values().cloned().collect();
         pools.sort_by(|a, b| a.key.cmp(&b.key));
@@ -162,9 +174,18 @@ fn limit(map: &Mutex<HashMap<String, Arc<Semaphore>>>, name: &str, size: u32) ->
         .clone()
 }
 
-/// Accepts clients on TCP and on a unix socket beside PostgreSQL's until `shutdown`, then
-/// lets running transactions finish (up to shutdown_timeout) before closing.
-pub async fn task_main(setup: PoolerSetup, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// A pooler whose sockets are bound (so `up` reports a taken port before it says ready),
+/// not yet accepting.
+pub struct Listening {
+    pooler: Arc<Pooler>,
+    config: watch::Receiver<Arc<PoolerConfig>>,
+    tcp: TcpListener,
+    unix: UnixListener,
+    socket_path: PathBuf,
+}
+
+/// Binds TCP and the unix socket beside PostgreSQL's and sets up TLS.
+pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
     let config = setup.config.borrow().clone();
     let addr: SocketAddr = format!("{}:{}", config.listen_addr, config.listen_port)
         .parse()
@@ -221,8 +242,27 @@ pub async fn task_main(setup: PoolerSetup, shutdown: CancellationToken) -> anyho
         started: Instant::now(),
     });
     tracing::info!(%addr, socket = %socket_path.display(), "pooler listening");
+    Ok(Listening {
+        pooler,
+        config: setup.config,
+        tcp,
+        unix,
+        socket_path,
+    })
+}
+
+/// Accepts clients until `shutdown`, then lets running transactions finish (up to
+/// shutdown_timeout) before closing.
+pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Listening {
+        pooler,
+        config,
+        tcp,
+        unix,
+        socket_path,
+    } = listening;
     let tracker = TaskTracker::new();
-    tokio::spawn(maintain(pooler.clone(), setup.config, shutdown.clone()));
+    tokio::spawn(maintain(pooler.clone(), config, shutdown.clone()));
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,
