@@ -237,6 +237,9 @@ impl Client<'_> {
             });
             let routed = route::route(&frame, message, guard.conn(), rewrite, &mut self.to_server)
                 .map_err(|e| End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())))?;
+            for name in guard.conn().tracker.take_discarded() {
+                guard.conn().prepared.remove(&name);
+            }
             if routed == Routed::SentForgetStatements {
                 guard.conn().prepared.clear();
                 self.statements = ClientStatements::default();
@@ -492,8 +495,10 @@ async fn reset(guard: &mut Guard, reset_query: &str) -> bool {
         return false;
     }
     conn.tracker = Default::default();
-    conn.prepared.clear();
     let query = reset_query.to_ascii_uppercase();
+    if query.contains("DISCARD ALL") || query.contains("DEALLOCATE ALL") {
+        conn.prepared.clear();
+    }
     if query.contains("DISCARD ALL") || query.contains("RESET ALL") {
         conn.settings.clear();
     }

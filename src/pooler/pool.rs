@@ -420,8 +420,11 @@ fn resize(semaphore: &Semaphore, current: &mut u32, wanted: u32) {
     if wanted > *current {
         semaphore.add_permits((wanted - *current) as usize);
     } else if wanted < *current {
-        // Permits in use are not forgotten; the pool shrinks as they come back.
-        semaphore.forget_permits((*current - wanted) as usize);
+        // Only free permits can be forgotten; the rest of the shrink is retried at the
+        // next reload, and `current` counts what really exists.
+        let forgotten = semaphore.forget_permits((*current - wanted) as usize);
+        *current -= forgotten as u32;
+        return;
     }
     *current = wanted;
 }

@@ -139,6 +139,17 @@ fn prepare(
             reply: Reply::Swallow,
         });
     }
+    // Should the bookkeeping ever disagree with the server (a DISCARD ALL inside a longer
+    // query string), closing first turns "already exists" into a no-op: Close of a missing
+    // statement is not an error.
+    fe::close(
+        out,
+        ObjectKind::PreparedStatement,
+        statement.server_name.as_bytes(),
+    );
+    server.tracker.push(Pending::Close {
+        reply: Reply::Swallow,
+    });
     fe::parse(
         out,
         statement.server_name.as_bytes(),

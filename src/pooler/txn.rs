@@ -75,6 +75,11 @@ pub struct Tracker {
     /// a Sync run in an implicit transaction even when every reply has arrived, so the
     /// connection is not free until a Sync has been answered.
     unsynced: bool,
+    /// An error arrived before the client's Sync: PostgreSQL now ignores every message up
+    /// to the next Sync, so they owe no reply.
+    skipping: bool,
+    /// Statements sent for preparation while PostgreSQL was skipping: not prepared.
+    discarded: Vec<String>,
 }
 
 impl Default for Tracker {
@@ -84,12 +89,27 @@ impl Default for Tracker {
             status: TxStatus::Idle,
             copy_in: false,
             unsynced: false,
+            skipping: false,
+            discarded: Vec::new(),
         }
     }
 }
 
 impl Tracker {
     pub fn push(&mut self, pending: Pending) {
+        if self.skipping {
+            match pending {
+                Pending::Sync => self.skipping = false,
+                Pending::Parse {
+                    server_name: Some(name),
+                    reply: Reply::Forward | Reply::Swallow,
+                } => {
+                    self.discarded.push(name);
+                    return;
+                }
+                _ => return,
+            }
+        }
         let sent_to_server = !matches!(
             pending,
             Pending::Sync
@@ -198,7 +218,14 @@ impl Tracker {
             }
             self.queue.pop_front();
         }
+        // No Sync queued yet: what the client sends until its Sync is ignored.
+        self.skipping = self.queue.is_empty();
         failed
+    }
+
+    /// Statements whose Parse PostgreSQL ignored (see `skipping`).
+    pub fn take_discarded(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.discarded)
     }
 
     fn pop_if(&mut self, pred: impl Fn(&Pending) -> bool) -> Option<Pending> {
@@ -340,6 +367,25 @@ mod tests {
         assert!(outcome.before.is_empty());
         t.on_backend(b'Z', Some(TxStatus::Idle));
         assert!(t.is_idle());
+    }
+
+    #[test]
+    fn after_an_error_before_sync_messages_up_to_the_sync_owe_nothing() {
+        let mut t = Tracker::default();
+        t.push(Pending::Bind);
+        t.push(Pending::Execute);
+        t.on_backend(b'E', None);
+        // The client, unaware, pipelines more before its Sync.
+        t.push(forward_parse("s2"));
+        t.push(Pending::Bind);
+        t.push(Pending::Execute);
+        assert_eq!(t.take_discarded(), ["s2"]);
+        t.push(Pending::Sync);
+        t.on_backend(b'Z', Some(TxStatus::Idle));
+        assert!(t.is_idle());
+        // Later messages are tracked normally again.
+        t.push(Pending::Bind);
+        assert!(!t.is_idle());
     }
 
     #[test]
