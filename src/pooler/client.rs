@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::cancel::Registration;
@@ -30,6 +30,9 @@ const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 /// Read buffer space while a transaction runs, and the most an idle client keeps.
 const ACTIVE_BUFFER: usize = 16 * 1024;
 const IDLE_BUFFER: usize = 4 * 1024;
+
+/// Client bytes not yet written to PostgreSQL beyond which the client is not read.
+const MAX_BACKLOG: usize = 1024 * 1024;
 
 /// Why the client's session ended.
 enum End {
@@ -177,11 +180,22 @@ impl Client<'_> {
                 .idle_transaction_timeout
                 .filter(|_| idle_in_transaction),
         );
+        let backlog = !self.to_server.is_empty();
+        let (mut server_read, mut server_write) = conn.stream.split();
         tokio::select! {
-            read = self.stream.read_buf(&mut self.buf) => self.on_client_read(read).await,
-            read = conn.stream.read_buf(&mut conn.read_buf) => match read {
+            read = self.stream.read_buf(&mut self.buf), if self.to_server.len() < MAX_BACKLOG => {
+                self.on_client_read(read).await
+            }
+            read = server_read.read_buf(&mut conn.read_buf) => match read {
                 Ok(0) | Err(_) => Err(End::ServerLost),
                 Ok(_) => self.on_server_data().await,
+            },
+            written = server_write.write(&self.to_server), if backlog => match written {
+                Ok(0) | Err(_) => Err(End::ServerLost),
+                Ok(n) => {
+                    self.to_server.advance(n);
+                    Ok(())
+                }
             },
             () = timeout => Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "idle transaction timeout"))),
         }
@@ -249,10 +263,14 @@ impl Client<'_> {
             let conn = guard.conn();
             if !self.to_server.is_empty() {
                 self.query_started = Instant::now();
-                if conn.stream.write_all(&self.to_server).await.is_err() {
-                    return Err(End::ServerLost);
+                // Usually all of it goes at once; what does not is written by
+                // `step_with_server` while it keeps reading PostgreSQL's results, so a large
+                // pipeline cannot deadlock both sides on full socket buffers.
+                match conn.stream.try_write(&self.to_server) {
+                    Ok(n) => self.to_server.advance(n),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return Err(End::ServerLost),
                 }
-                self.to_server.clear();
             }
             let ready = conn.tracker.take_ready_synthetic();
             write_synthetic(&mut self.to_client, &ready);
@@ -311,7 +329,7 @@ impl Client<'_> {
         }
         let ready = conn.tracker.take_ready_synthetic();
         write_synthetic(&mut self.to_client, &ready);
-        let releasable = conn.tracker.is_idle();
+        let releasable = conn.tracker.is_idle() && self.to_server.is_empty();
         if ready_count > 0 {
             let stats = &self.pool.stats;
             stats.query_count.fetch_add(ready_count, Relaxed);
