@@ -311,13 +311,8 @@ impl Client<'_> {
                 conn.prepared.remove(name);
             }
             if tag == bt::PARAMETER_STATUS {
-                conn.record_parameter(&frame);
-                if let Ok(super::protocol::backend::BackendMessage::ParameterStatus {
-                    name,
-                    value,
-                }) = super::protocol::backend::decode(&frame)
-                {
-                    self.params.reported(&name, &value);
+                if let Some((name, value)) = conn.record_parameter(&frame) {
+                    self.params.reported(name, value);
                 }
             }
             if tag == bt::READY_FOR_QUERY {

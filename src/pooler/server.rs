@@ -248,7 +248,9 @@ impl ServerConn {
                         });
                     }
                 }
-                backend::tag::PARAMETER_STATUS => self.record_parameter(&frame),
+                backend::tag::PARAMETER_STATUS => {
+                    self.record_parameter(&frame);
+                }
                 backend::tag::READY_FOR_QUERY => break,
                 _ => {}
             }
@@ -270,11 +272,15 @@ impl ServerConn {
         result
     }
 
-    /// Remembers a ParameterStatus the server sent.
-    pub fn record_parameter(&mut self, frame: &Frame) {
-        if let Ok(BackendMessage::ParameterStatus { name, value }) = backend::decode(frame) {
-            self.params.insert(name, value);
-        }
+    /// Remembers a ParameterStatus the server sent; returns the (name, value) pair.
+    pub fn record_parameter(&mut self, frame: &Frame) -> Option<(&str, &str)> {
+        let Ok(BackendMessage::ParameterStatus { name, value }) = backend::decode(frame) else {
+            return None;
+        };
+        self.params.insert(name.clone(), value);
+        self.params
+            .get_key_value(&name)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// An idle connection has nothing to say; if it is readable, PostgreSQL closed it
