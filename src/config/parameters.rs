@@ -28,6 +28,10 @@ const OWNED_BY_AGENT: &[(&str, &str)] = &[
         "log_destination",
         "the agent captures PostgreSQL's log from stderr",
     ),
+    (
+        "log_line_prefix",
+        "the agent parses it to put pid, user and database into its own log fields",
+    ),
 ];
 
 /// One setting's value as written in TOML.

@@ -41,6 +41,10 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
     line("password_encryption", quote_value("scram-sha-256"));
     line("logging_collector", "off".into());
     line("log_destination", quote_value("stderr"));
+    line(
+        "log_line_prefix",
+        quote_value(crate::supervisor::LOG_LINE_PREFIX),
+    );
     let mut derived = derived_settings(settings.memory_bytes);
     derived.push((
         "shared_preload_libraries",
@@ -72,7 +76,8 @@ fn derived_settings(memory_bytes: u64) -> Vec<(&'static str, String)> {
             "shared_preload_libraries",
             quote_value("pg_stat_statements"),
         ),
-        ("log_line_prefix", quote_value("[%p] ")),
+        // Slow statements reach the agent's log as JSON with duration, user, database.
+        ("log_min_duration_statement", quote_value("1s")),
         ("cluster_name", quote_value("pgplatform")),
         ("shared_buffers", format!("'{shared_buffers}MB'")),
         ("effective_cache_size", format!("'{effective_cache}MB'")),

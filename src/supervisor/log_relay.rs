@@ -37,19 +37,47 @@ impl LogTail {
     }
 }
 
+/// PostgreSQL's `log_line_prefix`, owned by the agent because `parse` reads it back:
+/// the pid, then (for sessions only, `%q`) `<user@database>`.
+pub const LOG_LINE_PREFIX: &str = "[%p] %q<%u@%d> ";
+
 /// Reads `stream` to its end, logging each line.
 pub async fn relay(stream: impl AsyncRead + Unpin, tail: LogTail) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tail.push(&line);
-        let parsed = parse(&line);
-        let pid = parsed.pid;
-        let message = parsed.message;
-        match parsed.severity {
-            Severity::Error => tracing::error!(component = "postgres", pid, "{message}"),
-            Severity::Warn => tracing::warn!(component = "postgres", pid, "{message}"),
-            Severity::Info => tracing::info!(component = "postgres", pid, "{message}"),
-            Severity::Debug => tracing::debug!(component = "postgres", pid, "{message}"),
+        let Line {
+            pid,
+            user,
+            database,
+            severity,
+            message,
+        } = parse(&line);
+        if let Some(slow) = slow_statement(message) {
+            tracing::warn!(
+                component = "postgres",
+                pid,
+                user,
+                database,
+                duration_ms = slow.duration_ms,
+                statement = slow.statement,
+                "slow statement"
+            );
+            continue;
+        }
+        match severity {
+            Severity::Error => {
+                tracing::error!(component = "postgres", pid, user, database, "{message}")
+            }
+            Severity::Warn => {
+                tracing::warn!(component = "postgres", pid, user, database, "{message}")
+            }
+            Severity::Info => {
+                tracing::info!(component = "postgres", pid, user, database, "{message}")
+            }
+            Severity::Debug => {
+                tracing::debug!(component = "postgres", pid, user, database, "{message}")
+            }
         }
     }
 }
@@ -65,17 +93,42 @@ enum Severity {
 #[derive(Debug, PartialEq, Eq)]
 struct Line<'a> {
     pid: Option<u32>,
+    user: Option<&'a str>,
+    database: Option<&'a str>,
     severity: Severity,
     message: &'a str,
 }
 
-/// Splits "[1234] WARNING:  message" (our log_line_prefix is "[%p] ").
+const SEVERITIES: &[&str] = &[
+    "DEBUG5",
+    "DEBUG4",
+    "DEBUG3",
+    "DEBUG2",
+    "DEBUG1",
+    "LOG",
+    "INFO",
+    "NOTICE",
+    "WARNING",
+    "ERROR",
+    "FATAL",
+    "PANIC",
+    "DETAIL",
+    "HINT",
+    "QUERY",
+    "CONTEXT",
+    "STATEMENT",
+    "LOCATION",
+];
+
+/// Splits "[1234] <user@db> WARNING:  message" (see `LOG_LINE_PREFIX`); lines without
+/// the prefix (continuation lines, early startup) pass through whole.
 fn parse(line: &str) -> Line<'_> {
     let (pid, rest) = match line.strip_prefix('[').and_then(|r| r.split_once("] ")) {
         Some((pid, rest)) => (pid.parse().ok(), rest),
         None => (None, line),
     };
-    let level = rest.split(':').next().unwrap_or_default();
+    let (user, database, message) = split_session(rest).unwrap_or((None, None, rest));
+    let level = message.split(':').next().unwrap_or_default();
     // A client's failed query is the client's business; the agent's operator needs
     // PANIC and FATAL (startup failures, crashes) and warnings.
     let severity = match level {
@@ -86,9 +139,48 @@ fn parse(line: &str) -> Line<'_> {
     };
     Line {
         pid,
+        user,
+        database,
         severity,
-        message: rest,
+        message,
     }
+}
+
+type Session<'a> = (Option<&'a str>, Option<&'a str>, &'a str);
+
+/// "<user@db> LEVEL:  …": names may hold `>` or `@`, so the end is the `> ` that a
+/// severity follows, and the split is the last `@` (role names are more often e-mail
+/// addresses than database names are).
+fn split_session<'a>(rest: &'a str) -> Option<Session<'a>> {
+    let inner = rest.strip_prefix('<')?;
+    let end = inner.match_indices("> ").map(|(i, _)| i).find(|&i| {
+        let after = &inner[i + 2..];
+        SEVERITIES
+            .iter()
+            .any(|s| after.strip_prefix(s).is_some_and(|r| r.starts_with(':')))
+    })?;
+    let (user, database) = inner[..end].rsplit_once('@')?;
+    let some = |s: &'a str| Some(s).filter(|s| !s.is_empty());
+    Some((some(user), some(database), &inner[end + 2..]))
+}
+
+#[derive(Debug, PartialEq)]
+struct SlowStatement<'a> {
+    duration_ms: f64,
+    statement: &'a str,
+}
+
+/// "LOG:  duration: 1002.120 ms  statement: select …" (or "execute <name>: …"), as
+/// `log_min_duration_statement` writes it.
+fn slow_statement(message: &str) -> Option<SlowStatement<'_>> {
+    let rest = message.strip_prefix("LOG:  duration: ")?;
+    let (number, rest) = rest.split_once(" ms")?;
+    let duration_ms = number.parse().ok()?;
+    let statement = rest.strip_prefix("  ").unwrap_or(rest);
+    Some(SlowStatement {
+        duration_ms,
+        statement,
+    })
 }
 
 #[cfg(test)]
@@ -109,6 +201,40 @@ mod tests {
             parse("[7] LOG:  checkpoint starting").severity,
             Severity::Info
         );
+    }
+
+    #[test]
+    fn session_lines_yield_user_and_database() {
+        let line = parse("[9] <shop@shop> FATAL:  password authentication failed");
+        assert_eq!(line.user, Some("shop"));
+        assert_eq!(line.database, Some("shop"));
+        assert_eq!(line.message, "FATAL:  password authentication failed");
+        let line = parse("[9] <a@b.c@we> ird> LOG:  x");
+        assert_eq!(line.user, Some("a@b.c"));
+        assert_eq!(line.database, Some("we> ird"));
+        let line = parse("[9] <@> LOG:  connection received");
+        assert_eq!((line.user, line.database), (None, None));
+        assert_eq!(line.message, "LOG:  connection received");
+        let line = parse("[9] LOG:  checkpoint complete");
+        assert_eq!((line.user, line.database), (None, None));
+    }
+
+    #[test]
+    fn slow_statements_are_recognised() {
+        let slow = slow_statement("LOG:  duration: 1002.120 ms  statement: select pg_sleep(1)");
+        assert_eq!(
+            slow,
+            Some(SlowStatement {
+                duration_ms: 1002.12,
+                statement: "statement: select pg_sleep(1)"
+            })
+        );
+        let slow = slow_statement("LOG:  duration: 5.5 ms  execute <unnamed>: select 1");
+        assert_eq!(
+            slow.map(|s| s.statement),
+            Some("execute <unnamed>: select 1")
+        );
+        assert_eq!(slow_statement("LOG:  checkpoint starting: time"), None);
     }
 
     #[test]

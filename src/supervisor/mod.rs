@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::log_relay::LogTail;
+pub use self::log_relay::LOG_LINE_PREFIX;
 pub use self::postmaster::PostmasterSpec;
 use self::state::Backoff;
 pub use self::state::{PostgresState, PostgresStatus};
