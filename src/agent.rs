@@ -2,7 +2,7 @@
 //! registry, serve the API, and shut everything down in order on SIGINT/SIGTERM.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::SystemTime;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::config::{ClientTls, Config};
 use crate::data_dir::{AgentInfo, DataDir};
+use crate::metrics::Sources;
 use crate::pg::bin::Binaries;
 use crate::pg::conf::{self, ManagedSettings};
 use crate::pg::hba;
@@ -55,7 +56,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     write_settings(&config, &data_dir, run_as.as_ref(), preload)?;
     write_access_files(&data_dir, run_as.as_ref())?;
     let admin_token = data_dir.admin_token()?;
-    let listener = api::bind(config.api_listen).await?;
+    let listener = api::bind(config.api_listen, "api.listen").await?;
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(api::bind(addr, "metrics.listen").await?),
+        None => None,
+    };
+    let agent_started = SystemTime::now();
     let verifiers = Arc::new(crate::pooler::auth::VerifierCache::default());
     let (pooler_config, pooler_config_rx) = watch::channel(Arc::new(config.pooler.clone()));
     // Bound before PostgreSQL starts, so a taken port fails `up` at once.
@@ -127,12 +133,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         return Err(e);
     }
 
+    if preload.contains(&"pg_stat_statements") {
+        if let Err(e) = crate::metrics::prepare(&data_dir.socket_dir(), config.postgres.port).await
+        {
+            tracing::warn!("pg_stat_statements metrics unavailable: {e:#}");
+        }
+    }
+    let sources = Arc::new(Sources {
+        socket_dir: data_dir.socket_dir(),
+        postgres_port: config.postgres.port,
+        pooler_port: config.pooler.enabled.then_some(config.pooler.listen_port),
+        data_dir: config.data_dir.clone(),
+        started: agent_started,
+        config: config.metrics.clone(),
+        postgres: postgres_status.clone(),
+    });
     let state = Arc::new(ApiState {
         tenants,
         postgres: postgres_status,
         admin_token,
-        started: Instant::now(),
-        data_dir: config.data_dir.clone(),
+        sources: sources.clone(),
+        status_limits: config.status.clone(),
     });
     let api_url = format!(
         "http://{}",
@@ -142,6 +163,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(crate::pooler::task_main(listening, shutdown.clone()));
     }
     tasks.spawn(api::task_main(listener, state, shutdown.clone()));
+    if let Some(listener) = metrics_listener {
+        tasks.spawn(api::metrics_task_main(listener, sources, shutdown.clone()));
+    }
     data_dir.write_agent_info(&AgentInfo {
         pid: std::process::id(),
         api_url: api_url.clone(),

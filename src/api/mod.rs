@@ -6,16 +6,17 @@ mod error;
 mod routes;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
-use axum::routing::{get, post};
+use axum::handler::Handler;
+use axum::routing::{get, on, post, MethodFilter, MethodRouter};
 use axum::Router;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::StatusConfig;
+use crate::metrics::Sources;
 use crate::supervisor::PostgresStatus;
 use crate::tenants::Tenants;
 
@@ -24,8 +25,23 @@ pub struct ApiState {
     pub tenants: Arc<Tenants>,
     pub postgres: watch::Receiver<PostgresStatus>,
     pub admin_token: String,
-    pub started: Instant,
-    pub data_dir: PathBuf,
+    /// What `/metrics` and `/status` read.
+    pub sources: Arc<Sources>,
+    pub status_limits: StatusConfig,
+}
+
+/// GET, HEAD and OPTIONS: HAProxy's `option httpchk` for Patroni sends OPTIONS.
+fn probe<H, T>(handler: H) -> MethodRouter<Arc<ApiState>>
+where
+    H: Handler<T, Arc<ApiState>>,
+    T: 'static,
+{
+    on(
+        MethodFilter::GET
+            .or(MethodFilter::HEAD)
+            .or(MethodFilter::OPTIONS),
+        handler,
+    )
 }
 
 fn router(state: Arc<ApiState>) -> Router {
@@ -43,18 +59,43 @@ fn router(state: Arc<ApiState>) -> Router {
             state.clone(),
             routes::auth::require_admin_token,
         ));
+    use routes::health;
     Router::new()
-        .route("/health", get(routes::health::health))
-        .route("/status", get(routes::health::status))
+        .route("/health", probe(health::health))
+        .route("/liveness", probe(health::liveness))
+        .route("/readiness", probe(health::readiness))
+        .route("/primary", probe(health::primary))
+        .route("/read-write", probe(health::primary))
+        .route("/master", probe(health::primary))
+        .route("/leader", probe(health::primary))
+        .route("/replica", probe(health::replica))
+        .route("/read-only", probe(health::read_only))
+        .route("/status", get(routes::status::status))
+        .route("/metrics", get(routes::metrics::metrics))
         .merge(admin)
         .with_state(state)
 }
 
+/// The dedicated metrics listener (`metrics.listen`): `/metrics` only.
+pub async fn metrics_task_main(
+    listener: tokio::net::TcpListener,
+    sources: Arc<Sources>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = Router::new()
+        .route("/metrics", get(routes::metrics::metrics_only))
+        .with_state(sources);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("serve metrics")
+}
+
 /// Binds the listener; done before anything is announced so a taken port fails `up`.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+pub async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("listen on {addr} (api.listen)"))
+        .with_context(|| format!("listen on {addr} ({key})"))
 }
 
 /// Serves until `shutdown`, then finishes in-flight requests.

@@ -19,6 +19,13 @@ pub fn json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// Prints rows under a header with columns padded to their widest cell.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    for line in table_lines(header, rows) {
+        println!("{line}");
+    }
+}
+
+/// The lines `table` prints.
+pub fn table_lines(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -33,9 +40,17 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .collect();
         padded.join("  ").trim_end().to_owned()
     };
-    println!("{}", render(header.to_vec()));
+    let mut lines = vec![render(header.to_vec())];
     for row in rows {
-        println!("{}", render(row.iter().map(String::as_str).collect()));
+        lines.push(render(row.iter().map(String::as_str).collect()));
+    }
+    lines
+}
+
+/// Clears a terminal before a `--watch` refresh; nothing when output is piped.
+pub fn clear_screen() {
+    if std::io::stdout().is_terminal() {
+        print!("\x1b[2J\x1b[H");
     }
 }
 

@@ -17,6 +17,8 @@ pub struct ConfigFile {
     pub api: ApiSection,
     pub tenants: TenantsSection,
     pub pooler: super::pooler::PoolerSection,
+    pub metrics: MetricsSection,
+    pub status: StatusSection,
     pub log: LogSection,
 }
 
@@ -43,6 +45,26 @@ pub struct PostgresSection {
 pub struct ApiSection {
     /// Address of the HTTP API (health, status, admin).
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// A second address serving only `/metrics` (e.g. 127.0.0.1:9187); off when unset.
+    pub listen: Option<String>,
+    /// Seconds a scrape may spend reading PostgreSQL before it reports `pg_up 0`.
+    pub scrape_timeout_seconds: Option<f64>,
+    /// Export pg_stat_statements' top N statements by total time; 0 = off.
+    pub statements_top: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusSection {
+    /// Warn when this percentage of max_connections is in use.
+    pub connections_warn_percent: Option<u32>,
+    /// Warn when a WAL segment has waited this many seconds to be archived.
+    pub archive_failing_warn_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

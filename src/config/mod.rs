@@ -50,6 +50,8 @@ pub struct Config {
     /// Host written into tenants' connection URLs.
     pub tenant_host: String,
     pub pooler: PoolerConfig,
+    pub metrics: MetricsConfig,
+    pub status: StatusConfig,
     pub log_format: LogFormat,
     /// The file this came from, if any (reloads read it again).
     pub source: Option<PathBuf>,
@@ -63,6 +65,21 @@ pub struct PostgresConfig {
     pub port: u16,
     pub stop_timeout: Duration,
     pub parameters: Parameters,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// A dedicated `/metrics` listener besides the API's; `None` = off.
+    pub listen: Option<SocketAddr>,
+    pub scrape_timeout: Duration,
+    pub statements_top: u32,
+}
+
+/// Thresholds for the warnings `pgplatform status` shows.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    pub connections_warn_percent: u32,
+    pub archive_failing_warn: Duration,
 }
 
 impl Config {
@@ -108,6 +125,8 @@ impl Config {
             api,
             tenants,
             pooler,
+            metrics,
+            status,
             log,
         } = file;
         let file::PostgresSection {
@@ -159,6 +178,9 @@ impl Config {
             )
         })?;
 
+        let metrics = metrics_config(metrics)?;
+        let status = status_config(status)?;
+
         let tenant_host = match tenants.host {
             Some(host) if host.trim().is_empty() || host.contains(['/', '@', '?', '#', ' ']) => {
                 return Err(invalid("tenants.host", "must be a host name or address"));
@@ -180,10 +202,64 @@ impl Config {
             api_listen,
             tenant_host,
             pooler: PoolerConfig::from_section(pooler)?,
+            metrics,
+            status,
             log_format: log.format.unwrap_or(LogFormat::Auto),
             source,
         })
     }
+}
+
+fn metrics_config(section: file::MetricsSection) -> Result<MetricsConfig, ConfigError> {
+    let file::MetricsSection {
+        listen,
+        scrape_timeout_seconds,
+        statements_top,
+    } = section;
+    let listen = match listen {
+        None => None,
+        Some(text) if text.trim().is_empty() => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "metrics.listen",
+                format!("`{text}` is not an address like 127.0.0.1:9187"),
+            )
+        })?),
+    };
+    let timeout = scrape_timeout_seconds.unwrap_or(5.0);
+    if !(0.1..=300.0).contains(&timeout) {
+        return Err(invalid(
+            "metrics.scrape_timeout_seconds",
+            "must be between 0.1 and 300",
+        ));
+    }
+    let statements_top = statements_top.unwrap_or(0);
+    if statements_top > 1000 {
+        return Err(invalid("metrics.statements_top", "must be at most 1000"));
+    }
+    Ok(MetricsConfig {
+        listen,
+        scrape_timeout: Duration::from_secs_f64(timeout),
+        statements_top,
+    })
+}
+
+fn status_config(section: file::StatusSection) -> Result<StatusConfig, ConfigError> {
+    let file::StatusSection {
+        connections_warn_percent,
+        archive_failing_warn_seconds,
+    } = section;
+    let percent = connections_warn_percent.unwrap_or(85);
+    if !(1..=100).contains(&percent) {
+        return Err(invalid(
+            "status.connections_warn_percent",
+            "must be between 1 and 100",
+        ));
+    }
+    Ok(StatusConfig {
+        connections_warn_percent: percent,
+        archive_failing_warn: Duration::from_secs(archive_failing_warn_seconds.unwrap_or(300)),
+    })
 }
 
 /// Parses TOML, naming the full key path of any unknown or mistyped key.
@@ -277,6 +353,11 @@ mod tests {
             config.pooler.query_wait_timeout,
             defaults.pooler.query_wait_timeout
         );
+        assert_eq!(config.metrics.listen, None);
+        assert_eq!(config.metrics.scrape_timeout, Duration::from_secs(5));
+        assert_eq!(config.metrics.statements_top, 0);
+        assert_eq!(config.status.connections_warn_percent, 85);
+        assert_eq!(config.status.archive_failing_warn, Duration::from_secs(300));
     }
 
     #[test]
@@ -307,6 +388,12 @@ mod tests {
         assert!(err.contains("pooler.pool_mode"), "{err}");
         let err = from_str("[pooler]\nquery_wait_timeout = -1\n").unwrap_err();
         assert!(err.contains("pooler.query_wait_timeout"), "{err}");
+        let err = from_str("[metrics]\nlisten = \"9187\"\n").unwrap_err();
+        assert!(err.contains("metrics.listen"), "{err}");
+        let err = from_str("[metrics]\nscrape_timeout_seconds = 0\n").unwrap_err();
+        assert!(err.contains("metrics.scrape_timeout_seconds"), "{err}");
+        let err = from_str("[status]\nconnections_warn_percent = 120\n").unwrap_err();
+        assert!(err.contains("status.connections_warn_percent"), "{err}");
         let err = from_str("[pooler]\ndefault_pool_size = 5\nmin_pool_size = 6\n").unwrap_err();
         assert!(err.contains("pooler.min_pool_size"), "{err}");
     }

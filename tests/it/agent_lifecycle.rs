@@ -50,7 +50,7 @@ fn fresh_up_initialises_the_cluster_and_serves_the_api() {
         "/status: {status}"
     );
     assert_eq!(status["postgres"]["restarts"], 0, "/status: {status}");
-    assert_eq!(status["tenants"], 0, "/status: {status}");
+    assert_eq!(status["tenants"]["count"], 0, "/status: {status}");
     assert!(status["version"].is_string(), "/status: {status}");
     assert!(!status["postgres"]["state"].is_null(), "/status: {status}");
 

@@ -2,4 +2,7 @@
 
 pub mod auth;
 pub mod health;
+mod health_rules;
+pub mod metrics;
+pub mod status;
 pub mod tenants;

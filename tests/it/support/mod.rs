@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod http;
+pub mod metrics;
 pub mod pooler;
 pub mod ports;
 pub mod psql;

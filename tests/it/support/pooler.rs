@@ -277,6 +277,17 @@ impl TestAgent {
         config
     }
 
+    /// PostgreSQL itself as the agent's superuser over the unix socket (peer-trusted).
+    pub fn superuser_config(&self) -> Config {
+        let mut config = Config::new();
+        config
+            .host_path(self.socket_dir())
+            .port(self.pg_port())
+            .user("pgplatform")
+            .dbname("pgplatform");
+        config
+    }
+
     /// The pooler over its unix socket as `user` with `password`, in `database`.
     pub fn pooler_unix_config(&self, user: &str, password: &str, database: &str) -> Config {
         let mut config = Config::new();

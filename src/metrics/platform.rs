@@ -1,0 +1,105 @@
+//! `pgplatform_*` metrics: the agent itself, its tenants and the data directory's disk.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::exposition::Exposition;
+use crate::supervisor::PostgresStatus;
+
+/// The agent's own facts, which need no PostgreSQL.
+pub fn agent(out: &mut Exposition, started: SystemTime, postgres: &PostgresStatus) {
+    out.gauge(
+        "pgplatform_build_info",
+        "pgplatform's version; always 1",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    let start = started.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    out.gauge(
+        "pgplatform_agent_start_time_seconds",
+        "When the agent started, in seconds since the epoch",
+        &[],
+        start.as_secs_f64(),
+    );
+    let uptime = SystemTime::now()
+        .duration_since(started)
+        .unwrap_or(Duration::ZERO);
+    out.gauge(
+        "pgplatform_agent_uptime_seconds",
+        "Seconds since the agent started",
+        &[],
+        uptime.as_secs_f64(),
+    );
+    out.counter(
+        "pgplatform_postgres_restarts_total",
+        "Unplanned PostgreSQL restarts by the supervisor since the agent started",
+        &[],
+        f64::from(postgres.restarts),
+    );
+}
+
+/// Free and total bytes of the filesystem holding `path`.
+pub fn filesystem(path: &Path) -> Option<(u64, u64)> {
+    let stat = nix::sys::statvfs::statvfs(path).ok()?;
+    let fragment = stat.fragment_size() as u64;
+    Some((
+        (stat.blocks_available() as u64).saturating_mul(fragment),
+        (stat.blocks() as u64).saturating_mul(fragment),
+    ))
+}
+
+pub fn disk(out: &mut Exposition, data_dir: &Path) {
+    let Some((avail, size)) = filesystem(data_dir) else {
+        return;
+    };
+    let path = data_dir.display().to_string();
+    let labels = [("path", path.as_str())];
+    out.gauge(
+        "pgplatform_data_dir_filesystem_avail_bytes",
+        "Bytes available to unprivileged users on the data directory's filesystem",
+        &labels,
+        avail as f64,
+    );
+    out.gauge(
+        "pgplatform_data_dir_filesystem_size_bytes",
+        "Size in bytes of the data directory's filesystem",
+        &labels,
+        size as f64,
+    );
+}
+
+/// Per tenant: database size and open connections, from the registry and PostgreSQL.
+pub async fn tenants(out: &mut Exposition, client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    let rows = client
+        .query(
+            "SELECT t.name, COALESCE(pg_database_size(d.oid), 0)::float8,
+                    (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = t.name)::float8
+               FROM pgplatform.tenants t LEFT JOIN pg_database d ON d.datname = t.name
+              WHERE t.state = 'ready' ORDER BY t.name",
+            &[],
+        )
+        .await?;
+    out.gauge(
+        "pgplatform_tenants",
+        "Tenants provisioned and ready",
+        &[],
+        rows.len() as f64,
+    );
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let labels = [("tenant", name.as_str())];
+        out.gauge(
+            "pgplatform_tenant_database_size_bytes",
+            "Size of the tenant's database in bytes",
+            &labels,
+            row.try_get(1)?,
+        );
+        out.gauge(
+            "pgplatform_tenant_connections",
+            "PostgreSQL backends connected to the tenant's database",
+            &labels,
+            row.try_get(2)?,
+        );
+    }
+    Ok(())
+}
