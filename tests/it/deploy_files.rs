@@ -1,0 +1,64 @@
+//! The files in `deploy/`: the alert rules pass `promtool check rules` and their unit tests
+//! (`promtool test rules`), and the log-shipping examples parse (neither Vector nor Fluent
+//! Bit is packaged for Debian 12, so their own `validate` commands cannot run here).
+
+use std::path::{Path, PathBuf};
+
+use crate::support::metrics::promtool;
+use crate::support::{command, run, stderr_of, stdout_of, COMMAND_TIMEOUT};
+
+fn deploy(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+#[test]
+fn alert_rules_are_valid_and_their_unit_tests_pass() {
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = run(
+            command(promtool)
+                .args(args)
+                .current_dir(deploy("prometheus")),
+            COMMAND_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            stdout_of(&out),
+            stderr_of(&out)
+        );
+    }
+}
+
+#[test]
+fn log_shipping_examples_parse() {
+    let vector = std::fs::read_to_string(deploy("logging/vector.toml")).unwrap();
+    let vector: toml::Table = toml::from_str(&vector).expect("vector.toml is TOML");
+    assert!(vector["sources"].get("pgplatform").is_some());
+    assert!(vector["transforms"].get("pgplatform_json").is_some());
+
+    // Fluent Bit's classic format: [SECTION] headers, then `Key Value` lines.
+    let fluent = std::fs::read_to_string(deploy("logging/fluent-bit.conf")).unwrap();
+    let mut sections = Vec::new();
+    for line in fluent.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            sections.push(name.to_owned());
+            continue;
+        }
+        assert!(!sections.is_empty(), "a key before any section: {line}");
+        let mut parts = line.split_whitespace();
+        let (key, value) = (parts.next(), parts.next());
+        assert!(key.is_some() && value.is_some(), "not `Key Value`: {line}");
+    }
+    assert_eq!(sections, ["SERVICE", "INPUT", "FILTER", "OUTPUT"]);
+}
