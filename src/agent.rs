@@ -31,6 +31,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let run_as = RunAs::resolve(&config.postgres.user)?;
     data_dir.prepare(run_as.as_ref(), config.postgres.port)?;
     let _lock = data_dir.lock()?;
+    crate::backup::prepare_local_repository(&config, run_as.as_ref())?;
     let binaries = Binaries::discover(config.postgres.bin_dir.as_deref()).await?;
     tracing::info!(data_dir = %config.data_dir.display(), bin_dir = %binaries.dir.display(),
         "starting pgplatform {} with PostgreSQL {}", env!("CARGO_PKG_VERSION"), binaries.version.text);
@@ -252,6 +253,11 @@ fn write_settings(
         memory_bytes: conf::machine_memory_bytes(),
         preload,
         parameters: &config.postgres.parameters,
+        wal_commands: if config.backup.archive {
+            Some(crate::backup::context::wal_commands(config)?)
+        } else {
+            None
+        },
     };
     conf::write(&data_dir.pgdata(), &conf::render(&settings), run_as)
 }

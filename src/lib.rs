@@ -7,6 +7,7 @@
 
 mod agent;
 mod api;
+mod backup;
 pub mod cli;
 mod config;
 mod data_dir;

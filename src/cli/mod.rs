@@ -1,10 +1,13 @@
 //! The command line: clap definitions and dispatch. `up` runs the agent; every other
 //! command is a client of a running agent's HTTP API.
 
+mod backup;
 mod init;
 mod output;
+mod restore;
 mod status;
 mod tenant;
+mod wal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +28,10 @@ pub struct Cli {
     /// Config file (default: ./pgplatform.toml if it exists, else built-in defaults).
     #[arg(long, global = true, env = "PGPLATFORM_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Data directory, instead of the config file's `data_dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -47,6 +54,14 @@ enum Command {
     /// Create, list, show, rotate and drop tenants (one database + role + secrets each).
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
+    /// Base backups to the repository: run, list, verify, drill, expire, dump.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
+    /// Restore a data directory to a point in time from the repository.
+    Restore(restore::RestoreArgs),
+    /// WAL archiving commands that PostgreSQL runs (archive_command, restore_command).
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
 }
 
 /// Runs the CLI and turns any error into a message on stderr and exit status 1.
@@ -54,7 +69,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<Logged>() => ExitCode::FAILURE,
+        Err(e) if e.is::<Logged>() || e.is::<wal::QuietFailure>() => ExitCode::FAILURE,
+        Err(e) if e.is::<wal::StopRecovery>() => {
+            output::error(&e);
+            ExitCode::from(255)
+        }
         Err(e) => {
             output::error(&e);
             ExitCode::FAILURE
@@ -71,7 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Init(args) = &cli.command {
         return init::run(args);
     }
-    let config = Config::discover(cli.config.as_deref())?;
+    let config = Config::discover(cli.config.as_deref(), cli.data_dir.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -87,6 +106,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Init(_) => Ok(()),
             Command::Status(args) => status::run(&config, &args).await,
             Command::Tenant(command) => tenant::run(&config, command).await,
+            Command::Wal(command) => wal::run(&config, command).await,
+            Command::Backup(command) => backup::run(&config, command).await,
+            Command::Restore(args) => restore::run(&config, args).await,
         }
     })
 }

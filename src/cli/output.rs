@@ -70,6 +70,72 @@ pub async fn with_spinner<T>(message: &str, work: impl std::future::Future<Outpu
     result
 }
 
+/// A byte progress bar on stderr (only on a terminal), fed by a counter that worker
+/// threads bump; the bar polls it.
+pub struct ByteProgress {
+    bar: Option<indicatif::ProgressBar>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ByteProgress {
+    pub fn new() -> ByteProgress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg:28} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        let progress = ByteProgress {
+            bar,
+            bytes: Default::default(),
+        };
+        if let Some(bar) = progress.bar.clone() {
+            let bytes = progress.bytes.clone();
+            std::thread::spawn(move || {
+                while !bar.is_finished() {
+                    bar.set_position(bytes.load(std::sync::atomic::Ordering::Relaxed));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        progress
+    }
+
+    pub fn set_total(&self, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+        }
+    }
+
+    pub fn set_message(&self, message: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.to_owned());
+        }
+    }
+
+    pub fn counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.bytes.clone()
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for ByteProgress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// Human-readable byte count (PostgreSQL's pg_size_pretty units).
 pub fn size(bytes: i64) -> String {
     const UNITS: [&str; 5] = ["bytes", "kB", "MB", "GB", "TB"];

@@ -17,6 +17,7 @@ pub struct ConfigFile {
     pub api: ApiSection,
     pub tenants: TenantsSection,
     pub pooler: super::pooler::PoolerSection,
+    pub backup: super::backup::BackupSection,
     pub metrics: MetricsSection,
     pub status: StatusSection,
     pub log: LogSection,

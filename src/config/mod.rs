@@ -1,5 +1,6 @@
 //! Configuration: the raw TOML (`file`) validated into the `Config` the rest of the agent reads.
 
+mod backup;
 mod file;
 mod parameters;
 mod pooler;
@@ -8,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use self::backup::{BackupConfig, RepositoryConfig, S3Config, Schedule};
 pub use self::file::ConfigFile;
 pub use self::parameters::Parameters;
 pub use self::pooler::{ClientTls, PoolMode, PoolerConfig};
@@ -50,6 +52,7 @@ pub struct Config {
     /// Host written into tenants' connection URLs.
     pub tenant_host: String,
     pub pooler: PoolerConfig,
+    pub backup: BackupConfig,
     pub metrics: MetricsConfig,
     pub status: StatusConfig,
     pub log_format: LogFormat,
@@ -83,8 +86,12 @@ pub struct StatusConfig {
 }
 
 impl Config {
-    /// Loads `explicit`, else `./pgplatform.toml` if present, else the built-in defaults.
-    pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+    /// Loads `explicit`, else `./pgplatform.toml` if present, else the built-in defaults;
+    /// `data_dir`, when given, replaces the file's `data_dir`.
+    pub fn discover(
+        explicit: Option<&Path>,
+        data_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
         let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
             path: PathBuf::from("."),
             source,
@@ -93,22 +100,36 @@ impl Config {
             Some(p) => Some(cwd.join(p)),
             None => Some(cwd.join(DEFAULT_FILE_NAME)).filter(|p| p.exists()),
         };
+        let data_dir = data_dir.map(|d| cwd.join(d).display().to_string());
         match path {
-            Some(path) => Config::load(&path),
-            None => Config::from_file(ConfigFile::default(), &cwd, None),
+            Some(path) => Config::load_with(&path, data_dir),
+            None => {
+                let file = ConfigFile {
+                    data_dir,
+                    ..ConfigFile::default()
+                };
+                Config::from_file(file, &cwd, None)
+            }
         }
     }
 
     /// Reads and validates one config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, None)
+    }
+
+    fn load_with(path: &Path, data_dir: Option<String>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let file = parse(&text).map_err(|message| ConfigError::Parse {
+        let mut file = parse(&text).map_err(|message| ConfigError::Parse {
             path: path.display().to_string(),
             message,
         })?;
+        if data_dir.is_some() {
+            file.data_dir = data_dir;
+        }
         let base = path.parent().unwrap_or(Path::new("/"));
         Config::from_file(file, base, Some(path.to_owned()))
     }
@@ -125,6 +146,7 @@ impl Config {
             api,
             tenants,
             pooler,
+            backup,
             metrics,
             status,
             log,
@@ -178,6 +200,23 @@ impl Config {
             )
         })?;
 
+        let backup = BackupConfig::from_section(backup, base, &data_dir)?;
+        if backup.archive {
+            for key in [
+                "archive_mode",
+                "archive_command",
+                "restore_command",
+                "archive_library",
+            ] {
+                if parameters.iter().any(|(k, _)| k == key) {
+                    return Err(invalid(
+                        &format!("postgres.parameters.{key}"),
+                        "is managed by pgplatform while backup.archive = true \
+                         (set backup.archive = false to archive WAL yourself)",
+                    ));
+                }
+            }
+        }
         let metrics = metrics_config(metrics)?;
         let status = status_config(status)?;
 
@@ -202,6 +241,7 @@ impl Config {
             api_listen,
             tenant_host,
             pooler: PoolerConfig::from_section(pooler)?,
+            backup,
             metrics,
             status,
             log_format: log.format.unwrap_or(LogFormat::Auto),
@@ -298,7 +338,7 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 /// Makes a path absolute and drops `.` components, without touching the filesystem.
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     path.components()
         .filter(|c| !matches!(c, std::path::Component::CurDir))
         .collect()
@@ -353,6 +393,14 @@ mod tests {
             config.pooler.query_wait_timeout,
             defaults.pooler.query_wait_timeout
         );
+        assert_eq!(config.backup, defaults.backup);
+        assert!(config.backup.archive);
+        assert_eq!(
+            config.backup.repository,
+            RepositoryConfig::Local {
+                path: defaults.data_dir.join("backups")
+            }
+        );
         assert_eq!(config.metrics.listen, None);
         assert_eq!(config.metrics.scrape_timeout, Duration::from_secs(5));
         assert_eq!(config.metrics.statements_top, 0);
@@ -388,6 +436,18 @@ mod tests {
         assert!(err.contains("pooler.pool_mode"), "{err}");
         let err = from_str("[pooler]\nquery_wait_timeout = -1\n").unwrap_err();
         assert!(err.contains("pooler.query_wait_timeout"), "{err}");
+        let err = from_str("[backup]\nrepository = \"ftp\"\n").unwrap_err();
+        assert!(err.contains("backup.repository"), "{err}");
+        let err = from_str("[backup]\nrepository = \"s3\"\n").unwrap_err();
+        assert!(err.contains("backup.s3.bucket"), "{err}");
+        let err = from_str("[backup]\nschedule = \"every day\"\n").unwrap_err();
+        assert!(err.contains("backup.schedule"), "{err}");
+        let err = from_str("[postgres.parameters]\narchive_command = \"cp %p /x\"\n").unwrap_err();
+        assert!(err.contains("postgres.parameters.archive_command"), "{err}");
+        assert!(from_str(
+            "[backup]\narchive = false\n[postgres.parameters]\narchive_command = \"true\"\n"
+        )
+        .is_ok());
         let err = from_str("[metrics]\nlisten = \"9187\"\n").unwrap_err();
         assert!(err.contains("metrics.listen"), "{err}");
         let err = from_str("[metrics]\nscrape_timeout_seconds = 0\n").unwrap_err();

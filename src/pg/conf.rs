@@ -23,6 +23,8 @@ pub struct ManagedSettings<'a> {
     pub preload: &'a [&'a str],
     /// The operator's `[postgres.parameters]`, which win over derived values.
     pub parameters: &'a Parameters,
+    /// archive_command and restore_command when the agent archives WAL.
+    pub wal_commands: Option<(String, String)>,
 }
 
 /// Renders the managed settings file.
@@ -45,7 +47,16 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
         "log_line_prefix",
         quote_value(crate::supervisor::LOG_LINE_PREFIX),
     );
+    if let Some((archive, restore)) = &settings.wal_commands {
+        line("archive_mode", "on".into());
+        line("archive_command", quote_value(archive));
+        line("restore_command", quote_value(restore));
+    }
     let mut derived = derived_settings(settings.memory_bytes);
+    if settings.wal_commands.is_some() {
+        // A quiet server still closes a segment a minute, bounding what PITR can lose.
+        derived.push(("archive_timeout", quote_value("60s")));
+    }
     derived.push((
         "shared_preload_libraries",
         quote_value(&settings.preload.join(",")),
@@ -208,7 +219,17 @@ mod tests {
             memory_bytes: 8 << 30,
             preload: &["pg_stat_statements"],
             parameters: &parameters,
+            wal_commands: Some((
+                "'/bin/pgp' wal push %p".into(),
+                "'/bin/pgp' wal fetch %f %p".into(),
+            )),
         });
+        assert!(text.contains("archive_mode = on\n"), "{text}");
+        assert!(
+            text.contains("archive_command = '''/bin/pgp'' wal push %p'\n"),
+            "{text}"
+        );
+        assert!(text.contains("archive_timeout = '60s'\n"), "{text}");
         assert_eq!(text.matches("shared_buffers").count(), 1, "{text}");
         assert!(text.contains("shared_buffers = '1GB'\n"), "{text}");
         assert!(text.contains("max_connections = 300\n"), "{text}");

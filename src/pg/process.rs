@@ -39,6 +39,15 @@ impl RunAs {
     }
 }
 
+const AWS_VARIABLES: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT",
+];
+
 /// A command for `program` with an empty environment (plus a UTF-8 locale), run as `run_as`.
 #[allow(
     clippy::disallowed_methods,
@@ -51,6 +60,12 @@ pub fn command(program: &Path, run_as: Option<&RunAs>) -> tokio::process::Comman
         .env("PATH", "/usr/bin:/bin")
         .stdin(std::process::Stdio::null())
         .kill_on_drop(false);
+    // S3 credentials reach `pgplatform wal push`, which PostgreSQL's archiver runs.
+    for key in AWS_VARIABLES {
+        if let Some(value) = std::env::var_os(key) {
+            cmd.env(key, value);
+        }
+    }
     if let Some(account) = run_as {
         // std drops supplementary groups when it changes uid as root.
         cmd.uid(account.uid.as_raw()).gid(account.gid.as_raw());
@@ -65,4 +80,23 @@ pub fn chown_to(path: &Path, run_as: Option<&RunAs>) -> anyhow::Result<()> {
     };
     nix::unistd::chown(path, Some(account.uid), Some(account.gid))
         .with_context(|| format!("chown {} to {}", path.display(), account.name))
+}
+
+/// `chown -R`: a restored data directory must belong to the PostgreSQL user.
+pub fn chown_tree(path: &Path, run_as: Option<&RunAs>) -> anyhow::Result<()> {
+    if run_as.is_none() {
+        return Ok(());
+    }
+    chown_to(path, run_as)?;
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path).with_context(|| format!("list {}", path.display()))? {
+            chown_tree(
+                &entry
+                    .with_context(|| format!("list {}", path.display()))?
+                    .path(),
+                run_as,
+            )?;
+        }
+    }
+    Ok(())
 }

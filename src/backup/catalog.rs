@@ -1,0 +1,210 @@
+//! What the repository holds and what to do with it, as pure functions over manifests:
+//! listing, choosing the base backup for a recovery target, and retention (which
+//! backups, dumps and WAL segments may go).
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::base::manifest_key;
+use super::manifest::{self, BaseManifest};
+use super::repo::Repo;
+
+/// Every base backup with a valid manifest, oldest first. Backups without one were
+/// interrupted (or are being written) and are not backups.
+pub async fn base_backups(repo: &Repo) -> anyhow::Result<Vec<BaseManifest>> {
+    let mut out = Vec::new();
+    for object in repo.list("base/").await? {
+        let Some(id) = object
+            .key
+            .strip_prefix("base/")
+            .and_then(|k| k.strip_suffix("/manifest"))
+        else {
+            continue;
+        };
+        let Some(bytes) = repo.get(&manifest_key(id)).await? else {
+            continue;
+        };
+        match manifest::open::<BaseManifest>(&bytes) {
+            Ok(m) => out.push(m),
+            Err(e) => tracing::warn!("backup {id}: unreadable manifest, ignored: {e:#}"),
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// Where recovery should stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The end of the archived WAL.
+    Latest,
+    Time(DateTime<Utc>),
+    Lsn(u64),
+}
+
+/// "16/B374D848" → the 64-bit position.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// The newest backup that is consistent before the target, with `requested` (an id)
+/// taking precedence when given.
+pub fn choose<'a>(
+    backups: &'a [BaseManifest],
+    target: &Target,
+    requested: Option<&str>,
+) -> anyhow::Result<&'a BaseManifest> {
+    anyhow::ensure!(
+        !backups.is_empty(),
+        "the repository has no base backup yet; run `pgplatform backup run`"
+    );
+    if let Some(id) = requested {
+        let backup = backups
+            .iter()
+            .find(|b| b.id == id)
+            .ok_or_else(|| anyhow::anyhow!("no base backup {id}; see `pgplatform backup list`"))?;
+        check_reachable(backup, target)?;
+        return Ok(backup);
+    }
+    let fits = |b: &&BaseManifest| check_reachable(b, target).is_ok();
+    backups.iter().rev().find(fits).ok_or_else(|| {
+        let oldest = &backups[0];
+        match target {
+            Target::Time(t) => anyhow::anyhow!(
+                "the target time {t} is before the oldest backup ({} completed at {}); \
+                 the repository cannot recover to it",
+                oldest.id,
+                oldest.stopped_at
+            ),
+            _ => anyhow::anyhow!(
+                "the target LSN is before the oldest backup ({} ends at {})",
+                oldest.id,
+                oldest.stop_lsn
+            ),
+        }
+    })
+}
+
+fn check_reachable(backup: &BaseManifest, target: &Target) -> anyhow::Result<()> {
+    match target {
+        Target::Latest => Ok(()),
+        Target::Time(t) => {
+            anyhow::ensure!(
+                backup.stopped_at <= *t,
+                "backup {} completed at {}, after the target time {t}",
+                backup.id,
+                backup.stopped_at
+            );
+            Ok(())
+        }
+        Target::Lsn(lsn) => {
+            let stop = parse_lsn(&backup.stop_lsn).unwrap_or(u64::MAX);
+            anyhow::ensure!(
+                stop <= *lsn,
+                "backup {} ends at {}, after the target LSN",
+                backup.id,
+                backup.stop_lsn
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The ids retention removes: all but the newest `keep` (and any younger than
+/// `keep_days`, when set). The newest is never removed.
+pub fn expired(
+    ids_oldest_first: &[(String, DateTime<Utc>)],
+    keep: u32,
+    keep_days: u32,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let n = ids_oldest_first.len();
+    let keep = (keep.max(1) as usize).min(n);
+    ids_oldest_first[..n - keep]
+        .iter()
+        .filter(|(_, at)| keep_days == 0 || now - *at > Duration::days(i64::from(keep_days)))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// The segment number of a WAL file name (`TTTTTTTTXXXXXXXXYYYYYYYY…`), ignoring the
+/// timeline; `None` for history files.
+fn segment_number(name: &str) -> Option<u64> {
+    let base = name.split('.').next()?;
+    if base.len() != 24 || name.ends_with(".history") {
+        return None;
+    }
+    let log = u64::from_str_radix(&base[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&base[16..24], 16).ok()?;
+    Some((log << 32) | seg)
+}
+
+/// Archived WAL keys no retained backup needs: segments before the oldest retained
+/// backup's first segment. Timeline history files are always kept.
+pub fn wal_to_delete(wal_keys: &[String], oldest_needed: &str) -> Vec<String> {
+    let Some(limit) = segment_number(oldest_needed) else {
+        return Vec::new();
+    };
+    wal_keys
+        .iter()
+        .filter(|key| {
+            let name = key.trim_start_matches("wal/").trim_end_matches(".zst");
+            segment_number(name).is_some_and(|n| n < limit)
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(h: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + h * 3600, 0).unwrap()
+    }
+
+    #[test]
+    fn lsns_parse_like_postgres_prints_them() {
+        assert_eq!(parse_lsn("0/3000028"), Some(0x3000028));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(parse_lsn("nope"), None);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_young_ones() {
+        let ids: Vec<(String, DateTime<Utc>)> =
+            (0..5).map(|i| (format!("b{i}"), at(i * 24))).collect();
+        assert_eq!(expired(&ids, 2, 0, at(5 * 24)), ["b0", "b1", "b2"]);
+        assert_eq!(expired(&ids, 7, 0, at(5 * 24)), Vec::<String>::new());
+        // Also keep anything younger than 3 days.
+        assert_eq!(expired(&ids, 1, 3, at(5 * 24)), ["b0", "b1"]);
+        assert_eq!(
+            expired(&ids[..1], 1, 0, at(500)),
+            Vec::<String>::new(),
+            "never the newest"
+        );
+    }
+
+    #[test]
+    fn wal_before_the_oldest_backup_goes_history_stays() {
+        let keys: Vec<String> = [
+            "wal/000000010000000000000001.zst",
+            "wal/000000010000000000000002.zst",
+            "wal/000000010000000000000002.00000028.backup.zst",
+            "wal/000000010000000000000003.zst",
+            "wal/00000002.history.zst",
+            "wal/000000020000000000000004.zst",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            wal_to_delete(&keys, "000000010000000000000003"),
+            [
+                "wal/000000010000000000000001.zst",
+                "wal/000000010000000000000002.zst",
+                "wal/000000010000000000000002.00000028.backup.zst"
+            ]
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! Restores: a base backup unpacked into a directory, plus the recovery settings that
+//! make PostgreSQL replay archived WAL to the target (a time, an LSN or the end of the
+//! archive) and promote. The download is checked as it streams (SHA-256 of the object,
+//! CRC-32C of each file); on any failure the directory is emptied again, so PostgreSQL
+//! can never be started on a partial restore.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::catalog::{self, Target};
+use super::context::Context;
+use super::manifest::BaseManifest;
+use super::untar;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Restored {
+    pub backup_id: String,
+    pub target_dir: PathBuf,
+    pub bytes: u64,
+    pub duration_seconds: f64,
+    pub recovery_target: String,
+}
+
+/// How the restored cluster is to be run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// A copy beside the live cluster: archiving off, so it never writes to the repository.
+    Copy,
+    /// This node's own cluster again: it archives as before.
+    InPlace,
+}
+
+pub async fn restore(
+    ctx: &Context,
+    target_dir: &Path,
+    target: &Target,
+    backup_id: Option<&str>,
+    usage: Use,
+    progress: Arc<AtomicU64>,
+) -> anyhow::Result<Restored> {
+    let started = std::time::Instant::now();
+    let backups = catalog::base_backups(&ctx.repo).await?;
+    let backup = catalog::choose(&backups, target, backup_id)?.clone();
+    prepare_dir(target_dir)?;
+    let result = unpack(ctx, &backup, target_dir, progress).await;
+    let bytes = match result {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            empty_dir(target_dir);
+            return Err(e.context(format!(
+                "restore backup {} into {}",
+                backup.id,
+                target_dir.display()
+            )));
+        }
+    };
+    let recovery_target = recovery_settings(ctx, target_dir, target, usage)
+        .and_then(|t| {
+            crate::pg::process::chown_tree(target_dir, ctx.run_as.as_ref())?;
+            Ok(t)
+        })
+        .inspect_err(|_| empty_dir(target_dir))?;
+    Ok(Restored {
+        backup_id: backup.id,
+        target_dir: target_dir.to_owned(),
+        bytes,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        recovery_target,
+    })
+}
+
+/// The target must be absent or empty: a restore never mixes with other files.
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => anyhow::ensure!(
+            entries.next().is_none(),
+            "{} is not empty; restore into a new or empty directory",
+            dir.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod {}", dir.display()))
+}
+
+/// Removes everything inside `dir` (which we emptied or created).
+pub fn empty_dir(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
+    }
+}
+
+async fn unpack(
+    ctx: &Context,
+    backup: &BaseManifest,
+    target_dir: &Path,
+    progress: Arc<AtomicU64>,
+) -> anyhow::Result<u64> {
+    let mut stream = ctx.repo.get_stream(&backup.object.key).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let files = backup.files.clone();
+    let dir = target_dir.to_owned();
+    let consumer = tokio::task::spawn_blocking(move || {
+        untar::unpack(untar::ChunkReader::new(rx), &dir, &files, &progress)
+    });
+    let mut sha = Sha256::new();
+    let mut size = 0u64;
+    let mut download_error = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(chunk) => {
+                sha.update(&chunk);
+                size += chunk.len() as u64;
+                // A closed channel means the consumer failed; its error says why.
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                download_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let unpacked = consumer.await?;
+    if let Some(e) = download_error {
+        return Err(e);
+    }
+    let written = unpacked?;
+    let digest = super::envelope::hex(&sha.finalize());
+    anyhow::ensure!(
+        size == backup.object.size && digest == backup.object.sha256,
+        "{} does not match its checksum in the manifest: the stored backup is corrupt",
+        backup.object.key
+    );
+    Ok(written)
+}
+
+/// recovery.signal plus settings in postgresql.auto.conf (read after the managed file,
+/// so they win). Returns the target as written.
+fn recovery_settings(
+    ctx: &Context,
+    dir: &Path,
+    target: &Target,
+    usage: Use,
+) -> anyhow::Result<String> {
+    let quote = crate::pg::conf::quote_value;
+    let (key, value) = match target {
+        Target::Latest => (None, "latest archived WAL".to_owned()),
+        Target::Time(t) => (
+            Some("recovery_target_time"),
+            t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+        ),
+        Target::Lsn(lsn) => (
+            Some("recovery_target_lsn"),
+            format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF),
+        ),
+    };
+    let mut text = format!(
+        "\n# Added by pgplatform restore: replay archived WAL, then promote.\nrestore_command = {}\nrecovery_target_timeline = 'latest'\n",
+        quote(&ctx.restore_command()?)
+    );
+    if let Some(key) = key {
+        text.push_str(&format!(
+            "{key} = {}\nrecovery_target_action = 'promote'\n",
+            quote(&value)
+        ));
+    }
+    if usage == Use::Copy {
+        text.push_str(
+            "# A copy must not archive into the live cluster's repository.\narchive_mode = 'off'\n",
+        );
+    }
+    let auto = dir.join("postgresql.auto.conf");
+    let mut content = std::fs::read_to_string(&auto).unwrap_or_default();
+    content.push_str(&text);
+    std::fs::write(&auto, content).with_context(|| format!("write {}", auto.display()))?;
+    std::fs::write(dir.join("recovery.signal"), "").context("write recovery.signal")?;
+    Ok(value)
+}
