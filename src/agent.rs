@@ -90,6 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         port: config.postgres.port,
         run_as: run_as.clone(),
         stop_timeout: config.postgres.stop_timeout,
+        options: Vec::new(),
     };
     let (started, postgres_status) = supervisor::start(&spec).await?;
     // PostgreSQL stops last, after the pooler has let running transactions finish.

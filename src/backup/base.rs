@@ -6,6 +6,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -150,8 +151,13 @@ pub async fn run(ctx: &Context, progress: &dyn Progress) -> anyhow::Result<BaseM
         }
     };
     if ctx.config.archive && counts_lsn.is_some() {
-        // The drill replays to the counts' position: close its segment so it gets archived.
-        agent.batch_execute("SELECT pg_switch_wal()").await?;
+        // A drill replays to the counts' position: close its segment and see it archived.
+        progress.phase("archiving the last WAL segment");
+        let segment: String = agent
+            .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+            .await?
+            .try_get(0)?;
+        wait_archived(&agent, &segment, Duration::from_secs(60)).await;
     }
     let manifest = BaseManifest {
         id: id.clone(),
@@ -178,6 +184,29 @@ pub async fn run(ctx: &Context, progress: &dyn Progress) -> anyhow::Result<BaseM
         .put(&manifest_key(&id), Bytes::from(manifest::seal(&manifest)?))
         .await?;
     Ok(manifest)
+}
+
+/// Waits until PostgreSQL has archived `segment` (or later); warns after `limit`.
+async fn wait_archived(agent: &tokio_postgres::Client, segment: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let archived = agent
+            .query_one(
+                "SELECT COALESCE(last_archived_wal, '') FROM pg_stat_archiver",
+                &[],
+            )
+            .await
+            .ok()
+            .and_then(|r| r.try_get::<_, String>(0).ok())
+            .unwrap_or_default();
+        if archived.as_str() >= segment {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::warn!(
+        "WAL segment {segment} was not archived within {limit:?}; is archiving failing?"
+    );
 }
 
 async fn stop_backup(

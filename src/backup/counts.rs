@@ -1,7 +1,8 @@
 //! Exact row counts of every tenant table at one WAL position, for the manifest and the
 //! drill. Each tenant database is briefly locked (SHARE: writers wait, readers do not)
 //! just long enough to export a snapshot; the WAL position is read while all locks are
-//! held, so no tenant commit lies between the snapshot and that position. The counting
+//! held (as a WAL record of our own), so no tenant commit lies between the snapshot and
+//! that position. The counting
 //! itself runs on the exported snapshot after the locks are gone.
 
 use std::collections::BTreeMap;
@@ -68,8 +69,13 @@ pub async fn take(ctx: &Context, agent: &Client) -> anyhow::Result<(Vec<TenantCo
             snapshot: Some(snapshot),
         });
     }
+    // A WAL record marks the position: replay stops right after it (recovery_target_lsn,
+    // not inclusive), which needs a record there, not just an insert position.
     let lsn: String = agent
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one(
+            "SELECT pg_logical_emit_message(false, 'pgplatform', 'row counts')::text",
+            &[],
+        )
         .await?
         .try_get(0)?;
     let mut out = Vec::new();

@@ -34,3 +34,6 @@ pub fn prepare_local_repository(config: &Config, run_as: Option<&RunAs>) -> anyh
         .with_context(|| format!("chmod {}", path.display()))?;
     crate::pg::process::chown_to(path, run_as)
 }
+pub mod drill;
+pub mod expire;
+pub mod verify;

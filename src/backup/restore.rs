@@ -48,7 +48,7 @@ pub async fn restore(
     let backups = catalog::base_backups(&ctx.repo).await?;
     let backup = catalog::choose(&backups, target, backup_id)?.clone();
     prepare_dir(target_dir)?;
-    let result = unpack(ctx, &backup, target_dir, progress).await;
+    let result = unpack(ctx, &backup, Some(target_dir), progress).await;
     let bytes = match result {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -107,18 +107,25 @@ pub fn empty_dir(dir: &Path) {
     }
 }
 
-async fn unpack(
+/// Streams the backup's object into `target_dir` (or, with `None`, only checks it),
+/// verifying the object's SHA-256 and every file's CRC-32C.
+pub async fn unpack(
     ctx: &Context,
     backup: &BaseManifest,
-    target_dir: &Path,
+    target_dir: Option<&Path>,
     progress: Arc<AtomicU64>,
 ) -> anyhow::Result<u64> {
     let mut stream = ctx.repo.get_stream(&backup.object.key).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let files = backup.files.clone();
-    let dir = target_dir.to_owned();
+    let dir = target_dir.map(Path::to_owned);
     let consumer = tokio::task::spawn_blocking(move || {
-        untar::unpack(untar::ChunkReader::new(rx), &dir, &files, &progress)
+        untar::unpack(
+            untar::ChunkReader::new(rx),
+            dir.as_deref(),
+            &files,
+            &progress,
+        )
     });
     let mut sha = Sha256::new();
     let mut size = 0u64;

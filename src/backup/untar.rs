@@ -43,10 +43,11 @@ impl Read for ChunkReader {
     }
 }
 
-/// Unpacks into `target`; returns the bytes written.
+/// Unpacks into `target` — or, with `None`, only checks every file; returns the bytes
+/// of file data.
 pub fn unpack(
     input: impl Read,
-    target: &Path,
+    target: Option<&Path>,
     files: &[FileEntry],
     progress: &AtomicU64,
 ) -> anyhow::Result<u64> {
@@ -64,24 +65,31 @@ pub fn unpack(
             "unsafe path in backup: {}",
             path.display()
         );
-        let dest = target.join(&path);
+        let dest = target.map(|t| t.join(&path));
         let rel = path.to_string_lossy().into_owned();
         match entry.header().entry_type() {
             tar::EntryType::Directory => {
-                fs::create_dir_all(&dest).with_context(|| format!("create {}", dest.display()))?;
+                if let Some(dest) = &dest {
+                    fs::create_dir_all(dest)
+                        .with_context(|| format!("create {}", dest.display()))?;
+                }
             }
             tar::EntryType::Regular => {
                 let want = expected
                     .get(rel.as_str())
                     .with_context(|| format!("{rel} is in the backup but not in its manifest"))?;
-                if let Some(parent) = dest.parent() {
-                    fs::create_dir_all(parent)
-                        .with_context(|| format!("create {}", parent.display()))?;
-                }
-                let mut out = BufWriter::with_capacity(
-                    1 << 20,
-                    File::create(&dest).with_context(|| format!("create {}", dest.display()))?,
-                );
+                let mut out: Box<dyn Write> = match &dest {
+                    Some(dest) => {
+                        if let Some(parent) = dest.parent() {
+                            fs::create_dir_all(parent)
+                                .with_context(|| format!("create {}", parent.display()))?;
+                        }
+                        let file = File::create(dest)
+                            .with_context(|| format!("create {}", dest.display()))?;
+                        Box::new(BufWriter::with_capacity(1 << 20, file))
+                    }
+                    None => Box::new(io::sink()),
+                };
                 let mut crc = 0u32;
                 let mut size = 0u64;
                 loop {
@@ -93,12 +101,11 @@ pub fn unpack(
                     }
                     crc = crc32c::crc32c_append(crc, &buf[..n]);
                     out.write_all(&buf[..n])
-                        .with_context(|| format!("write {}", dest.display()))?;
+                        .with_context(|| format!("write {rel}"))?;
                     size += n as u64;
                     progress.fetch_add(n as u64, Ordering::Relaxed);
                 }
-                out.flush()
-                    .with_context(|| format!("write {}", dest.display()))?;
+                out.flush().with_context(|| format!("write {rel}"))?;
                 anyhow::ensure!(
                     size == want.size && crc == want.crc32c,
                     "{rel} does not match its manifest checksum: the backup is corrupt"

@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::output::{self, ByteProgress};
 use crate::backup::base::{self, Progress};
-use crate::backup::catalog;
 use crate::backup::context::Context;
+use crate::backup::{catalog, expire};
 use crate::config::Config;
 
 #[derive(Debug, clap::Subcommand)]
@@ -27,7 +27,33 @@ pub enum BackupCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read every object of backup ID (and the WAL it needs) and check its checksum;
+    /// names any object that fails. Exits 1 if any does.
+    Verify {
+        id: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore the newest backup into a scratch directory, replay WAL to the newest
+    /// archived point, check row counts and indexes (amcheck), clean up. Exits 1 on fail.
+    Drill {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply retention now: old backups, the WAL they alone needed, old dumps, debris.
+    Expire {
+        /// Print what was removed as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
+
+/// A failed check whose report was already printed: exit 1 without another message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);
 
 impl Progress for ByteProgress {
     fn start(&self, total_bytes: u64) {
@@ -48,6 +74,7 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
             let progress = ByteProgress::new();
             let manifest = base::run(&ctx, &progress).await?;
             progress.finish();
+            let expired = expire::expire(&ctx).await;
             let seconds =
                 (manifest.stopped_at - manifest.started_at).num_milliseconds() as f64 / 1000.0;
             let summary = json!({
@@ -59,9 +86,13 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
                 "files": manifest.files.len(),
                 "duration_seconds": seconds,
                 "repository": ctx.repo.describe(),
+                "expired": expired.as_ref().ok().map(|e| &e.backups),
             });
+            let expired =
+                expired.map_err(|e| e.context("the backup succeeded, but retention failed"));
             if json {
-                return output::json(&summary);
+                output::json(&summary)?;
+                return expired.map(|_| ());
             }
             output::line(&format!(
                 "backup {} done: {} read, {} stored, {} files, {seconds:.1} s, LSN {} – {} in {}",
@@ -72,6 +103,80 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
                 manifest.start_lsn,
                 manifest.stop_lsn,
                 ctx.repo.describe()
+            ));
+            let expired = expired?;
+            if !expired.backups.is_empty() {
+                output::line(&format!(
+                    "retention removed backups {}",
+                    expired.backups.join(", ")
+                ));
+            }
+            Ok(())
+        }
+        BackupCommand::Verify { id, json } => {
+            let progress = ByteProgress::new();
+            progress.set_message("verifying");
+            let verified = crate::backup::verify::verify(&ctx, &id, progress.counter()).await?;
+            progress.finish();
+            if json {
+                output::json(&verified)?;
+            } else {
+                output::line(&format!(
+                    "backup {}: {} objects, {} checked",
+                    verified.id,
+                    verified.objects_checked,
+                    output::size(verified.bytes_checked as i64)
+                ));
+                for failure in &verified.failures {
+                    output::line(&format!("  FAILED {failure}"));
+                }
+            }
+            match verified.failures.len() {
+                0 => Ok(()),
+                n => Err(
+                    CheckFailed(format!("backup {id}: {n} object(s) failed verification")).into(),
+                ),
+            }
+        }
+        BackupCommand::Drill { json } => {
+            let progress = ByteProgress::new();
+            let phase = |m: &str| progress.set_message(m);
+            let result = crate::backup::drill::drill(&ctx, progress.counter(), &phase).await?;
+            progress.finish();
+            if json {
+                output::json(&result)?;
+            } else {
+                output::line(&format!(
+                    "drill of backup {}: {} (restore {:.1} s, replay {:.1} s, checks {:.1} s; {} tables compared, {} indexes checked)",
+                    result.backup_id,
+                    if result.ok { "PASS" } else { "FAIL" },
+                    result.restore_seconds,
+                    result.replay_seconds,
+                    result.check_seconds,
+                    result.tables_compared,
+                    result.indexes_checked
+                ));
+                for error in &result.errors {
+                    output::line(&format!("  {error}"));
+                }
+            }
+            if result.ok {
+                Ok(())
+            } else {
+                Err(CheckFailed(format!("the drill of backup {} failed", result.backup_id)).into())
+            }
+        }
+        BackupCommand::Expire { json } => {
+            let expired = expire::expire(&ctx).await?;
+            if json {
+                return output::json(&expired);
+            }
+            output::line(&format!(
+                "removed {} backup(s), {} WAL file(s), {} dump(s), {} leftover object(s)",
+                expired.backups.len(),
+                expired.wal_files,
+                expired.dumps.len(),
+                expired.leftover_objects
             ));
             Ok(())
         }

@@ -70,6 +70,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Logged>() || e.is::<wal::QuietFailure>() => ExitCode::FAILURE,
+        Err(e) if e.is::<backup::CheckFailed>() => ExitCode::FAILURE,
         Err(e) if e.is::<wal::StopRecovery>() => {
             output::error(&e);
             ExitCode::from(255)

@@ -12,9 +12,8 @@ use tokio::process::Child;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use self::log_relay::LogTail;
-pub use self::log_relay::LOG_LINE_PREFIX;
-pub use self::postmaster::PostmasterSpec;
+pub use self::log_relay::{LogTail, LOG_LINE_PREFIX};
+pub use self::postmaster::{spawn, stop, wait_ready, PostmasterSpec};
 use self::state::Backoff;
 pub use self::state::{PostgresState, PostgresStatus};
 

@@ -23,6 +23,8 @@ pub struct PostmasterSpec {
     pub port: u16,
     pub run_as: Option<RunAs>,
     pub stop_timeout: Duration,
+    /// `-c name=value` settings for this run only (a drill's throwaway instance).
+    pub options: Vec<(String, String)>,
 }
 
 /// Starts `postgres -D` as a child whose stderr is relayed to the agent's log.
@@ -31,6 +33,11 @@ pub fn spawn(spec: &PostmasterSpec, tail: &LogTail) -> anyhow::Result<Child> {
         .current_dir(&spec.pgdata)
         .arg("-D")
         .arg(&spec.pgdata)
+        .args(
+            spec.options
+                .iter()
+                .flat_map(|(k, v)| ["-c".to_owned(), format!("{k}={v}")]),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

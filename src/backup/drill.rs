@@ -1,0 +1,275 @@
+//! `backup drill`: proves the newest backup restores. It is restored into a scratch
+//! directory and started as a throwaway PostgreSQL (unix socket only, archiving off).
+//! Phase 1 replays WAL to the position the manifest's row counts hold at, pauses, and
+//! compares every tenant table's count. Phase 2 replays to the end of the archive and
+//! promotes; then amcheck verifies every B-tree index of every tenant database. The
+//! result is kept in `run/drill.json` for `status` and the metrics.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::catalog::{self, Target};
+use super::context::Context;
+use super::lock;
+use super::manifest::BaseManifest;
+use super::restore::{self, Use};
+use crate::supervisor::{self, LogTail, PostmasterSpec};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DrillResult {
+    pub ok: bool,
+    pub backup_id: String,
+    pub finished_at: DateTime<Utc>,
+    pub restore_seconds: f64,
+    pub replay_seconds: f64,
+    pub check_seconds: f64,
+    pub total_seconds: f64,
+    pub tables_compared: usize,
+    pub indexes_checked: usize,
+    pub errors: Vec<String>,
+}
+
+pub fn result_path(ctx: &Context) -> PathBuf {
+    ctx.data_dir.run().join("drill.json")
+}
+
+/// The last drill's result, if one ran on this node.
+pub fn last_result(run_dir: &Path) -> Option<DrillResult> {
+    let text = std::fs::read_to_string(run_dir.join("drill.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub async fn drill(
+    ctx: &Context,
+    progress: Arc<AtomicU64>,
+    phase: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<DrillResult> {
+    let _lock = lock::acquire(&ctx.data_dir.run(), "drill")?;
+    let started = Instant::now();
+    let backups = catalog::base_backups(&ctx.repo).await?;
+    let backup = backups
+        .last()
+        .context("the repository has no base backup to drill; run `pgplatform backup run`")?
+        .clone();
+    let scratch = ctx.data_dir.root.join("drill");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("remove {}", scratch.display()))?;
+    }
+    let mut result = DrillResult {
+        ok: false,
+        backup_id: backup.id.clone(),
+        finished_at: Utc::now(),
+        restore_seconds: 0.0,
+        replay_seconds: 0.0,
+        check_seconds: 0.0,
+        total_seconds: 0.0,
+        tables_compared: 0,
+        indexes_checked: 0,
+        errors: Vec::new(),
+    };
+    phase("restoring");
+    let outcome = async {
+        restore::restore(
+            ctx,
+            &scratch,
+            &Target::Latest,
+            Some(&backup.id),
+            Use::Copy,
+            progress,
+        )
+        .await?;
+        result.restore_seconds = started.elapsed().as_secs_f64();
+        run_checks(ctx, &backup, &scratch, &mut result, phase).await
+    }
+    .await;
+    if let Err(e) = outcome {
+        result.errors.push(format!("{e:#}"));
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    result.ok = result.errors.is_empty();
+    result.finished_at = Utc::now();
+    result.total_seconds = started.elapsed().as_secs_f64();
+    let path = result_path(ctx);
+    std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
+        .with_context(|| format!("write {}", path.display()))?;
+    Ok(result)
+}
+
+async fn run_checks(
+    ctx: &Context,
+    backup: &BaseManifest,
+    scratch: &Path,
+    result: &mut DrillResult,
+    phase: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<()> {
+    let spec = PostmasterSpec {
+        binaries: ctx.binaries.clone(),
+        pgdata: scratch.to_owned(),
+        socket_dir: scratch.to_owned(),
+        port: ctx.port,
+        run_as: ctx.run_as.clone(),
+        stop_timeout: Duration::from_secs(60),
+        options: [
+            ("listen_addresses", ""),
+            ("unix_socket_directories", &scratch.to_string_lossy()),
+            ("archive_mode", "off"),
+            ("shared_buffers", "128MB"),
+            ("hot_standby", "on"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect(),
+    };
+    let replay = Instant::now();
+    if let Some(lsn) = &backup.counts_lsn {
+        phase("replaying to the counted position");
+        let auto = scratch.join("postgresql.auto.conf");
+        let original = std::fs::read_to_string(&auto).context("read postgresql.auto.conf")?;
+        std::fs::write(
+            &auto,
+            format!(
+                "{original}recovery_target_lsn = '{lsn}'\nrecovery_target_inclusive = off\n\
+                 recovery_target_action = 'pause'\n"
+            ),
+        )?;
+        let tail = LogTail::default();
+        let mut child = supervisor::spawn(&spec, &tail)?;
+        let compared = async {
+            wait_until(&spec, &mut child, &tail, "SELECT pg_is_wal_replay_paused()").await?;
+            compare_counts(&spec, backup, result).await
+        }
+        .await;
+        supervisor::stop(&spec, &mut child).await;
+        compared?;
+        std::fs::write(&auto, original)?;
+    }
+    phase("replaying to the end of the archive");
+    let tail = LogTail::default();
+    let mut child = supervisor::spawn(&spec, &tail)?;
+    let checked = async {
+        wait_until(&spec, &mut child, &tail, "SELECT NOT pg_is_in_recovery()").await?;
+        result.replay_seconds = replay.elapsed().as_secs_f64();
+        phase("checking indexes (amcheck)");
+        let checks = Instant::now();
+        amcheck(&spec, backup, result).await?;
+        result.check_seconds = checks.elapsed().as_secs_f64();
+        anyhow::Ok(())
+    }
+    .await;
+    supervisor::stop(&spec, &mut child).await;
+    checked
+}
+
+/// Polls `condition` (a boolean query) until it holds, failing with PostgreSQL's last log
+/// lines if the server exits first (e.g. the archive ends before the target).
+async fn wait_until(
+    spec: &PostmasterSpec,
+    child: &mut tokio::process::Child,
+    tail: &LogTail,
+    condition: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "the drill's PostgreSQL exited ({status}): {}",
+                tail.last_lines(8)
+            );
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "recovery took over an hour: {}",
+            tail.last_lines(3)
+        );
+        let probe = async {
+            let client = crate::pg::connect::superuser(&spec.socket_dir, spec.port, "postgres")
+                .await
+                .ok()?;
+            client
+                .query_one(condition, &[])
+                .await
+                .ok()?
+                .try_get::<_, bool>(0)
+                .ok()
+        };
+        if let Ok(Some(true)) = tokio::time::timeout(Duration::from_secs(5), probe).await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn compare_counts(
+    spec: &PostmasterSpec,
+    backup: &BaseManifest,
+    result: &mut DrillResult,
+) -> anyhow::Result<()> {
+    for tenant in &backup.tenants {
+        let client =
+            crate::pg::connect::superuser(&spec.socket_dir, spec.port, &tenant.name).await?;
+        for (table, expected) in &tenant.tables {
+            let found: i64 = match client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+            {
+                Ok(row) => row.try_get(0)?,
+                Err(e) => {
+                    result.errors.push(format!("{}: {table}: {e}", tenant.name));
+                    continue;
+                }
+            };
+            result.tables_compared += 1;
+            if found != *expected {
+                result.errors.push(format!(
+                    "{}: {table} has {found} rows after restore; the manifest says {expected}",
+                    tenant.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn amcheck(
+    spec: &PostmasterSpec,
+    backup: &BaseManifest,
+    result: &mut DrillResult,
+) -> anyhow::Result<()> {
+    for tenant in &backup.tenants {
+        let client =
+            crate::pg::connect::superuser(&spec.socket_dir, spec.port, &tenant.name).await?;
+        client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+            .await
+            .context("amcheck is not available with these PostgreSQL binaries")?;
+        let indexes = client
+            .query(
+                "SELECT c.oid::regclass::text FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
+                  WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready
+                    AND c.relpersistence <> 't' ORDER BY 1",
+                &[],
+            )
+            .await?;
+        for row in indexes {
+            let index: String = row.try_get(0)?;
+            match client
+                .query_one("SELECT bt_index_check($1::text::regclass, true)", &[&index])
+                .await
+            {
+                Ok(_) => result.indexes_checked += 1,
+                Err(e) => result
+                    .errors
+                    .push(format!("{}: amcheck {index}: {e}", tenant.name)),
+            }
+        }
+    }
+    Ok(())
+}
