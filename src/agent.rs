@@ -95,8 +95,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (started, postgres_status) = supervisor::start(&spec).await?;
     // PostgreSQL stops last, after the pooler has let running transactions finish.
     let stop_postgres = CancellationToken::new();
-    let mut supervisor_task =
-        tokio::spawn(supervisor::task_main(spec, started, stop_postgres.clone()));
+    let (maintenance_tx, maintenance_rx) = mpsc::channel(1);
+    let mut supervisor_task = tokio::spawn(supervisor::task_main(
+        spec,
+        started,
+        maintenance_rx,
+        stop_postgres.clone(),
+    ));
     let mut supervisor_done = false;
     let mut tasks = JoinSet::new();
 
@@ -156,6 +161,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         admin_token,
         sources: sources.clone(),
         status_limits: config.status.clone(),
+        maintenance: maintenance_tx,
+        paused: tokio::sync::Mutex::new(None),
     });
     let api_url = format!(
         "http://{}",
@@ -165,6 +172,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(crate::pooler::task_main(listening, shutdown.clone()));
     }
     tasks.spawn(api::task_main(listener, state, shutdown.clone()));
+    let backup = &config.backup;
+    if backup.schedule.is_some() || backup.drill_schedule.is_some() || !backup.dumps.is_empty() {
+        tasks.spawn(crate::backup::schedule::task_main(
+            config.clone(),
+            shutdown.clone(),
+        ));
+    }
     if let Some(listener) = metrics_listener {
         tasks.spawn(api::metrics_task_main(listener, sources, shutdown.clone()));
     }

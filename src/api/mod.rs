@@ -28,6 +28,10 @@ pub struct ApiState {
     /// What `/metrics` and `/status` read.
     pub sources: Arc<Sources>,
     pub status_limits: StatusConfig,
+    /// Asks the supervisor to stop PostgreSQL for maintenance.
+    pub maintenance: tokio::sync::mpsc::Sender<crate::supervisor::Maintenance>,
+    /// While PostgreSQL is held stopped: what starts it again.
+    pub paused: tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 /// GET, HEAD and OPTIONS: HAProxy's `option httpchk` for Patroni sends OPTIONS.
@@ -55,6 +59,8 @@ fn router(state: Arc<ApiState>) -> Router {
             get(routes::tenants::show).delete(routes::tenants::drop),
         )
         .route("/tenants/{name}/rotate", post(routes::tenants::rotate))
+        .route("/postgres/stop", post(routes::maintenance::stop))
+        .route("/postgres/start", post(routes::maintenance::start))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::auth::require_admin_token,

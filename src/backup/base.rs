@@ -34,6 +34,12 @@ pub trait Progress: Send + Sync {
 }
 
 pub async fn run(ctx: &Context, progress: &dyn Progress) -> anyhow::Result<BaseManifest> {
+    let result = run_unrecorded(ctx, progress).await;
+    super::state::record(&ctx.data_dir.run(), result.as_ref());
+    result
+}
+
+async fn run_unrecorded(ctx: &Context, progress: &dyn Progress) -> anyhow::Result<BaseManifest> {
     let _lock = lock::acquire(&ctx.data_dir.run(), "backup")?;
     let agent = ctx.superuser(crate::pg::AGENT_DATABASE).await?;
     let row = agent

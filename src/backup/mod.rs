@@ -35,5 +35,8 @@ pub fn prepare_local_repository(config: &Config, run_as: Option<&RunAs>) -> anyh
     crate::pg::process::chown_to(path, run_as)
 }
 pub mod drill;
+pub mod dump;
 pub mod expire;
+pub mod schedule;
+pub mod state;
 pub mod verify;

@@ -42,6 +42,13 @@ pub enum BackupCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Dump one tenant's database (pg_dump custom format, zstd) to the repository.
+    Dump {
+        tenant: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply retention now: old backups, the WAL they alone needed, old dumps, debris.
     Expire {
         /// Print what was removed as JSON.
@@ -165,6 +172,20 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
             } else {
                 Err(CheckFailed(format!("the drill of backup {} failed", result.backup_id)).into())
             }
+        }
+        BackupCommand::Dump { tenant, json } => {
+            let manifest =
+                output::with_spinner("dumping", crate::backup::dump::dump(&ctx, &tenant)).await?;
+            if json {
+                return output::json(&manifest);
+            }
+            output::line(&format!(
+                "dump {} of {tenant}: {} from pg_dump, {} stored",
+                manifest.id,
+                output::size(manifest.dump_bytes as i64),
+                output::size(manifest.object.size as i64)
+            ));
+            Ok(())
         }
         BackupCommand::Expire { json } => {
             let expired = expire::expire(&ctx).await?;

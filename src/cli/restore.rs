@@ -12,11 +12,26 @@ use crate::backup::restore::{self, Use};
 use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("target").args(["time", "lsn", "latest"])))]
+#[command(
+    group(clap::ArgGroup::new("target").args(["time", "lsn", "latest"])),
+    group(clap::ArgGroup::new("where").args(["target_dir", "in_place"]).required(true)),
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct RestoreArgs {
+    #[command(subcommand)]
+    command: Option<RestoreCommand>,
     /// Write the restored data directory here (new or empty); PostgreSQL is not started.
     #[arg(long, value_name = "DIR")]
-    target_dir: PathBuf,
+    target_dir: Option<PathBuf>,
+    /// Replace this node's own cluster: the agent stops PostgreSQL, the current data
+    /// directory is kept aside as pg.before-restore-<time>, and PostgreSQL starts on the
+    /// restored one. Needs --yes.
+    #[arg(long)]
+    in_place: bool,
+    /// Confirm --in-place.
+    #[arg(long)]
+    yes: bool,
     /// Recover up to this time, e.g. '2026-11-23 15:04:05+00' (UTC when no offset).
     #[arg(long, value_name = "TIMESTAMP")]
     time: Option<String>,
@@ -32,6 +47,31 @@ pub struct RestoreArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RestoreCommand {
+    /// Restore a tenant's logical dump into a new database (TENANT_restored_<id>, or
+    /// --as NAME); with --replace --yes, swap it in for the live database, which is kept
+    /// as TENANT_before_<id>.
+    Dump {
+        tenant: String,
+        /// The dump to restore (default: the newest).
+        #[arg(long, value_name = "ID")]
+        from: Option<String>,
+        /// Name of the new database.
+        #[arg(long = "as", value_name = "NAME", conflicts_with = "replace")]
+        as_name: Option<String>,
+        /// Replace the live database (needs --yes).
+        #[arg(long)]
+        replace: bool,
+        /// Confirm --replace.
+        #[arg(long)]
+        yes: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Accepts RFC 3339 and PostgreSQL's own text forms ('2026-11-23 15:04:05.123+00').
@@ -58,6 +98,45 @@ pub fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
 }
 
 pub async fn run(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
+    if let Some(RestoreCommand::Dump {
+        tenant,
+        from,
+        as_name,
+        replace,
+        yes,
+        json,
+    }) = args.command
+    {
+        anyhow::ensure!(
+            !replace || yes,
+            "--replace swaps out the live database of {tenant}; add --yes to confirm"
+        );
+        let ctx = Context::new(config).await?;
+        let restored = output::with_spinner(
+            "restoring dump",
+            crate::backup::dump::restore_dump(
+                &ctx,
+                &tenant,
+                from.as_deref(),
+                as_name.as_deref(),
+                replace,
+            ),
+        )
+        .await?;
+        if json {
+            return output::json(&restored);
+        }
+        let previous = restored
+            .previous
+            .as_ref()
+            .map(|p| format!("; the previous database is kept as {p} (DROP DATABASE it when done)"))
+            .unwrap_or_default();
+        output::line(&format!(
+            "restored dump {} of {} into database {}{previous}",
+            restored.dump_id, restored.tenant, restored.database
+        ));
+        return Ok(());
+    }
     let target = match (&args.time, &args.lsn) {
         (Some(t), _) => Target::Time(parse_time(t)?),
         (_, Some(l)) => Target::Lsn(
@@ -66,11 +145,21 @@ pub async fn run(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         _ => Target::Latest,
     };
     let ctx = Context::new(config).await?;
+    if args.in_place {
+        anyhow::ensure!(
+            args.yes,
+            "--in-place replaces this node's cluster; add --yes to confirm"
+        );
+        return in_place(&ctx, config, &target, args.backup.as_deref(), args.json).await;
+    }
+    let Some(target_dir) = &args.target_dir else {
+        anyhow::bail!("say where: --target-dir DIR or --in-place");
+    };
     let progress = ByteProgress::new();
     progress.set_message("restoring");
     let restored = restore::restore(
         &ctx,
-        &args.target_dir,
+        target_dir,
         &target,
         args.backup.as_deref(),
         Use::Copy,
@@ -90,6 +179,75 @@ pub async fn run(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         restored.duration_seconds,
         restored.recovery_target,
         restored.target_dir.display()
+    ));
+    Ok(())
+}
+
+/// Restores over this node's own cluster, with the agent stopping and starting PostgreSQL.
+async fn in_place(
+    ctx: &Context,
+    config: &Config,
+    target: &Target,
+    backup: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let agent = crate::api::client::AgentClient::discover(config)?;
+    // Fail before stopping anything if the target cannot be reached.
+    let backups = crate::backup::catalog::base_backups(&ctx.repo).await?;
+    crate::backup::catalog::choose(&backups, target, backup)?;
+    let _: serde_json::Value = output::with_spinner(
+        "stopping PostgreSQL",
+        agent.post("/postgres/stop", &serde_json::json!({})),
+    )
+    .await?;
+    let aside = ctx.pgdata.with_file_name(format!(
+        "pg.before-restore-{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ")
+    ));
+    std::fs::rename(&ctx.pgdata, &aside)
+        .map_err(|e| anyhow::anyhow!("move {} aside: {e}", ctx.pgdata.display()))?;
+    let progress = ByteProgress::new();
+    progress.set_message("restoring");
+    let restored = restore::restore(
+        ctx,
+        &ctx.pgdata,
+        target,
+        backup,
+        Use::InPlace,
+        progress.counter(),
+    )
+    .await;
+    progress.finish();
+    if restored.is_err() {
+        // Put the old cluster back so the node runs as before.
+        let _ = std::fs::remove_dir_all(&ctx.pgdata);
+        let _ = std::fs::rename(&aside, &ctx.pgdata);
+    }
+    let _: serde_json::Value = agent
+        .post("/postgres/start", &serde_json::json!({}))
+        .await?;
+    let restored = restored?;
+    output::with_spinner("replaying WAL", async {
+        loop {
+            if let Ok(health) = agent.get::<serde_json::Value>("/status").await {
+                if health["postgres"]["state"] == "running" {
+                    break;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    if json {
+        return output::json(
+            &serde_json::json!({ "restored": restored, "previous_data_dir": aside }),
+        );
+    }
+    output::line(&format!(
+        "restored backup {} in place, recovered to {}; PostgreSQL is running. The previous data directory is {}",
+        restored.backup_id,
+        restored.recovery_target,
+        aside.display()
     ));
     Ok(())
 }

@@ -122,6 +122,33 @@ fn render(status: &Value) -> Vec<String> {
         };
         lines.push(format!("wal archive {archive}"));
     }
+    let b = &status["backup"];
+    if !b.is_null() {
+        let last = &b["last_success"];
+        lines.push(if last.is_null() {
+            "backup      none yet".to_owned()
+        } else {
+            format!(
+                "backup      {} {} ago, {} stored",
+                text(&last["id"]),
+                seconds(&b["last_success_age_seconds"]),
+                output::size(last["stored_bytes"].as_i64().unwrap_or(0))
+            )
+        });
+    }
+    let drill = &status["drill"];
+    if !drill.is_null() {
+        lines.push(format!(
+            "drill       {} of {} at {}",
+            if drill["ok"] == Value::Bool(true) {
+                "passed"
+            } else {
+                "FAILED"
+            },
+            text(&drill["backup_id"]),
+            text(&drill["finished_at"])
+        ));
+    }
     let d = &status["disk"];
     if !d.is_null() {
         lines.push(format!(

@@ -66,6 +66,8 @@ pub struct StatusSection {
     pub connections_warn_percent: Option<u32>,
     /// Warn when a WAL segment has waited this many seconds to be archived.
     pub archive_failing_warn_seconds: Option<u64>,
+    /// Warn when the last successful base backup is older than this.
+    pub backup_max_age_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

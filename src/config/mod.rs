@@ -83,6 +83,7 @@ pub struct MetricsConfig {
 pub struct StatusConfig {
     pub connections_warn_percent: u32,
     pub archive_failing_warn: Duration,
+    pub backup_max_age: Duration,
 }
 
 impl Config {
@@ -288,6 +289,7 @@ fn status_config(section: file::StatusSection) -> Result<StatusConfig, ConfigErr
     let file::StatusSection {
         connections_warn_percent,
         archive_failing_warn_seconds,
+        backup_max_age_seconds,
     } = section;
     let percent = connections_warn_percent.unwrap_or(85);
     if !(1..=100).contains(&percent) {
@@ -299,6 +301,7 @@ fn status_config(section: file::StatusSection) -> Result<StatusConfig, ConfigErr
     Ok(StatusConfig {
         connections_warn_percent: percent,
         archive_failing_warn: Duration::from_secs(archive_failing_warn_seconds.unwrap_or(300)),
+        backup_max_age: Duration::from_secs(backup_max_age_seconds.unwrap_or(26 * 3600)),
     })
 }
 

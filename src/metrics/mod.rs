@@ -86,6 +86,7 @@ pub async fn scrape(sources: &Sources) -> String {
     }
     platform::agent(&mut out, sources.started, &status);
     platform::disk(&mut out, &sources.data_dir);
+    platform::backups(&mut out, &sources.data_dir.join("run"));
     out.render()
 }
 

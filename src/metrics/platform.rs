@@ -103,3 +103,56 @@ pub async fn tenants(out: &mut Exposition, client: &tokio_postgres::Client) -> a
     }
     Ok(())
 }
+
+/// The last base backup and restore drill this node recorded.
+pub fn backups(out: &mut Exposition, run_dir: &Path) {
+    let state = crate::backup::state::read(run_dir);
+    if let Some(last) = &state.last_success {
+        out.gauge(
+            "pgplatform_backup_last_success_timestamp_seconds",
+            "When the last successful base backup completed, in seconds since the epoch",
+            &[],
+            last.stopped_at.timestamp_millis() as f64 / 1000.0,
+        );
+        out.gauge(
+            "pgplatform_backup_last_size_bytes",
+            "Bytes the last successful base backup stored in the repository",
+            &[],
+            last.stored_bytes as f64,
+        );
+        out.gauge(
+            "pgplatform_backup_last_duration_seconds",
+            "How long the last successful base backup took",
+            &[],
+            last.duration_seconds,
+        );
+    }
+    if let Some(failure) = &state.last_failure {
+        out.gauge(
+            "pgplatform_backup_last_failure_timestamp_seconds",
+            "When a base backup last failed, in seconds since the epoch",
+            &[],
+            failure.at.timestamp_millis() as f64 / 1000.0,
+        );
+    }
+    if let Some(drill) = crate::backup::drill::last_result(run_dir) {
+        out.gauge(
+            "pgplatform_drill_last_success",
+            "1 if the last restore drill passed, 0 if it failed",
+            &[("backup_id", drill.backup_id.as_str())],
+            if drill.ok { 1.0 } else { 0.0 },
+        );
+        out.gauge(
+            "pgplatform_drill_last_run_timestamp_seconds",
+            "When the last restore drill finished, in seconds since the epoch",
+            &[],
+            drill.finished_at.timestamp_millis() as f64 / 1000.0,
+        );
+        out.gauge(
+            "pgplatform_drill_last_duration_seconds",
+            "How long the last restore drill took",
+            &[],
+            drill.total_seconds,
+        );
+    }
+}

@@ -383,6 +383,7 @@ async fn archiver(out: &mut Exposition, client: &Client) -> anyhow::Result<()> {
             "SELECT archived_count::float8, failed_count::float8,
                     extract(epoch FROM now() - last_archived_time)::float8,
                     extract(epoch FROM last_failed_time)::float8,
+                    extract(epoch FROM last_archived_time)::float8,
                     (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')::float8,
                     (SELECT extract(epoch FROM now() - min(modification)) FROM pg_ls_archive_statusdir()
                       WHERE name LIKE '%.ready')::float8
@@ -418,17 +419,25 @@ async fn archiver(out: &mut Exposition, client: &Client) -> anyhow::Result<()> {
             at,
         );
     }
+    if let Some(at) = num(&row, 4)? {
+        out.gauge(
+            "pgplatform_wal_archive_last_success_timestamp_seconds",
+            "When a WAL segment was last archived, in seconds since the epoch",
+            &[],
+            at,
+        );
+    }
     out.gauge(
         "pgplatform_wal_archive_pending_segments",
         "WAL segments waiting to be archived",
         &[],
-        num(&row, 4)?.unwrap_or(0.0),
+        num(&row, 5)?.unwrap_or(0.0),
     );
     out.gauge(
         "pgplatform_wal_archive_oldest_pending_age_seconds",
         "Age of the oldest WAL segment waiting to be archived; 0 when none waits",
         &[],
-        num(&row, 5)?.unwrap_or(0.0),
+        num(&row, 6)?.unwrap_or(0.0),
     );
     Ok(())
 }

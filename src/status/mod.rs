@@ -70,6 +70,26 @@ pub async fn report(sources: &Sources, limits: &StatusConfig) -> Value {
     let uptime = SystemTime::now()
         .duration_since(sources.started)
         .unwrap_or_default();
+    let run_dir = sources.data_dir.join("run");
+    let backups = crate::backup::state::read(&run_dir);
+    let drill = crate::backup::drill::last_result(&run_dir);
+    let now = chrono::Utc::now();
+    facts.agent_uptime = uptime;
+    facts.backup_age = backups
+        .last_success
+        .as_ref()
+        .map(|b| (now - b.stopped_at).to_std().unwrap_or_default());
+    facts.drill_failed = drill.as_ref().filter(|d| !d.ok).map(|d| {
+        d.errors
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "no detail".into())
+    });
+    let backup = json!({
+        "last_success": backups.last_success,
+        "last_success_age_seconds": facts.backup_age.map(|a| a.as_secs()),
+        "last_failure": backups.last_failure,
+    });
     let warnings = warnings::warnings(&facts, limits);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -90,6 +110,8 @@ pub async fn report(sources: &Sources, limits: &StatusConfig) -> Value {
         "tenants": live.get("tenants").cloned().unwrap_or(json!({ "count": Value::Null, "list": [] })),
         "wal_archive": live.get("wal_archive").cloned().unwrap_or(Value::Null),
         "disk": disk,
+        "backup": backup,
+        "drill": drill,
         "warnings": warnings,
     })
 }

@@ -25,6 +25,11 @@ pub struct Facts {
     /// Percent of the data directory's filesystem still free.
     pub disk_free_percent: Option<f64>,
     pub postgres_restarts: u32,
+    /// Age of the last successful base backup; `None` if this node never took one.
+    pub backup_age: Option<Duration>,
+    pub agent_uptime: Duration,
+    /// The last restore drill failed: its first error.
+    pub drill_failed: Option<String>,
 }
 
 /// Warnings, most urgent first, each one line an operator can act on.
@@ -59,6 +64,22 @@ pub fn warnings(facts: &Facts, limits: &StatusConfig) -> Vec<String> {
                 human(age)
             ));
         }
+    }
+    let max_age = limits.backup_max_age;
+    match facts.backup_age {
+        Some(age) if age > max_age => out.push(format!(
+            "no successful base backup in {} (the last is {} old)",
+            human(max_age),
+            human(age)
+        )),
+        None if facts.agent_uptime > max_age => out.push(format!(
+            "no successful base backup yet, after {} of running; run `pgplatform backup run`",
+            human(facts.agent_uptime)
+        )),
+        _ => {}
+    }
+    if let Some(error) = &facts.drill_failed {
+        out.push(format!("the last restore drill FAILED: {error}"));
     }
     if let Some(free) = facts.disk_free_percent.filter(|f| *f < 10.0) {
         out.push(format!("data directory disk {free:.1}% free"));
@@ -105,6 +126,7 @@ mod tests {
         StatusConfig {
             connections_warn_percent: 85,
             archive_failing_warn: Duration::from_secs(300),
+            backup_max_age: Duration::from_secs(26 * 3600),
         }
     }
 
@@ -115,6 +137,7 @@ mod tests {
             connections_used: 10,
             connections_max: 97,
             disk_free_percent: Some(50.0),
+            backup_age: Some(Duration::from_secs(3600)),
             ..Facts::default()
         }
     }
@@ -151,6 +174,27 @@ mod tests {
         );
         f.archive_last_attempt_failed = false;
         assert!(warnings(&f, &limits()).is_empty(), "slow, not failing");
+    }
+
+    #[test]
+    fn old_or_missing_backups_and_failed_drills_warn() {
+        let mut f = healthy();
+        f.backup_age = Some(Duration::from_secs(27 * 3600));
+        assert_eq!(
+            warnings(&f, &limits()),
+            ["no successful base backup in 26 h (the last is 27 h old)"]
+        );
+        f.backup_age = None;
+        f.agent_uptime = Duration::from_secs(3600);
+        assert!(warnings(&f, &limits()).is_empty(), "a new node gets time");
+        f.agent_uptime = Duration::from_secs(30 * 3600);
+        assert_eq!(warnings(&f, &limits()).len(), 1);
+        f.backup_age = Some(Duration::ZERO);
+        f.drill_failed = Some("shop: t has 1 rows".into());
+        assert_eq!(
+            warnings(&f, &limits()),
+            ["the last restore drill FAILED: shop: t has 1 rows"]
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::log_relay::{LogTail, LOG_LINE_PREFIX};
-pub use self::postmaster::{spawn, stop, wait_ready, PostmasterSpec};
+pub use self::postmaster::{spawn, stop, PostmasterSpec};
 use self::state::Backoff;
 pub use self::state::{PostgresState, PostgresStatus};
 
@@ -59,10 +59,18 @@ pub async fn start(
     ))
 }
 
+/// A request to stop PostgreSQL for maintenance (an in-place restore): `stopped` is
+/// answered once it is down; it starts again when `resume` fires or is dropped.
+pub struct Maintenance {
+    pub stopped: tokio::sync::oneshot::Sender<()>,
+    pub resume: tokio::sync::oneshot::Receiver<()>,
+}
+
 /// Keeps PostgreSQL running until `shutdown`, then stops it (fast, then immediate).
 pub async fn task_main(
     spec: PostmasterSpec,
     started: Started,
+    mut maintenance: tokio::sync::mpsc::Receiver<Maintenance>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Started {
@@ -75,6 +83,27 @@ pub async fn task_main(
     loop {
         let exit = tokio::select! {
             exit = child.wait() => exit,
+            Some(request) = maintenance.recv() => {
+                status.send_modify(|s| s.state = PostgresState::Stopping);
+                postmaster::stop(&spec, &mut child).await;
+                status.send_modify(|s| {
+                    s.state = PostgresState::Stopped;
+                    s.pid = None;
+                });
+                tracing::info!("PostgreSQL stopped for maintenance");
+                let _ = request.stopped.send(());
+                let _ = shutdown.run_until_cancelled(request.resume).await;
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                tracing::info!("starting PostgreSQL after maintenance");
+                match restart(&spec, &tail, &status, &mut Backoff::default(), &shutdown).await {
+                    Some(new_child) => child = new_child,
+                    None => break,
+                }
+                running_since = Instant::now();
+                continue;
+            }
             () = shutdown.cancelled() => break,
         };
         let exit = exit.context("wait for postgres")?;

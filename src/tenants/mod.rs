@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 
 pub use self::create::CreateRequest;
 pub use self::error::TenantError;
-use self::name::TenantName;
+pub use self::name::TenantName;
 use self::registry::Tenant;
 use self::secrets::Credentials;
 use crate::pg::hba::{render_hba, TenantAccess};

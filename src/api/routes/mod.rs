@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod health;
 mod health_rules;
+pub mod maintenance;
 pub mod metrics;
 pub mod status;
 pub mod tenants;

@@ -1,0 +1,349 @@
+//! Logical dumps per tenant: `backup dump TENANT` (pg_dump's custom format, compressed
+//! with zstd on the way to the repository) and `restore dump TENANT`, which restores into
+//! a new database and touches the live one only with `--replace` (then it swaps the two
+//! by renaming, keeping the old one).
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::process::Stdio;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::context::Context;
+use super::manifest::{self, DumpManifest, ObjectRef};
+use super::tar_stream::ChunkSink;
+use super::{lock, untar};
+use crate::pg::sql::quote_ident;
+
+fn manifest_key(tenant: &str, id: &str) -> String {
+    format!("dump/{tenant}/{id}/manifest")
+}
+
+async fn require_tenant(ctx: &Context, tenant: &str) -> anyhow::Result<()> {
+    let agent = ctx.superuser(crate::pg::AGENT_DATABASE).await?;
+    let found = agent
+        .query_opt(
+            "SELECT 1 FROM pgplatform.tenants WHERE name = $1 AND state = 'ready'",
+            &[&tenant],
+        )
+        .await?;
+    anyhow::ensure!(
+        found.is_some(),
+        "no tenant named `{tenant}`; see `pgplatform tenant list`"
+    );
+    Ok(())
+}
+
+/// pg_dump, pg_restore: connected as the agent's superuser over the socket.
+fn pg_tool(ctx: &Context, tool: &str) -> tokio::process::Command {
+    let mut cmd = crate::pg::process::command(&ctx.binaries.path(tool), None);
+    cmd.arg("-h")
+        .arg(&ctx.socket_dir)
+        .arg("-p")
+        .arg(ctx.port.to_string())
+        .arg("-U")
+        .arg(crate::pg::SUPERUSER);
+    cmd
+}
+
+pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
+    let _lock = lock::acquire(&ctx.data_dir.run(), &format!("dump-{tenant}"))?;
+    require_tenant(ctx, tenant).await?;
+    let started_at = Utc::now();
+    let id = started_at.format("%Y%m%dT%H%M%SZ").to_string();
+    let key = format!("dump/{tenant}/{id}/{tenant}.pgdump.zst");
+    let mut child = pg_tool(ctx, "pg_dump")
+        .args(["--format=custom", "--compress=0", "--dbname", tenant])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start pg_dump")?;
+    let stdout = File::from(
+        child
+            .stdout
+            .take()
+            .context("pg_dump stdout")?
+            .into_owned_fd()?,
+    );
+    let mut stderr = child.stderr.take().context("pg_dump stderr")?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let (level, workers) = (ctx.config.compress_level, ctx.config.parallel);
+    let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, u64, String)> {
+        let mut encoder = zstd::stream::write::Encoder::new(ChunkSink::new(tx), level)?;
+        if workers > 1 {
+            encoder.multithread(workers)?;
+        }
+        let dumped = io::copy(
+            &mut io::BufReader::with_capacity(1 << 20, stdout),
+            &mut encoder,
+        )
+        .context("read pg_dump's output")?;
+        let (stored, sha) = encoder.finish()?.finish()?;
+        Ok((dumped, stored, sha))
+    });
+    let mut writer = ctx.repo.writer(&key).await?;
+    let mut upload_error = None;
+    while let Some(chunk) = rx.recv().await {
+        if let Err(e) = writer.write(chunk).await {
+            upload_error = Some(e);
+            break;
+        }
+    }
+    drop(rx);
+    let mut errors = String::new();
+    let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut errors).await;
+    let status = child.wait().await.context("wait for pg_dump")?;
+    let produced = producer.await?;
+    let (dump_bytes, stored, sha256) = match (upload_error, status.success(), produced) {
+        (None, true, Ok(p)) => p,
+        (upload, ok, produced) => {
+            writer.abort().await;
+            if !ok {
+                anyhow::bail!("pg_dump of {tenant} failed ({status}): {}", errors.trim());
+            }
+            return Err(upload
+                .or(produced.err())
+                .unwrap_or_else(|| anyhow::anyhow!("dump failed")));
+        }
+    };
+    writer.finish().await?;
+    let manifest = DumpManifest {
+        id: id.clone(),
+        tenant: tenant.to_owned(),
+        started_at,
+        stopped_at: Utc::now(),
+        pg_version: ctx.binaries.version.text.clone(),
+        object: ObjectRef {
+            key,
+            size: stored,
+            sha256,
+        },
+        dump_bytes,
+    };
+    ctx.repo
+        .put(
+            &manifest_key(tenant, &id),
+            Bytes::from(manifest::seal(&manifest)?),
+        )
+        .await?;
+    Ok(manifest)
+}
+
+/// The tenant's dumps with valid manifests, oldest first.
+pub async fn dumps(ctx: &Context, tenant: &str) -> anyhow::Result<Vec<DumpManifest>> {
+    let mut out = Vec::new();
+    for object in ctx.repo.list(&format!("dump/{tenant}/")).await? {
+        if object.key.ends_with("/manifest") {
+            if let Some(bytes) = ctx.repo.get(&object.key).await? {
+                match manifest::open::<DumpManifest>(&bytes) {
+                    Ok(m) => out.push(m),
+                    Err(e) => tracing::warn!("{}: unreadable manifest, ignored: {e:#}", object.key),
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+#[derive(Debug, Serialize)]
+pub struct RestoredDump {
+    pub tenant: String,
+    pub dump_id: String,
+    /// Where the data now is.
+    pub database: String,
+    /// With --replace: the previous live database, kept under this name.
+    pub previous: Option<String>,
+}
+
+pub async fn restore_dump(
+    ctx: &Context,
+    tenant: &str,
+    from: Option<&str>,
+    as_name: Option<&str>,
+    replace: bool,
+) -> anyhow::Result<RestoredDump> {
+    require_tenant(ctx, tenant).await?;
+    let all = dumps(ctx, tenant).await?;
+    let dump = match from {
+        Some(id) => all
+            .iter()
+            .find(|d| d.id == id)
+            .with_context(|| format!("no dump {id} of {tenant}"))?,
+        None => all.last().with_context(|| {
+            format!("{tenant} has no dump yet; run `pgplatform backup dump {tenant}`")
+        })?,
+    };
+    let suffix = dump.id.to_ascii_lowercase();
+    let target = match (replace, as_name) {
+        (true, _) => format!("{tenant}_incoming_{suffix}"),
+        (false, Some(name)) => {
+            crate::tenants::TenantName::parse(name)
+                .map_err(|e| anyhow::anyhow!("--as {name}: {e}"))?;
+            name.to_owned()
+        }
+        (false, None) => format!("{tenant}_restored_{suffix}"),
+    };
+    let admin = ctx.superuser("postgres").await?;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&target])
+        .await?
+        .is_some();
+    anyhow::ensure!(
+        !exists,
+        "database `{target}` already exists; choose another name with --as"
+    );
+    let (db, owner) = (quote_ident(&target), quote_ident(tenant));
+    admin
+        .batch_execute(&format!(
+            "CREATE DATABASE {db} OWNER {owner} ENCODING 'UTF8' TEMPLATE template0"
+        ))
+        .await?;
+    let loaded = async {
+        load(ctx, dump, &target).await?;
+        admin
+            .batch_execute(&format!(
+                "REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT ALL ON DATABASE {db} TO {owner}"
+            ))
+            .await?;
+        let agent = ctx.superuser(crate::pg::AGENT_DATABASE).await?;
+        let readonly: Option<String> = agent
+            .query_one(
+                "SELECT readonly_role FROM pgplatform.tenants WHERE name = $1",
+                &[&tenant],
+            )
+            .await?
+            .try_get(0)?;
+        if let Some(role) = readonly {
+            admin
+                .batch_execute(&format!(
+                    "GRANT CONNECT ON DATABASE {db} TO {}",
+                    quote_ident(&role)
+                ))
+                .await?;
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = loaded {
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+            .await;
+        return Err(e);
+    }
+    if !replace {
+        return Ok(RestoredDump {
+            tenant: tenant.to_owned(),
+            dump_id: dump.id.clone(),
+            database: target,
+            previous: None,
+        });
+    }
+    // Swap: the live database is closed to new sessions, emptied, renamed aside.
+    let previous = format!("{tenant}_before_{suffix}");
+    let (live, old) = (quote_ident(tenant), quote_ident(&previous));
+    admin
+        .batch_execute(&format!("ALTER DATABASE {live} ALLOW_CONNECTIONS false"))
+        .await?;
+    let swapped = async {
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&tenant],
+            )
+            .await?;
+        admin
+            .batch_execute(&format!("ALTER DATABASE {live} RENAME TO {old}"))
+            .await?;
+        admin
+            .batch_execute(&format!("ALTER DATABASE {db} RENAME TO {live}"))
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = swapped {
+        let _ = admin
+            .batch_execute(&format!("ALTER DATABASE {live} ALLOW_CONNECTIONS true"))
+            .await;
+        return Err(e.context("swap the restored database in"));
+    }
+    Ok(RestoredDump {
+        tenant: tenant.to_owned(),
+        dump_id: dump.id.clone(),
+        database: tenant.to_owned(),
+        previous: Some(previous),
+    })
+}
+
+/// Streams the dump object through zstd into pg_restore, checking its SHA-256.
+async fn load(ctx: &Context, dump: &DumpManifest, database: &str) -> anyhow::Result<()> {
+    let mut child = pg_tool(ctx, "pg_restore")
+        .args([
+            "--exit-on-error",
+            "--single-transaction",
+            "--dbname",
+            database,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start pg_restore")?;
+    let stdin = File::from(
+        child
+            .stdin
+            .take()
+            .context("pg_restore stdin")?
+            .into_owned_fd()?,
+    );
+    let mut stderr = child.stderr.take().context("pg_restore stderr")?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut decoder = zstd::stream::read::Decoder::new(untar::ChunkReader::new(rx))?;
+        let mut stdin = io::BufWriter::new(stdin);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = decoder.read(&mut buf).context("decompress the dump")?;
+            if n == 0 {
+                break;
+            }
+            stdin.write_all(&buf[..n]).context("feed pg_restore")?;
+        }
+        stdin.flush().context("feed pg_restore")?;
+        Ok(())
+    });
+    let mut stream = ctx.repo.get_stream(&dump.object.key).await?;
+    let mut sha = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        sha.update(&chunk);
+        size += chunk.len() as u64;
+        if tx.send(chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let fed = feeder.await?;
+    let mut errors = String::new();
+    let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut errors).await;
+    let status = child.wait().await?;
+    let digest = super::envelope::hex(&sha.finalize());
+    anyhow::ensure!(
+        size == dump.object.size && digest == dump.object.sha256,
+        "{} does not match its checksum: the stored dump is corrupt",
+        dump.object.key
+    );
+    fed?;
+    anyhow::ensure!(
+        status.success(),
+        "pg_restore into {database} failed ({status}): {}",
+        errors.trim()
+    );
+    Ok(())
+}

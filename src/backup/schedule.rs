@@ -1,0 +1,136 @@
+//! The agent's backup scheduler: base backups (then retention), restore drills and
+//! per-tenant dumps at their cron times. One job at a time; a job that fails is logged
+//! and recorded, and the next one still runs at its time.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::base::{self, Progress};
+use super::context::Context;
+use crate::config::{Config, Schedule};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Job {
+    Base,
+    Drill,
+    Dump(String),
+}
+
+/// Progress nobody watches.
+struct Quiet(Arc<AtomicU64>);
+
+impl Progress for Quiet {
+    fn start(&self, _: u64) {}
+    fn phase(&self, _: &str) {}
+    fn bytes(&self) -> Arc<AtomicU64> {
+        self.0.clone()
+    }
+}
+
+fn next(schedule: &Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    schedule.cron.find_next_occurrence(&after, false).ok()
+}
+
+/// The earliest job due after `after`.
+fn earliest(config: &Config, after: DateTime<Utc>) -> Option<(DateTime<Utc>, Job)> {
+    let backup = &config.backup;
+    let mut jobs: Vec<(DateTime<Utc>, Job)> = Vec::new();
+    if let Some(at) = backup.schedule.as_ref().and_then(|s| next(s, after)) {
+        jobs.push((at, Job::Base));
+    }
+    if let Some(at) = backup.drill_schedule.as_ref().and_then(|s| next(s, after)) {
+        jobs.push((at, Job::Drill));
+    }
+    for (tenant, schedule) in &backup.dumps {
+        if let Some(at) = next(schedule, after) {
+            jobs.push((at, Job::Dump(tenant.clone())));
+        }
+    }
+    jobs.into_iter().min_by_key(|(at, _)| *at)
+}
+
+pub async fn task_main(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let ctx = Context::new(&config).await?;
+    let mut after = Utc::now();
+    while let Some((at, job)) = earliest(&config, after) {
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        if shutdown
+            .run_until_cancelled(tokio::time::sleep(wait))
+            .await
+            .is_none()
+        {
+            break;
+        }
+        after = at;
+        tracing::info!(job = ?job, "scheduled backup job starting");
+        let outcome = shutdown.run_until_cancelled(run(&ctx, &job)).await;
+        match outcome {
+            None => break,
+            Some(Ok(summary)) => tracing::info!(job = ?job, "{summary}"),
+            Some(Err(e)) => tracing::error!(job = ?job, "scheduled backup job failed: {e:#}"),
+        }
+    }
+    Ok(())
+}
+
+async fn run(ctx: &Context, job: &Job) -> anyhow::Result<String> {
+    match job {
+        Job::Base => {
+            let manifest = base::run(ctx, &Quiet(Arc::default())).await?;
+            let expired = super::expire::expire(ctx).await?;
+            Ok(format!(
+                "base backup {} done ({} bytes stored); retention removed {} backup(s)",
+                manifest.id,
+                manifest.object.size,
+                expired.backups.len()
+            ))
+        }
+        Job::Drill => {
+            let result = super::drill::drill(ctx, Arc::default(), &|_| {}).await?;
+            anyhow::ensure!(
+                result.ok,
+                "restore drill of {} FAILED: {}",
+                result.backup_id,
+                result.errors.join("; ")
+            );
+            Ok(format!("restore drill of {} passed", result.backup_id))
+        }
+        Job::Dump(tenant) => {
+            let manifest = super::dump::dump(ctx, tenant).await?;
+            Ok(format!("dump {} of {tenant} done", manifest.id))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_earliest_job_comes_first() {
+        let file: crate::config::ConfigFile = toml::from_str(
+            "[backup]\nschedule = \"5 3 * * *\"\ndrill_schedule = \"0 4 * * 0\"\n[backup.dumps]\nshop = \"0 2 * * *\"\n",
+        )
+        .unwrap();
+        let config = Config::from_file(file, std::path::Path::new("/x"), None).unwrap();
+        let monday_noon = DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let (at, job) = earliest(&config, monday_noon).unwrap();
+        assert_eq!(
+            (at.to_rfc3339(), job),
+            (
+                "2026-11-24T02:00:00+00:00".to_owned(),
+                Job::Dump("shop".into())
+            )
+        );
+        let (at, job) = earliest(&config, at).unwrap();
+        assert_eq!(
+            (at.to_rfc3339(), job),
+            ("2026-11-24T03:05:00+00:00".to_owned(), Job::Base)
+        );
+    }
+}
