@@ -263,6 +263,10 @@ pub async fn restore_dump(
         admin
             .batch_execute(&format!("ALTER DATABASE {db} RENAME TO {live}"))
             .await?;
+        // Kept for the operator to inspect (pg_hba admits no tenant to it by this name).
+        admin
+            .batch_execute(&format!("ALTER DATABASE {old} ALLOW_CONNECTIONS true"))
+            .await?;
         anyhow::Ok(())
     }
     .await;

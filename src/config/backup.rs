@@ -51,6 +51,8 @@ pub struct S3Section {
     /// A 0600 file with aws_access_key_id / aws_secret_access_key; else the AWS_*
     /// environment variables.
     pub credentials_file: Option<String>,
+    /// Seconds one request may take before it fails (and is retried, twice).
+    pub timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,7 @@ pub struct S3Config {
     pub prefix: String,
     pub path_style: bool,
     pub credentials_file: Option<PathBuf>,
+    pub timeout: std::time::Duration,
 }
 
 /// A validated cron expression (5 fields, or 6 with seconds) and its text.
@@ -202,7 +205,12 @@ fn s3_config(s: S3Section, base: &Path) -> Result<S3Config, ConfigError> {
         prefix,
         path_style,
         credentials_file,
+        timeout_seconds,
     } = s;
+    let timeout = timeout_seconds.unwrap_or(60);
+    if timeout == 0 {
+        return Err(invalid("backup.s3.timeout_seconds", "must be at least 1"));
+    }
     let bucket = bucket.filter(|b| !b.trim().is_empty()).ok_or_else(|| {
         invalid(
             "backup.s3.bucket",
@@ -224,5 +232,6 @@ fn s3_config(s: S3Section, base: &Path) -> Result<S3Config, ConfigError> {
         prefix: prefix.unwrap_or_default().trim_matches('/').to_owned(),
         path_style: path_style.unwrap_or(false),
         credentials_file: credentials_file.map(|f| super::normalize(&base.join(f))),
+        timeout: std::time::Duration::from_secs(timeout),
     })
 }

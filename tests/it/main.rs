@@ -12,6 +12,9 @@
 mod support;
 
 mod agent_lifecycle;
+mod backup_ops;
+mod backup_pitr;
+mod backup_s3;
 mod config_errors;
 mod crash_recovery;
 mod deploy_files;

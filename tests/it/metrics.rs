@@ -26,7 +26,7 @@ fn metrics_follow_real_activity_and_pass_promtool() {
     let metrics_port = free_port();
     let agent = TestAgent::start_with_shop(&format!(
         "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\nstatements_top = 5\n\
-         [postgres.parameters]\narchive_mode = \"on\"\narchive_command = \"/bin/false\"\n"
+         [backup]\narchive = false\n[postgres.parameters]\narchive_mode = \"on\"\narchive_command = \"/bin/false\"\n"
     ));
     let before = agent.scrape();
     assert_eq!(sample(&before, "pg_up", &[]), Some(1.0), "{before}");

@@ -11,7 +11,7 @@ use crate::support::{wait_for, TestAgent};
 fn status_reports_and_warns_when_conditions_hold() {
     let agent = TestAgent::start_with_shop(
         "[status]\nconnections_warn_percent = 50\narchive_failing_warn_seconds = 1\n\
-         [postgres.parameters]\nmax_connections = 20\narchive_mode = \"on\"\n\
+         [backup]\narchive = false\n[postgres.parameters]\nmax_connections = 20\narchive_mode = \"on\"\n\
          archive_command = \"/bin/false\"\nlog_min_duration_statement = \"200ms\"\n",
     );
     let status = agent.cli_json(&["status", "--json"]);

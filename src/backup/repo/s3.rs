@@ -31,13 +31,13 @@ impl S3Repo {
             .with_virtual_hosted_style_request(!config.path_style)
             .with_retry(RetryConfig {
                 max_retries: 2,
-                retry_timeout: Duration::from_secs(20),
+                retry_timeout: config.timeout * 2,
                 ..RetryConfig::default()
             })
             .with_client_options(
                 ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120))
+                    .with_connect_timeout(Duration::from_secs(5).min(config.timeout))
+                    .with_timeout(config.timeout)
                     .with_allow_http(true),
             );
         if let Some(endpoint) = &config.endpoint {

@@ -1,6 +1,7 @@
 //! The integration-test harness: spawning processes with timeouts, polling, and small file/process checks.
 
 pub mod agent;
+pub mod backup;
 pub mod http;
 pub mod metrics;
 pub mod pooler;

@@ -36,6 +36,14 @@ pub fn query(url: &str, sql: &str) -> String {
     expect_success(&run_sql(over_url(url), sql), sql)
 }
 
+/// Runs `sql` over `url`: the trimmed result, or `None` if psql failed (for polling).
+pub fn run_query(url: &str, sql: &str) -> Option<String> {
+    let out = run_sql(over_url(url), sql);
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// Runs `sql` over `url`, asserts that it fails, and returns psql's stderr.
 pub fn query_fails(url: &str, sql: &str) -> String {
     expect_failure(&run_sql(over_url(url), sql), sql)
