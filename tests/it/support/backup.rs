@@ -118,10 +118,11 @@ impl Moto {
     }
 
     pub fn create_bucket(&self, name: &str) {
-        let out = run(
-            command("curl").args(["-sf", "-X", "PUT", &format!("{}/{name}", self.endpoint())]),
-            COMMAND_TIMEOUT,
+        let put = format!(
+            "import urllib.request as u; u.urlopen(u.Request('{}/{name}', method='PUT'))",
+            self.endpoint()
         );
+        let out = run(command("python3").args(["-c", &put]), COMMAND_TIMEOUT);
         assert!(out.status.success(), "create bucket {name}: {}", stderr_of(&out));
     }
 
