@@ -41,11 +41,54 @@ impl LogTail {
 /// the pid, then (for sessions only, `%q`) `<user@database>`.
 pub const LOG_LINE_PREFIX: &str = "[%p] %q<%u@%d> ";
 
+/// Archiving failures repeat with every retry while a repository is down: they are
+/// logged once per interval, with a count of the lines held back.
+#[derive(Debug, Default)]
+struct ArchiveFailures {
+    last_logged: Option<std::time::Instant>,
+    held_back: u32,
+}
+
+impl ArchiveFailures {
+    const INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn is_one(message: &str) -> bool {
+        message.contains("archive command failed")
+            || message.contains("The failed archive command was")
+            || message.starts_with("error: wal push")
+    }
+
+    /// `None` to hold the line back, else how many were held back before it.
+    fn admit(&mut self, now: std::time::Instant) -> Option<u32> {
+        match self.last_logged {
+            Some(at) if now.duration_since(at) < Self::INTERVAL => {
+                self.held_back += 1;
+                None
+            }
+            _ => {
+                self.last_logged = Some(now);
+                Some(std::mem::take(&mut self.held_back))
+            }
+        }
+    }
+}
+
 /// Reads `stream` to its end, logging each line.
 pub async fn relay(stream: impl AsyncRead + Unpin, tail: LogTail) {
     let mut lines = BufReader::new(stream).lines();
+    let mut archive_failures = ArchiveFailures::default();
     while let Ok(Some(line)) = lines.next_line().await {
         tail.push(&line);
+        if ArchiveFailures::is_one(&line) {
+            match archive_failures.admit(std::time::Instant::now()) {
+                None => continue,
+                Some(0) => {}
+                Some(n) => tracing::warn!(
+                    component = "postgres",
+                    "WAL archiving still failing: {n} similar lines in the last minute not shown"
+                ),
+            }
+        }
         let Line {
             pid,
             user,
@@ -235,6 +278,26 @@ mod tests {
             Some("execute <unnamed>: select 1")
         );
         assert_eq!(slow_statement("LOG:  checkpoint starting: time"), None);
+    }
+
+    #[test]
+    fn archive_failures_are_logged_once_per_interval() {
+        let mut quiet = ArchiveFailures::default();
+        let t0 = std::time::Instant::now();
+        assert_eq!(quiet.admit(t0), Some(0));
+        assert_eq!(quiet.admit(t0 + std::time::Duration::from_secs(1)), None);
+        assert_eq!(quiet.admit(t0 + std::time::Duration::from_secs(2)), None);
+        assert_eq!(
+            quiet.admit(t0 + std::time::Duration::from_secs(61)),
+            Some(2)
+        );
+        assert!(ArchiveFailures::is_one(
+            "[7] LOG:  archive command failed with exit code 1"
+        ));
+        assert!(ArchiveFailures::is_one(
+            "error: wal push pg_wal/0001: upload failed"
+        ));
+        assert!(!ArchiveFailures::is_one("[7] LOG:  checkpoint starting"));
     }
 
     #[test]

@@ -20,17 +20,38 @@ fn retention_dumps_and_in_place_restore() {
 
     let mut ids = Vec::new();
     for _ in 0..3 {
-        query(&url, "INSERT INTO notes SELECT 'filler' FROM generate_series(1, 100)");
+        query(
+            &url,
+            "INSERT INTO notes SELECT 'filler' FROM generate_series(1, 100)",
+        );
         agent.switch_and_archive();
         let backup = agent.cli_json(&["backup", "run", "--json"]);
         ids.push(backup["id"].as_str().unwrap().to_owned());
         sleep(Duration::from_millis(1100));
     }
     let listed = agent.cli_json(&["backup", "list", "--json"]);
-    let kept: Vec<&str> = listed.as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
-    assert_eq!(kept, [ids[1].as_str(), ids[2].as_str()], "retention_full = 2");
-    assert!(!agent.data_dir().join(format!("backups/base/{}", ids[0])).join("manifest").exists());
-    let manifest = fs::read_to_string(agent.data_dir().join(format!("backups/base/{}/manifest", ids[1]))).unwrap();
+    let kept: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kept,
+        [ids[1].as_str(), ids[2].as_str()],
+        "retention_full = 2"
+    );
+    assert!(!agent
+        .data_dir()
+        .join(format!("backups/base/{}", ids[0]))
+        .join("manifest")
+        .exists());
+    let manifest = fs::read_to_string(
+        agent
+            .data_dir()
+            .join(format!("backups/base/{}/manifest", ids[1])),
+    )
+    .unwrap();
     let oldest_start = manifest
         .split("\"start_wal\": \"")
         .nth(1)
@@ -42,10 +63,16 @@ fn retention_dumps_and_in_place_restore() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(wal.iter().any(|w| w.starts_with(&oldest_start)), "the needed WAL is kept: {wal:?}");
+    assert!(
+        wal.iter().any(|w| w.starts_with(&oldest_start)),
+        "the needed WAL is kept: {wal:?}"
+    );
     for name in &wal {
         if name.len() >= 24 && !name.contains("history") {
-            assert!(name[8..24] >= oldest_start[8..24], "{name} outlived the backups that needed it");
+            assert!(
+                name[8..24] >= oldest_start[8..24],
+                "{name} outlived the backups that needed it"
+            );
         }
     }
 
@@ -55,18 +82,26 @@ fn retention_dumps_and_in_place_restore() {
     let dump_id = dump["id"].as_str().unwrap().to_owned();
     query(&url, "INSERT INTO notes VALUES ('after the dump')");
     agent.cli_ok(&["restore", "dump", "shop", "--as", "shop_copy"]);
-    assert_eq!(agent.admin_psql_in("shop_copy", "SELECT count(*) FROM notes"), rows_at_dump);
+    assert_eq!(
+        agent.admin_psql_in("shop_copy", "SELECT count(*) FROM notes"),
+        rows_at_dump
+    );
     let err = agent.cli_err(&["restore", "dump", "shop", "--replace"]);
     assert!(err.contains("--yes"), "{err}");
     let replaced = agent.cli_json(&["restore", "dump", "shop", "--replace", "--yes", "--json"]);
     let previous = replaced["previous"].as_str().unwrap().to_owned();
     assert_eq!(previous, format!("shop_before_{}", dump_id.to_lowercase()));
-    let live = wait_for(Duration::from_secs(30), "the pooler to reach the swapped database", || {
-        crate::support::psql::run_query(&url, "SELECT count(*) FROM notes")
-    });
+    let live = wait_for(
+        Duration::from_secs(30),
+        "the pooler to reach the swapped database",
+        || crate::support::psql::run_query(&url, "SELECT count(*) FROM notes"),
+    );
     assert_eq!(live, rows_at_dump, "the live database is the dump's");
     assert_eq!(
-        agent.admin_psql_in(&previous, "SELECT count(*) FROM notes WHERE body = 'after the dump'"),
+        agent.admin_psql_in(
+            &previous,
+            "SELECT count(*) FROM notes WHERE body = 'after the dump'"
+        ),
         "1",
         "the replaced database is kept"
     );
@@ -84,14 +119,20 @@ fn retention_dumps_and_in_place_restore() {
     assert!(err.contains("--yes"), "{err}");
     // The newest backup ended after `before`: restore picks the older one by itself.
     agent.cli_ok(&["restore", "--in-place", "--yes", "--time", &before]);
-    let marks = wait_for(Duration::from_secs(60), "the tenant to be reachable again", || {
-        crate::support::psql::run_query(&url, "SELECT string_agg(m, ',') FROM marks")
-    });
+    let marks = wait_for(
+        Duration::from_secs(60),
+        "the tenant to be reachable again",
+        || crate::support::psql::run_query(&url, "SELECT string_agg(m, ',') FROM marks"),
+    );
     assert_eq!(marks, "kept");
     let aside: Vec<_> = fs::read_dir(agent.data_dir())
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("pg.before-restore-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("pg.before-restore-")
+        })
         .collect();
     assert_eq!(aside.len(), 1, "the previous cluster is kept aside");
 }

@@ -12,7 +12,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::support::backup::RestoredPg;
 use crate::support::psql::query;
-use crate::support::{stdout_of, TestAgent};
+use crate::support::{command, run, stdout_of, TestAgent, COMMAND_TIMEOUT};
 
 const NO_SCHEDULES: &str = "[backup]\nschedule = \"\"\ndrill_schedule = \"\"\n";
 
@@ -34,15 +34,30 @@ fn point_in_time_restore_drill_verify_and_corruption() {
     agent.switch_and_archive();
 
     let pitr = agent.restore_dir("pitr");
-    agent.cli_ok(&["restore", "--target-dir", pitr.to_str().unwrap(), "--time", &between]);
+    agent.cli_ok(&[
+        "restore",
+        "--target-dir",
+        pitr.to_str().unwrap(),
+        "--time",
+        &between,
+    ]);
     {
         let restored = RestoredPg::start(&pitr);
-        let rows = restored.query("shop", "SELECT string_agg(n::text, ',' ORDER BY n) FROM events");
+        let rows = restored.query(
+            "shop",
+            "SELECT string_agg(n::text, ',' ORDER BY n) FROM events",
+        );
         assert_eq!(rows, "1,2", "restored to {between}");
     }
 
     let early = agent.restore_dir("too-early");
-    let err = agent.cli_err(&["restore", "--target-dir", early.to_str().unwrap(), "--time", "2000-01-01 00:00:00+00"]);
+    let err = agent.cli_err(&[
+        "restore",
+        "--target-dir",
+        early.to_str().unwrap(),
+        "--time",
+        "2000-01-01 00:00:00+00",
+    ]);
     assert!(err.contains("before the oldest backup"), "{err}");
 
     let listed = agent.cli_json(&["backup", "list", "--json"]);
@@ -54,7 +69,11 @@ fn point_in_time_restore_drill_verify_and_corruption() {
     let verified = agent.cli_json(&["backup", "verify", &id, "--json"]);
     assert_eq!(verified["failures"], serde_json::json!([]), "{verified}");
     let status = agent.cli_json(&["status", "--json"]);
-    assert_eq!(status["backup"]["last_success"]["id"], id.as_str(), "{status}");
+    assert_eq!(
+        status["backup"]["last_success"]["id"],
+        id.as_str(),
+        "{status}"
+    );
     assert_eq!(status["drill"]["ok"], true, "{status}");
 
     // A second backup while one runs is refused.
@@ -65,8 +84,12 @@ fn point_in_time_restore_drill_verify_and_corruption() {
         assert!(err.contains("another backup is running"), "{err}");
     }
 
+    restore_into_a_full_disk_fails_cleanly(&agent);
+
     // One flipped byte in the stored data.
-    let object = agent.data_dir().join(format!("backups/base/{id}/pgdata.tar.zst"));
+    let object = agent
+        .data_dir()
+        .join(format!("backups/base/{id}/pgdata.tar.zst"));
     let mut bytes = fs::read(&object).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;
@@ -74,22 +97,67 @@ fn point_in_time_restore_drill_verify_and_corruption() {
 
     let out = agent.cli(&["backup", "verify", &id]);
     assert!(!out.status.success(), "verify passed a corrupt backup");
-    assert!(stdout_of(&out).contains(&format!("FAILED base/{id}/pgdata.tar.zst")), "{}", stdout_of(&out));
+    assert!(
+        stdout_of(&out).contains(&format!("FAILED base/{id}/pgdata.tar.zst")),
+        "{}",
+        stdout_of(&out)
+    );
 
     let broken = agent.restore_dir("broken");
     let err = agent.cli_err(&["restore", "--target-dir", broken.to_str().unwrap()]);
     assert!(err.contains(&id), "{err}");
-    let left: Vec<_> = fs::read_dir(&broken).map(|d| d.flatten().collect()).unwrap_or_default();
-    assert!(left.is_empty(), "a failed restore left files behind: {left:?}");
+    let left: Vec<_> = fs::read_dir(&broken)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "a failed restore left files behind: {left:?}"
+    );
 
     let out = agent.cli(&["backup", "drill", "--json"]);
     assert!(!out.status.success(), "the drill passed a corrupt backup");
     let drill: serde_json::Value = serde_json::from_str(&stdout_of(&out)).unwrap();
     assert_eq!(drill["ok"], false, "{drill}");
     let metrics = agent.scrape();
-    assert!(metrics.contains("pgplatform_drill_last_success{backup_id="), "{metrics}");
+    assert!(
+        metrics.contains("pgplatform_drill_last_success{backup_id="),
+        "{metrics}"
+    );
     assert!(metrics.contains("pgplatform_backup_last_success_timestamp_seconds "));
     let status = agent.cli_json(&["status", "--json"]);
     let warnings = status["warnings"].to_string();
     assert!(warnings.contains("restore drill FAILED"), "{status}");
+}
+
+/// A 2 MB tmpfs as the target: the restore fails naming the cause and leaves nothing.
+fn restore_into_a_full_disk_fails_cleanly(agent: &TestAgent) {
+    if !nix::unistd::Uid::effective().is_root() {
+        crate::support::skip("disk-full restore needs root to mount a small tmpfs");
+        return;
+    }
+    let full = agent.restore_dir("full");
+    fs::create_dir_all(&full).unwrap();
+    let mount = run(
+        command("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(&full),
+        COMMAND_TIMEOUT,
+    );
+    if !mount.status.success() {
+        let reason = format!(
+            "cannot mount a tmpfs here: {}",
+            crate::support::stderr_of(&mount)
+        );
+        assert!(
+            !crate::support::require_all(),
+            "PGPLATFORM_TEST_REQUIRE_ALL=1 but {reason}"
+        );
+        crate::support::skip(&reason);
+        return;
+    }
+    let err = agent.cli_err(&["restore", "--target-dir", full.to_str().unwrap()]);
+    let left = fs::read_dir(&full).map(|d| d.count()).unwrap_or(0);
+    let _ = run(command("umount").arg(&full), COMMAND_TIMEOUT);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(left, 0, "a failed restore left files on the full disk");
 }

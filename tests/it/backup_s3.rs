@@ -20,7 +20,11 @@ fn s3_backup_pitr_drill_and_outage() {
     let secrets = tempfile::tempdir().unwrap();
     fs_mode(secrets.path(), 0o755);
     let credentials = secrets.path().join("s3.credentials");
-    std::fs::write(&credentials, "aws_access_key_id = test\naws_secret_access_key = test\n").unwrap();
+    std::fs::write(
+        &credentials,
+        "aws_access_key_id = test\naws_secret_access_key = test\n",
+    )
+    .unwrap();
     fs_mode(&credentials, 0o600);
     if let Ok(Some(pg)) = nix::unistd::User::from_name("postgres") {
         // PostgreSQL's archiver runs `wal push` as this user: it must read the file.
@@ -45,33 +49,64 @@ fn s3_backup_pitr_drill_and_outage() {
     agent.switch_and_archive();
 
     let pitr = agent.restore_dir("pitr");
-    agent.cli_ok(&["restore", "--target-dir", pitr.to_str().unwrap(), "--time", &between]);
+    agent.cli_ok(&[
+        "restore",
+        "--target-dir",
+        pitr.to_str().unwrap(),
+        "--time",
+        &between,
+    ]);
     {
         let restored = RestoredPg::start(&pitr);
-        assert_eq!(restored.query("shop", "SELECT string_agg(n::text, ',' ORDER BY n) FROM events"), "1,2");
+        assert_eq!(
+            restored.query(
+                "shop",
+                "SELECT string_agg(n::text, ',' ORDER BY n) FROM events"
+            ),
+            "1,2"
+        );
     }
     let drill = agent.cli_json(&["backup", "drill", "--json"]);
     assert_eq!(drill["ok"], true, "{drill}");
 
     // The repository stops answering: archiving fails, PostgreSQL keeps the WAL.
-    let failed_before: i64 = agent.admin_psql("SELECT failed_count FROM pg_stat_archiver").parse().unwrap();
+    let failed_before: i64 = agent
+        .admin_psql("SELECT failed_count FROM pg_stat_archiver")
+        .parse()
+        .unwrap();
     moto.pause();
     query(&url, "INSERT INTO events VALUES (4)");
     agent.admin_psql("SELECT pg_switch_wal()");
-    wait_for(Duration::from_secs(90), "archiving to fail while S3 is down", || {
-        let failed: i64 = agent.admin_psql("SELECT failed_count FROM pg_stat_archiver").parse().ok()?;
-        (failed > failed_before).then_some(())
-    });
-    let waiting = agent.admin_psql("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'");
+    wait_for(
+        Duration::from_secs(90),
+        "archiving to fail while S3 is down",
+        || {
+            let failed: i64 = agent
+                .admin_psql("SELECT failed_count FROM pg_stat_archiver")
+                .parse()
+                .ok()?;
+            (failed > failed_before).then_some(())
+        },
+    );
+    let waiting = agent
+        .admin_psql("SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'");
     assert_ne!(waiting, "0", "the unarchived segment is kept");
     moto.resume();
     agent.switch_and_archive();
 
     let latest = agent.restore_dir("latest");
-    agent.cli_ok(&["restore", "--target-dir", latest.to_str().unwrap(), "--latest"]);
+    agent.cli_ok(&[
+        "restore",
+        "--target-dir",
+        latest.to_str().unwrap(),
+        "--latest",
+    ]);
     let restored = RestoredPg::start(&latest);
     assert_eq!(
-        restored.query("shop", "SELECT string_agg(n::text, ',' ORDER BY n) FROM events"),
+        restored.query(
+            "shop",
+            "SELECT string_agg(n::text, ',' ORDER BY n) FROM events"
+        ),
         "1,2,3,4",
         "nothing written during the outage was lost"
     );
@@ -88,9 +123,19 @@ fn s3_backup_pitr_drill_and_outage() {
         ),
     )
     .unwrap();
-    let out = run(pgplatform().arg("--config").arg(&unreachable).args(["backup", "list"]), COMMAND_TIMEOUT);
+    let out = run(
+        pgplatform()
+            .arg("--config")
+            .arg(&unreachable)
+            .args(["backup", "list"]),
+        COMMAND_TIMEOUT,
+    );
     assert!(!out.status.success());
-    assert!(stderr_of(&out).contains("http://127.0.0.1:9"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("http://127.0.0.1:9"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 fn fs_mode(path: &std::path::Path, mode: u32) {

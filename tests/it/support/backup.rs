@@ -30,7 +30,9 @@ fn postgres_ids() -> Option<(u32, u32)> {
     if !nix::unistd::Uid::effective().is_root() {
         return None;
     }
-    let user = nix::unistd::User::from_name("postgres").unwrap().expect("OS user postgres");
+    let user = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .expect("OS user postgres");
     Some((user.uid.as_raw(), user.gid.as_raw()))
 }
 
@@ -46,7 +48,10 @@ impl RestoredPg {
         cmd.arg("-D")
             .arg(dir)
             .arg("-o")
-            .arg(format!("-p 5432 -k {} -c listen_addresses='' -c archive_mode=off", dir.display()))
+            .arg(format!(
+                "-p 5432 -k {} -c listen_addresses='' -c archive_mode=off",
+                dir.display()
+            ))
             .arg("-l")
             .arg(dir.join("restored.log"))
             .args(["-w", "-t", "120", "start"]);
@@ -55,18 +60,35 @@ impl RestoredPg {
         }
         let out = run(&mut cmd, Duration::from_secs(150));
         let log = std::fs::read_to_string(dir.join("restored.log")).unwrap_or_default();
-        assert!(out.status.success(), "pg_ctl start: {}\n{log}", stderr_of(&out));
-        let pg = RestoredPg { dir: dir.to_owned() };
-        wait_for(Duration::from_secs(120), "the restored PostgreSQL to promote", || {
-            (pg.query("pgplatform", "SELECT pg_is_in_recovery()") == "f").then_some(())
-        });
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}\n{log}",
+            stderr_of(&out)
+        );
+        let pg = RestoredPg {
+            dir: dir.to_owned(),
+        };
+        wait_for(
+            Duration::from_secs(120),
+            "the restored PostgreSQL to promote",
+            || (pg.query("pgplatform", "SELECT pg_is_in_recovery()") == "f").then_some(()),
+        );
         pg
     }
 
     /// Runs `sql` in `database` as the superuser; returns the trimmed output.
     pub fn query(&self, database: &str, sql: &str) -> String {
         let mut cmd = psql_command();
-        cmd.args(["-h", &self.dir.to_string_lossy(), "-p", "5432", "-U", "pgplatform", "-d", database]);
+        cmd.args([
+            "-h",
+            &self.dir.to_string_lossy(),
+            "-p",
+            "5432",
+            "-U",
+            "pgplatform",
+            "-d",
+            database,
+        ]);
         expect_success(&run_sql(cmd, sql), sql)
     }
 }
@@ -74,7 +96,9 @@ impl RestoredPg {
 impl Drop for RestoredPg {
     fn drop(&mut self) {
         let mut cmd = command(pg_bin("pg_ctl"));
-        cmd.arg("-D").arg(&self.dir).args(["-m", "immediate", "-w", "stop"]);
+        cmd.arg("-D")
+            .arg(&self.dir)
+            .args(["-m", "immediate", "-w", "stop"]);
         if let Some((uid, gid)) = postgres_ids() {
             cmd.uid(uid).gid(gid);
         }
@@ -91,16 +115,30 @@ pub struct Moto {
 impl Moto {
     /// `None` (with the reason said) when moto is not installed, unless all tests are required.
     pub fn start() -> Option<Moto> {
-        let probe = run(command("python3").args(["-c", "import moto.server"]), COMMAND_TIMEOUT);
+        let probe = run(
+            command("python3").args(["-c", "import moto.server"]),
+            COMMAND_TIMEOUT,
+        );
         if !probe.status.success() {
             let reason = "moto is not installed (pip install 'moto[server]'); S3 test skipped";
             assert!(!require_all(), "PGPLATFORM_TEST_REQUIRE_ALL=1 but {reason}");
             skip(reason);
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = command("python3")
-            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -108,7 +146,9 @@ impl Moto {
             .expect("start moto");
         let moto = Moto { child, port };
         wait_for(Duration::from_secs(30), "moto to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
         });
         Some(moto)
     }
@@ -123,7 +163,11 @@ impl Moto {
             self.endpoint()
         );
         let out = run(command("python3").args(["-c", &put]), COMMAND_TIMEOUT);
-        assert!(out.status.success(), "create bucket {name}: {}", stderr_of(&out));
+        assert!(
+            out.status.success(),
+            "create bucket {name}: {}",
+            stderr_of(&out)
+        );
     }
 
     /// Freezes the server: connections are accepted but never answered.
@@ -148,10 +192,15 @@ impl TestAgent {
     /// Switches to a new WAL segment and waits until PostgreSQL has archived it.
     pub fn switch_and_archive(&self) {
         let segment = self.admin_psql("SELECT pg_walfile_name(pg_switch_wal())");
-        wait_for(Duration::from_secs(60), "the WAL segment to be archived", || {
-            let last = self.admin_psql("SELECT COALESCE(last_archived_wal, '') FROM pg_stat_archiver");
-            (last.as_str() >= segment.as_str()).then_some(())
-        });
+        wait_for(
+            Duration::from_secs(60),
+            "the WAL segment to be archived",
+            || {
+                let last =
+                    self.admin_psql("SELECT COALESCE(last_archived_wal, '') FROM pg_stat_archiver");
+                (last.as_str() >= segment.as_str()).then_some(())
+            },
+        );
     }
 
     /// A fresh directory under the test's temp dir for a restore.
