@@ -81,16 +81,9 @@ impl DataDir {
     /// Takes the agent lock, or says which agent holds it. The kernel releases the lock
     /// when the process dies, so a `kill -9`ed agent never leaves a stale lock.
     pub fn lock(&self) -> anyhow::Result<Flock<File>> {
-        let path = self.run().join("agent.lock");
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("open {}", path.display()))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(lock),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+        match try_lock(&self.run().join("agent.lock"))? {
+            Some(lock) => Ok(lock),
+            None => {
                 let holder = self
                     .read_agent_info()
                     .map(|info| format!(" (pid {})", info.pid))
@@ -100,7 +93,6 @@ impl DataDir {
                     self.root.display()
                 )
             }
-            Err((_, errno)) => Err(errno).with_context(|| format!("lock {}", path.display())),
         }
     }
 
@@ -171,4 +163,20 @@ fn check_reachable(dir: &Path, account: &RunAs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An exclusive `flock` on `path` (created if needed), or `None` if another process holds
+/// it. The kernel drops it when the holder dies.
+pub fn try_lock(path: &Path) -> anyhow::Result<Option<Flock<File>>> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(errno).with_context(|| format!("lock {}", path.display())),
+    }
 }

@@ -4,22 +4,10 @@
 use std::fs::File;
 use std::path::Path;
 
-use anyhow::Context as _;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 pub fn acquire(run_dir: &Path, what: &str) -> anyhow::Result<Flock<File>> {
-    let path = run_dir.join(format!("{what}.lock"));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            anyhow::bail!("another {what} is running on this node; try again when it has finished")
-        }
-        Err((_, errno)) => Err(errno).with_context(|| format!("lock {}", path.display())),
-    }
+    crate::data_dir::try_lock(&run_dir.join(format!("{what}.lock")))?.ok_or_else(|| {
+        anyhow::anyhow!("another {what} is running on this node; try again when it has finished")
+    })
 }

@@ -227,13 +227,9 @@ async fn in_place(
         .post("/postgres/start", &serde_json::json!({}))
         .await?;
     let restored = restored?;
+    // Recovery ends with promotion: /primary answers 200 only on a writable primary.
     output::with_spinner("replaying WAL", async {
-        loop {
-            if let Ok(health) = agent.get::<serde_json::Value>("/status").await {
-                if health["postgres"]["state"] == "running" {
-                    break;
-                }
-            }
+        while agent.get::<serde_json::Value>("/primary").await.is_err() {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         }
     })

@@ -119,11 +119,20 @@ fn retention_dumps_and_in_place_restore() {
     assert!(err.contains("--yes"), "{err}");
     // The newest backup ended after `before`: restore picks the older one by itself.
     agent.cli_ok(&["restore", "--in-place", "--yes", "--time", &before]);
-    let marks = wait_for(
-        Duration::from_secs(60),
-        "the tenant to be reachable again",
-        || crate::support::psql::run_query(&url, "SELECT string_agg(m, ',') FROM marks"),
-    );
+    let mut last_error = String::new();
+    let marks = crate::support::try_wait_for(Duration::from_secs(60), || {
+        let out = crate::support::psql::run_sql_over(&url, "SELECT string_agg(m, ',') FROM marks");
+        last_error = crate::support::stderr_of(&out);
+        out.status
+            .success()
+            .then(|| crate::support::stdout_of(&out).trim().to_owned())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the tenant was not reachable again: {last_error}\n{}",
+            agent.log_tail(40)
+        )
+    });
     assert_eq!(marks, "kept");
     let aside: Vec<_> = fs::read_dir(agent.data_dir())
         .unwrap()

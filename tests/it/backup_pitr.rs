@@ -5,12 +5,9 @@
 //! (which leaves no partial directory) and the drill.
 
 use std::fs::{self, File};
-use std::thread::sleep;
-use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::support::backup::RestoredPg;
 use crate::support::psql::query;
 use crate::support::{command, run, stdout_of, TestAgent, COMMAND_TIMEOUT};
 
@@ -25,30 +22,7 @@ fn point_in_time_restore_drill_verify_and_corruption() {
     let id = backup["id"].as_str().unwrap().to_owned();
     assert!(backup["stored_bytes"].as_u64() > Some(0), "{backup}");
 
-    query(&url, "INSERT INTO events VALUES (1)");
-    query(&url, "INSERT INTO events VALUES (2)");
-    sleep(Duration::from_millis(1100));
-    let between = agent.admin_psql("SELECT now()");
-    sleep(Duration::from_millis(1100));
-    query(&url, "INSERT INTO events VALUES (3)");
-    agent.switch_and_archive();
-
-    let pitr = agent.restore_dir("pitr");
-    agent.cli_ok(&[
-        "restore",
-        "--target-dir",
-        pitr.to_str().unwrap(),
-        "--time",
-        &between,
-    ]);
-    {
-        let restored = RestoredPg::start(&pitr);
-        let rows = restored.query(
-            "shop",
-            "SELECT string_agg(n::text, ',' ORDER BY n) FROM events",
-        );
-        assert_eq!(rows, "1,2", "restored to {between}");
-    }
+    agent.pitr_round_trip(&url);
 
     let early = agent.restore_dir("too-early");
     let err = agent.cli_err(&[

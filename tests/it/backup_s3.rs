@@ -4,7 +4,6 @@
 //! that cannot be reached is an error naming its endpoint.
 
 use std::os::unix::fs::PermissionsExt;
-use std::thread::sleep;
 use std::time::Duration;
 
 use crate::support::backup::{Moto, RestoredPg};
@@ -41,31 +40,7 @@ fn s3_backup_pitr_drill_and_outage() {
     let url = agent.tenant_url("shop");
     query(&url, "CREATE TABLE events (n int PRIMARY KEY)");
     agent.cli_ok(&["backup", "run"]);
-    query(&url, "INSERT INTO events VALUES (1), (2)");
-    sleep(Duration::from_millis(1100));
-    let between = agent.admin_psql("SELECT now()");
-    sleep(Duration::from_millis(1100));
-    query(&url, "INSERT INTO events VALUES (3)");
-    agent.switch_and_archive();
-
-    let pitr = agent.restore_dir("pitr");
-    agent.cli_ok(&[
-        "restore",
-        "--target-dir",
-        pitr.to_str().unwrap(),
-        "--time",
-        &between,
-    ]);
-    {
-        let restored = RestoredPg::start(&pitr);
-        assert_eq!(
-            restored.query(
-                "shop",
-                "SELECT string_agg(n::text, ',' ORDER BY n) FROM events"
-            ),
-            "1,2"
-        );
-    }
+    agent.pitr_round_trip(&url);
     let drill = agent.cli_json(&["backup", "drill", "--json"]);
     assert_eq!(drill["ok"], true, "{drill}");
 

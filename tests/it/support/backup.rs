@@ -208,3 +208,33 @@ impl TestAgent {
         self.dir().join(name)
     }
 }
+
+impl TestAgent {
+    /// After a base backup exists: commits 1 and 2, notes a time, commits 3, archives, and
+    /// checks that a restore to that time holds exactly 1 and 2. Returns the time.
+    pub fn pitr_round_trip(&self, url: &str) -> String {
+        use super::psql::query;
+        query(url, "INSERT INTO events VALUES (1)");
+        query(url, "INSERT INTO events VALUES (2)");
+        std::thread::sleep(Duration::from_millis(1100));
+        let between = self.admin_psql("SELECT now()");
+        std::thread::sleep(Duration::from_millis(1100));
+        query(url, "INSERT INTO events VALUES (3)");
+        self.switch_and_archive();
+        let dir = self.restore_dir("pitr");
+        self.cli_ok(&[
+            "restore",
+            "--target-dir",
+            &dir.to_string_lossy(),
+            "--time",
+            &between,
+        ]);
+        let restored = RestoredPg::start(&dir);
+        let rows = restored.query(
+            "shop",
+            "SELECT string_agg(n::text, ',' ORDER BY n) FROM events",
+        );
+        assert_eq!(rows, "1,2", "restored to {between}");
+        between
+    }
+}

@@ -36,6 +36,11 @@ pub fn query(url: &str, sql: &str) -> String {
     expect_success(&run_sql(over_url(url), sql), sql)
 }
 
+/// Runs `sql` over `url`, whatever happens.
+pub fn run_sql_over(url: &str, sql: &str) -> Output {
+    run_sql(over_url(url), sql)
+}
+
 /// Runs `sql` over `url`: the trimmed result, or `None` if psql failed (for polling).
 pub fn run_query(url: &str, sql: &str) -> Option<String> {
     let out = run_sql(over_url(url), sql);
