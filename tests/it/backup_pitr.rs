@@ -34,8 +34,15 @@ fn point_in_time_restore_drill_verify_and_corruption() {
     ]);
     assert!(err.contains("before the oldest backup"), "{err}");
 
+    // The leftovers of an interrupted backup (no manifest) are not a backup; expire clears them.
+    let leftover = agent.data_dir().join("backups/base/20000101T000000Z");
+    fs::create_dir_all(&leftover).unwrap();
+    fs::write(leftover.join("pgdata.tar.zst"), b"half a backup").unwrap();
     let listed = agent.cli_json(&["backup", "list", "--json"]);
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let expired = agent.cli_json(&["backup", "expire", "--json"]);
+    assert_eq!(expired["leftover_objects"], 1, "{expired}");
+    assert!(!leftover.join("pgdata.tar.zst").exists());
     let drill = agent.cli_json(&["backup", "drill", "--json"]);
     assert_eq!(drill["ok"], true, "{drill}");
     assert!(drill["tables_compared"].as_u64() >= Some(1), "{drill}");
