@@ -11,7 +11,8 @@ use crate::support::{wait_for, TestAgent};
 fn status_reports_and_warns_when_conditions_hold() {
     let agent = TestAgent::start_with_shop(
         "[status]\nconnections_warn_percent = 50\narchive_failing_warn_seconds = 1\n\
-         [backup]\narchive = false\n[postgres.parameters]\nmax_connections = 20\narchive_mode = \"on\"\n\
+         backup_max_age_seconds = 1\n[backup]\narchive = false\nschedule = \"\"\n\
+         [postgres.parameters]\nmax_connections = 20\narchive_mode = \"on\"\n\
          archive_command = \"/bin/false\"\nlog_min_duration_statement = \"200ms\"\n",
     );
     let status = agent.cli_json(&["status", "--json"]);
@@ -49,12 +50,20 @@ fn status_reports_and_warns_when_conditions_hold() {
         held
     });
 
-    let status = wait_for(Duration::from_secs(60), "both warnings", || {
+    // A base backup, which then ages past backup_max_age_seconds.
+    agent.cli_ok(&["backup", "run"]);
+    let status = wait_for(Duration::from_secs(60), "the three warnings", || {
         let status = agent.cli_json(&["status", "--json"]);
         let text = status["warnings"].to_string();
-        (text.contains("connections at") && text.contains("WAL archiving failing"))
-            .then_some(status)
+        (text.contains("connections at")
+            && text.contains("WAL archiving failing")
+            && text.contains("no successful base backup in"))
+        .then_some(status)
     });
+    assert!(
+        status["backup"]["last_success"]["id"].is_string(),
+        "{status}"
+    );
     let used = status["connections"]["used"].as_i64().unwrap();
     assert!(used >= 10, "{status}");
     assert!(status["wal_archive"]["failing"] == true, "{status}");
