@@ -139,7 +139,7 @@ fn make_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
 
 /// PostgreSQL (as `account`) must be able to walk from `/` to the data directory; a 0700
 /// home directory on the way is the usual reason initdb fails with "permission denied".
-fn check_reachable(dir: &Path, account: &RunAs) -> anyhow::Result<()> {
+pub fn check_reachable(dir: &Path, account: &RunAs) -> anyhow::Result<()> {
     for ancestor in dir.ancestors() {
         let meta = std::fs::metadata(ancestor)
             .with_context(|| format!("inspect {}", ancestor.display()))?;
@@ -161,6 +161,35 @@ fn check_reachable(dir: &Path, account: &RunAs) -> anyhow::Result<()> {
                 ancestor.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// `account` must be able to read `file` (PostgreSQL's archiver runs `wal push` as it,
+/// which reads the config file and the S3 credentials).
+pub fn check_readable(file: &Path, account: &RunAs, why: &str) -> anyhow::Result<()> {
+    if let Some(dir) = file.parent() {
+        check_reachable(dir, account)?;
+    }
+    let meta = std::fs::metadata(file).with_context(|| format!("inspect {}", file.display()))?;
+    let mode = meta.mode();
+    let readable = if meta.uid() == account.uid.as_raw() {
+        mode & 0o400 != 0
+    } else if meta.gid() == account.gid.as_raw() {
+        mode & 0o040 != 0
+    } else {
+        mode & 0o004 != 0
+    };
+    if !readable {
+        bail!(
+            "PostgreSQL runs as OS user `{}`, which cannot read {} (mode {:o}), but {why}; \
+             e.g. `chown {} {}`",
+            account.name,
+            file.display(),
+            mode & 0o7777,
+            account.name,
+            file.display()
+        );
     }
     Ok(())
 }

@@ -22,8 +22,21 @@ use anyhow::Context as _;
 use crate::config::{Config, RepositoryConfig};
 use crate::pg::process::RunAs;
 
-/// A local repository must be writable by PostgreSQL's user, whose archiver pushes WAL.
+/// PostgreSQL's archiver runs `wal push` as PostgreSQL's user: that user must read the
+/// config file and S3 credentials, and write a local repository. Checked at `up`, so a
+/// mistake stops the start instead of letting WAL pile up.
 pub fn prepare_local_repository(config: &Config, run_as: Option<&RunAs>) -> anyhow::Result<()> {
+    if let (true, Some(account)) = (config.backup.archive, run_as) {
+        let why = "WAL archiving (`wal push`) reads it";
+        if let Some(file) = &config.source {
+            crate::data_dir::check_readable(file, account, why)?;
+        }
+        if let RepositoryConfig::S3(s3) = &config.backup.repository {
+            if let Some(file) = &s3.credentials_file {
+                crate::data_dir::check_readable(file, account, why)?;
+            }
+        }
+    }
     let RepositoryConfig::Local { path } = &config.backup.repository else {
         return Ok(());
     };
@@ -32,7 +45,11 @@ pub fn prepare_local_repository(config: &Config, run_as: Option<&RunAs>) -> anyh
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("chmod {}", path.display()))?;
-    crate::pg::process::chown_to(path, run_as)
+    crate::pg::process::chown_to(path, run_as)?;
+    match run_as {
+        Some(account) => crate::data_dir::check_reachable(path, account),
+        None => Ok(()),
+    }
 }
 pub mod drill;
 pub mod dump;

@@ -130,3 +130,34 @@ fn init_writes_an_accepted_config_and_does_not_overwrite_it() {
     );
     assert_eq!(fs::read_to_string(&file).unwrap(), text);
 }
+
+#[test]
+fn a_config_file_postgres_cannot_read_stops_up_while_archiving() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        crate::support::skip("needs root: PostgreSQL runs as another user only then");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("pgplatform.toml");
+    fs::write(
+        &path,
+        config_with_postgres_lines(&format!("port = {}", Ports::pick().postgres)),
+    )
+    .unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(
+        pgplatform().arg("--config").arg(&path).arg("up"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        !out.status.success(),
+        "up started although wal push could not read its config"
+    );
+    let stderr = stderr_of(&out);
+    assert!(
+        stderr.contains("cannot read") && stderr.contains("pgplatform.toml"),
+        "{stderr}"
+    );
+}
