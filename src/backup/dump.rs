@@ -136,8 +136,17 @@ pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
 
 /// The tenant's dumps with valid manifests, oldest first.
 pub async fn dumps(ctx: &Context, tenant: &str) -> anyhow::Result<Vec<DumpManifest>> {
+    all_under(ctx, &format!("dump/{tenant}/")).await
+}
+
+/// Every tenant's dumps, by tenant, oldest first.
+pub async fn all_dumps(ctx: &Context) -> anyhow::Result<Vec<DumpManifest>> {
+    all_under(ctx, "dump/").await
+}
+
+async fn all_under(ctx: &Context, prefix: &str) -> anyhow::Result<Vec<DumpManifest>> {
     let mut out = Vec::new();
-    for object in ctx.repo.list(&format!("dump/{tenant}/")).await? {
+    for object in ctx.repo.list(prefix).await? {
         if object.key.ends_with("/manifest") {
             if let Some(bytes) = ctx.repo.get(&object.key).await? {
                 match manifest::open::<DumpManifest>(&bytes) {
@@ -147,7 +156,7 @@ pub async fn dumps(ctx: &Context, tenant: &str) -> anyhow::Result<Vec<DumpManife
             }
         }
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out.sort_by(|a, b| (&a.tenant, &a.id).cmp(&(&b.tenant, &b.id)));
     Ok(out)
 }
 

@@ -21,7 +21,7 @@ pub enum BackupCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List base backups: id, start and stop time, LSN range, size, duration.
+    /// List base backups and tenant dumps: id, kind, start, LSN range, size, duration.
     List {
         /// Print the list as JSON.
         #[arg(long)]
@@ -203,47 +203,62 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
         }
         BackupCommand::List { json } => {
             let backups = catalog::base_backups(&ctx.repo).await?;
-            let rows: Vec<serde_json::Value> = backups
+            let dumps = crate::backup::dump::all_dumps(&ctx).await?;
+            let seconds = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+                (b - a).num_milliseconds() as f64 / 1000.0
+            };
+            let mut rows: Vec<serde_json::Value> = backups
                 .iter()
                 .map(|b| {
                     json!({
-                        "id": b.id,
-                        "kind": "base",
-                        "started_at": b.started_at,
-                        "stopped_at": b.stopped_at,
-                        "start_lsn": b.start_lsn,
-                        "stop_lsn": b.stop_lsn,
-                        "timeline": b.timeline,
-                        "data_bytes": b.data_bytes,
-                        "stored_bytes": b.object.size,
-                        "duration_seconds": (b.stopped_at - b.started_at).num_milliseconds() as f64 / 1000.0,
+                        "id": b.id, "kind": "base", "tenant": null,
+                        "started_at": b.started_at, "stopped_at": b.stopped_at,
+                        "start_lsn": b.start_lsn, "stop_lsn": b.stop_lsn, "timeline": b.timeline,
+                        "data_bytes": b.data_bytes, "stored_bytes": b.object.size,
+                        "duration_seconds": seconds(b.started_at, b.stopped_at),
                     })
                 })
                 .collect();
+            rows.extend(dumps.iter().map(|d| {
+                json!({
+                    "id": d.id, "kind": "dump", "tenant": d.tenant,
+                    "started_at": d.started_at, "stopped_at": d.stopped_at,
+                    "start_lsn": null, "stop_lsn": null, "timeline": null,
+                    "data_bytes": d.dump_bytes, "stored_bytes": d.object.size,
+                    "duration_seconds": seconds(d.started_at, d.stopped_at),
+                })
+            }));
             if json {
                 return output::json(&rows);
             }
-            let table: Vec<Vec<String>> = backups
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+            let table: Vec<Vec<String>> = rows
                 .iter()
-                .map(|b| {
+                .map(|r| {
+                    let kind = match r["tenant"].as_str() {
+                        Some(t) => format!("dump {t}"),
+                        None => "base".into(),
+                    };
+                    let lsn = match (r["start_lsn"].as_str(), r["stop_lsn"].as_str()) {
+                        (Some(a), Some(b)) => format!("{a} – {b}"),
+                        _ => "-".into(),
+                    };
                     vec![
-                        b.id.clone(),
-                        "base".into(),
-                        b.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                        b.stopped_at.format("%H:%M:%S").to_string(),
-                        format!("{} – {}", b.start_lsn, b.stop_lsn),
-                        output::size(b.object.size as i64),
-                        format!(
-                            "{:.1} s",
-                            (b.stopped_at - b.started_at).num_milliseconds() as f64 / 1000.0
-                        ),
+                        text(&r["id"]),
+                        kind,
+                        text(&r["started_at"])
+                            .replace('T', " ")
+                            .chars()
+                            .take(19)
+                            .collect(),
+                        lsn,
+                        output::size(r["stored_bytes"].as_i64().unwrap_or(0)),
+                        format!("{:.1} s", r["duration_seconds"].as_f64().unwrap_or(0.0)),
                     ]
                 })
                 .collect();
             output::table(
-                &[
-                    "ID", "KIND", "STARTED", "STOPPED", "LSN", "SIZE", "DURATION",
-                ],
+                &["ID", "KIND", "STARTED (UTC)", "LSN", "SIZE", "DURATION"],
                 &table,
             );
             Ok(())

@@ -80,6 +80,15 @@ fn retention_dumps_and_in_place_restore() {
     let rows_at_dump = query(&url, "SELECT count(*) FROM notes");
     let dump = agent.cli_json(&["backup", "dump", "shop", "--json"]);
     let dump_id = dump["id"].as_str().unwrap().to_owned();
+    let listed = agent.cli_json(&["backup", "list", "--json"]);
+    let dumps: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "dump")
+        .collect();
+    assert_eq!(dumps.len(), 1, "{listed}");
+    assert_eq!(dumps[0]["tenant"], "shop");
     query(&url, "INSERT INTO notes VALUES ('after the dump')");
     agent.cli_ok(&["restore", "dump", "shop", "--as", "shop_copy"]);
     assert_eq!(
