@@ -197,13 +197,23 @@ pub fn check_readable(file: &Path, account: &RunAs, why: &str) -> anyhow::Result
 /// An exclusive `flock` on `path` (created if needed), or `None` if another process holds
 /// it. The kernel drops it when the holder dies.
 pub fn try_lock(path: &Path) -> anyhow::Result<Option<Flock<File>>> {
+    try_lock_mode(path, true)
+}
+
+/// Like `try_lock`, exclusive or shared.
+pub fn try_lock_mode(path: &Path, exclusive: bool) -> anyhow::Result<Option<Flock<File>>> {
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
         .with_context(|| format!("open {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    let mode = if exclusive {
+        FlockArg::LockExclusiveNonblock
+    } else {
+        FlockArg::LockSharedNonblock
+    };
+    match Flock::lock(file, mode) {
         Ok(lock) => Ok(Some(lock)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, errno)) => Err(errno).with_context(|| format!("lock {}", path.display())),

@@ -110,7 +110,8 @@ async fn run_unrecorded(ctx: &Context, progress: &dyn Progress) -> anyhow::Resul
             )
         })
     };
-    let upload = async {
+    // Moved in, so a failed write drops the receiver and the producer stops too.
+    let upload = async move {
         while let Some(chunk) = chunk_rx.recv().await {
             writer.write(chunk).await?;
         }
@@ -120,6 +121,20 @@ async fn run_unrecorded(ctx: &Context, progress: &dyn Progress) -> anyhow::Resul
         files_done_rx.await.context("copying PGDATA failed")?;
         progress.phase("stopping backup (waiting for WAL archiving)");
         let stopped = stop_backup(&agent, version_num, ctx.config.archive).await;
+        let stopped = match stopped {
+            // Without archiving, the WAL from start to stop goes into the backup itself,
+            // or it could never be restored.
+            Ok((lsn, mut files)) if !ctx.config.archive => {
+                match wal_from_pg_wal(ctx, &agent, &start_wal, &lsn).await {
+                    Ok(wal) => {
+                        files.extend(wal);
+                        Ok((lsn, files))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
         let labels = stopped.as_ref().ok().map(|(_, files)| files.clone());
         let _ = label_tx.send(labels);
         stopped
@@ -193,7 +208,8 @@ async fn run_unrecorded(ctx: &Context, progress: &dyn Progress) -> anyhow::Resul
 }
 
 /// Waits until PostgreSQL has archived `segment` (or later); warns after `limit`.
-async fn wait_archived(agent: &tokio_postgres::Client, segment: &str, limit: Duration) {
+/// Whether it was archived in time.
+pub async fn wait_archived(agent: &tokio_postgres::Client, segment: &str, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {
         let archived = agent
@@ -206,20 +222,44 @@ async fn wait_archived(agent: &tokio_postgres::Client, segment: &str, limit: Dur
             .and_then(|r| r.try_get::<_, String>(0).ok())
             .unwrap_or_default();
         if archived.as_str() >= segment {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tracing::warn!(
         "WAL segment {segment} was not archived within {limit:?}; is archiving failing?"
     );
+    false
+}
+
+/// The WAL segments from the backup's start to its stop, read from pg_wal (the stop
+/// segment is complete: pg_backup_stop switched away from it).
+async fn wal_from_pg_wal(
+    ctx: &Context,
+    agent: &tokio_postgres::Client,
+    start_wal: &str,
+    stop_lsn: &str,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let stop_wal: String = agent
+        .query_one("SELECT pg_walfile_name($1::text::pg_lsn)", &[&stop_lsn])
+        .await?
+        .try_get(0)?;
+    let mut out = Vec::new();
+    for name in super::verify::segments(start_wal, &stop_wal) {
+        let path = ctx.pgdata.join("pg_wal").join(&name);
+        let bytes = tokio::fs::read(&path).await.with_context(|| {
+            format!("read {} for a backup without WAL archiving", path.display())
+        })?;
+        out.push((format!("pg_wal/{name}"), bytes));
+    }
+    Ok(out)
 }
 
 async fn stop_backup(
     agent: &tokio_postgres::Client,
     version_num: i32,
     wait_for_archive: bool,
-) -> anyhow::Result<(String, Vec<(String, String)>)> {
+) -> anyhow::Result<(String, Vec<(String, Vec<u8>)>)> {
     // Waiting for the last segment's archiving has a limit: a broken archive fails the
     // backup instead of hanging it.
     agent
@@ -236,12 +276,15 @@ async fn stop_backup(
         .context("pg_backup_stop (is WAL archiving working? see `pgplatform status`)")?;
     agent.batch_execute("RESET statement_timeout").await?;
     let lsn: String = row.try_get(0)?;
-    let mut files = vec![("backup_label".to_owned(), row.try_get::<_, String>(1)?)];
+    let mut files = vec![(
+        "backup_label".to_owned(),
+        row.try_get::<_, String>(1)?.into_bytes(),
+    )];
     if let Some(map) = row
         .try_get::<_, Option<String>>(2)?
         .filter(|m| !m.is_empty())
     {
-        files.push(("tablespace_map".to_owned(), map));
+        files.push(("tablespace_map".to_owned(), map.into_bytes()));
     }
     Ok((lsn, files))
 }

@@ -139,6 +139,15 @@ fn segment_number(name: &str) -> Option<u64> {
     Some((log << 32) | seg)
 }
 
+/// The segment name with the lowest segment number (timelines aside).
+pub fn lowest_segment<'a>(names: &[&'a str]) -> Option<&'a str> {
+    names
+        .iter()
+        .filter_map(|n| segment_number(n).map(|s| (s, *n)))
+        .min()
+        .map(|(_, n)| n)
+}
+
 /// Archived WAL keys no retained backup needs: segments before the oldest retained
 /// backup's first segment. Timeline history files are always kept.
 pub fn wal_to_delete(wal_keys: &[String], oldest_needed: &str) -> Vec<String> {
@@ -183,6 +192,15 @@ mod tests {
             Vec::<String>::new(),
             "never the newest"
         );
+    }
+
+    #[test]
+    fn the_lowest_start_wins_across_timelines() {
+        assert_eq!(
+            lowest_segment(&["000000010000000000000200", "000000020000000000000160"]),
+            Some("000000020000000000000160")
+        );
+        assert_eq!(lowest_segment(&[]), None);
     }
 
     #[test]

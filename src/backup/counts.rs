@@ -39,7 +39,8 @@ pub async fn take(ctx: &Context, agent: &Client) -> anyhow::Result<(Vec<TenantCo
             .query(
                 "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
                    JOIN pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                     AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
                   ORDER BY 1",
                 &[],
@@ -78,8 +79,8 @@ pub async fn take(ctx: &Context, agent: &Client) -> anyhow::Result<(Vec<TenantCo
         )
         .await?
         .try_get(0)?;
-    let mut out = Vec::new();
-    for mut t in locked {
+    // Every lock goes at once; the counting runs on the imported snapshots afterwards.
+    for t in &mut locked {
         let snapshot = t.snapshot.take().unwrap_or_default();
         t.counter
             .batch_execute(&format!(
@@ -87,7 +88,12 @@ pub async fn take(ctx: &Context, agent: &Client) -> anyhow::Result<(Vec<TenantCo
                 crate::pg::sql::quote_literal(&snapshot)
             ))
             .await?;
+    }
+    for t in &locked {
         t.holder.batch_execute("COMMIT").await?;
+    }
+    let mut out = Vec::new();
+    for t in locked {
         let mut tables = BTreeMap::new();
         for table in &t.tables {
             let n: i64 = t

@@ -51,20 +51,12 @@ pub async fn drill(
     phase: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<DrillResult> {
     let _lock = lock::acquire(&ctx.data_dir.run(), "drill")?;
+    // Held throughout: expiry must not remove the WAL this drill is replaying.
+    let _reading = lock::read_repository(&ctx.data_dir.run())?;
     let started = Instant::now();
-    let backups = catalog::base_backups(&ctx.repo).await?;
-    let backup = backups
-        .last()
-        .context("the repository has no base backup to drill; run `pgplatform backup run`")?
-        .clone();
-    let scratch = ctx.data_dir.root.join("drill");
-    if scratch.exists() {
-        std::fs::remove_dir_all(&scratch)
-            .with_context(|| format!("remove {}", scratch.display()))?;
-    }
     let mut result = DrillResult {
         ok: false,
-        backup_id: backup.id.clone(),
+        backup_id: String::new(),
         finished_at: Utc::now(),
         restore_seconds: 0.0,
         replay_seconds: 0.0,
@@ -74,8 +66,19 @@ pub async fn drill(
         indexes_checked: 0,
         errors: Vec::new(),
     };
-    phase("restoring");
+    let scratch = ctx.data_dir.root.join("drill");
     let outcome = async {
+        let backups = catalog::base_backups(&ctx.repo).await?;
+        let backup = backups
+            .last()
+            .context("the repository has no base backup to drill; run `pgplatform backup run`")?
+            .clone();
+        result.backup_id = backup.id.clone();
+        if scratch.exists() {
+            std::fs::remove_dir_all(&scratch)
+                .with_context(|| format!("remove {}", scratch.display()))?;
+        }
+        phase("restoring");
         restore::restore(
             ctx,
             &scratch,
@@ -141,18 +144,21 @@ async fn run_checks(
         )?;
         let tail = LogTail::default();
         let mut child = supervisor::spawn(&spec, &tail)?;
+        let mut guard = StopOnDrop(child.id());
         let compared = async {
             wait_until(&spec, &mut child, &tail, "SELECT pg_is_wal_replay_paused()").await?;
             compare_counts(&spec, backup, result).await
         }
         .await;
         supervisor::stop(&spec, &mut child).await;
+        guard.0 = None;
         compared?;
         std::fs::write(&auto, original)?;
     }
     phase("replaying to the end of the archive");
     let tail = LogTail::default();
     let mut child = supervisor::spawn(&spec, &tail)?;
+    let mut guard = StopOnDrop(child.id());
     let checked = async {
         wait_until(&spec, &mut child, &tail, "SELECT NOT pg_is_in_recovery()").await?;
         result.replay_seconds = replay.elapsed().as_secs_f64();
@@ -164,7 +170,23 @@ async fn run_checks(
     }
     .await;
     supervisor::stop(&spec, &mut child).await;
+    guard.0 = None;
     checked
+}
+
+/// A drill cancelled mid-way (agent shutdown) must not leave its PostgreSQL running:
+/// an immediate shutdown, since the scratch directory is thrown away anyway.
+struct StopOnDrop(Option<u32>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+        }
+    }
 }
 
 /// Polls `condition` (a boolean query) until it holds, failing with PostgreSQL's last log

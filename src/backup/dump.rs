@@ -70,7 +70,8 @@ pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
             .context("pg_dump stdout")?
             .into_owned_fd()?,
     );
-    let mut stderr = child.stderr.take().context("pg_dump stderr")?;
+    let stderr = child.stderr.take().context("pg_dump stderr")?;
+    let errors = tokio::spawn(read_all(stderr));
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let (level, workers) = (ctx.config.compress_level, ctx.config.parallel);
     let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, u64, String)> {
@@ -95,9 +96,8 @@ pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
         }
     }
     drop(rx);
-    let mut errors = String::new();
-    let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut errors).await;
     let status = child.wait().await.context("wait for pg_dump")?;
+    let errors = errors.await.unwrap_or_default();
     let produced = producer.await?;
     let (dump_bytes, stored, sha256) = match (upload_error, status.success(), produced) {
         (None, true, Ok(p)) => p,
@@ -259,7 +259,7 @@ pub async fn restore_dump(
     admin
         .batch_execute(&format!("ALTER DATABASE {live} ALLOW_CONNECTIONS false"))
         .await?;
-    let swapped = async {
+    let aside = async {
         admin
             .execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
@@ -269,6 +269,16 @@ pub async fn restore_dump(
         admin
             .batch_execute(&format!("ALTER DATABASE {live} RENAME TO {old}"))
             .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = aside {
+        let _ = admin
+            .batch_execute(&format!("ALTER DATABASE {live} ALLOW_CONNECTIONS true"))
+            .await;
+        return Err(e.context("move the live database aside (it is unchanged)"));
+    }
+    let swapped = async {
         admin
             .batch_execute(&format!("ALTER DATABASE {db} RENAME TO {live}"))
             .await?;
@@ -280,10 +290,18 @@ pub async fn restore_dump(
     }
     .await;
     if let Err(e) = swapped {
-        let _ = admin
-            .batch_execute(&format!("ALTER DATABASE {live} ALLOW_CONNECTIONS true"))
+        // Put the live database back under its name, open again.
+        let back = admin
+            .batch_execute(&format!(
+                "ALTER DATABASE {old} RENAME TO {live}; ALTER DATABASE {live} ALLOW_CONNECTIONS true"
+            ))
             .await;
-        return Err(e.context("swap the restored database in"));
+        return Err(match back {
+            Ok(()) => e.context("swap the restored database in (the live one is back)"),
+            Err(b) => e.context(format!(
+                "swap the restored database in, AND putting {tenant} back failed ({b}): its data is in {previous}"
+            )),
+        });
     }
     Ok(RestoredDump {
         tenant: tenant.to_owned(),
@@ -291,6 +309,13 @@ pub async fn restore_dump(
         database: tenant.to_owned(),
         previous: Some(previous),
     })
+}
+
+/// A child's stderr, read while it runs so a chatty one never blocks on a full pipe.
+async fn read_all(mut stream: tokio::process::ChildStderr) -> String {
+    let mut text = String::new();
+    let _ = tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text).await;
+    text
 }
 
 /// Streams the dump object through zstd into pg_restore, checking its SHA-256.
@@ -314,7 +339,8 @@ async fn load(ctx: &Context, dump: &DumpManifest, database: &str) -> anyhow::Res
             .context("pg_restore stdin")?
             .into_owned_fd()?,
     );
-    let mut stderr = child.stderr.take().context("pg_restore stderr")?;
+    let stderr = child.stderr.take().context("pg_restore stderr")?;
+    let errors = tokio::spawn(read_all(stderr));
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut decoder = zstd::stream::read::Decoder::new(untar::ChunkReader::new(rx))?;
@@ -343,20 +369,20 @@ async fn load(ctx: &Context, dump: &DumpManifest, database: &str) -> anyhow::Res
     }
     drop(tx);
     let fed = feeder.await?;
-    let mut errors = String::new();
-    let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut errors).await;
     let status = child.wait().await?;
+    let errors = errors.await.unwrap_or_default();
+    // pg_restore stopping early cuts the download short: its own error explains more.
+    anyhow::ensure!(
+        status.success(),
+        "pg_restore into {database} failed ({status}): {}",
+        errors.trim()
+    );
+    fed?;
     let digest = super::envelope::hex(&sha.finalize());
     anyhow::ensure!(
         size == dump.object.size && digest == dump.object.sha256,
         "{} does not match its checksum: the stored dump is corrupt",
         dump.object.key
-    );
-    fed?;
-    anyhow::ensure!(
-        status.success(),
-        "pg_restore into {database} failed ({status}): {}",
-        errors.trim()
     );
     Ok(())
 }

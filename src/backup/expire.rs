@@ -23,6 +23,7 @@ pub struct Expired {
 
 pub async fn expire(ctx: &Context) -> anyhow::Result<Expired> {
     let _lock = lock::acquire(&ctx.data_dir.run(), "backup")?;
+    let _readers = lock::expire_repository(&ctx.data_dir.run())?;
     let repo = &ctx.repo;
     let mut out = Expired::default();
     let backups = catalog::base_backups(repo).await?;
@@ -64,20 +65,28 @@ pub async fn expire(ctx: &Context) -> anyhow::Result<Expired> {
         }
     }
 
-    if let Some(oldest) = backups.iter().find(|b| !expired.contains(&b.id)) {
+    // After a point-in-time restore a newer backup can start below an older one (on a
+    // new timeline): keep everything from the lowest start of any kept backup.
+    let kept_starts: Vec<&str> = backups
+        .iter()
+        .filter(|b| !expired.contains(&b.id))
+        .map(|b| b.start_wal.as_str())
+        .collect();
+    if let Some(oldest) = catalog::lowest_segment(&kept_starts) {
         let wal: Vec<String> = repo
             .list("wal/")
             .await?
             .into_iter()
             .map(|o| o.key)
             .collect();
-        for key in catalog::wal_to_delete(&wal, &oldest.start_wal) {
+        for key in catalog::wal_to_delete(&wal, oldest) {
             repo.delete(&key).await?;
             out.wal_files += 1;
         }
     }
 
     out.dumps = expire_dumps(ctx).await?;
+    out.leftover_objects += repo.remove_stale_temps().await?;
     Ok(out)
 }
 

@@ -6,6 +6,22 @@ use std::path::Path;
 
 use nix::fcntl::Flock;
 
+/// Readers of the repository (restore, verify, drill) hold this shared; expiry holds it
+/// exclusively, so nothing is deleted under a reader.
+pub fn read_repository(run_dir: &Path) -> anyhow::Result<Flock<File>> {
+    crate::data_dir::try_lock_mode(&run_dir.join("repository.lock"), false)?.ok_or_else(|| {
+        anyhow::anyhow!("retention is removing backups right now; try again in a moment")
+    })
+}
+
+pub fn expire_repository(run_dir: &Path) -> anyhow::Result<Flock<File>> {
+    crate::data_dir::try_lock_mode(&run_dir.join("repository.lock"), true)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "a restore, verify or drill is reading the repository; expiry waits for the next run"
+        )
+    })
+}
+
 pub fn acquire(run_dir: &Path, what: &str) -> anyhow::Result<Flock<File>> {
     crate::data_dir::try_lock(&run_dir.join(format!("{what}.lock")))?.ok_or_else(|| {
         anyhow::anyhow!("another {what} is running on this node; try again when it has finished")

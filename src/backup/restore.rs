@@ -45,6 +45,7 @@ pub async fn restore(
     progress: Arc<AtomicU64>,
 ) -> anyhow::Result<Restored> {
     let started = std::time::Instant::now();
+    let _reading = super::lock::read_repository(&ctx.data_dir.run())?;
     let backups = catalog::base_backups(&ctx.repo).await?;
     let backup = catalog::choose(&backups, target, backup_id)?.clone();
     prepare_dir(target_dir)?;
@@ -161,6 +162,23 @@ pub async fn unpack(
     Ok(written)
 }
 
+/// A backup of a cluster that was itself restored still carries that restore's targets:
+/// they must not steer this one.
+pub fn without_recovery_settings(auto_conf: &str) -> String {
+    auto_conf
+        .lines()
+        .filter(|l| {
+            let key = l.trim_start();
+            !(key.starts_with("recovery_target")
+                || key.starts_with("restore_command")
+                || key.starts_with("# Added by pgplatform restore")
+                || key.starts_with("# A copy must not archive")
+                || (key.starts_with("archive_mode") && key.contains("'off'")))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// recovery.signal plus settings in postgresql.auto.conf (read after the managed file,
 /// so they win). Returns the target as written.
 fn recovery_settings(
@@ -197,7 +215,8 @@ fn recovery_settings(
         );
     }
     let auto = dir.join("postgresql.auto.conf");
-    let mut content = std::fs::read_to_string(&auto).unwrap_or_default();
+    let mut content =
+        without_recovery_settings(&std::fs::read_to_string(&auto).unwrap_or_default());
     content.push_str(&text);
     std::fs::write(&auto, content).with_context(|| format!("write {}", auto.display()))?;
     std::fs::write(dir.join("recovery.signal"), "").context("write recovery.signal")?;

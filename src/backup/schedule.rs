@@ -64,7 +64,7 @@ pub async fn task_main(config: Config, shutdown: CancellationToken) -> anyhow::R
         {
             break;
         }
-        after = at;
+
         tracing::info!(job = ?job, "scheduled backup job starting");
         let outcome = shutdown.run_until_cancelled(run(&ctx, &job)).await;
         match outcome {
@@ -72,6 +72,8 @@ pub async fn task_main(config: Config, shutdown: CancellationToken) -> anyhow::R
             Some(Ok(summary)) => tracing::info!(job = ?job, "{summary}"),
             Some(Err(e)) => tracing::error!(job = ?job, "scheduled backup job failed: {e:#}"),
         }
+        // Occurrences missed while the job ran are skipped, not run back to back.
+        after = at.max(Utc::now());
     }
     Ok(())
 }

@@ -115,7 +115,7 @@ pub struct Produced {
 
 /// What the producer needs after the files: the backup_label (and tablespace_map) that
 /// only pg_backup_stop returns, or `None` to abort.
-pub type LabelFiles = Option<Vec<(String, String)>>;
+pub type LabelFiles = Option<Vec<(String, Vec<u8>)>>;
 
 #[allow(clippy::too_many_arguments)]
 pub fn produce(
@@ -182,12 +182,12 @@ pub fn produce(
         header.set_entry_type(tar::EntryType::Regular);
         header.set_mode(0o600);
         header.set_size(content.len() as u64);
-        tar.append_data(&mut header, &name, content.as_bytes())
+        tar.append_data(&mut header, &name, content.as_slice())
             .with_context(|| format!("write {name} to the backup"))?;
         files.push(FileEntry {
             path: name,
             size: content.len() as u64,
-            crc32c: crc32c::crc32c(content.as_bytes()),
+            crc32c: crc32c::crc32c(&content),
         });
         data_bytes += content.len() as u64;
     }

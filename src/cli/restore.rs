@@ -183,6 +183,31 @@ pub async fn run(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Closes and archives the current WAL segment first, so that recovering to the latest
+/// point loses nothing committed before the stop; refuses if archiving cannot keep up.
+/// A PostgreSQL that is down has nothing new to archive.
+async fn archive_current_wal(ctx: &Context) -> anyhow::Result<()> {
+    if !ctx.config.archive {
+        return Ok(());
+    }
+    let Ok(client) = ctx.superuser(crate::pg::AGENT_DATABASE).await else {
+        return Ok(());
+    };
+    let segment: String = client
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .await?
+        .try_get(0)?;
+    let archived =
+        crate::backup::base::wait_archived(&client, &segment, std::time::Duration::from_secs(120))
+            .await;
+    anyhow::ensure!(
+        archived,
+        "WAL segment {segment} is not archived after 2 minutes: restoring in place now would \
+         lose the commits in it. Fix WAL archiving first (see `pgplatform status`)"
+    );
+    Ok(())
+}
+
 /// Restores over this node's own cluster, with the agent stopping and starting PostgreSQL.
 async fn in_place(
     ctx: &Context,
@@ -195,6 +220,7 @@ async fn in_place(
     // Fail before stopping anything if the target cannot be reached.
     let backups = crate::backup::catalog::base_backups(&ctx.repo).await?;
     crate::backup::catalog::choose(&backups, target, backup)?;
+    archive_current_wal(ctx).await?;
     let _: serde_json::Value = output::with_spinner(
         "stopping PostgreSQL",
         agent.post("/postgres/stop", &serde_json::json!({})),
@@ -204,7 +230,63 @@ async fn in_place(
         "pg.before-restore-{}",
         Utc::now().format("%Y%m%dT%H%M%SZ")
     ));
-    std::fs::rename(&ctx.pgdata, &aside)
+    let restored = swap_in(ctx, &aside, target, backup).await;
+    // Whatever happened, PostgreSQL starts again: on the restored or the previous cluster.
+    let started: anyhow::Result<serde_json::Value> =
+        agent.post("/postgres/start", &serde_json::json!({})).await;
+    let restored = restored?;
+    started?;
+    let promoted = output::with_spinner("replaying WAL", async {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        while tokio::time::Instant::now() < deadline {
+            if agent.get::<serde_json::Value>("/primary").await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        false
+    })
+    .await;
+    anyhow::ensure!(
+        promoted,
+        "PostgreSQL did not finish recovery within an hour; see the agent's log"
+    );
+    // The targets did their work; later backups of this cluster must not carry them.
+    let client = ctx.superuser(crate::pg::AGENT_DATABASE).await?;
+    // One statement each: ALTER SYSTEM refuses to run in a (multi-statement) transaction.
+    for setting in [
+        "recovery_target_time",
+        "recovery_target_lsn",
+        "recovery_target_action",
+    ] {
+        client
+            .batch_execute(&format!("ALTER SYSTEM RESET {setting}"))
+            .await?;
+    }
+    client.batch_execute("SELECT pg_reload_conf()").await?;
+    if json {
+        return output::json(
+            &serde_json::json!({ "restored": restored, "previous_data_dir": aside }),
+        );
+    }
+    output::line(&format!(
+        "restored backup {} in place, recovered to {}; PostgreSQL is running. The previous data directory is {}",
+        restored.backup_id,
+        restored.recovery_target,
+        aside.display()
+    ));
+    Ok(())
+}
+
+/// Moves PGDATA aside and restores into its place; on failure puts it back (and says so
+/// if even that fails).
+async fn swap_in(
+    ctx: &Context,
+    aside: &std::path::Path,
+    target: &Target,
+    backup: Option<&str>,
+) -> anyhow::Result<restore::Restored> {
+    std::fs::rename(&ctx.pgdata, aside)
         .map_err(|e| anyhow::anyhow!("move {} aside: {e}", ctx.pgdata.display()))?;
     let progress = ByteProgress::new();
     progress.set_message("restoring");
@@ -218,34 +300,26 @@ async fn in_place(
     )
     .await;
     progress.finish();
-    if restored.is_err() {
-        // Put the old cluster back so the node runs as before.
-        let _ = std::fs::remove_dir_all(&ctx.pgdata);
-        let _ = std::fs::rename(&aside, &ctx.pgdata);
+    let Err(e) = restored else {
+        return restored;
+    };
+    let put_back = std::fs::remove_dir_all(&ctx.pgdata)
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .and_then(|()| std::fs::rename(aside, &ctx.pgdata));
+    match put_back {
+        Ok(()) => Err(e.context("the previous cluster was put back")),
+        Err(back) => Err(e.context(format!(
+            "AND putting the previous cluster back failed ({back}): it is in {}; move it to {} by hand",
+            aside.display(),
+            ctx.pgdata.display()
+        ))),
     }
-    let _: serde_json::Value = agent
-        .post("/postgres/start", &serde_json::json!({}))
-        .await?;
-    let restored = restored?;
-    // Recovery ends with promotion: /primary answers 200 only on a writable primary.
-    output::with_spinner("replaying WAL", async {
-        while agent.get::<serde_json::Value>("/primary").await.is_err() {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-    })
-    .await;
-    if json {
-        return output::json(
-            &serde_json::json!({ "restored": restored, "previous_data_dir": aside }),
-        );
-    }
-    output::line(&format!(
-        "restored backup {} in place, recovered to {}; PostgreSQL is running. The previous data directory is {}",
-        restored.backup_id,
-        restored.recovery_target,
-        aside.display()
-    ));
-    Ok(())
 }
 
 #[cfg(test)]

@@ -17,8 +17,8 @@ pub enum WalCommand {
         path: PathBuf,
     },
     /// Restore one WAL file (restore_command = '… wal fetch %f %p'). Exits 1 when the
-    /// repository does not have it, and 255 — which stops recovery — when the stored
-    /// object is corrupt.
+    ///repository does not have it, and 255 — which stops recovery — when the stored
+    /// object is corrupt or the repository cannot be read.
     Fetch {
         /// The WAL file's name (%f).
         name: String,
@@ -52,7 +52,11 @@ pub async fn run(config: &Config, command: WalCommand) -> anyhow::Result<()> {
             Err(FetchError::Corrupt(message)) => {
                 Err(StopRecovery(format!("wal fetch {name}: {message}")).into())
             }
-            Err(FetchError::Other(e)) => Err(e.context(format!("wal fetch {name}"))),
+            // An unreachable repository is not the end of the archive: stop recovery
+            // rather than promote early and lose what comes after.
+            Err(FetchError::Other(e)) => {
+                Err(StopRecovery(format!("wal fetch {name}: {e:#}")).into())
+            }
         },
     }
 }

@@ -153,4 +153,9 @@ fn retention_dumps_and_in_place_restore() {
         })
         .collect();
     assert_eq!(aside.len(), 1, "the previous cluster is kept aside");
+    let auto = fs::read_to_string(agent.pgdata().join("postgresql.auto.conf")).unwrap();
+    assert!(
+        !auto.contains("recovery_target_time"),
+        "the target outlived the restore:\n{auto}"
+    );
 }

@@ -78,8 +78,10 @@ pub fn parse_lag(text: &str) -> Result<MaxLag, String> {
 
 /// Whether `check` answers 200.
 pub fn passes(check: Check, probe: &Probe, max_lag: Option<MaxLag>) -> bool {
+    // A replica that receives nothing has an unknown lag, not zero: it fails any limit.
     let within_lag = match max_lag {
         None => true,
+        Some(_) if !probe.streaming => false,
         Some(MaxLag::Bytes(max)) => probe.lag_bytes <= max,
         Some(MaxLag::Time(max)) => probe.lag <= max,
     };
@@ -159,6 +161,11 @@ mod tests {
         ));
         p.streaming = false;
         assert!(!passes(Check::Readiness, &p, None));
+        assert!(passes(Check::Replica, &p, None));
+        assert!(
+            !passes(Check::Replica, &p, Some(MaxLag::Bytes(1 << 30))),
+            "unknown lag"
+        );
     }
 
     #[test]

@@ -78,6 +78,17 @@ impl LocalRepo {
         }
     }
 
+    /// Removes temporary files older than `age` that a killed writer left behind.
+    pub async fn remove_stale_temps(&self, age: std::time::Duration) -> anyhow::Result<usize> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            remove_temps(&root, age, &mut removed)?;
+            Ok(removed)
+        })
+        .await?
+    }
+
     pub async fn writer(&self, key: &str) -> anyhow::Result<LocalWriter> {
         let path = self.path(key)?;
         let dir = path.parent().context("key has a directory")?.to_owned();
@@ -143,6 +154,30 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> any
                 key,
                 size: meta.len(),
             });
+        }
+    }
+    Ok(())
+}
+
+fn remove_temps(dir: &Path, age: std::time::Duration, removed: &mut usize) -> anyhow::Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            remove_temps(&path, age, removed)?;
+        } else if name.starts_with('.') && name.ends_with(".tmp") {
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|e| e > age);
+            if old && fs::remove_file(&path).is_ok() {
+                *removed += 1;
+            }
         }
     }
     Ok(())

@@ -84,6 +84,18 @@ impl Repo {
         }
     }
 
+    /// Removes what killed writers left: a local repository's old temporary files. (On
+    /// S3 an interrupted multipart upload is invisible; a bucket lifecycle rule aborts it.)
+    pub async fn remove_stale_temps(&self) -> anyhow::Result<usize> {
+        match self {
+            Repo::Local(r) => {
+                r.remove_stale_temps(std::time::Duration::from_secs(3600))
+                    .await
+            }
+            Repo::S3(_) => Ok(0),
+        }
+    }
+
     /// Starts a streamed upload to `key`; nothing is visible under `key` until `finish`.
     pub async fn writer(&self, key: &str) -> anyhow::Result<ObjectWriter> {
         Ok(match self {

@@ -18,12 +18,25 @@ use crate::config::S3Config;
 
 pub struct S3Repo {
     store: AmazonS3,
+    /// For streamed downloads of large objects: the same, with a request limit of hours.
+    streamer: AmazonS3,
     prefix: String,
     description: String,
 }
 
 impl S3Repo {
     pub fn new(config: &S3Config) -> anyhow::Result<S3Repo> {
+        let store = Self::client(config, config.timeout)?;
+        let streamer = Self::client(config, Duration::from_secs(6 * 3600))?;
+        Ok(S3Repo {
+            store,
+            streamer,
+            prefix: config.prefix.clone(),
+            description: describe(config),
+        })
+    }
+
+    fn client(config: &S3Config, timeout: Duration) -> anyhow::Result<AmazonS3> {
         // AWS_* variables first, then the file and the config file's own keys win.
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
@@ -31,13 +44,13 @@ impl S3Repo {
             .with_virtual_hosted_style_request(!config.path_style)
             .with_retry(RetryConfig {
                 max_retries: 2,
-                retry_timeout: config.timeout * 2,
+                retry_timeout: timeout * 2,
                 ..RetryConfig::default()
             })
             .with_client_options(
                 ClientOptions::new()
                     .with_connect_timeout(Duration::from_secs(5).min(config.timeout))
-                    .with_timeout(config.timeout)
+                    .with_timeout(timeout)
                     .with_allow_http(true),
             );
         if let Some(endpoint) = &config.endpoint {
@@ -52,20 +65,9 @@ impl S3Repo {
                 builder = builder.with_token(token);
             }
         }
-        let description = format!(
-            "s3://{}/{} ({})",
-            config.bucket,
-            config.prefix,
-            config.endpoint.as_deref().unwrap_or("AWS")
-        );
-        let store = builder
+        builder
             .build()
-            .with_context(|| format!("configure the S3 repository {description}"))?;
-        Ok(S3Repo {
-            store,
-            prefix: config.prefix.clone(),
-            description,
-        })
+            .with_context(|| format!("configure the S3 repository {}", describe(config)))
     }
 
     pub fn describe(&self) -> String {
@@ -108,7 +110,7 @@ impl S3Repo {
 
     pub async fn get_stream(&self, key: &str) -> anyhow::Result<ByteStream> {
         let result = self
-            .store
+            .streamer
             .get(&self.path(key)?)
             .await
             .with_context(|| self.context("download", key))?;
@@ -196,6 +198,15 @@ impl S3Writer {
     pub async fn abort(self) {
         let _ = self.upload.abort().await;
     }
+}
+
+fn describe(config: &S3Config) -> String {
+    format!(
+        "s3://{}/{} ({})",
+        config.bucket,
+        config.prefix,
+        config.endpoint.as_deref().unwrap_or("AWS")
+    )
 }
 
 struct Credentials {
