@@ -258,6 +258,7 @@ async fn in_place(
         "recovery_target_time",
         "recovery_target_lsn",
         "recovery_target_action",
+        "recovery_target_timeline",
     ] {
         client
             .batch_execute(&format!("ALTER SYSTEM RESET {setting}"))

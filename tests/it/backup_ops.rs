@@ -155,7 +155,7 @@ fn retention_dumps_and_in_place_restore() {
     assert_eq!(aside.len(), 1, "the previous cluster is kept aside");
     let auto = fs::read_to_string(agent.pgdata().join("postgresql.auto.conf")).unwrap();
     assert!(
-        !auto.contains("recovery_target_time"),
+        !auto.contains("recovery_target"),
         "the target outlived the restore:\n{auto}"
     );
 }
