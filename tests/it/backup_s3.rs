@@ -43,6 +43,27 @@ fn s3_backup_pitr_drill_and_outage() {
     agent.pitr_round_trip(&url);
     let drill = agent.cli_json(&["backup", "drill", "--json"]);
     assert_eq!(drill["ok"], true, "{drill}");
+    let id = drill["backup_id"].as_str().unwrap().to_owned();
+    let verified = agent.cli_json(&["backup", "verify", &id, "--json"]);
+    assert_eq!(verified["failures"], serde_json::json!([]), "{verified}");
+    agent.cli_ok(&["backup", "dump", "shop"]);
+    agent.cli_ok(&["restore", "dump", "shop", "--as", "shop_from_s3"]);
+    assert_eq!(
+        agent.admin_psql_in("shop_from_s3", "SELECT count(*) FROM events"),
+        "3"
+    );
+    let listed = agent.cli_json(&["backup", "list", "--json"]);
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(2),
+        "a base backup and a dump: {listed}"
+    );
+    let expired = agent.cli_json(&["backup", "expire", "--json"]);
+    assert_eq!(
+        expired["backups"],
+        serde_json::json!([]),
+        "one backup is the newest: {expired}"
+    );
 
     // The repository stops answering: archiving fails, PostgreSQL keeps the WAL.
     let failed_before: i64 = agent
