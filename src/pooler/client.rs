@@ -2,6 +2,7 @@
 //! layers (`route`, `txn`, `params`). In transaction mode the server connection is taken
 //! for one transaction and given back when ReadyForQuery says idle and nothing is owed.
 
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +28,8 @@ use crate::config::PoolMode;
 
 const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 
-/// Read buffer space while a transaction runs, and the most an idle client keeps.
+/// Read buffer space while a transaction runs.
 const ACTIVE_BUFFER: usize = 16 * 1024;
-const IDLE_BUFFER: usize = 4 * 1024;
 
 /// Client bytes not yet written to PostgreSQL beyond which the client is not read.
 const MAX_BACKLOG: usize = 1024 * 1024;
@@ -66,69 +66,82 @@ struct Client<'a> {
     config: Arc<crate::config::PoolerConfig>,
 }
 
-pub async fn run(pooler: &Arc<Pooler>, session: Session) {
-    let Session {
-        stream,
-        buf,
-        key,
-        startup_params,
-        info,
-        ..
-    } = session;
-    let pool = pooler.pool(&key);
-    let defaults = pool.defaults();
-    let params = match ClientParams::new(&defaults, &startup_params) {
-        Ok(params) => params,
-        Err(message) => {
-            let mut stream = stream;
-            send_fatal(
-                &mut stream,
-                &fatal(SqlState::FEATURE_NOT_SUPPORTED, message),
-            )
-            .await;
-            return;
+/// The task of a logged-in client. The client is built here, outside any future, so that
+/// the task holds it once and not what only building it needed (startup parameters, the
+/// pool's defaults).
+pub fn start(pooler: &Arc<Pooler>, session: Session) -> impl Future<Output = ()> + Send + '_ {
+    let mut client = Client::new(pooler, session);
+    async move {
+        // By reference: moving out would keep a second copy in the future.
+        match &mut client {
+            Ok(client) => client.run().await,
+            Err((stream, error)) => send_fatal(stream, error).await,
         }
-    };
-    let cancel = pooler.cancels.register();
-    let mut to_client = BytesMut::new();
-    for (name, value) in params.for_login(&defaults) {
-        be::parameter_status(&mut to_client, &name, &value);
     }
-    be::backend_key_data(&mut to_client, cancel.process_id, &cancel.secret_key);
-    be::ready_for_query(&mut to_client, TransactionStatus::Idle);
-    let (mode, _) = pooler.config().for_database(&key.database);
-    pool.stats.clients_active.fetch_add(1, Relaxed);
-    let mut client = Client {
-        pooler,
-        pool: pool.clone(),
-        mode,
-        stream,
-        buf,
-        to_client,
-        to_server: BytesMut::new(),
-        server: None,
-        statements: ClientStatements::default(),
-        params,
-        cancel,
-        info,
-        xact_started: Instant::now(),
-        query_started: Instant::now(),
-        killed: pool.kill_signal(),
-        config: pooler.config(),
-    };
-    let end = match client.flush_client().await {
-        Ok(()) => client.serve().await,
-        Err(end) => end,
-    };
-    Box::pin(client.finish(end)).await;
-    pool.stats.clients_active.fetch_sub(1, Relaxed);
+}
+
+impl<'a> Client<'a> {
+    fn new(pooler: &'a Arc<Pooler>, session: Session) -> Result<Self, (ClientStream, Fatal)> {
+        let Session {
+            stream,
+            buf,
+            key,
+            startup_params,
+            info,
+            ..
+        } = session;
+        let pool = pooler.pool(&key);
+        let defaults = pool.defaults();
+        let params = match ClientParams::new(&defaults, &startup_params) {
+            Ok(params) => params,
+            Err(message) => return Err((stream, fatal(SqlState::FEATURE_NOT_SUPPORTED, message))),
+        };
+        let cancel = pooler.cancels.register();
+        let mut to_client = BytesMut::new();
+        for (name, value) in params.for_login(&defaults) {
+            be::parameter_status(&mut to_client, &name, &value);
+        }
+        be::backend_key_data(&mut to_client, cancel.process_id, &cancel.secret_key);
+        be::ready_for_query(&mut to_client, TransactionStatus::Idle);
+        let (mode, _) = pooler.config().for_database(&key.database);
+        pool.stats.clients_active.fetch_add(1, Relaxed);
+        Ok(Client {
+            pooler,
+            killed: pool.kill_signal(),
+            pool,
+            mode,
+            stream,
+            buf,
+            to_client,
+            to_server: BytesMut::new(),
+            server: None,
+            statements: ClientStatements::default(),
+            params,
+            cancel,
+            info,
+            xact_started: Instant::now(),
+            query_started: Instant::now(),
+            config: pooler.config(),
+        })
+    }
+
+    /// Serves the client until it leaves or is ended.
+    async fn run(&mut self) {
+        let end = match self.flush_client().await {
+            Ok(()) => self.serve().await,
+            Err(end) => end,
+        };
+        Box::pin(self.finish(end)).await;
+        self.pool.stats.clients_active.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Client<'_> {
     async fn serve(&mut self) -> End {
         loop {
             let step = if self.server.is_some() {
-                self.step_with_server().await
+                // Boxed: only a client in a transaction carries the relay's state.
+                Box::pin(self.relay()).await
             } else {
                 self.step_idle().await
             };
@@ -142,27 +155,32 @@ impl Client<'_> {
     async fn step_idle(&mut self) -> Result<(), End> {
         self.set_state("idle");
         // An idle client keeps almost no memory: thousands of them are the normal case.
-        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
+        // The read buffer is allocated when the client's next bytes arrive.
+        if self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
-        for out in [&mut self.to_client, &mut self.to_server] {
-            if out.capacity() > IDLE_BUFFER {
-                *out = BytesMut::new();
-            }
-        }
-        self.buf.reserve(512);
+        self.to_client = BytesMut::new();
+        self.to_server = BytesMut::new();
         self.config = self.pooler.config();
-        let config = self.config.clone();
-        let idle_timeout = sleep_or_never(config.client_idle_timeout);
-        tokio::select! {
-            read = self.stream.read_buf(&mut self.buf) => self.on_client_read(read).await,
-            () = self.pooler.draining.cancelled() => Err(End::Fatal(fatal(
+        let idle_timeout = sleep_or_never(self.config.client_idle_timeout);
+        let read = tokio::select! {
+            read = self.stream.read_when_ready(&mut self.buf, ACTIVE_BUFFER) => read,
+            () = self.pooler.draining.cancelled() => return Err(End::Fatal(fatal(
                 SqlState::ADMIN_SHUTDOWN,
                 "terminating connection due to administrator command",
             ))),
-            () = idle_timeout => Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "client_idle_timeout"))),
-            _ = self.killed.changed() => Err(killed()),
+            () = idle_timeout => return Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "client_idle_timeout"))),
+            _ = self.killed.changed() => return Err(killed()),
+        };
+        self.on_client_read(read).await
+    }
+
+    /// Relays both ways until the server connection goes back to the pool.
+    async fn relay(&mut self) -> Result<(), End> {
+        while self.server.is_some() {
+            self.step_with_server().await?;
         }
+        Ok(())
     }
 
     /// A server is assigned: relay both ways.
@@ -534,9 +552,10 @@ fn write_synthetic(out: &mut BytesMut, replies: &[Synthetic]) {
     }
 }
 
+/// The timer is boxed so that waiting without one costs the client's task no space.
 async fn sleep_or_never(duration: Option<Duration>) {
     match duration {
-        Some(d) => tokio::time::sleep(d).await,
+        Some(d) => Box::pin(tokio::time::sleep(d)).await,
         None => std::future::pending().await,
     }
 }

@@ -42,10 +42,13 @@ impl ClientParams {
         startup: &[(String, String)],
     ) -> Result<ClientParams, String> {
         // A parameter the server does not report is left alone unless the client asks.
-        let mut wanted: Vec<(&'static str, String)> = TRACKED
-            .iter()
-            .filter_map(|name| Some((*name, defaults.get(*name)?.clone())))
-            .collect();
+        // Sized exactly: every connected client keeps one.
+        let mut wanted: Vec<(&'static str, String)> = Vec::with_capacity(TRACKED.len());
+        wanted.extend(
+            TRACKED
+                .iter()
+                .filter_map(|name| Some((*name, defaults.get(*name)?.clone()))),
+        );
         let mut given: Vec<(String, String)> = Vec::new();
         for (name, value) in startup {
             if name == "options" {

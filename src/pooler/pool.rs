@@ -74,7 +74,7 @@ pub enum CheckoutError {
 }
 
 struct Idle {
-    conn: ServerConn,
+    conn: Box<ServerConn>,
     permits: Vec<OwnedSemaphorePermit>,
     since: Instant,
 }
@@ -303,7 +303,8 @@ impl Pool {
         ))
         .await;
         self.stats.login_ended();
-        let mut conn = result?;
+        // Boxed, so that a client holding it (a `Guard` in its task) stays small.
+        let mut conn = Box::new(result?);
         {
             let mut defaults = lock(&self.defaults);
             if defaults.is_empty() {
@@ -432,7 +433,7 @@ fn resize(semaphore: &Semaphore, current: &mut u32, wanted: u32) {
 /// A checked-out server connection. `release` returns it to the pool; dropping it
 /// closes it (the safe default when its state is unknown).
 pub struct Guard {
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     permits: Vec<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
 }

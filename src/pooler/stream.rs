@@ -1,10 +1,12 @@
 //! A client's connection: plain TCP, TLS over TCP, or a unix socket — one type for the
 //! client task.
 
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
@@ -17,6 +19,47 @@ pub enum ClientStream {
 impl ClientStream {
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
+    }
+
+    /// Reads into `buf`, reserving `size` only once the socket is readable, so that a
+    /// client waiting with an empty buffer holds none; waiting costs no future state
+    /// beyond the waker tokio keeps anyway. TLS reads as usual into a small buffer:
+    /// rustls may hold decrypted bytes the socket no longer signals.
+    pub async fn read_when_ready(&mut self, buf: &mut BytesMut, size: usize) -> io::Result<usize> {
+        if let ClientStream::Tls(s) = self {
+            buf.reserve(512);
+            return s.read_buf(buf).await;
+        }
+        std::future::poll_fn(|cx| self.poll_read_when_ready(cx, buf, size)).await
+    }
+
+    fn poll_read_when_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        size: usize,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let read = match self {
+                ClientStream::Tcp(s) => {
+                    std::task::ready!(s.poll_read_ready(cx))?;
+                    buf.reserve(size);
+                    s.try_read_buf(buf)
+                }
+                ClientStream::Unix(s) => {
+                    std::task::ready!(s.poll_read_ready(cx))?;
+                    buf.reserve(size);
+                    s.try_read_buf(buf)
+                }
+                // `read_when_ready` reads TLS itself.
+                ClientStream::Tls(_) => return Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+            };
+            match read {
+                // Readiness was stale; poll again, which registers the waker.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                read => return Poll::Ready(read),
+            }
+        }
     }
 }
 
