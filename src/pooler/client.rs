@@ -28,8 +28,11 @@ use crate::config::PoolMode;
 
 const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 
-/// Read buffer space while a transaction runs.
+/// Read buffer space while a transaction runs, and for an idle client's next request
+/// (under glibc's per-thread cache limit, so a transaction's first read is cheap; a
+/// request that fills it grows the buffer to ACTIVE_BUFFER).
 const ACTIVE_BUFFER: usize = 16 * 1024;
+const IDLE_READ: usize = 1000;
 
 /// Client bytes not yet written to PostgreSQL beyond which the client is not read.
 const MAX_BACKLOG: usize = 1024 * 1024;
@@ -74,7 +77,11 @@ pub fn start(pooler: &Arc<Pooler>, session: Session) -> impl Future<Output = ()>
     async move {
         // By reference: moving out would keep a second copy in the future.
         match &mut client {
-            Ok(client) => client.run().await,
+            Ok(client) => {
+                let end = client.serve().await;
+                Box::pin(client.finish(end)).await;
+                client.pool.stats.clients_active.fetch_sub(1, Relaxed);
+            }
             Err((stream, error)) => send_fatal(stream, error).await,
         }
     }
@@ -124,20 +131,14 @@ impl<'a> Client<'a> {
             config: pooler.config(),
         })
     }
-
-    /// Serves the client until it leaves or is ended.
-    async fn run(&mut self) {
-        let end = match self.flush_client().await {
-            Ok(()) => self.serve().await,
-            Err(end) => end,
-        };
-        Box::pin(self.finish(end)).await;
-        self.pool.stats.clients_active.fetch_sub(1, Relaxed);
-    }
 }
 
 impl Client<'_> {
     async fn serve(&mut self) -> End {
+        // The login's replies (ParameterStatus, BackendKeyData, ReadyForQuery).
+        if let Err(end) = self.flush_client().await {
+            return end;
+        }
         loop {
             let step = if self.server.is_some() {
                 // Boxed: only a client in a transaction carries the relay's state.
@@ -162,15 +163,17 @@ impl Client<'_> {
         self.to_client = BytesMut::new();
         self.to_server = BytesMut::new();
         self.config = self.pooler.config();
+        if self.pooler.is_draining() {
+            return Err(shutdown());
+        }
         let idle_timeout = sleep_or_never(self.config.client_idle_timeout);
+        // One signal for KILL and draining: each waiter registered costs every transaction.
         let read = tokio::select! {
-            read = self.stream.read_when_ready(&mut self.buf, ACTIVE_BUFFER) => read,
-            () = self.pooler.draining.cancelled() => return Err(End::Fatal(fatal(
-                SqlState::ADMIN_SHUTDOWN,
-                "terminating connection due to administrator command",
-            ))),
+            read = self.stream.read_when_ready(&mut self.buf, IDLE_READ) => read,
             () = idle_timeout => return Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "client_idle_timeout"))),
-            _ = self.killed.changed() => return Err(killed()),
+            _ = self.killed.changed() => {
+                return Err(if self.pooler.is_draining() { shutdown() } else { killed() })
+            }
         };
         self.on_client_read(read).await
     }
@@ -185,7 +188,9 @@ impl Client<'_> {
 
     /// A server is assigned: relay both ways.
     async fn step_with_server(&mut self) -> Result<(), End> {
-        self.buf.reserve(ACTIVE_BUFFER);
+        if self.buf.capacity() - self.buf.len() < IDLE_READ / 2 {
+            self.buf.reserve(ACTIVE_BUFFER);
+        }
         let config = self.config.clone();
         let Some(guard) = self.server.as_mut() else {
             return Ok(());
@@ -352,17 +357,14 @@ impl Client<'_> {
         }
         self.flush_client().await?;
         // KILL ends the pool's clients at their next transaction boundary (idle ones at once).
-        if releasable && self.killed.has_changed().unwrap_or(false) {
+        let draining = self.pooler.is_draining();
+        if releasable && !draining && self.killed.has_changed().unwrap_or(false) {
             return Err(killed());
         }
-        if releasable && (self.mode == PoolMode::Transaction || self.pooler.draining.is_cancelled())
-        {
+        if releasable && (self.mode == PoolMode::Transaction || draining) {
             self.release().await;
-            if self.pooler.draining.is_cancelled() {
-                return Err(End::Fatal(fatal(
-                    SqlState::ADMIN_SHUTDOWN,
-                    "terminating connection due to administrator command",
-                )));
+            if draining {
+                return Err(shutdown());
             }
         }
         Ok(())
@@ -534,6 +536,13 @@ async fn reset(guard: &mut Guard, reset_query: &str) -> bool {
         conn.settings.clear();
     }
     true
+}
+
+fn shutdown() -> End {
+    End::Fatal(fatal(
+        SqlState::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command",
+    ))
 }
 
 fn killed() -> End {

@@ -78,14 +78,19 @@ impl Drop for Counted {
 
 /// The client task: log in, then serve queries or the admin console.
 pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
-    let _counted = Counted(pooler.clone());
-    let config = pooler.config();
-    if pooler.client_count.fetch_add(1, Ordering::Relaxed) >= config.max_client_conn as usize {
+    let counted = Counted(pooler);
+    let pooler = &counted.0;
+    // Read from the config here, not kept: every byte of this future is paid per client.
+    let (max_client_conn, login_timeout) = {
+        let config = pooler.config();
+        (config.max_client_conn as usize, config.client_login_timeout)
+    };
+    if pooler.client_count.fetch_add(1, Ordering::Relaxed) >= max_client_conn {
         // Read the startup phase first (TLS included), so that the client can read the
         // reason instead of seeing a broken connection.
         let refuse = async {
             let mut buf = BytesMut::new();
-            if let Ok(Some((mut stream, ..))) = negotiate(&pooler, stream, &mut buf).await {
+            if let Ok(Some((mut stream, ..))) = negotiate(pooler, stream, &mut buf).await {
                 let error = fatal(
                     SqlState::PROTOCOL_VIOLATION,
                     "no more connections allowed (max_client_conn)",
@@ -99,11 +104,11 @@ pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
         return;
     }
     let login = async {
-        let login = match config.client_login_timeout {
-            Some(t) => tokio::time::timeout(t, login(&pooler, stream))
+        let login = match login_timeout {
+            Some(t) => tokio::time::timeout(t, login(pooler, stream))
                 .await
                 .unwrap_or(Ok(None)),
-            None => login(&pooler, stream).await,
+            None => login(pooler, stream).await,
         };
         match login {
             Ok(session) => session,
@@ -122,14 +127,13 @@ pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
         };
         let id = session.info.id;
         let task = if session.admin.is_some() {
-            Either::Left(Box::pin(super::admin::run(&pooler, session)))
+            Either::Left(Box::pin(super::admin::run(pooler, session)))
         } else {
             // Not boxed: the client lives in the task's own allocation, its idle wait too.
-            Either::Right(super::client::start(&pooler, session))
+            Either::Right(super::client::start(pooler, session))
         };
         (id, task)
     };
-    drop(config);
     session_task.await;
     pooler.unregister_client(id);
 }

@@ -24,7 +24,7 @@ mod txn;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,8 @@ pub struct Pooler {
     agent_shutdown: CancellationToken,
     /// Cancelled when the pooler stops accepting; clients finish their transaction.
     draining: CancellationToken,
+    /// The same, as a flag clients read on every transaction without taking a lock.
+    drain_started: AtomicBool,
     started: Instant,
 }
 
@@ -239,6 +241,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         reload: setup.reload,
         agent_shutdown: setup.agent_shutdown,
         draining: CancellationToken::new(),
+        drain_started: AtomicBool::new(false),
         started: Instant::now(),
     });
     tracing::info!(%addr, socket = %socket_path.display(), "pooler listening");
@@ -283,7 +286,11 @@ pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> any
     drop(tcp);
     drop(unix);
     let _ = std::fs::remove_file(&socket_path);
+    pooler.drain_started.store(true, Ordering::Release);
     pooler.draining.cancel();
+    for pool in pooler.pools() {
+        pool.wake_clients();
+    }
     tracker.close();
     let timeout = pooler.config().shutdown_timeout;
     if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
@@ -337,6 +344,10 @@ impl Pooler {
 
     fn unregister_client(&self, id: u64) {
         lock(&self.clients).remove(&id);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.drain_started.load(Ordering::Acquire)
     }
 
     fn next_id(&self) -> u64 {

@@ -92,7 +92,8 @@ pub struct Pool {
     limits: Vec<Arc<Semaphore>>,
     released: Notify,
     paused: watch::Sender<bool>,
-    /// Bumped by KILL: every client of the pool is disconnected.
+    /// Bumped by KILL: every client of the pool is disconnected. Also bumped when the
+    /// pooler drains, so that an idle client waits on this one signal only.
     killed: watch::Sender<u64>,
     credentials: Mutex<Option<Credentials>>,
     /// Bumped by RECONNECT: connections of an older generation are closed on release.
@@ -388,9 +389,14 @@ impl Pool {
         self.killed.send_modify(|n| *n += 1);
     }
 
-    /// Changes when the pool is killed.
+    /// Changes when the pool is killed or the pooler drains.
     pub fn kill_signal(&self) -> watch::Receiver<u64> {
         self.killed.subscribe()
+    }
+
+    /// Wakes every idle client of the pool (the pooler is draining).
+    pub fn wake_clients(&self) {
+        self.killed.send_modify(|_| {});
     }
 
     pub fn pause(&self, paused: bool) {

@@ -1,9 +1,10 @@
 //! A client's connection: plain TCP, TLS over TCP, or a unix socket — one type for the
 //! client task.
 
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::pin::{pin, Pin};
+use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -26,40 +27,23 @@ impl ClientStream {
     /// beyond the waker tokio keeps anyway. TLS reads as usual into a small buffer:
     /// rustls may hold decrypted bytes the socket no longer signals.
     pub async fn read_when_ready(&mut self, buf: &mut BytesMut, size: usize) -> io::Result<usize> {
-        if let ClientStream::Tls(s) = self {
-            buf.reserve(512);
-            return s.read_buf(buf).await;
-        }
-        std::future::poll_fn(|cx| self.poll_read_when_ready(cx, buf, size)).await
-    }
-
-    fn poll_read_when_ready(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-        size: usize,
-    ) -> Poll<io::Result<usize>> {
-        loop {
-            let read = match self {
+        std::future::poll_fn(|cx| {
+            match self {
                 ClientStream::Tcp(s) => {
-                    std::task::ready!(s.poll_read_ready(cx))?;
+                    ready!(s.poll_read_ready(cx))?;
                     buf.reserve(size);
-                    s.try_read_buf(buf)
                 }
                 ClientStream::Unix(s) => {
-                    std::task::ready!(s.poll_read_ready(cx))?;
+                    ready!(s.poll_read_ready(cx))?;
                     buf.reserve(size);
-                    s.try_read_buf(buf)
                 }
-                // `read_when_ready` reads TLS itself.
-                ClientStream::Tls(_) => return Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
-            };
-            match read {
-                // Readiness was stale; poll again, which registers the waker.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                read => return Poll::Ready(read),
+                ClientStream::Tls(_) => buf.reserve(512),
             }
-        }
+            // tokio's read (unlike try_read) marks the socket drained after a short read,
+            // which spares the next read a syscall that would only say EAGAIN.
+            pin!(self.read_buf(buf)).poll(cx)
+        })
+        .await
     }
 }
 
