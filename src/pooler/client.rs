@@ -53,6 +53,8 @@ struct Client<'a> {
     pooler: &'a Arc<Pooler>,
     pool: Arc<Pool>,
     mode: PoolMode,
+    /// `Pooler::config_version` when `config` was read.
+    config_version: u32,
     stream: ClientStream,
     buf: BytesMut,
     to_client: BytesMut,
@@ -128,6 +130,7 @@ impl<'a> Client<'a> {
             info,
             xact_started: Instant::now(),
             query_started: Instant::now(),
+            config_version: pooler.config_version(),
             config: pooler.config(),
         })
     }
@@ -162,7 +165,13 @@ impl Client<'_> {
         }
         self.to_client = BytesMut::new();
         self.to_server = BytesMut::new();
-        self.config = self.pooler.config();
+        // The config's Arc is shared by every client: refreshed only when it changed, so
+        // that its reference count is not bounced between cores on every transaction.
+        let version = self.pooler.config_version();
+        if version != self.config_version {
+            self.config = self.pooler.config();
+            self.config_version = version;
+        }
         if self.pooler.is_draining() {
             return Err(shutdown());
         }
@@ -191,18 +200,14 @@ impl Client<'_> {
         if self.buf.capacity() - self.buf.len() < IDLE_READ / 2 {
             self.buf.reserve(ACTIVE_BUFFER);
         }
-        let config = self.config.clone();
+        let idle_transaction_timeout = self.config.idle_transaction_timeout;
         let Some(guard) = self.server.as_mut() else {
             return Ok(());
         };
         let conn = guard.conn();
         let idle_in_transaction =
             conn.tracker.nothing_pending() && conn.tracker.status() != TxStatus::Idle;
-        let timeout = sleep_or_never(
-            config
-                .idle_transaction_timeout
-                .filter(|_| idle_in_transaction),
-        );
+        let timeout = sleep_or_never(idle_transaction_timeout.filter(|_| idle_in_transaction));
         let backlog = !self.to_server.is_empty();
         let (mut server_read, mut server_write) = conn.stream.split();
         tokio::select! {
@@ -229,10 +234,9 @@ impl Client<'_> {
             Ok(0) | Err(_) => return Err(End::Left),
             Ok(n) => self.pool.stats.bytes_received.fetch_add(n as u64, Relaxed),
         };
-        let config = self.config.clone();
-        let max_packet = config.max_packet_size as usize;
-        let rewrite_on = self.mode == PoolMode::Transaction && config.max_prepared_statements > 0;
-        let max_prepared = config.max_prepared_statements as usize;
+        let max_packet = self.config.max_packet_size as usize;
+        let max_prepared = self.config.max_prepared_statements as usize;
+        let rewrite_on = self.mode == PoolMode::Transaction && max_prepared > 0;
         loop {
             let frame = match split_frame_limited(&mut self.buf, |tag| {
                 frontend::max_body_length(tag).min(max_packet)
@@ -459,8 +463,8 @@ impl Client<'_> {
         stats
             .xact_time_us
             .fetch_add(self.xact_started.elapsed().as_micros() as u64, Relaxed);
-        let config = self.config.clone();
-        let reusable = if self.mode == PoolMode::Session || config.server_reset_query_always {
+        let reusable = if self.mode == PoolMode::Session || self.config.server_reset_query_always {
+            let config = self.config.clone();
             Box::pin(reset(&mut guard, &config.server_reset_query)).await
         } else {
             true

@@ -196,6 +196,10 @@ impl Pool {
         started: Instant,
         paused: &mut watch::Receiver<bool>,
     ) -> Result<Guard, CheckoutError> {
+        // One timer for the whole wait, moved only when the wake-up time changes: a
+        // waiter may loop many times, and each new timer is a registration in the wheel.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(started.into()));
+        let mut timer_at = None;
         loop {
             let notified = self.released.notified();
             tokio::pin!(notified);
@@ -214,16 +218,16 @@ impl Pool {
             if settings.reserve_size > 0 && Instant::now() < reserve_at {
                 wake = Some(wake.map_or(reserve_at, |d| d.min(reserve_at)));
             }
-            let sleep = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
+            if wake != timer_at {
+                if let Some(at) = wake {
+                    timer.as_mut().reset(at.into());
                 }
-            };
+                timer_at = wake;
+            }
             tokio::select! {
                 () = notified => {}
                 _ = paused.changed() => {}
-                () = sleep => {}
+                () = timer.as_mut(), if timer_at.is_some() => {}
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(CheckoutError::WaitTimeout);
