@@ -100,14 +100,13 @@ impl<'a> Client<'a> {
             ..
         } = session;
         let pool = pooler.pool(&key);
-        let defaults = pool.defaults();
-        let params = match ClientParams::new(&defaults, &startup_params) {
+        let params = match ClientParams::new(pool.defaults(), &startup_params) {
             Ok(params) => params,
             Err(message) => return Err((stream, fatal(SqlState::FEATURE_NOT_SUPPORTED, message))),
         };
         let cancel = pooler.cancels.register();
         let mut to_client = BytesMut::new();
-        for (name, value) in params.for_login(&defaults) {
+        for (name, value) in params.for_login() {
             be::parameter_status(&mut to_client, &name, &value);
         }
         be::backend_key_data(&mut to_client, cancel.process_id, &cancel.secret_key);

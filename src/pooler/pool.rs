@@ -102,7 +102,8 @@ pub struct Pool {
     pub validated: AtomicBool,
     /// The session parameters of a fresh server connection: what clients see at login
     /// and what a client that never SETs anything gets.
-    defaults: Mutex<std::collections::HashMap<String, String>>,
+    /// Shared (not copied) by every client of the pool.
+    defaults: Mutex<Arc<std::collections::HashMap<String, String>>>,
     pub stats: PoolStats,
     /// Every server connection of the pool, for SHOW SERVERS; dead entries are pruned.
     servers: Mutex<Vec<std::sync::Weak<super::server::ServerInfo>>>,
@@ -143,7 +144,7 @@ impl Pool {
         }
     }
 
-    pub fn defaults(&self) -> std::collections::HashMap<String, String> {
+    pub fn defaults(&self) -> Arc<std::collections::HashMap<String, String>> {
         lock(&self.defaults).clone()
     }
 
@@ -313,7 +314,7 @@ impl Pool {
         {
             let mut defaults = lock(&self.defaults);
             if defaults.is_empty() {
-                *defaults = conn.params.clone();
+                *defaults = Arc::new(conn.params.clone());
             }
         }
         conn.generation = self.generation.load(Ordering::Relaxed);
