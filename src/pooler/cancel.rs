@@ -34,16 +34,20 @@ impl CancelTarget {
 }
 
 /// All connected clients' keys.
+/// A client's key: the pooler issues protocol 3.0's 4-byte secrets, kept inline (a
+/// `Bytes` would cost every connected client an allocation).
+type ClientKey = (i32, [u8; 4]);
+
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    clients: Mutex<HashMap<(i32, Bytes), Arc<CancelTarget>>>,
+    clients: Mutex<HashMap<ClientKey, Arc<CancelTarget>>>,
 }
 
 /// Removes the client's key when its connection ends.
 pub struct Registration {
     registry: Arc<CancelRegistry>,
     pub process_id: i32,
-    pub secret_key: Bytes,
+    pub secret_key: [u8; 4],
     pub target: Arc<CancelTarget>,
 }
 
@@ -51,12 +55,12 @@ impl Drop for Registration {
     fn drop(&mut self) {
         self.registry
             .lock()
-            .remove(&(self.process_id, self.secret_key.clone()));
+            .remove(&(self.process_id, self.secret_key));
     }
 }
 
 impl CancelRegistry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<(i32, Bytes), Arc<CancelTarget>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ClientKey, Arc<CancelTarget>>> {
         match self.clients.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -69,9 +73,9 @@ impl CancelRegistry {
         let mut rng = rand::rngs::OsRng;
         loop {
             let process_id = (rng.next_u32() & 0x7fff_ffff) as i32;
-            let secret_key = Bytes::copy_from_slice(&rng.next_u32().to_be_bytes());
+            let secret_key = rng.next_u32().to_be_bytes();
             let mut clients = self.lock();
-            let key = (process_id, secret_key.clone());
+            let key = (process_id, secret_key);
             if clients.contains_key(&key) {
                 continue;
             }
@@ -86,8 +90,9 @@ impl CancelRegistry {
     }
 
     /// The server key a cancel request with this client key should reach.
-    pub fn lookup(&self, process_id: i32, secret_key: &Bytes) -> Option<ServerKey> {
-        let target = self.lock().get(&(process_id, secret_key.clone()))?.clone();
+    pub fn lookup(&self, process_id: i32, secret_key: &[u8]) -> Option<ServerKey> {
+        let secret_key: [u8; 4] = secret_key.try_into().ok()?;
+        let target = self.lock().get(&(process_id, secret_key))?.clone();
         target.get()
     }
 }
@@ -110,7 +115,7 @@ mod tests {
         assert_eq!(registry.lookup(a.process_id, &a.secret_key), Some(server));
         assert_eq!(registry.lookup(b.process_id, &b.secret_key), None);
         assert_eq!(registry.lookup(a.process_id, &b.secret_key), None);
-        let (pid, key) = (a.process_id, a.secret_key.clone());
+        let (pid, key) = (a.process_id, a.secret_key);
         drop(a);
         assert_eq!(registry.lookup(pid, &key), None);
     }

@@ -2,6 +2,7 @@
 //! layers (`route`, `txn`, `params`). In transaction mode the server connection is taken
 //! for one transaction and given back when ReadyForQuery says idle and nothing is owed.
 
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,9 +28,11 @@ use crate::config::PoolMode;
 
 const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 
-/// Read buffer space while a transaction runs, and the most an idle client keeps.
+/// Read buffer space while a transaction runs, and for an idle client's next request
+/// (under glibc's per-thread cache limit, so a transaction's first read is cheap; a
+/// request that fills it grows the buffer to ACTIVE_BUFFER).
 const ACTIVE_BUFFER: usize = 16 * 1024;
-const IDLE_BUFFER: usize = 4 * 1024;
+const IDLE_READ: usize = 1000;
 
 /// Client bytes not yet written to PostgreSQL beyond which the client is not read.
 const MAX_BACKLOG: usize = 1024 * 1024;
@@ -50,6 +53,8 @@ struct Client<'a> {
     pooler: &'a Arc<Pooler>,
     pool: Arc<Pool>,
     mode: PoolMode,
+    /// `Pooler::config_version` when `config` was read.
+    config_version: u32,
     stream: ClientStream,
     buf: BytesMut,
     to_client: BytesMut,
@@ -66,69 +71,80 @@ struct Client<'a> {
     config: Arc<crate::config::PoolerConfig>,
 }
 
-pub async fn run(pooler: &Arc<Pooler>, session: Session) {
-    let Session {
-        stream,
-        buf,
-        key,
-        startup_params,
-        info,
-        ..
-    } = session;
-    let pool = pooler.pool(&key);
-    let defaults = pool.defaults();
-    let params = match ClientParams::new(&defaults, &startup_params) {
-        Ok(params) => params,
-        Err(message) => {
-            let mut stream = stream;
-            send_fatal(
-                &mut stream,
-                &fatal(SqlState::FEATURE_NOT_SUPPORTED, message),
-            )
-            .await;
-            return;
+/// The task of a logged-in client. The client is built here, outside any future, so that
+/// the task holds it once and not what only building it needed (startup parameters, the
+/// pool's defaults).
+pub fn start(pooler: &Arc<Pooler>, session: Session) -> impl Future<Output = ()> + Send + '_ {
+    let mut client = Client::new(pooler, session);
+    async move {
+        // By reference: moving out would keep a second copy in the future.
+        match &mut client {
+            Ok(client) => {
+                let end = client.serve().await;
+                Box::pin(client.finish(end)).await;
+                client.pool.stats.clients_active.fetch_sub(1, Relaxed);
+            }
+            Err((stream, error)) => send_fatal(stream, error).await,
         }
-    };
-    let cancel = pooler.cancels.register();
-    let mut to_client = BytesMut::new();
-    for (name, value) in params.for_login(&defaults) {
-        be::parameter_status(&mut to_client, &name, &value);
     }
-    be::backend_key_data(&mut to_client, cancel.process_id, &cancel.secret_key);
-    be::ready_for_query(&mut to_client, TransactionStatus::Idle);
-    let (mode, _) = pooler.config().for_database(&key.database);
-    pool.stats.clients_active.fetch_add(1, Relaxed);
-    let mut client = Client {
-        pooler,
-        pool: pool.clone(),
-        mode,
-        stream,
-        buf,
-        to_client,
-        to_server: BytesMut::new(),
-        server: None,
-        statements: ClientStatements::default(),
-        params,
-        cancel,
-        info,
-        xact_started: Instant::now(),
-        query_started: Instant::now(),
-        killed: pool.kill_signal(),
-        config: pooler.config(),
-    };
-    let end = match client.flush_client().await {
-        Ok(()) => client.serve().await,
-        Err(end) => end,
-    };
-    Box::pin(client.finish(end)).await;
-    pool.stats.clients_active.fetch_sub(1, Relaxed);
+}
+
+impl<'a> Client<'a> {
+    fn new(pooler: &'a Arc<Pooler>, session: Session) -> Result<Self, (ClientStream, Fatal)> {
+        let Session {
+            stream,
+            buf,
+            key,
+            startup_params,
+            info,
+            ..
+        } = session;
+        let pool = pooler.pool(&key);
+        let params = match ClientParams::new(pool.defaults(), &startup_params) {
+            Ok(params) => params,
+            Err(message) => return Err((stream, fatal(SqlState::FEATURE_NOT_SUPPORTED, message))),
+        };
+        let cancel = pooler.cancels.register();
+        let mut to_client = BytesMut::new();
+        for (name, value) in params.for_login() {
+            be::parameter_status(&mut to_client, &name, &value);
+        }
+        be::backend_key_data(&mut to_client, cancel.process_id, &cancel.secret_key);
+        be::ready_for_query(&mut to_client, TransactionStatus::Idle);
+        let (mode, _) = pooler.config().for_database(&key.database);
+        pool.stats.clients_active.fetch_add(1, Relaxed);
+        Ok(Client {
+            pooler,
+            killed: pool.kill_signal(),
+            pool,
+            mode,
+            stream,
+            buf,
+            to_client,
+            to_server: BytesMut::new(),
+            server: None,
+            statements: ClientStatements::default(),
+            params,
+            cancel,
+            info,
+            xact_started: Instant::now(),
+            query_started: Instant::now(),
+            config_version: pooler.config_version(),
+            config: pooler.config(),
+        })
+    }
 }
 
 impl Client<'_> {
     async fn serve(&mut self) -> End {
+        // The login's replies (ParameterStatus, BackendKeyData, ReadyForQuery).
+        if let Err(end) = self.flush_client().await {
+            return end;
+        }
         loop {
             let step = if self.server.is_some() {
-                self.step_with_server().await
+                // Boxed: only a client in a transaction carries the relay's state.
+                Box::pin(self.relay()).await
             } else {
                 self.step_idle().await
             };
@@ -142,44 +158,55 @@ impl Client<'_> {
     async fn step_idle(&mut self) -> Result<(), End> {
         self.set_state("idle");
         // An idle client keeps almost no memory: thousands of them are the normal case.
-        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
+        // The read buffer is allocated when the client's next bytes arrive.
+        if self.buf.is_empty() {
             self.buf = BytesMut::new();
         }
-        for out in [&mut self.to_client, &mut self.to_server] {
-            if out.capacity() > IDLE_BUFFER {
-                *out = BytesMut::new();
+        self.to_client = BytesMut::new();
+        self.to_server = BytesMut::new();
+        // The config's Arc is shared by every client: refreshed only when it changed, so
+        // that its reference count is not bounced between cores on every transaction.
+        let version = self.pooler.config_version();
+        if version != self.config_version {
+            self.config = self.pooler.config();
+            self.config_version = version;
+        }
+        if self.pooler.is_draining() {
+            return Err(shutdown());
+        }
+        let idle_timeout = sleep_or_never(self.config.client_idle_timeout);
+        // One signal for KILL and draining: each waiter registered costs every transaction.
+        let read = tokio::select! {
+            read = self.stream.read_when_ready(&mut self.buf, IDLE_READ) => read,
+            () = idle_timeout => return Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "client_idle_timeout"))),
+            _ = self.killed.changed() => {
+                return Err(if self.pooler.is_draining() { shutdown() } else { killed() })
             }
+        };
+        self.on_client_read(read).await
+    }
+
+    /// Relays both ways until the server connection goes back to the pool.
+    async fn relay(&mut self) -> Result<(), End> {
+        while self.server.is_some() {
+            self.step_with_server().await?;
         }
-        self.buf.reserve(512);
-        self.config = self.pooler.config();
-        let config = self.config.clone();
-        let idle_timeout = sleep_or_never(config.client_idle_timeout);
-        tokio::select! {
-            read = self.stream.read_buf(&mut self.buf) => self.on_client_read(read).await,
-            () = self.pooler.draining.cancelled() => Err(End::Fatal(fatal(
-                SqlState::ADMIN_SHUTDOWN,
-                "terminating connection due to administrator command",
-            ))),
-            () = idle_timeout => Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "client_idle_timeout"))),
-            _ = self.killed.changed() => Err(killed()),
-        }
+        Ok(())
     }
 
     /// A server is assigned: relay both ways.
     async fn step_with_server(&mut self) -> Result<(), End> {
-        self.buf.reserve(ACTIVE_BUFFER);
-        let config = self.config.clone();
+        if self.buf.capacity() - self.buf.len() < IDLE_READ / 2 {
+            self.buf.reserve(ACTIVE_BUFFER);
+        }
+        let idle_transaction_timeout = self.config.idle_transaction_timeout;
         let Some(guard) = self.server.as_mut() else {
             return Ok(());
         };
         let conn = guard.conn();
         let idle_in_transaction =
             conn.tracker.nothing_pending() && conn.tracker.status() != TxStatus::Idle;
-        let timeout = sleep_or_never(
-            config
-                .idle_transaction_timeout
-                .filter(|_| idle_in_transaction),
-        );
+        let timeout = sleep_or_never(idle_transaction_timeout.filter(|_| idle_in_transaction));
         let backlog = !self.to_server.is_empty();
         let (mut server_read, mut server_write) = conn.stream.split();
         tokio::select! {
@@ -206,10 +233,9 @@ impl Client<'_> {
             Ok(0) | Err(_) => return Err(End::Left),
             Ok(n) => self.pool.stats.bytes_received.fetch_add(n as u64, Relaxed),
         };
-        let config = self.config.clone();
-        let max_packet = config.max_packet_size as usize;
-        let rewrite_on = self.mode == PoolMode::Transaction && config.max_prepared_statements > 0;
-        let max_prepared = config.max_prepared_statements as usize;
+        let max_packet = self.config.max_packet_size as usize;
+        let max_prepared = self.config.max_prepared_statements as usize;
+        let rewrite_on = self.mode == PoolMode::Transaction && max_prepared > 0;
         loop {
             let frame = match split_frame_limited(&mut self.buf, |tag| {
                 frontend::max_body_length(tag).min(max_packet)
@@ -334,17 +360,14 @@ impl Client<'_> {
         }
         self.flush_client().await?;
         // KILL ends the pool's clients at their next transaction boundary (idle ones at once).
-        if releasable && self.killed.has_changed().unwrap_or(false) {
+        let draining = self.pooler.is_draining();
+        if releasable && !draining && self.killed.has_changed().unwrap_or(false) {
             return Err(killed());
         }
-        if releasable && (self.mode == PoolMode::Transaction || self.pooler.draining.is_cancelled())
-        {
+        if releasable && (self.mode == PoolMode::Transaction || draining) {
             self.release().await;
-            if self.pooler.draining.is_cancelled() {
-                return Err(End::Fatal(fatal(
-                    SqlState::ADMIN_SHUTDOWN,
-                    "terminating connection due to administrator command",
-                )));
+            if draining {
+                return Err(shutdown());
             }
         }
         Ok(())
@@ -439,8 +462,8 @@ impl Client<'_> {
         stats
             .xact_time_us
             .fetch_add(self.xact_started.elapsed().as_micros() as u64, Relaxed);
-        let config = self.config.clone();
-        let reusable = if self.mode == PoolMode::Session || config.server_reset_query_always {
+        let reusable = if self.mode == PoolMode::Session || self.config.server_reset_query_always {
+            let config = self.config.clone();
             Box::pin(reset(&mut guard, &config.server_reset_query)).await
         } else {
             true
@@ -518,6 +541,13 @@ async fn reset(guard: &mut Guard, reset_query: &str) -> bool {
     true
 }
 
+fn shutdown() -> End {
+    End::Fatal(fatal(
+        SqlState::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command",
+    ))
+}
+
 fn killed() -> End {
     End::Fatal(fatal(
         SqlState::ADMIN_SHUTDOWN,
@@ -534,9 +564,10 @@ fn write_synthetic(out: &mut BytesMut, replies: &[Synthetic]) {
     }
 }
 
+/// The timer is boxed so that waiting without one costs the client's task no space.
 async fn sleep_or_never(duration: Option<Duration>) {
     match duration {
-        Some(d) => tokio::time::sleep(d).await,
+        Some(d) => Box::pin(tokio::time::sleep(d)).await,
         None => std::future::pending().await,
     }
 }

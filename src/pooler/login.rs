@@ -5,10 +5,11 @@
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::either::Either;
 
 use super::pool::{Credentials, PoolKey};
 use super::protocol::backend::encode as be;
@@ -77,14 +78,19 @@ impl Drop for Counted {
 
 /// The client task: log in, then serve queries or the admin console.
 pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
-    let _counted = Counted(pooler.clone());
-    let config = pooler.config();
-    if pooler.client_count.fetch_add(1, Ordering::Relaxed) >= config.max_client_conn as usize {
+    let counted = Counted(pooler);
+    let pooler = &counted.0;
+    // Read from the config here, not kept: every byte of this future is paid per client.
+    let (max_client_conn, login_timeout) = {
+        let config = pooler.config();
+        (config.max_client_conn as usize, config.client_login_timeout)
+    };
+    if pooler.client_count.fetch_add(1, Ordering::Relaxed) >= max_client_conn {
         // Read the startup phase first (TLS included), so that the client can read the
         // reason instead of seeing a broken connection.
-        let mut buf = BytesMut::new();
         let refuse = async {
-            if let Ok(Some((mut stream, ..))) = negotiate(&pooler, stream, &mut buf).await {
+            let mut buf = BytesMut::new();
+            if let Ok(Some((mut stream, ..))) = negotiate(pooler, stream, &mut buf).await {
                 let error = fatal(
                     SqlState::PROTOCOL_VIOLATION,
                     "no more connections allowed (max_client_conn)",
@@ -92,33 +98,43 @@ pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
                 send_fatal(&mut stream, &error).await;
             }
         };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), refuse).await;
+        // Boxed, like every path but the idle wait: the task's allocation is as large as
+        // its largest state, and thousands of idle clients each have one.
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(10), refuse)).await;
         return;
     }
     let login = async {
-        match config.client_login_timeout {
-            Some(t) => tokio::time::timeout(t, login(&pooler, stream))
+        let login = match login_timeout {
+            Some(t) => tokio::time::timeout(t, login(pooler, stream))
                 .await
                 .unwrap_or(Ok(None)),
-            None => login(&pooler, stream).await,
+            None => login(pooler, stream).await,
+        };
+        match login {
+            Ok(session) => session,
+            Err((mut stream, error)) => {
+                tracing::info!(code = %error.code, "client login failed: {}", error.message);
+                send_fatal(&mut stream, &error).await;
+                None
+            }
         }
     };
-    let session = match Box::pin(login).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return,
-        Err((mut stream, error)) => {
-            tracing::info!(code = %error.code, "client login failed: {}", error.message);
-            send_fatal(&mut stream, &error).await;
+    // In a block so that the session is gone, not merely moved from, during the client's
+    // long wait: the task's allocation is as large as its largest state.
+    let (id, session_task) = {
+        let Some(session) = Box::pin(login).await else {
             return;
-        }
+        };
+        let id = session.info.id;
+        let task = if session.admin.is_some() {
+            Either::Left(Box::pin(super::admin::run(pooler, session)))
+        } else {
+            // Not boxed: the client lives in the task's own allocation, its idle wait too.
+            Either::Right(super::client::start(pooler, session))
+        };
+        (id, task)
     };
-    let id = session.info.id;
-    // Boxed so that a connected client's task does not also carry the login's state.
-    if session.admin.is_some() {
-        Box::pin(super::admin::run(&pooler, session)).await;
-    } else {
-        Box::pin(super::client::run(&pooler, session)).await;
-    }
+    session_task.await;
     pooler.unregister_client(id);
 }
 
@@ -325,7 +341,7 @@ async fn forward_cancel(pooler: &Pooler, process_id: i32, secret_key: &Bytes) {
         let _ = conn.write_all(&out).await;
         // PostgreSQL closes the connection when done; wait so the cancel is delivered.
         let mut sink = [0u8; 1];
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut sink)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut sink)).await;
     }
 }
 

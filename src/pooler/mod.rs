@@ -24,7 +24,7 @@ mod txn;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,10 @@ pub struct Pooler {
     agent_shutdown: CancellationToken,
     /// Cancelled when the pooler stops accepting; clients finish their transaction.
     draining: CancellationToken,
+    /// The same, as a flag clients read on every transaction without taking a lock.
+    drain_started: AtomicBool,
+    /// Bumped on every reload, so that clients re-read `config` only when it changed.
+    config_version: AtomicU32,
     started: Instant,
 }
 
@@ -160,6 +164,7 @@ impl Pooler {
 
     /// Applies a reloaded config to every pool without dropping anyone.
     fn apply_config(&self) {
+        self.config_version.fetch_add(1, Ordering::Release);
         let config = self.config();
         for pool in self.pools() {
             pool.reconfigure(PoolSettings::from_config(&config, &pool.key.database));
@@ -239,6 +244,8 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         reload: setup.reload,
         agent_shutdown: setup.agent_shutdown,
         draining: CancellationToken::new(),
+        drain_started: AtomicBool::new(false),
+        config_version: AtomicU32::new(0),
         started: Instant::now(),
     });
     tracing::info!(%addr, socket = %socket_path.display(), "pooler listening");
@@ -283,7 +290,11 @@ pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> any
     drop(tcp);
     drop(unix);
     let _ = std::fs::remove_file(&socket_path);
+    pooler.drain_started.store(true, Ordering::Release);
     pooler.draining.cancel();
+    for pool in pooler.pools() {
+        pool.wake_clients();
+    }
     tracker.close();
     let timeout = pooler.config().shutdown_timeout;
     if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
@@ -337,6 +348,14 @@ impl Pooler {
 
     fn unregister_client(&self, id: u64) {
         lock(&self.clients).remove(&id);
+    }
+
+    fn config_version(&self) -> u32 {
+        self.config_version.load(Ordering::Acquire)
+    }
+
+    fn is_draining(&self) -> bool {
+        self.drain_started.load(Ordering::Acquire)
     }
 
     fn next_id(&self) -> u64 {

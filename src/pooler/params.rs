@@ -5,6 +5,7 @@
 //! must apply with SET since it cannot pass them in its own startup packet.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// PostgreSQL's spelling; matched case-insensitively, as GUC names are.
 pub const TRACKED: [&str; 5] = [
@@ -25,7 +26,13 @@ fn canonical(name: &str) -> Option<&'static str> {
 /// The values one client wants, whatever server connection serves it.
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
-    wanted: Vec<(&'static str, String)>,
+    /// The server's values at the pool's first login, shared by all the pool's clients:
+    /// what a client wants unless it said otherwise. A parameter the server does not
+    /// report is left alone unless the client asks.
+    defaults: Arc<HashMap<String, String>>,
+    /// Tracked parameters this client set, at startup or later with SET; usually none,
+    /// so that an idle client keeps no copy of the defaults.
+    overrides: Vec<(&'static str, String)>,
     /// Other settings from the startup packet; the server does not report these, so the
     /// pooler remembers per server connection what it has SET (`ServerConn::settings`).
     extra: BTreeMap<String, String>,
@@ -38,14 +45,9 @@ impl ClientParams {
     /// Server defaults for every tracked parameter, overridden by the client's startup
     /// parameters.
     pub fn new(
-        defaults: &HashMap<String, String>,
+        defaults: Arc<HashMap<String, String>>,
         startup: &[(String, String)],
     ) -> Result<ClientParams, String> {
-        // A parameter the server does not report is left alone unless the client asks.
-        let mut wanted: Vec<(&'static str, String)> = TRACKED
-            .iter()
-            .filter_map(|name| Some((*name, defaults.get(*name)?.clone())))
-            .collect();
         let mut given: Vec<(String, String)> = Vec::new();
         for (name, value) in startup {
             if name == "options" {
@@ -54,15 +56,15 @@ impl ClientParams {
                 given.push((name.clone(), value.clone()));
             }
         }
-        let mut extra = BTreeMap::new();
+        let mut params = ClientParams {
+            defaults,
+            ..ClientParams::default()
+        };
         for (name, value) in given {
             match canonical(&name) {
-                Some(name) => match wanted.iter_mut().find(|(n, _)| *n == name) {
-                    Some(slot) => slot.1 = value,
-                    None => wanted.push((name, value)),
-                },
+                Some(name) => params.set(name, value),
                 None if is_setting_name(&name) => {
-                    extra.insert(name.to_ascii_lowercase(), value);
+                    params.extra.insert(name.to_ascii_lowercase(), value);
                 }
                 None => {
                     return Err(format!(
@@ -72,14 +74,34 @@ impl ClientParams {
                 }
             }
         }
-        Ok(ClientParams { wanted, extra })
+        Ok(params)
+    }
+
+    fn set(&mut self, name: &'static str, value: String) {
+        match self.overrides.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.overrides.push((name, value)),
+        }
+    }
+
+    /// Every tracked parameter the client wants a value for, in `TRACKED` order.
+    fn wanted(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
+        TRACKED.iter().filter_map(move |name| {
+            let value = match self.overrides.iter().find(|(n, _)| n == name) {
+                Some((_, value)) => value.as_str(),
+                None => self.defaults.get(*name)?.as_str(),
+            };
+            Some((*name, value))
+        })
     }
 
     /// The server reported a new value while serving this client (the client ran SET).
     pub fn reported(&mut self, name: &str, value: &str) {
         if let Some(name) = canonical(name) {
-            if let Some(slot) = self.wanted.iter_mut().find(|(n, _)| *n == name) {
-                slot.1 = value.to_owned();
+            let wanted =
+                self.overrides.iter().any(|(n, _)| *n == name) || self.defaults.contains_key(name);
+            if wanted {
+                self.set(name, value.to_owned());
             }
         }
     }
@@ -93,8 +115,8 @@ impl ClientParams {
         applied: &BTreeMap<String, String>,
     ) -> Option<String> {
         let mut sql = String::new();
-        for (name, value) in &self.wanted {
-            if server.get(*name).is_some_and(|v| v == value) {
+        for (name, value) in self.wanted() {
+            if server.get(name).is_some_and(|v| v == value) {
                 continue;
             }
             sql.push_str(&format!("SET {name} TO {};", quote_literal(value)));
@@ -116,17 +138,14 @@ impl ClientParams {
     }
 
     /// ParameterStatus pairs for the client at login: server values with the client's own.
-    pub fn for_login(&self, defaults: &HashMap<String, String>) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = defaults
+    pub fn for_login(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .defaults
             .iter()
             .filter(|(k, _)| canonical(k).is_none())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        out.extend(
-            self.wanted
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone())),
-        );
+        out.extend(self.wanted().map(|(k, v)| (k.to_owned(), v.to_owned())));
         out.sort();
         out
     }
@@ -214,7 +233,7 @@ mod tests {
             ("application_name".to_owned(), "app's".to_owned()),
             ("timezone".to_owned(), "Europe/Paris".to_owned()),
         ];
-        let params = ClientParams::new(&defaults, &startup).unwrap();
+        let params = ClientParams::new(Arc::new(defaults.clone()), &startup).unwrap();
         let none = BTreeMap::new();
         let sql = params.sync_sql(&defaults, &none).unwrap();
         assert_eq!(
@@ -225,7 +244,7 @@ mod tests {
         matching.insert("TimeZone".into(), "Europe/Paris".into());
         matching.insert("application_name".into(), "app's".into());
         assert_eq!(params.sync_sql(&matching, &none), None);
-        let login = params.for_login(&defaults);
+        let login = params.for_login();
         assert!(login.contains(&("server_version".into(), "15.18".into())));
         assert!(login.contains(&("application_name".into(), "app's".into())));
     }
@@ -233,7 +252,7 @@ mod tests {
     #[test]
     fn a_clients_set_is_remembered() {
         let defaults = server(&[("DateStyle", "ISO, MDY")]);
-        let mut params = ClientParams::new(&defaults, &[]).unwrap();
+        let mut params = ClientParams::new(Arc::new(defaults.clone()), &[]).unwrap();
         params.reported("DateStyle", "German, DMY");
         params.reported("search_path", "x");
         let sql = params.sync_sql(&defaults, &BTreeMap::new()).unwrap();
@@ -250,7 +269,7 @@ mod tests {
                 "-c default_transaction_read_only=off --search-path=a\\ b".to_owned(),
             ),
         ];
-        let params = ClientParams::new(&defaults, &startup).unwrap();
+        let params = ClientParams::new(Arc::new(defaults.clone()), &startup).unwrap();
         let none = BTreeMap::new();
         let sql = params.sync_sql(&defaults, &none).unwrap();
         assert!(
@@ -260,7 +279,7 @@ mod tests {
         assert!(sql.contains("SET extra_float_digits TO '3';"), "{sql}");
         assert!(sql.contains("SET search_path TO 'a b';"), "{sql}");
         // The next client of that server connection, which asked for nothing, gets RESETs.
-        let plain = ClientParams::new(&defaults, &[]).unwrap();
+        let plain = ClientParams::new(Arc::new(defaults.clone()), &[]).unwrap();
         let sql = plain.sync_sql(&defaults, params.extra()).unwrap();
         assert!(sql.contains("RESET extra_float_digits;"), "{sql}");
         assert_eq!(params.sync_sql(&defaults, params.extra()), None);
@@ -271,9 +290,12 @@ mod tests {
         let defaults = server(&[]);
         for options in ["-d 5", "-c nonsense"] {
             let startup = [("options".to_owned(), options.to_owned())];
-            assert!(ClientParams::new(&defaults, &startup).is_err(), "{options}");
+            assert!(
+                ClientParams::new(Arc::new(defaults.clone()), &startup).is_err(),
+                "{options}"
+            );
         }
         let startup = [("bad name;".to_owned(), "x".to_owned())];
-        assert!(ClientParams::new(&defaults, &startup).is_err());
+        assert!(ClientParams::new(Arc::new(defaults.clone()), &startup).is_err());
     }
 }

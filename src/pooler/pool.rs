@@ -74,7 +74,7 @@ pub enum CheckoutError {
 }
 
 struct Idle {
-    conn: ServerConn,
+    conn: Box<ServerConn>,
     permits: Vec<OwnedSemaphorePermit>,
     since: Instant,
 }
@@ -92,7 +92,8 @@ pub struct Pool {
     limits: Vec<Arc<Semaphore>>,
     released: Notify,
     paused: watch::Sender<bool>,
-    /// Bumped by KILL: every client of the pool is disconnected.
+    /// Bumped by KILL: every client of the pool is disconnected. Also bumped when the
+    /// pooler drains, so that an idle client waits on this one signal only.
     killed: watch::Sender<u64>,
     credentials: Mutex<Option<Credentials>>,
     /// Bumped by RECONNECT: connections of an older generation are closed on release.
@@ -101,7 +102,8 @@ pub struct Pool {
     pub validated: AtomicBool,
     /// The session parameters of a fresh server connection: what clients see at login
     /// and what a client that never SETs anything gets.
-    defaults: Mutex<std::collections::HashMap<String, String>>,
+    /// Shared (not copied) by every client of the pool.
+    defaults: Mutex<Arc<std::collections::HashMap<String, String>>>,
     pub stats: PoolStats,
     /// Every server connection of the pool, for SHOW SERVERS; dead entries are pruned.
     servers: Mutex<Vec<std::sync::Weak<super::server::ServerInfo>>>,
@@ -142,7 +144,7 @@ impl Pool {
         }
     }
 
-    pub fn defaults(&self) -> std::collections::HashMap<String, String> {
+    pub fn defaults(&self) -> Arc<std::collections::HashMap<String, String>> {
         lock(&self.defaults).clone()
     }
 
@@ -195,6 +197,10 @@ impl Pool {
         started: Instant,
         paused: &mut watch::Receiver<bool>,
     ) -> Result<Guard, CheckoutError> {
+        // One timer for the whole wait, moved only when the wake-up time changes: a
+        // waiter may loop many times, and each new timer is a registration in the wheel.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(started.into()));
+        let mut timer_at = None;
         loop {
             let notified = self.released.notified();
             tokio::pin!(notified);
@@ -213,16 +219,16 @@ impl Pool {
             if settings.reserve_size > 0 && Instant::now() < reserve_at {
                 wake = Some(wake.map_or(reserve_at, |d| d.min(reserve_at)));
             }
-            let sleep = async {
-                match wake {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
+            if wake != timer_at {
+                if let Some(at) = wake {
+                    timer.as_mut().reset(at.into());
                 }
-            };
+                timer_at = wake;
+            }
             tokio::select! {
                 () = notified => {}
                 _ = paused.changed() => {}
-                () = sleep => {}
+                () = timer.as_mut(), if timer_at.is_some() => {}
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(CheckoutError::WaitTimeout);
@@ -303,11 +309,12 @@ impl Pool {
         ))
         .await;
         self.stats.login_ended();
-        let mut conn = result?;
+        // Boxed, so that a client holding it (a `Guard` in its task) stays small.
+        let mut conn = Box::new(result?);
         {
             let mut defaults = lock(&self.defaults);
             if defaults.is_empty() {
-                *defaults = conn.params.clone();
+                *defaults = Arc::new(conn.params.clone());
             }
         }
         conn.generation = self.generation.load(Ordering::Relaxed);
@@ -387,9 +394,14 @@ impl Pool {
         self.killed.send_modify(|n| *n += 1);
     }
 
-    /// Changes when the pool is killed.
+    /// Changes when the pool is killed or the pooler drains.
     pub fn kill_signal(&self) -> watch::Receiver<u64> {
         self.killed.subscribe()
+    }
+
+    /// Wakes every idle client of the pool (the pooler is draining).
+    pub fn wake_clients(&self) {
+        self.killed.send_modify(|_| {});
     }
 
     pub fn pause(&self, paused: bool) {
@@ -432,7 +444,7 @@ fn resize(semaphore: &Semaphore, current: &mut u32, wanted: u32) {
 /// A checked-out server connection. `release` returns it to the pool; dropping it
 /// closes it (the safe default when its state is unknown).
 pub struct Guard {
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     permits: Vec<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
 }

@@ -184,6 +184,10 @@ fn pending_for(message: &FrontendMessage) -> Option<Pending> {
 fn routed_query(message: &FrontendMessage) -> Routed {
     if let FrontendMessage::Query { sql } = message {
         let text = String::from_utf8_lossy(sql);
+        // Most queries are not these; spare them the normalizing allocations.
+        if !matches!(text.trim_start().chars().next(), Some('d' | 'D')) {
+            return Routed::Sent;
+        }
         let normalized: String = text
             .split_whitespace()
             .collect::<Vec<_>>()

@@ -1,10 +1,13 @@
 //! A client's connection: plain TCP, TLS over TCP, or a unix socket — one type for the
 //! client task.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::io;
+use std::pin::{pin, Pin};
+use std::task::{ready, Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
@@ -17,6 +20,30 @@ pub enum ClientStream {
 impl ClientStream {
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
+    }
+
+    /// Reads into `buf`, reserving `size` only once the socket is readable, so that a
+    /// client waiting with an empty buffer holds none; waiting costs no future state
+    /// beyond the waker tokio keeps anyway. TLS reads as usual into a small buffer:
+    /// rustls may hold decrypted bytes the socket no longer signals.
+    pub async fn read_when_ready(&mut self, buf: &mut BytesMut, size: usize) -> io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            match self {
+                ClientStream::Tcp(s) => {
+                    ready!(s.poll_read_ready(cx))?;
+                    buf.reserve(size);
+                }
+                ClientStream::Unix(s) => {
+                    ready!(s.poll_read_ready(cx))?;
+                    buf.reserve(size);
+                }
+                ClientStream::Tls(_) => buf.reserve(512),
+            }
+            // tokio's read (unlike try_read) marks the socket drained after a short read,
+            // which spares the next read a syscall that would only say EAGAIN.
+            pin!(self.read_buf(buf)).poll(cx)
+        })
+        .await
     }
 }
 
