@@ -11,6 +11,7 @@ mod backup;
 pub mod cli;
 mod config;
 mod data_dir;
+pub mod ha;
 mod logging;
 mod metrics;
 pub mod pg;

@@ -18,6 +18,7 @@ mod backup_s3;
 mod config_errors;
 mod crash_recovery;
 mod deploy_files;
+mod etcd_client;
 mod extensions;
 mod health;
 mod metrics;

@@ -1,0 +1,274 @@
+//! A small etcd v3 client over etcd's JSON gateway (`/v3/...`, keys and values base64):
+//! reads, writes, the create-if-absent transaction leader election needs, deletes that
+//! only succeed on an unchanged key, and leases. It speaks HTTP through reqwest, so the
+//! build needs no protobuf compiler. Each call tries the endpoints in order.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    /// The lease the key is attached to; 0 for none.
+    pub lease: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    pub ttl: Duration,
+}
+
+pub struct Etcd {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+}
+
+/// etcd's int64 fields arrive as JSON strings; absent means 0.
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::String(s) => s.parse().unwrap_or(0),
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    B64.encode(data)
+}
+
+/// The `range_end` that selects every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0] // every key
+}
+
+fn key_value(kv: &Value) -> anyhow::Result<KeyValue> {
+    let decode = |field: &str| -> anyhow::Result<Vec<u8>> {
+        let text = kv[field].as_str().unwrap_or_default();
+        B64.decode(text)
+            .with_context(|| format!("etcd sent a {field} that is not base64"))
+    };
+    Ok(KeyValue {
+        key: String::from_utf8_lossy(&decode("key")?).into_owned(),
+        value: decode("value")?,
+        create_revision: int(&kv["create_revision"]),
+        mod_revision: int(&kv["mod_revision"]),
+        lease: int(&kv["lease"]),
+    })
+}
+
+impl Etcd {
+    /// `endpoints` like `http://10.0.0.1:2379`; `timeout` bounds each request.
+    pub fn new(endpoints: &[String], timeout: Duration) -> anyhow::Result<Etcd> {
+        anyhow::ensure!(!endpoints.is_empty(), "no etcd endpoint configured");
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .build()
+            .context("build the etcd HTTP client")?;
+        Ok(Etcd {
+            http,
+            endpoints: endpoints
+                .iter()
+                .map(|e| e.trim_end_matches('/').to_owned())
+                .collect(),
+        })
+    }
+
+    /// POSTs `body` to `path` on the first endpoint that answers.
+    async fn call(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let mut failures = Vec::new();
+        for endpoint in &self.endpoints {
+            let url = format!("{endpoint}{path}");
+            match self.http.post(&url).json(&body).send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let value: Value = response
+                        .json()
+                        .await
+                        .with_context(|| format!("read etcd's answer from {url}"))?;
+                    if status.is_success() {
+                        return Ok(value);
+                    }
+                    // An answer that is an error (bad request, lease not found) is final.
+                    anyhow::bail!(
+                        "etcd at {endpoint} refused {path}: {}",
+                        value["message"]
+                            .as_str()
+                            .or(value["error"].as_str())
+                            .unwrap_or("unknown error")
+                    );
+                }
+                Err(e) => failures.push(format!("{endpoint}: {e}")),
+            }
+        }
+        anyhow::bail!("no etcd endpoint answered {path}: {}", failures.join("; "))
+    }
+
+    pub async fn get(&self, key: &str) -> anyhow::Result<Option<KeyValue>> {
+        let answer = self
+            .call("/v3/kv/range", json!({ "key": b64(key.as_bytes()) }))
+            .await?;
+        answer["kvs"]
+            .as_array()
+            .and_then(|kvs| kvs.first())
+            .map(key_value)
+            .transpose()
+    }
+
+    /// Every key under `prefix`, in key order.
+    pub async fn get_prefix(&self, prefix: &str) -> anyhow::Result<Vec<KeyValue>> {
+        let answer = self
+            .call(
+                "/v3/kv/range",
+                json!({ "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix.as_bytes())) }),
+            )
+            .await?;
+        answer["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(key_value)
+            .collect()
+    }
+
+    /// Writes `key`; with a lease it disappears when the lease expires. Returns the revision.
+    pub async fn put(&self, key: &str, value: &[u8], lease: Option<i64>) -> anyhow::Result<i64> {
+        let mut body = json!({ "key": b64(key.as_bytes()), "value": b64(value) });
+        if let Some(lease) = lease {
+            body["lease"] = json!(lease.to_string());
+        }
+        let answer = self.call("/v3/kv/put", body).await?;
+        Ok(int(&answer["header"]["revision"]))
+    }
+
+    /// Creates `key` only if it does not exist (one winner among racing nodes): `Ok(revision)`
+    /// when created, `Err(current)` with the holder when it existed.
+    pub async fn create(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: Option<i64>,
+    ) -> anyhow::Result<Result<i64, KeyValue>> {
+        let k = b64(key.as_bytes());
+        let mut put = json!({ "key": k, "value": b64(value) });
+        if let Some(lease) = lease {
+            put["lease"] = json!(lease.to_string());
+        }
+        let answer = self
+            .call(
+                "/v3/kv/txn",
+                json!({
+                    "compare": [{ "target": "CREATE", "key": k, "create_revision": "0" }],
+                    "success": [{ "request_put": put }],
+                    "failure": [{ "request_range": { "key": k } }],
+                }),
+            )
+            .await?;
+        if answer["succeeded"].as_bool() == Some(true) {
+            return Ok(Ok(int(&answer["header"]["revision"])));
+        }
+        let current = answer["responses"][0]["response_range"]["kvs"][0].clone();
+        anyhow::ensure!(
+            !current.is_null(),
+            "etcd refused the create but shows no key {key}"
+        );
+        Ok(Err(key_value(&current)?))
+    }
+
+    /// Deletes `key` only if it is unchanged since `mod_revision` (still ours): whether it did.
+    pub async fn delete_if_unchanged(&self, key: &str, mod_revision: i64) -> anyhow::Result<bool> {
+        let k = b64(key.as_bytes());
+        let answer = self
+            .call(
+                "/v3/kv/txn",
+                json!({
+                    "compare": [{ "target": "MOD", "key": k, "mod_revision": mod_revision.to_string() }],
+                    "success": [{ "request_delete_range": { "key": k } }],
+                }),
+            )
+            .await?;
+        Ok(answer["succeeded"].as_bool() == Some(true))
+    }
+
+    /// Deletes `key`; whether it existed.
+    pub async fn delete(&self, key: &str) -> anyhow::Result<bool> {
+        let answer = self
+            .call("/v3/kv/deleterange", json!({ "key": b64(key.as_bytes()) }))
+            .await?;
+        Ok(int(&answer["deleted"]) > 0)
+    }
+
+    pub async fn grant(&self, ttl: Duration) -> anyhow::Result<Lease> {
+        let answer = self
+            .call("/v3/lease/grant", json!({ "TTL": ttl.as_secs().max(1) }))
+            .await?;
+        Ok(Lease {
+            id: int(&answer["ID"]),
+            ttl: Duration::from_secs(int(&answer["TTL"]).max(0) as u64),
+        })
+    }
+
+    /// Renews the lease; the remaining TTL, zero when it has already expired.
+    pub async fn keep_alive(&self, lease: i64) -> anyhow::Result<Duration> {
+        let answer = self
+            .call("/v3/lease/keepalive", json!({ "ID": lease.to_string() }))
+            .await?;
+        Ok(Duration::from_secs(
+            int(&answer["result"]["TTL"]).max(0) as u64
+        ))
+    }
+
+    /// Ends the lease now, deleting every key attached to it.
+    pub async fn revoke(&self, lease: i64) -> anyhow::Result<()> {
+        self.call("/v3/lease/revoke", json!({ "ID": lease.to_string() }))
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_end_where_etcd_expects() {
+        assert_eq!(prefix_end(b"/pgp/"), b"/pgp0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+    }
+
+    #[test]
+    fn etcd_integers_arrive_as_strings() {
+        assert_eq!(
+            int(&json!("7587899107654812677")),
+            7_587_899_107_654_812_677
+        );
+        assert_eq!(int(&json!(5)), 5);
+        assert_eq!(int(&Value::Null), 0);
+    }
+
+    #[test]
+    fn key_values_decode_from_the_gateway_form() {
+        let kv = json!({"key": "L3BncC9sZWFkZXI=", "create_revision": "2", "mod_revision": "3",
+                        "version": "1", "value": "bm9kZTE=", "lease": "42"});
+        let kv = key_value(&kv).unwrap();
+        assert_eq!(kv.key, "/pgp/leader");
+        assert_eq!(kv.value, b"node1");
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.lease), (2, 3, 42));
+    }
+}

@@ -1,0 +1,77 @@
+//! A real etcd (Debian's `etcd-server`) on free loopback ports in a temp directory,
+//! killed by pid when dropped.
+
+use std::net::TcpListener;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use super::{command, require_all, skip, wait_for};
+
+pub struct EtcdServer {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl EtcdServer {
+    /// `None` (saying why) when etcd is not installed, unless all tests are required.
+    pub fn start() -> Option<EtcdServer> {
+        if !std::path::Path::new("/usr/bin/etcd").exists() {
+            let reason = "etcd is not installed (apt-get install etcd-server); etcd test skipped";
+            assert!(!require_all(), "PGPLATFORM_TEST_REQUIRE_ALL=1 but {reason}");
+            skip(reason);
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = command("/usr/bin/etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &endpoint,
+                "--advertise-client-urls",
+                &endpoint,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let server = EtcdServer {
+            child,
+            endpoint,
+            _dir: dir,
+        };
+        wait_for(Duration::from_secs(30), "etcd to answer", || {
+            std::net::TcpStream::connect(("127.0.0.1", client))
+                .ok()
+                .map(|_| ())
+        });
+        Some(server)
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
