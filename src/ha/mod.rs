@@ -1,5 +1,7 @@
-//! High availability through etcd. So far the etcd client (`etcd`): the consensus store
-//! that leadership (a leader key under a lease), membership and the sync set will live in.
-//! Nothing in the agent uses it yet; replicas, failover and switchover build on it.
+//! High availability through etcd, being built: the etcd client (`etcd`) and the pure
+//! failover rules (`decide`: observation → renew / take leadership / demote / follow /
+//! wait). Nothing in the agent uses them yet; the HA loop, replicas, switchover and the
+//! pooler following the primary build on these two.
 
+pub mod decide;
 pub mod etcd;

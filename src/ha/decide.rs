@@ -1,0 +1,304 @@
+//! What a node should do next, from what it observes: the pure core of failover. The
+//! agent's HA loop gathers an `Observation` (its PostgreSQL, the leader key in etcd, the
+//! other members) and carries out the `Action`; every rule lives here, apart from etcd
+//! and process I/O, so it can be tested for every state.
+//!
+//! Fencing: a primary that cannot renew its leader lease stops accepting writes
+//! `fence_margin` before the lease can expire for the others, so two writable primaries
+//! never overlap.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Replica,
+    /// PostgreSQL is not running (starting, crashed, stopped).
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    Off,
+    On,
+    Strict,
+}
+
+/// Another member, as it last reported itself in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub healthy: bool,
+    /// WAL received (replicas) or written (primary), in bytes.
+    pub wal_position: u64,
+    pub nofailover: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub me: String,
+    pub role: Role,
+    pub my_wal_position: u64,
+    pub nofailover: bool,
+    /// `None`: etcd did not answer this round.
+    pub leader: Option<Option<String>>,
+    /// Time left on this node's leader lease as last renewed (primary only).
+    pub lease_left: Duration,
+    /// Other members that reported recently.
+    pub members: Vec<Member>,
+    /// The newest WAL position the primary published, for the lag rule.
+    pub primary_wal_position: u64,
+    /// Members currently in the synchronous set (published by the primary).
+    pub sync_set: Vec<String>,
+    /// Automatic failover turned off (`cluster pause`).
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub maximum_lag_on_failover: u64,
+    pub sync: SyncMode,
+    /// Stop writes this long before the lease could expire elsewhere.
+    pub fence_margin: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Primary holding the key: renew the lease.
+    Renew,
+    /// Leader key free and this node should lead: try to create it (then promote).
+    TakeLeadership,
+    /// Stop accepting writes at once (fence), then follow whoever leads.
+    Demote(String),
+    /// Stream from this leader.
+    Follow(String),
+    /// Nothing to change now, and why.
+    Wait(String),
+}
+
+pub fn decide(o: &Observation, p: &Policy) -> Action {
+    let Some(leader) = &o.leader else {
+        return etcd_unreachable(o, p);
+    };
+    match (o.role, leader.as_deref()) {
+        (Role::Primary, Some(holder)) if holder == o.me => Action::Renew,
+        (Role::Primary, Some(holder)) => Action::Demote(format!("{holder} holds the leader key")),
+        (Role::Primary, None) if o.paused => Action::Wait("failover is paused".into()),
+        (Role::Primary, None) => Action::TakeLeadership,
+        (Role::Replica | Role::Down, Some(holder)) if holder == o.me => {
+            // Our key, but PostgreSQL is not a running primary: let another node lead.
+            Action::Demote("this node leads but its PostgreSQL is not a running primary".into())
+        }
+        (Role::Replica | Role::Down, Some(holder)) => Action::Follow(holder.to_owned()),
+        (_, None) if o.paused => {
+            Action::Wait("the leader key is free, but failover is paused".into())
+        }
+        (Role::Down, None) => Action::Wait("PostgreSQL is not running here".into()),
+        (Role::Replica, None) => match ineligible(o, p) {
+            Some(reason) => Action::Wait(reason),
+            None => Action::TakeLeadership,
+        },
+    }
+}
+
+/// Without etcd a primary keeps writing only while its lease surely still holds.
+fn etcd_unreachable(o: &Observation, p: &Policy) -> Action {
+    match o.role {
+        Role::Primary if o.lease_left > p.fence_margin => {
+            Action::Wait("etcd does not answer; the lease still holds".into())
+        }
+        Role::Primary => {
+            Action::Demote("etcd does not answer and the leader lease is about to expire".into())
+        }
+        _ => Action::Wait("etcd does not answer".into()),
+    }
+}
+
+/// Why this replica must not take over, if it must not.
+pub fn ineligible(o: &Observation, p: &Policy) -> Option<String> {
+    if o.nofailover {
+        return Some("this node is tagged nofailover".into());
+    }
+    let lag = o.primary_wal_position.saturating_sub(o.my_wal_position);
+    if lag > p.maximum_lag_on_failover {
+        return Some(format!(
+            "{lag} bytes behind the last primary position, over maximum_lag_on_failover ({})",
+            p.maximum_lag_on_failover
+        ));
+    }
+    if p.sync != SyncMode::Off && !o.sync_set.is_empty() && !o.sync_set.contains(&o.me) {
+        return Some("synchronous mode: only a synchronous standby may be promoted".into());
+    }
+    // The most advanced healthy eligible member leads; ties go to the smallest name.
+    let better = o.members.iter().find(|m| {
+        m.healthy
+            && !m.nofailover
+            && (p.sync == SyncMode::Off || o.sync_set.is_empty() || o.sync_set.contains(&m.name))
+            && (m.wal_position > o.my_wal_position
+                || (m.wal_position == o.my_wal_position && m.name < o.me))
+    });
+    better.map(|m| format!("{} is further ahead or first among equals", m.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            maximum_lag_on_failover: 1 << 20,
+            sync: SyncMode::Off,
+            fence_margin: Duration::from_secs(2),
+        }
+    }
+
+    fn replica(me: &str, pos: u64) -> Observation {
+        Observation {
+            me: me.into(),
+            role: Role::Replica,
+            my_wal_position: pos,
+            nofailover: false,
+            leader: Some(None),
+            lease_left: Duration::ZERO,
+            members: Vec::new(),
+            primary_wal_position: pos,
+            sync_set: Vec::new(),
+            paused: false,
+        }
+    }
+
+    fn member(name: &str, pos: u64) -> Member {
+        Member {
+            name: name.into(),
+            healthy: true,
+            wal_position: pos,
+            nofailover: false,
+        }
+    }
+
+    #[test]
+    fn a_primary_renews_its_own_key_and_yields_to_another() {
+        let mut o = replica("a", 100);
+        o.role = Role::Primary;
+        o.leader = Some(Some("a".into()));
+        assert_eq!(decide(&o, &policy()), Action::Renew);
+        o.leader = Some(Some("b".into()));
+        assert!(matches!(decide(&o, &policy()), Action::Demote(r) if r.contains("b holds")));
+        o.leader = Some(None);
+        assert_eq!(decide(&o, &policy()), Action::TakeLeadership);
+    }
+
+    #[test]
+    fn a_primary_cut_off_from_etcd_fences_before_its_lease_can_expire() {
+        let mut o = replica("a", 100);
+        o.role = Role::Primary;
+        o.leader = None;
+        o.lease_left = Duration::from_secs(5);
+        assert!(matches!(decide(&o, &policy()), Action::Wait(_)));
+        o.lease_left = Duration::from_secs(2);
+        assert!(
+            matches!(decide(&o, &policy()), Action::Demote(_)),
+            "at the margin it fences"
+        );
+        o.lease_left = Duration::ZERO;
+        assert!(matches!(decide(&o, &policy()), Action::Demote(_)));
+        let mut r = replica("b", 100);
+        r.leader = None;
+        assert!(
+            matches!(decide(&r, &policy()), Action::Wait(_)),
+            "a replica never promotes blind"
+        );
+    }
+
+    #[test]
+    fn replicas_follow_a_leader() {
+        let mut o = replica("b", 100);
+        o.leader = Some(Some("a".into()));
+        assert_eq!(decide(&o, &policy()), Action::Follow("a".into()));
+        o.role = Role::Down;
+        assert_eq!(decide(&o, &policy()), Action::Follow("a".into()));
+    }
+
+    #[test]
+    fn the_most_advanced_healthy_replica_takes_over() {
+        let mut b = replica("b", 100);
+        b.members = vec![member("c", 90)];
+        assert_eq!(decide(&b, &policy()), Action::TakeLeadership);
+        let mut c = replica("c", 90);
+        c.primary_wal_position = 100;
+        c.members = vec![member("b", 100)];
+        assert!(matches!(decide(&c, &policy()), Action::Wait(r) if r.contains("b is further")));
+        // An unhealthy or nofailover member does not count as better.
+        c.members[0].healthy = false;
+        assert_eq!(decide(&c, &policy()), Action::TakeLeadership);
+        c.members[0].healthy = true;
+        c.members[0].nofailover = true;
+        assert_eq!(decide(&c, &policy()), Action::TakeLeadership);
+    }
+
+    #[test]
+    fn equals_are_decided_by_name_so_exactly_one_tries() {
+        let mut a = replica("a", 100);
+        a.members = vec![member("b", 100)];
+        let mut b = replica("b", 100);
+        b.members = vec![member("a", 100)];
+        assert_eq!(decide(&a, &policy()), Action::TakeLeadership);
+        assert!(matches!(decide(&b, &policy()), Action::Wait(_)));
+    }
+
+    #[test]
+    fn lagging_or_nofailover_replicas_never_take_over() {
+        let mut o = replica("b", 0);
+        o.primary_wal_position = 2 << 20;
+        assert!(
+            matches!(decide(&o, &policy()), Action::Wait(r) if r.contains("maximum_lag_on_failover"))
+        );
+        let mut o = replica("b", 100);
+        o.nofailover = true;
+        assert!(matches!(decide(&o, &policy()), Action::Wait(r) if r.contains("nofailover")));
+    }
+
+    #[test]
+    fn in_synchronous_mode_only_a_sync_standby_takes_over() {
+        let p = Policy {
+            sync: SyncMode::On,
+            ..policy()
+        };
+        let mut async_survivor = replica("c", 100);
+        async_survivor.sync_set = vec!["b".into()];
+        assert!(
+            matches!(decide(&async_survivor, &p), Action::Wait(r) if r.contains("synchronous"))
+        );
+        let mut sync_standby = replica("b", 90);
+        sync_standby.primary_wal_position = 90;
+        sync_standby.sync_set = vec!["b".into()];
+        sync_standby.members = vec![member("c", 100)];
+        assert_eq!(
+            decide(&sync_standby, &p),
+            Action::TakeLeadership,
+            "c is ahead but not sync"
+        );
+        // Off: the more advanced async member would win.
+        assert!(matches!(decide(&sync_standby, &policy()), Action::Wait(_)));
+    }
+
+    #[test]
+    fn pause_stops_takeovers_but_not_renewal() {
+        let mut o = replica("b", 100);
+        o.paused = true;
+        assert!(matches!(decide(&o, &policy()), Action::Wait(r) if r.contains("paused")));
+        o.role = Role::Primary;
+        o.leader = Some(Some("b".into()));
+        assert_eq!(decide(&o, &policy()), Action::Renew);
+    }
+
+    #[test]
+    fn a_leader_whose_postgres_is_down_lets_go() {
+        let mut o = replica("a", 100);
+        o.role = Role::Down;
+        o.leader = Some(Some("a".into()));
+        assert!(matches!(decide(&o, &policy()), Action::Demote(_)));
+        o.leader = Some(None);
+        assert!(matches!(decide(&o, &policy()), Action::Wait(r) if r.contains("not running")));
+    }
+}
