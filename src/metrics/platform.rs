@@ -70,35 +70,26 @@ pub fn disk(out: &mut Exposition, data_dir: &Path) {
 
 /// Per tenant: database size and open connections, from the registry and PostgreSQL.
 pub async fn tenants(out: &mut Exposition, client: &tokio_postgres::Client) -> anyhow::Result<()> {
-    let rows = client
-        .query(
-            "SELECT t.name, COALESCE(pg_database_size(d.oid), 0)::float8,
-                    (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = t.name)::float8
-               FROM pgplatform.tenants t LEFT JOIN pg_database d ON d.datname = t.name
-              WHERE t.state = 'ready' ORDER BY t.name",
-            &[],
-        )
-        .await?;
+    let tenants = crate::tenants::summaries(client).await?;
     out.gauge(
         "pgplatform_tenants",
         "Tenants provisioned and ready",
         &[],
-        rows.len() as f64,
+        tenants.len() as f64,
     );
-    for row in rows {
-        let name: String = row.try_get(0)?;
-        let labels = [("tenant", name.as_str())];
+    for tenant in tenants {
+        let labels = [("tenant", tenant.name.as_str())];
         out.gauge(
             "pgplatform_tenant_database_size_bytes",
             "Size of the tenant's database in bytes",
             &labels,
-            row.try_get(1)?,
+            tenant.size_bytes as f64,
         );
         out.gauge(
             "pgplatform_tenant_connections",
             "PostgreSQL backends connected to the tenant's database",
             &labels,
-            row.try_get(2)?,
+            tenant.connections as f64,
         );
     }
     Ok(())

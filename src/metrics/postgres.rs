@@ -40,6 +40,20 @@ fn text(row: &Row, i: usize) -> anyhow::Result<String> {
     Ok(row.try_get::<_, Option<String>>(i)?.unwrap_or_default())
 }
 
+/// The row's first columns as text label values, named by `names` in order.
+fn label_values(row: &Row, names: &[&'static str]) -> anyhow::Result<Vec<(&'static str, String)>> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Ok((*name, text(row, i)?)))
+        .collect()
+}
+
+/// Borrowed form of `label_values` for `Exposition`.
+fn borrowed<'a>(labels: &'a [(&'static str, String)]) -> Vec<(&'a str, &'a str)> {
+    labels.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 async fn server(out: &mut Exposition, client: &Client) -> anyhow::Result<()> {
     let row = client
         .query_one(
@@ -163,18 +177,8 @@ async fn activity(out: &mut Exposition, client: &Client) -> anyhow::Result<()> {
           LEFT JOIN a ON a.datname = d.datname AND a.state = s.state
          ORDER BY 1, 2, 3, 4";
     for row in client.query(sql, &[]).await? {
-        let values = [
-            text(&row, 0)?,
-            text(&row, 1)?,
-            text(&row, 2)?,
-            text(&row, 3)?,
-        ];
-        let labels = [
-            ("datname", values[0].as_str()),
-            ("state", values[1].as_str()),
-            ("usename", values[2].as_str()),
-            ("application_name", values[3].as_str()),
-        ];
+        let owned = label_values(&row, &["datname", "state", "usename", "application_name"])?;
+        let labels = borrowed(&owned);
         out.gauge(
             "pg_stat_activity_count",
             "Number of connections in this state",
@@ -343,18 +347,11 @@ async fn replication(out: &mut Exposition, client: &Client) -> anyhow::Result<()
           FROM pg_stat_replication r LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
          ORDER BY 1, 2";
     for row in client.query(sql, &[]).await? {
-        let values = [
-            text(&row, 0)?,
-            text(&row, 1)?,
-            text(&row, 2)?,
-            text(&row, 3)?,
-        ];
-        let labels = [
-            ("application_name", values[0].as_str()),
-            ("client_addr", values[1].as_str()),
-            ("state", values[2].as_str()),
-            ("slot_name", values[3].as_str()),
-        ];
+        let owned = label_values(
+            &row,
+            &["application_name", "client_addr", "state", "slot_name"],
+        )?;
+        let labels = borrowed(&owned);
         if let Some(v) = num(&row, 4)? {
             out.gauge(
                 "pg_stat_replication_pg_current_wal_lsn_bytes",
@@ -482,12 +479,8 @@ async fn statements(
         ("pg_stat_statements_block_write_seconds_total", "Total time the statement spent writing blocks, in seconds"),
     ];
     for row in client.query(&sql, &[]).await? {
-        let values = [text(&row, 0)?, text(&row, 1)?, text(&row, 2)?];
-        let labels = [
-            ("user", values[0].as_str()),
-            ("datname", values[1].as_str()),
-            ("queryid", values[2].as_str()),
-        ];
+        let owned = label_values(&row, &["user", "datname", "queryid"])?;
+        let labels = borrowed(&owned);
         for (i, (name, help)) in families.iter().enumerate() {
             if let Some(v) = num(&row, i + 3)? {
                 out.counter(name, help, &labels, v);

@@ -193,19 +193,11 @@ async fn read_live(
         .filter_map(|r| r.try_get(0).ok())
         .collect();
 
+    let summaries = crate::tenants::summaries(&client).await?;
     let mut tenants = Vec::new();
-    let rows = client
-        .query(
-            "SELECT t.name, COALESCE(pg_database_size(d.oid), 0)::int8,
-                    (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = t.name)
-               FROM pgplatform.tenants t LEFT JOIN pg_database d ON d.datname = t.name
-              WHERE t.state = 'ready' ORDER BY t.name",
-            &[],
-        )
-        .await?;
-    for r in &rows {
-        let name: String = r.try_get(0)?;
-        let of_tenant: Vec<&PoolRow> = pools.values().filter(|p| p.database == name).collect();
+    for t in &summaries {
+        let name = &t.name;
+        let of_tenant: Vec<&PoolRow> = pools.values().filter(|p| &p.database == name).collect();
         let pool = (!of_tenant.is_empty()).then(|| {
             json!({
                 "clients_active": of_tenant.iter().map(|p| p.clients_active).sum::<u64>(),
@@ -217,8 +209,8 @@ async fn read_live(
         });
         tenants.push(json!({
             "name": name,
-            "size_bytes": r.try_get::<_, i64>(1)?,
-            "connections": r.try_get::<_, i64>(2)?,
+            "size_bytes": t.size_bytes,
+            "connections": t.connections,
             "pool": pool,
         }));
     }
@@ -268,7 +260,7 @@ async fn read_live(
             "max": max,
             "percent": if max > 0 { used * 100 / max } else { 0 },
         },
-        "tenants": { "count": rows.len(), "list": tenants },
+        "tenants": { "count": summaries.len(), "list": tenants },
         "wal_archive": wal_archive,
     }))
 }

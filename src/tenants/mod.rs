@@ -139,34 +139,7 @@ impl Tenants {
 
     pub async fn list(&self) -> Result<Vec<TenantSummary>, TenantError> {
         let admin = self.admin().await?;
-        let rows = admin
-            .query(
-                "SELECT t.name,
-                    to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    coalesce(pg_database_size(d.oid), 0),
-                    (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = t.name),
-                    t.extensions, t.readonly_role
-                 FROM pgplatform.tenants t LEFT JOIN pg_database d ON d.datname = t.name
-                 WHERE t.state = 'ready' ORDER BY t.name",
-                &[],
-            )
-            .await
-            .context("list tenants")?;
-        let summaries = rows
-            .iter()
-            .map(|r| {
-                Ok(TenantSummary {
-                    name: r.try_get(0)?,
-                    created_at: r.try_get(1)?,
-                    size_bytes: r.try_get(2)?,
-                    connections: r.try_get(3)?,
-                    extensions: r.try_get(4)?,
-                    readonly_role: r.try_get(5)?,
-                })
-            })
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .context("read tenant list")?;
-        Ok(summaries)
+        Ok(summaries(&admin).await?)
     }
 
     pub async fn show(&self, name: &str, reveal: bool) -> Result<TenantDetails, TenantError> {
@@ -212,4 +185,35 @@ impl Tenants {
             secrets_dir: dir.display().to_string(),
         })
     }
+}
+
+/// Every ready tenant with its database size and open backends, over a superuser
+/// connection to the agent's database (`tenant list`, `/status` and `/metrics` share it).
+pub async fn summaries(agent_db: &tokio_postgres::Client) -> anyhow::Result<Vec<TenantSummary>> {
+    let rows = agent_db
+        .query(
+            "SELECT t.name,
+                to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                coalesce(pg_database_size(d.oid), 0),
+                (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = t.name),
+                t.extensions, t.readonly_role
+             FROM pgplatform.tenants t LEFT JOIN pg_database d ON d.datname = t.name
+             WHERE t.state = 'ready' ORDER BY t.name",
+            &[],
+        )
+        .await
+        .context("list tenants")?;
+    rows.iter()
+        .map(|r| {
+            Ok(TenantSummary {
+                name: r.try_get(0)?,
+                created_at: r.try_get(1)?,
+                size_bytes: r.try_get(2)?,
+                connections: r.try_get(3)?,
+                extensions: r.try_get(4)?,
+                readonly_role: r.try_get(5)?,
+            })
+        })
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .context("read tenant list")
 }
