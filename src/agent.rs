@@ -39,7 +39,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let pgdata = data_dir.pgdata();
     if pgdata.join("PG_VERSION").exists() {
         check_major(&pgdata, &binaries)?;
-    } else {
+    }
+    let ha_node = match &config.ha {
+        Some(ha) => {
+            let node = Arc::new(ha_node(&config, ha, &binaries, &data_dir, run_as.clone()).await?);
+            if !crate::ha::formation::prepare(&node, &shutdown).await? {
+                return Ok(());
+            }
+            Some(node)
+        }
+        None => None,
+    };
+    if !pgdata.join("PG_VERSION").exists() {
         tracing::info!(
             "initialising a new PostgreSQL cluster in {}",
             pgdata.display()
@@ -130,11 +141,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         lock: tokio::sync::Mutex::new(()),
         verifiers,
     });
-    if let Err(e) = tenants
-        .bootstrap()
-        .await
-        .context("bootstrap the tenant registry")
-    {
+    let bootstrap = if crate::ha::replica::is_standby(&data_dir.pgdata()) {
+        tenants.bootstrap_replica().await
+    } else {
+        tenants.bootstrap().await
+    };
+    if let Err(e) = bootstrap.context("bootstrap the tenant registry") {
         stop_postgres.cancel();
         let _ = supervisor_task.await;
         return Err(e);
@@ -155,14 +167,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: config.metrics.clone(),
         postgres: postgres_status.clone(),
     });
+    let (cluster_tx, cluster_rx) = watch::channel(crate::ha::ClusterView::default());
+    let cluster_rx = ha_node.as_ref().map(|_| cluster_rx);
+    let api_ha_node = ha_node.clone();
+    // The HA loop stops after PostgreSQL (it hands the leader key over then), so it is
+    // not one of `tasks`.
+    let ha_task = ha_node.map(|node| {
+        tokio::spawn(crate::ha::node::task_main(
+            crate::ha::node::Loop {
+                node,
+                supervisor: maintenance_tx.clone(),
+                postgres: postgres_status.clone(),
+                view: cluster_tx,
+            },
+            shutdown.clone(),
+        ))
+    });
     let state = Arc::new(ApiState {
         tenants,
         postgres: postgres_status,
         admin_token,
         sources: sources.clone(),
         status_limits: config.status.clone(),
-        maintenance: maintenance_tx,
+        maintenance: maintenance_tx.clone(),
         paused: tokio::sync::Mutex::new(None),
+        cluster: cluster_rx,
+        ha_node: api_ha_node,
     });
     let api_url = format!(
         "http://{}",
@@ -227,6 +257,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::error!("stopping PostgreSQL: {e:#}");
         }
     }
+    if let Some(ha_task) = ha_task {
+        if let Err(e) = task_result(ha_task.await) {
+            tracing::error!("HA loop: {e:#}");
+        }
+    }
     data_dir.remove_agent_info();
     tracing::info!("pgplatform stopped");
     result
@@ -237,6 +272,37 @@ fn task_result(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyh
         Ok(result) => result,
         Err(e) => Err(e).context("agent task panicked"),
     }
+}
+
+/// This node as an HA member: its etcd client, the cluster secret (created here only if
+/// the cluster is not bootstrapped yet) and its advertised addresses.
+async fn ha_node(
+    config: &Config,
+    ha: &crate::config::HaConfig,
+    binaries: &Binaries,
+    data_dir: &DataDir,
+    run_as: Option<RunAs>,
+) -> anyhow::Result<crate::ha::Node> {
+    let etcd = crate::ha::etcd::Etcd::new(
+        &ha.etcd,
+        (ha.ttl / 4).min(std::time::Duration::from_secs(1)),
+    )?;
+    let keys = crate::ha::keys::Keys::new(&ha.cluster);
+    let initialized = crate::ha::formation::initialized(&etcd, &keys).await;
+    let secret = crate::ha::secret::ClusterSecret::load(&ha.secret_file, !initialized)?;
+    Ok(crate::ha::Node {
+        config: ha.clone(),
+        etcd,
+        keys,
+        secret,
+        binaries: binaries.clone(),
+        pgdata: data_dir.pgdata(),
+        socket_dir: data_dir.socket_dir(),
+        port: config.postgres.port,
+        run_as,
+        api_url: format!("http://{}:{}", ha.advertise_host, config.api_listen.port()),
+        pooler_port: config.pooler.enabled.then_some(config.pooler.listen_port),
+    })
 }
 
 /// A cluster made by another major version cannot be started by these binaries.
@@ -273,6 +339,7 @@ fn write_settings(
         } else {
             None
         },
+        ha: config.ha.is_some(),
     };
     conf::write(&data_dir.pgdata(), &conf::render(&settings), run_as)
 }

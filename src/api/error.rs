@@ -14,6 +14,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error(transparent)]
     Tenant(#[from] TenantError),
+    /// A part the request needs (etcd, another node) does not answer.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -21,6 +24,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Tenant(e) => match e {
                 TenantError::InvalidName(_)
                 | TenantError::InvalidOption(_)

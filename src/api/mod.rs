@@ -32,6 +32,9 @@ pub struct ApiState {
     pub maintenance: tokio::sync::mpsc::Sender<crate::supervisor::Maintenance>,
     /// While PostgreSQL is held stopped: what starts it again.
     pub paused: tokio::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The HA cluster as this node sees it; `None` without HA.
+    pub cluster: Option<watch::Receiver<crate::ha::ClusterView>>,
+    pub ha_node: Option<Arc<crate::ha::Node>>,
 }
 
 /// GET, HEAD and OPTIONS: HAProxy's `option httpchk` for Patroni sends OPTIONS.
@@ -61,6 +64,8 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/tenants/{name}/rotate", post(routes::tenants::rotate))
         .route("/postgres/stop", post(routes::maintenance::stop))
         .route("/postgres/start", post(routes::maintenance::start))
+        .route("/cluster/pause", post(routes::cluster::pause))
+        .route("/cluster/resume", post(routes::cluster::resume))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::auth::require_admin_token,
@@ -77,6 +82,7 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/replica", probe(health::replica))
         .route("/read-only", probe(health::read_only))
         .route("/status", get(routes::status::status))
+        .route("/cluster", get(routes::cluster::status))
         .route("/metrics", get(routes::metrics::metrics))
         .merge(admin)
         .with_state(state)

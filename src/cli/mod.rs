@@ -2,6 +2,7 @@
 //! command is a client of a running agent's HTTP API.
 
 mod backup;
+mod cluster;
 mod init;
 mod output;
 mod restore;
@@ -59,6 +60,9 @@ enum Command {
     Backup(backup::BackupCommand),
     /// Restore a data directory to a point in time from the repository.
     Restore(restore::RestoreArgs),
+    /// The HA cluster: status (members, roles, lag, failover candidates), pause, resume.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// WAL archiving commands that PostgreSQL runs (archive_command, restore_command).
     #[command(subcommand)]
     Wal(wal::WalCommand),
@@ -108,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Status(args) => status::run(&config, &args).await,
             Command::Tenant(command) => tenant::run(&config, command).await,
             Command::Wal(command) => wal::run(&config, command).await,
+            Command::Cluster(command) => cluster::run(&config, command).await,
             Command::Backup(command) => backup::run(&config, command).await,
             Command::Restore(args) => restore::run(&config, args).await,
         }

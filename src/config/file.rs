@@ -18,6 +18,7 @@ pub struct ConfigFile {
     pub tenants: TenantsSection,
     pub pooler: super::pooler::PoolerSection,
     pub backup: super::backup::BackupSection,
+    pub ha: super::ha::HaSection,
     pub metrics: MetricsSection,
     pub status: StatusSection,
     pub log: LogSection,

@@ -2,6 +2,7 @@
 
 mod backup;
 mod file;
+mod ha;
 mod parameters;
 mod pooler;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 pub use self::backup::{BackupConfig, RepositoryConfig, S3Config, Schedule};
 pub use self::file::ConfigFile;
+pub use self::ha::HaConfig;
 pub use self::parameters::Parameters;
 pub use self::pooler::{ClientTls, PoolMode, PoolerConfig};
 use crate::logging::LogFormat;
@@ -53,6 +55,8 @@ pub struct Config {
     pub tenant_host: String,
     pub pooler: PoolerConfig,
     pub backup: BackupConfig,
+    /// `None`: a single node without etcd.
+    pub ha: Option<HaConfig>,
     pub metrics: MetricsConfig,
     pub status: StatusConfig,
     pub log_format: LogFormat,
@@ -148,6 +152,7 @@ impl Config {
             tenants,
             pooler,
             backup,
+            ha,
             metrics,
             status,
             log,
@@ -218,6 +223,23 @@ impl Config {
                 }
             }
         }
+        let ha = HaConfig::from_section(ha, base)?;
+        if let Some(ha) = &ha {
+            let reachable = listen_addresses
+                .split(',')
+                .map(str::trim)
+                .any(|a| a == "*" || a == "0.0.0.0" || a == "::" || a == ha.advertise_host);
+            if !reachable {
+                return Err(invalid(
+                    "postgres.listen_addresses",
+                    format!(
+                        "must include ha.advertise_host ({}) or \"*\" so the other nodes \
+                         can replicate from this one",
+                        ha.advertise_host
+                    ),
+                ));
+            }
+        }
         let metrics = metrics_config(metrics)?;
         let status = status_config(status)?;
 
@@ -243,6 +265,7 @@ impl Config {
             tenant_host,
             pooler: PoolerConfig::from_section(pooler)?,
             backup,
+            ha,
             metrics,
             status,
             log_format: log.format.unwrap_or(LogFormat::Auto),

@@ -52,6 +52,10 @@ pub struct Observation {
     pub sync_set: Vec<String>,
     /// Automatic failover turned off (`cluster pause`).
     pub paused: bool,
+    /// How long the local PostgreSQL has not been running (zero while it runs).
+    pub down_for: Duration,
+    /// The node a planned switchover hands over to, while one runs.
+    pub switchover_to: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +64,9 @@ pub struct Policy {
     pub sync: SyncMode,
     /// Stop writes this long before the lease could expire elsewhere.
     pub fence_margin: Duration,
+    /// A leader whose PostgreSQL is down keeps the key this long while the supervisor
+    /// restarts it, then hands over.
+    pub restart_grace: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +92,9 @@ pub fn decide(o: &Observation, p: &Policy) -> Action {
         (Role::Primary, Some(holder)) => Action::Demote(format!("{holder} holds the leader key")),
         (Role::Primary, None) if o.paused => Action::Wait("failover is paused".into()),
         (Role::Primary, None) => Action::TakeLeadership,
+        (Role::Down, Some(holder)) if holder == o.me && o.down_for < p.restart_grace => {
+            Action::Renew
+        }
         (Role::Replica | Role::Down, Some(holder)) if holder == o.me => {
             // Our key, but PostgreSQL is not a running primary: let another node lead.
             Action::Demote("this node leads but its PostgreSQL is not a running primary".into())
@@ -94,6 +104,9 @@ pub fn decide(o: &Observation, p: &Policy) -> Action {
             Action::Wait("the leader key is free, but failover is paused".into())
         }
         (Role::Down, None) => Action::Wait("PostgreSQL is not running here".into()),
+        (Role::Replica, None) if o.switchover_to.as_ref().is_some_and(|to| *to != o.me) => {
+            Action::Wait("a switchover to another node is running".into())
+        }
         (Role::Replica, None) => match ineligible(o, p) {
             Some(reason) => Action::Wait(reason),
             None => Action::TakeLeadership,
@@ -116,6 +129,10 @@ fn etcd_unreachable(o: &Observation, p: &Policy) -> Action {
 
 /// Why this replica must not take over, if it must not.
 pub fn ineligible(o: &Observation, p: &Policy) -> Option<String> {
+    if o.switchover_to.as_deref() == Some(o.me.as_str()) {
+        // The switchover's target: the old primary stopped cleanly and it caught up.
+        return None;
+    }
     if o.nofailover {
         return Some("this node is tagged nofailover".into());
     }
@@ -149,6 +166,7 @@ mod tests {
             maximum_lag_on_failover: 1 << 20,
             sync: SyncMode::Off,
             fence_margin: Duration::from_secs(2),
+            restart_grace: Duration::from_millis(1500),
         }
     }
 
@@ -164,6 +182,8 @@ mod tests {
             primary_wal_position: pos,
             sync_set: Vec::new(),
             paused: false,
+            down_for: Duration::ZERO,
+            switchover_to: None,
         }
     }
 
@@ -293,12 +313,30 @@ mod tests {
     }
 
     #[test]
-    fn a_leader_whose_postgres_is_down_lets_go() {
+    fn a_leader_whose_postgres_is_down_lets_go_after_the_restart_grace() {
         let mut o = replica("a", 100);
         o.role = Role::Down;
         o.leader = Some(Some("a".into()));
+        o.down_for = Duration::from_millis(500);
+        assert_eq!(
+            decide(&o, &policy()),
+            Action::Renew,
+            "the supervisor restarts it"
+        );
+        o.down_for = Duration::from_secs(2);
         assert!(matches!(decide(&o, &policy()), Action::Demote(_)));
         o.leader = Some(None);
         assert!(matches!(decide(&o, &policy()), Action::Wait(r) if r.contains("not running")));
+    }
+
+    #[test]
+    fn a_switchover_lets_only_its_target_take_over() {
+        let mut target = replica("c", 90);
+        target.members = vec![member("b", 100)];
+        target.switchover_to = Some("c".into());
+        assert_eq!(decide(&target, &policy()), Action::TakeLeadership);
+        let mut other = replica("b", 100);
+        other.switchover_to = Some("c".into());
+        assert!(matches!(decide(&other, &policy()), Action::Wait(r) if r.contains("switchover")));
     }
 }

@@ -12,6 +12,10 @@ use crate::config::Parameters;
 /// File inside PGDATA holding the managed settings.
 pub const MANAGED_FILE: &str = "pgplatform.conf";
 
+/// File inside PGDATA the HA loop rewrites at run time (whom to stream from, which
+/// standbys are synchronous); included last from the managed file when HA is on.
+pub const HA_FILE: &str = "pgplatform.ha.conf";
+
 /// What goes into the managed settings file.
 pub struct ManagedSettings<'a> {
     pub listen_addresses: &'a str,
@@ -25,6 +29,8 @@ pub struct ManagedSettings<'a> {
     pub parameters: &'a Parameters,
     /// archive_command and restore_command when the agent archives WAL.
     pub wal_commands: Option<(String, String)>,
+    /// A member of an HA cluster.
+    pub ha: bool,
 }
 
 /// Renders the managed settings file.
@@ -53,6 +59,10 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
         line("restore_command", quote_value(restore));
     }
     let mut derived = derived_settings(settings.memory_bytes);
+    if settings.ha {
+        // Replicas that fall behind catch up from here before they need a new clone.
+        derived.push(("wal_keep_size", quote_value("512MB")));
+    }
     if settings.wal_commands.is_some() {
         // A quiet server still closes a segment a minute, bounding what PITR can lose.
         derived.push(("archive_timeout", quote_value("60s")));
@@ -68,6 +78,9 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
     }
     for (name, value) in settings.parameters.iter() {
         line(name, value.render());
+    }
+    if settings.ha {
+        out.push_str(&format!("include_if_exists '{HA_FILE}'\n"));
     }
     out
 }
@@ -223,7 +236,12 @@ mod tests {
                 "'/bin/pgp' wal push %p".into(),
                 "'/bin/pgp' wal fetch %f %p".into(),
             )),
+            ha: true,
         });
+        assert!(
+            text.ends_with("include_if_exists 'pgplatform.ha.conf'\n"),
+            "{text}"
+        );
         assert!(text.contains("archive_mode = on\n"), "{text}");
         assert!(
             text.contains("archive_command = '''/bin/pgp'' wal push %p'\n"),

@@ -14,3 +14,7 @@ pub const SUPERUSER: &str = "pgplatform";
 
 /// The agent's own database, holding the tenant registry.
 pub const AGENT_DATABASE: &str = "pgplatform";
+
+/// The role replicas (and pg_rewind) log in as in an HA cluster; its password derives
+/// from the cluster secret. It only exists in HA clusters.
+pub const REPLICATION_ROLE: &str = "pgplatform_replication";

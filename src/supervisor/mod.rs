@@ -59,11 +59,14 @@ pub async fn start(
     ))
 }
 
-/// A request to stop PostgreSQL for maintenance (an in-place restore): `stopped` is
-/// answered once it is down; it starts again when `resume` fires or is dropped.
+/// A request to hold PostgreSQL stopped (an in-place restore, an HA demotion or rewind):
+/// `stopped` is answered once it is down; it starts again when `resume` fires or is
+/// dropped. It is honoured even while PostgreSQL is being restarted.
 pub struct Maintenance {
     pub stopped: tokio::sync::oneshot::Sender<()>,
     pub resume: tokio::sync::oneshot::Receiver<()>,
+    /// Stop at once (SIGQUIT): an HA fence, where writes must end now.
+    pub immediate: bool,
 }
 
 /// Keeps PostgreSQL running until `shutdown`, then stops it (fast, then immediate).
@@ -80,26 +83,20 @@ pub async fn task_main(
     } = started;
     let mut backoff = Backoff::default();
     let mut running_since = Instant::now();
+    let mut ctx = Runner {
+        spec: &spec,
+        tail: &tail,
+        status: &status,
+        maintenance: &mut maintenance,
+        shutdown: &shutdown,
+    };
     loop {
         let exit = tokio::select! {
             exit = child.wait() => exit,
-            Some(request) = maintenance.recv() => {
-                status.send_modify(|s| s.state = PostgresState::Stopping);
-                postmaster::stop(&spec, &mut child).await;
-                status.send_modify(|s| {
-                    s.state = PostgresState::Stopped;
-                    s.pid = None;
-                });
-                tracing::info!("PostgreSQL stopped for maintenance");
-                let _ = request.stopped.send(());
-                let _ = shutdown.run_until_cancelled(request.resume).await;
-                if shutdown.is_cancelled() {
-                    return Ok(());
-                }
-                tracing::info!("starting PostgreSQL after maintenance");
-                match restart(&spec, &tail, &status, &mut Backoff::default(), &shutdown).await {
+            Some(request) = ctx.maintenance.recv() => {
+                match ctx.hold(Some(&mut child), request).await {
                     Some(new_child) => child = new_child,
-                    None => break,
+                    None => return Ok(()),
                 }
                 running_since = Instant::now();
                 continue;
@@ -117,9 +114,9 @@ pub async fn task_main(
             "PostgreSQL exited unexpectedly ({exit}); restarting it: {}",
             tail.last_lines(3)
         );
-        match restart(&spec, &tail, &status, &mut backoff, &shutdown).await {
+        match ctx.restart(&mut backoff).await {
             Some(new_child) => child = new_child,
-            None => break,
+            None => return Ok(()),
         }
         running_since = Instant::now();
     }
@@ -132,45 +129,87 @@ pub async fn task_main(
     Ok(())
 }
 
-/// Starts PostgreSQL again after the backoff, as often as needed. `None` on shutdown.
-async fn restart(
-    spec: &PostmasterSpec,
-    tail: &LogTail,
-    status: &watch::Sender<PostgresStatus>,
-    backoff: &mut Backoff,
-    shutdown: &CancellationToken,
-) -> Option<Child> {
-    loop {
-        let delay = backoff.next_delay();
-        shutdown
-            .run_until_cancelled(tokio::time::sleep(delay))
-            .await?;
-        let mut child = match postmaster::spawn(spec, tail) {
-            Ok(child) => child,
-            Err(e) => {
-                tracing::error!("restart PostgreSQL: {e:#}");
-                continue;
+/// What starting and stopping needs, borrowed from `task_main`.
+struct Runner<'a> {
+    spec: &'a PostmasterSpec,
+    tail: &'a LogTail,
+    status: &'a watch::Sender<PostgresStatus>,
+    maintenance: &'a mut tokio::sync::mpsc::Receiver<Maintenance>,
+    shutdown: &'a CancellationToken,
+}
+
+impl Runner<'_> {
+    /// Stops the child (if any), answers the request, waits for `resume`, then starts
+    /// PostgreSQL again. `None` on shutdown, with PostgreSQL stopped.
+    async fn hold(&mut self, child: Option<&mut Child>, request: Maintenance) -> Option<Child> {
+        self.status
+            .send_modify(|s| s.state = PostgresState::Stopping);
+        if let Some(child) = child {
+            if request.immediate {
+                postmaster::stop_immediately(child).await;
+            } else {
+                postmaster::stop(self.spec, child).await;
             }
-        };
-        status.send_modify(|s| {
-            s.state = PostgresState::Starting;
-            s.pid = child.id();
+        }
+        self.status.send_modify(|s| {
+            s.state = PostgresState::Stopped;
+            s.pid = None;
         });
-        let ready = shutdown
-            .run_until_cancelled(postmaster::wait_ready(spec, &mut child, tail))
-            .await;
-        match ready {
-            Some(Ok(())) => {
-                status.send_modify(|s| s.state = PostgresState::Running);
-                tracing::info!(
-                    pid = child.id(),
-                    "PostgreSQL restarted and accepts connections"
-                );
-                return Some(child);
+        tracing::info!("PostgreSQL stopped and held for maintenance");
+        let _ = request.stopped.send(());
+        let _ = self.shutdown.run_until_cancelled(request.resume).await;
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        tracing::info!("starting PostgreSQL after maintenance");
+        self.restart(&mut Backoff::default()).await
+    }
+
+    /// Starts PostgreSQL again after the backoff, as often as needed, honouring hold
+    /// requests meanwhile. `None` on shutdown, with PostgreSQL stopped.
+    async fn restart(&mut self, backoff: &mut Backoff) -> Option<Child> {
+        loop {
+            let delay = backoff.next_delay();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                Some(request) = self.maintenance.recv() => {
+                    return Box::pin(self.hold(None, request)).await;
+                }
+                () = self.shutdown.cancelled() => return None,
             }
-            Some(Err(e)) => tracing::error!("restart PostgreSQL (retrying after backoff): {e:#}"),
-            // Shutting down mid-start: the caller stops this child.
-            None => return Some(child),
+            let mut child = match postmaster::spawn(self.spec, self.tail) {
+                Ok(child) => child,
+                Err(e) => {
+                    tracing::error!("restart PostgreSQL: {e:#}");
+                    continue;
+                }
+            };
+            self.status.send_modify(|s| {
+                s.state = PostgresState::Starting;
+                s.pid = child.id();
+            });
+            let ready = tokio::select! {
+                ready = postmaster::wait_ready(self.spec, &mut child, self.tail) => ready,
+                Some(request) = self.maintenance.recv() => {
+                    return Box::pin(self.hold(Some(&mut child), request)).await;
+                }
+                () = self.shutdown.cancelled() => {
+                    postmaster::stop(self.spec, &mut child).await;
+                    return None;
+                }
+            };
+            match ready {
+                Ok(()) => {
+                    self.status
+                        .send_modify(|s| s.state = PostgresState::Running);
+                    tracing::info!(
+                        pid = child.id(),
+                        "PostgreSQL started and accepts connections"
+                    );
+                    return Some(child);
+                }
+                Err(e) => tracing::error!("restart PostgreSQL (retrying after backoff): {e:#}"),
+            }
         }
     }
 }

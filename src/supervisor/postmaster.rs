@@ -96,6 +96,18 @@ pub async fn stop(spec: &PostmasterSpec, child: &mut Child) {
     let _ = child.kill().await;
 }
 
+/// Immediate shutdown (SIGQUIT): writes end now; the next start recovers from WAL.
+pub async fn stop_immediately(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
+        if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            tracing::info!("PostgreSQL stopped immediately ({status})");
+            return;
+        }
+    }
+    let _ = child.kill().await;
+}
+
 /// Stops a postmaster still running on `pgdata` that is not our child — left behind when a
 /// previous agent was killed — so that we can start our own.
 pub async fn stop_orphan(pgdata: &Path, stop_timeout: Duration) -> anyhow::Result<()> {

@@ -90,6 +90,12 @@ impl Tenants {
         self.sync_hba(&admin).await
     }
 
+    /// On an HA replica (read-only): only render pg_hba.conf from the replicated registry.
+    pub async fn bootstrap_replica(&self) -> anyhow::Result<()> {
+        let admin = self.admin().await?;
+        self.sync_hba(&admin).await
+    }
+
     async fn connect(&self, dbname: &str) -> anyhow::Result<Client> {
         crate::pg::connect::superuser(&self.socket_dir, self.port, dbname).await
     }

@@ -21,7 +21,11 @@ pub async fn require_admin_token(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if !constant_time_eq(presented.as_bytes(), state.admin_token.as_bytes()) {
+    // Agents of one HA cluster present the token derived from the cluster secret.
+    let cluster_token = state.ha_node.as_ref().map(|n| n.secret.agent_token());
+    let ok = constant_time_eq(presented.as_bytes(), state.admin_token.as_bytes())
+        || cluster_token.is_some_and(|t| constant_time_eq(presented.as_bytes(), t.as_bytes()));
+    if !ok {
         return Err(ApiError::Unauthorized);
     }
     Ok(next.run(request).await)

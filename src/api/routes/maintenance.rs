@@ -21,6 +21,7 @@ pub async fn stop(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, Api
     let request = Maintenance {
         stopped: stopped_tx,
         resume: resume_rx,
+        immediate: false,
     };
     state
         .maintenance

@@ -1,6 +1,7 @@
 //! HTTP handlers, one file per endpoint group.
 
 pub mod auth;
+pub mod cluster;
 pub mod health;
 mod health_rules;
 pub mod maintenance;

@@ -1,0 +1,139 @@
+//! Joining the cluster at `up`, before PostgreSQL starts. Exactly one node bootstraps (it
+//! wins the `initialize` key by a transaction and runs initdb); every other new node
+//! clones the primary. A node with data starts as a replica: the HA loop promotes it if
+//! it should lead, so a restarted former primary never accepts writes on its own.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::keys::ClusterKeys;
+use super::{replica, Node};
+
+/// Whether the cluster has been bootstrapped (so this node must not create a secret).
+pub async fn initialized(node_etcd: &super::etcd::Etcd, keys: &super::keys::Keys) -> bool {
+    matches!(node_etcd.get(&keys.initialize()).await, Ok(Some(_)))
+}
+
+/// Prepares the data directory. `Ok(false)` when shutdown came first.
+pub async fn prepare(node: &Node, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+    let me = &node.config.name;
+    let password = node.secret.replication_password();
+    if node.pgdata.join("PG_VERSION").exists() {
+        let upstream = match read(node).await {
+            Ok(cluster) => leader_upstream(node, &cluster),
+            Err(e) => {
+                tracing::warn!("etcd does not answer ({e:#}); starting as a replica of nobody yet");
+                None
+            }
+        };
+        if !replica::is_standby(&node.pgdata) {
+            tracing::info!(
+                "this node's data was a primary; it starts as a replica and the cluster \
+                 decides who leads"
+            );
+            if let Some(upstream) = &upstream {
+                // It may have diverged from the new primary: rewind now rather than after
+                // a failed attempt to stream.
+                if let Err(e) = replica::rewind(
+                    &node.binaries,
+                    &node.pgdata,
+                    me,
+                    upstream,
+                    &password,
+                    node.run_as.as_ref(),
+                )
+                .await
+                {
+                    tracing::warn!("{e:#}; the HA loop retries or clones anew");
+                }
+            }
+        }
+        replica::write_standby(
+            &node.pgdata,
+            me,
+            upstream.as_ref(),
+            &password,
+            node.run_as.as_ref(),
+        )?;
+        return Ok(true);
+    }
+    let mut waiting_logged = false;
+    loop {
+        match node
+            .etcd
+            .create(&node.keys.initialize(), me.as_bytes(), None)
+            .await
+        {
+            Ok(won) => {
+                let bootstrapper = match &won {
+                    Ok(_) => true,
+                    // We won before but did not finish: initdb again.
+                    Err(holder) => holder.value == me.as_bytes(),
+                };
+                if bootstrapper {
+                    tracing::info!(
+                        cluster = %node.config.cluster,
+                        "bootstrapping the cluster on this node"
+                    );
+                    crate::pg::initdb::initdb(&node.binaries, &node.pgdata, node.run_as.as_ref())
+                        .await?;
+                    return Ok(true);
+                }
+                let cluster = read(node).await?;
+                if let Some(upstream) = leader_upstream(node, &cluster) {
+                    match replica::clone(
+                        &node.binaries,
+                        &node.pgdata,
+                        me,
+                        &upstream,
+                        &password,
+                        node.run_as.as_ref(),
+                    )
+                    .await
+                    {
+                        Ok(()) => {
+                            replica::write_standby(
+                                &node.pgdata,
+                                me,
+                                Some(&upstream),
+                                &password,
+                                node.run_as.as_ref(),
+                            )?;
+                            return Ok(true);
+                        }
+                        Err(e) => tracing::warn!("{e:#}; retrying"),
+                    }
+                } else if !waiting_logged {
+                    tracing::info!("waiting for the cluster's primary to clone from");
+                    waiting_logged = true;
+                }
+            }
+            Err(e) => tracing::warn!("etcd does not answer ({e:#}); retrying"),
+        }
+        let pause = tokio::time::sleep(Duration::from_secs(1));
+        if shutdown.run_until_cancelled(pause).await.is_none() {
+            return Ok(false);
+        }
+    }
+}
+
+async fn read(node: &Node) -> anyhow::Result<ClusterKeys> {
+    let kvs = node
+        .etcd
+        .get_prefix(node.keys.prefix())
+        .await
+        .context("read the cluster from etcd")?;
+    Ok(ClusterKeys::parse(&node.keys, kvs))
+}
+
+/// The primary to stream from: the leader key's holder, when it runs as primary.
+fn leader_upstream(node: &Node, cluster: &ClusterKeys) -> Option<replica::Upstream> {
+    let leader = cluster.leader_name()?;
+    if leader == node.config.name {
+        return None;
+    }
+    let member = cluster.member(&leader)?;
+    (member.role == "primary").then(|| node.upstream(member))
+}

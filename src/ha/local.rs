@@ -1,0 +1,122 @@
+//! The local PostgreSQL as the HA loop sees it, through the agent's own socket connection:
+//! primary or replica, WAL positions, timeline, whether it streams. Also the two things
+//! the loop does in SQL: promote, and keep the replication role's password current.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::decide::Role;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalState {
+    pub role: Role,
+    pub wal_position: u64,
+    pub replay_position: u64,
+    pub timeline: u32,
+    /// The WAL receiver's status (`streaming`, …); `None` when it is not running.
+    pub receiver: Option<String>,
+}
+
+impl LocalState {
+    pub fn down() -> LocalState {
+        LocalState {
+            role: Role::Down,
+            wal_position: 0,
+            replay_position: 0,
+            timeline: 0,
+            receiver: None,
+        }
+    }
+
+    pub fn streaming(&self) -> bool {
+        self.receiver.as_deref() == Some("streaming")
+    }
+}
+
+const OBSERVE: &str = "\
+SELECT pg_is_in_recovery() AS recovery,
+       (CASE WHEN pg_is_in_recovery()
+             THEN COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+             ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint AS wal,
+       (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+             ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint AS replay,
+       CASE WHEN pg_is_in_recovery()
+            THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver),
+                          (SELECT timeline_id FROM pg_control_checkpoint()))
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
+       END AS timeline,
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver";
+
+/// Looks at the local PostgreSQL; `Down` when it does not answer within `timeout`.
+pub async fn observe(socket_dir: &Path, port: u16, timeout: Duration) -> LocalState {
+    match tokio::time::timeout(timeout, query(socket_dir, port)).await {
+        Ok(Ok(state)) => state,
+        _ => LocalState::down(),
+    }
+}
+
+async fn query(socket_dir: &Path, port: u16) -> anyhow::Result<LocalState> {
+    let client = crate::pg::connect::superuser(socket_dir, port, "postgres").await?;
+    let row = client.query_one(OBSERVE, &[]).await?;
+    let recovery: bool = row.try_get("recovery")?;
+    let wal: Option<i64> = row.try_get("wal")?;
+    let replay: Option<i64> = row.try_get("replay")?;
+    let timeline: Option<i32> = row.try_get("timeline")?;
+    Ok(LocalState {
+        role: if recovery {
+            Role::Replica
+        } else {
+            Role::Primary
+        },
+        wal_position: wal.unwrap_or(0).max(0) as u64,
+        replay_position: replay.unwrap_or(0).max(0) as u64,
+        timeline: timeline.unwrap_or(0).max(0) as u32,
+        receiver: row.try_get("receiver")?,
+    })
+}
+
+/// Promotes the local replica and waits until it accepts writes.
+pub async fn promote(socket_dir: &Path, port: u16) -> anyhow::Result<()> {
+    let client = crate::pg::connect::superuser(socket_dir, port, "postgres").await?;
+    let row = client
+        .query_one("SELECT pg_promote(true, 60)", &[])
+        .await
+        .context("pg_promote")?;
+    let done: bool = row.try_get(0)?;
+    anyhow::ensure!(done, "PostgreSQL did not finish promotion within 60 s");
+    Ok(())
+}
+
+/// Creates or updates the replication role on the primary: LOGIN REPLICATION, the
+/// password derived from the cluster secret, and the functions pg_rewind reads with.
+pub async fn ensure_replication_role(
+    socket_dir: &Path,
+    port: u16,
+    password: &str,
+) -> anyhow::Result<()> {
+    use crate::pg::sql::{quote_ident, quote_literal, scram_verifier};
+    let client = crate::pg::connect::superuser(socket_dir, port, "postgres").await?;
+    let role = quote_ident(crate::pg::REPLICATION_ROLE);
+    let verifier = quote_literal(&scram_verifier(password));
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1",
+            &[&crate::pg::REPLICATION_ROLE],
+        )
+        .await?
+        .is_some();
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    client
+        .batch_execute(&format!(
+            "{verb} ROLE {role} WITH LOGIN REPLICATION PASSWORD {verifier};
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO {role};
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO {role};
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO {role};
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO {role};"
+        ))
+        .await
+        .context("create the replication role")?;
+    Ok(())
+}

@@ -1,0 +1,511 @@
+//! The HA loop: every `loop_wait`, look at the local PostgreSQL and at etcd, decide, act.
+//!
+//! Timing (ttl 3 s, loop_wait 0.25 s): the primary renews its lease every loop; if it has
+//! not renewed for `ttl - fence_margin` it stops PostgreSQL at once, before the lease can
+//! expire for the others. Replicas see the leader key vanish within a loop of its expiry
+//! and the most advanced eligible one takes it and promotes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::decide::{self, Action, Member, Observation, Policy, Role};
+use super::keys::{ClusterKeys, MemberRecord};
+use super::local::{self, LocalState};
+use super::{replica, ClusterView, Node};
+use crate::supervisor::{Maintenance, PostgresState, PostgresStatus};
+
+/// A replica that has not streamed for this long is rewound (or cloned anew).
+const REJOIN_AFTER: Duration = Duration::from_secs(5);
+
+pub struct Loop {
+    pub node: Arc<Node>,
+    pub supervisor: mpsc::Sender<Maintenance>,
+    pub postgres: watch::Receiver<PostgresStatus>,
+    pub view: watch::Sender<ClusterView>,
+}
+
+/// This node's hold on its etcd lease.
+struct LeaseState {
+    id: Option<i64>,
+    /// When the last successful renewal was sent: the lease lasts `ttl` from before then.
+    renewed_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Memory {
+    down_since: Option<Instant>,
+    not_streaming_since: Option<Instant>,
+    /// The leader key's revision when this node holds it.
+    leader_revision: Option<i64>,
+    last_action: String,
+}
+
+pub async fn task_main(ha: Loop, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let node = ha.node.clone();
+    let policy = Policy {
+        maximum_lag_on_failover: node.config.maximum_lag_on_failover,
+        sync: node.config.synchronous,
+        fence_margin: node.config.ttl / 3,
+        restart_grace: node.config.ttl / 2,
+    };
+    let mut lease = LeaseState {
+        id: None,
+        renewed_at: None,
+    };
+    let mut memory = Memory::default();
+    let mut tick = tokio::time::interval(node.config.loop_wait);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => break,
+        }
+        if let Err(e) = ha.round(&policy, &mut lease, &mut memory).await {
+            tracing::error!("HA loop: {e:#}");
+        }
+    }
+    ha.hand_over(&lease, &memory).await;
+    Ok(())
+}
+
+impl Loop {
+    async fn round(
+        &self,
+        policy: &Policy,
+        lease: &mut LeaseState,
+        memory: &mut Memory,
+    ) -> anyhow::Result<()> {
+        let node = &self.node;
+        let me = node.config.name.clone();
+        let local = local::observe(&node.socket_dir, node.port, Duration::from_secs(1)).await;
+        let now = Instant::now();
+        if local.role == Role::Down {
+            memory.down_since.get_or_insert(now);
+        } else {
+            memory.down_since = None;
+        }
+        let leading = memory.leader_revision.is_some();
+        // A leader's etcd round may not outlast its lease: past the fence deadline it
+        // stops writes whatever etcd does.
+        let renewed_at = lease.renewed_at;
+        let etcd_round = self.etcd_round(lease, &local);
+        let cluster = match (leading, renewed_at) {
+            (true, Some(renewed)) => {
+                let deadline = renewed + node.config.ttl - policy.fence_margin;
+                tokio::time::timeout_at(deadline, etcd_round)
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("etcd did not answer in time")))
+            }
+            _ => etcd_round.await,
+        };
+        let lease_left = lease
+            .renewed_at
+            .map(|at| (at + node.config.ttl).saturating_duration_since(Instant::now()))
+            .unwrap_or_default();
+        let observation = observe(node, &local, cluster.as_ref().ok(), lease_left, memory);
+        let action = decide::decide(&observation, policy);
+        if let Err(e) = &cluster {
+            tracing::debug!("etcd: {e:#}");
+        }
+        let described = format!("{action:?}");
+        if described != memory.last_action {
+            tracing::info!(role = ?local.role, "HA: {described}");
+            memory.last_action = described;
+        }
+        self.publish(&observation, cluster.as_ref().ok(), memory, policy);
+        match cluster {
+            Ok(cluster) => {
+                memory.leader_revision = cluster
+                    .leader
+                    .as_ref()
+                    .filter(|kv| kv.value == me.as_bytes())
+                    .map(|kv| kv.mod_revision);
+                self.act(action, &local, &cluster, lease, memory).await
+            }
+            Err(_) => {
+                self.act(action, &local, &ClusterKeys::default(), lease, memory)
+                    .await
+            }
+        }
+    }
+
+    /// Renews (or gets) the lease, publishes this member, reads the cluster.
+    async fn etcd_round(
+        &self,
+        lease: &mut LeaseState,
+        local: &LocalState,
+    ) -> anyhow::Result<ClusterKeys> {
+        let node = &self.node;
+        let sent = Instant::now();
+        let id = match lease.id {
+            Some(id) if !node.etcd.keep_alive(id).await?.is_zero() => id,
+            _ => {
+                let granted = node.etcd.grant(node.config.ttl).await?;
+                lease.id = Some(granted.id);
+                granted.id
+            }
+        };
+        lease.renewed_at = Some(sent);
+        let record = self.record(local);
+        node.etcd
+            .put(
+                &node.keys.member(&node.config.name),
+                &serde_json::to_vec(&record)?,
+                Some(id),
+            )
+            .await?;
+        let kvs = node.etcd.get_prefix(node.keys.prefix()).await?;
+        Ok(ClusterKeys::parse(&node.keys, kvs))
+    }
+
+    fn record(&self, local: &LocalState) -> MemberRecord {
+        let node = &self.node;
+        let (role, state) = match local.role {
+            Role::Primary => ("primary", "running".to_owned()),
+            Role::Replica => (
+                "replica",
+                local
+                    .receiver
+                    .clone()
+                    .unwrap_or_else(|| "not streaming".into()),
+            ),
+            Role::Down => ("down", postgres_state(&self.postgres.borrow())),
+        };
+        MemberRecord {
+            name: node.config.name.clone(),
+            role: role.into(),
+            state,
+            host: node.config.advertise_host.clone(),
+            postgres_port: node.port,
+            api_url: node.api_url.clone(),
+            pooler_port: node.pooler_port,
+            timeline: local.timeline,
+            wal_position: local.wal_position,
+            replay_position: local.replay_position,
+            nofailover: node.config.nofailover,
+            following: (local.role == Role::Replica)
+                .then(|| self.view.borrow().leader.clone())
+                .flatten(),
+        }
+    }
+
+    async fn act(
+        &self,
+        action: Action,
+        local: &LocalState,
+        cluster: &ClusterKeys,
+        lease: &mut LeaseState,
+        memory: &mut Memory,
+    ) -> anyhow::Result<()> {
+        let node = &self.node;
+        let me = &node.config.name;
+        let password = node.secret.replication_password();
+        match action {
+            Action::Renew => {
+                if local.role == Role::Primary && local.wal_position > cluster.optime {
+                    node.etcd
+                        .put(
+                            &node.keys.optime(),
+                            local.wal_position.to_string().as_bytes(),
+                            None,
+                        )
+                        .await?;
+                }
+                Ok(())
+            }
+            Action::TakeLeadership => {
+                let Some(id) = lease.id else {
+                    return Ok(());
+                };
+                if local.role == Role::Primary {
+                    // Before the key: replicas clone as soon as they see a leader.
+                    local::ensure_replication_role(&node.socket_dir, node.port, &password).await?;
+                }
+                match node
+                    .etcd
+                    .create(&node.keys.leader(), me.as_bytes(), Some(id))
+                    .await?
+                {
+                    Ok(revision) => memory.leader_revision = Some(revision),
+                    Err(holder) => {
+                        tracing::info!(
+                            "{} took the leader key first",
+                            String::from_utf8_lossy(&holder.value)
+                        );
+                        return Ok(());
+                    }
+                }
+                if local.role == Role::Replica {
+                    tracing::warn!("promoting this node to primary");
+                    if let Err(e) = local::promote(&node.socket_dir, node.port).await {
+                        self.release(memory).await;
+                        return Err(e);
+                    }
+                }
+                replica::write_primary(&node.pgdata, node.run_as.as_ref())?;
+                let _ = node.etcd.delete(&node.keys.switchover()).await;
+                tracing::info!("this node is the primary");
+                Ok(())
+            }
+            Action::Demote(reason) => {
+                tracing::warn!("stepping down: {reason}");
+                let upstream = cluster
+                    .leader_name()
+                    .filter(|l| l != me)
+                    .and_then(|l| cluster.member(&l).map(|m| node.upstream(m)));
+                // Writes end first (a replica has none); only then may the key go. A
+                // PostgreSQL being restarted is held too, so it comes back a standby.
+                let resume = match local.role {
+                    Role::Replica => None,
+                    role => Some(self.hold(role == Role::Primary).await?),
+                };
+                replica::write_standby(
+                    &node.pgdata,
+                    me,
+                    upstream.as_ref(),
+                    &password,
+                    node.run_as.as_ref(),
+                )?;
+                self.release(memory).await;
+                drop(resume);
+                Ok(())
+            }
+            Action::Follow(leader) => {
+                let Some(member) = cluster.member(&leader) else {
+                    return Ok(());
+                };
+                let upstream = node.upstream(member);
+                let changed = replica::write_standby(
+                    &node.pgdata,
+                    me,
+                    Some(&upstream),
+                    &password,
+                    node.run_as.as_ref(),
+                )?;
+                if changed && local.role == Role::Replica {
+                    tracing::info!(leader = %leader, "streaming from the new primary");
+                    reload(node).await?;
+                }
+                if local.role == Role::Replica && !local.streaming() && member.role == "primary" {
+                    let since = *memory.not_streaming_since.get_or_insert(Instant::now());
+                    if since.elapsed() >= REJOIN_AFTER {
+                        memory.not_streaming_since = None;
+                        self.rejoin(&upstream).await?;
+                    }
+                } else {
+                    memory.not_streaming_since = None;
+                }
+                Ok(())
+            }
+            Action::Wait(_) => Ok(()),
+        }
+    }
+
+    /// Deletes the leader key if this node still holds it.
+    async fn release(&self, memory: &mut Memory) {
+        if let Some(revision) = memory.leader_revision.take() {
+            match self
+                .node
+                .etcd
+                .delete_if_unchanged(&self.node.keys.leader(), revision)
+                .await
+            {
+                Ok(true) => tracing::info!("released the leader key"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("release the leader key: {e:#} (its lease will expire)"),
+            }
+        }
+    }
+
+    /// Stops PostgreSQL and keeps it stopped until the returned sender is dropped.
+    async fn hold(&self, immediate: bool) -> anyhow::Result<oneshot::Sender<()>> {
+        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let (resume_tx, resume_rx) = oneshot::channel();
+        self.supervisor
+            .send(Maintenance {
+                stopped: stopped_tx,
+                resume: resume_rx,
+                immediate,
+            })
+            .await
+            .context("the supervisor is gone")?;
+        stopped_rx.await.context("the supervisor is gone")?;
+        Ok(resume_tx)
+    }
+
+    /// A replica that cannot stream from the primary: rewind it, or clone it anew.
+    async fn rejoin(&self, upstream: &replica::Upstream) -> anyhow::Result<()> {
+        let node = &self.node;
+        let me = &node.config.name;
+        let password = node.secret.replication_password();
+        tracing::warn!(leader = %upstream.name, "this replica does not stream; rejoining");
+        let _resume = self.hold(false).await?;
+        let run_as = node.run_as.as_ref();
+        let rewound = replica::rewind(
+            &node.binaries,
+            &node.pgdata,
+            me,
+            upstream,
+            &password,
+            run_as,
+        )
+        .await;
+        if let Err(e) = rewound {
+            tracing::warn!("{e:#}; cloning the primary anew");
+            let kept = replica::NodeFiles::save(&node.pgdata)?;
+            replica::clone(
+                &node.binaries,
+                &node.pgdata,
+                me,
+                upstream,
+                &password,
+                run_as,
+            )
+            .await?;
+            kept.restore(run_as)?;
+        }
+        replica::write_standby(&node.pgdata, me, Some(upstream), &password, run_as)?;
+        Ok(())
+    }
+
+    fn publish(
+        &self,
+        o: &Observation,
+        cluster: Option<&ClusterKeys>,
+        memory: &Memory,
+        policy: &Policy,
+    ) {
+        let node = &self.node;
+        let mut view = ClusterView {
+            cluster: node.config.cluster.clone(),
+            me: node.config.name.clone(),
+            etcd_reachable: cluster.is_some(),
+            last_action: memory.last_action.clone(),
+            ..ClusterView::default()
+        };
+        if let Some(cluster) = cluster {
+            view.leader = cluster.leader_name();
+            view.members = cluster.members.clone();
+            view.optime = cluster.optime;
+            view.paused = cluster.paused;
+            view.eligibility = cluster
+                .members
+                .iter()
+                .filter(|m| m.role != "primary")
+                .map(|m| (m.name.clone(), eligibility_of(m, o, policy)))
+                .collect();
+        } else {
+            // Without etcd, keep the last known members and leader for the pooler.
+            let last = self.view.borrow();
+            view.leader = last.leader.clone();
+            view.members = last.members.clone();
+        }
+        self.view.send_replace(view);
+    }
+
+    /// A graceful stop: once PostgreSQL is down (cleanly), give the key up at once so a
+    /// replica takes over without waiting for the lease.
+    async fn hand_over(&self, lease: &LeaseState, memory: &Memory) {
+        let mut postgres = self.postgres.clone();
+        let stopped = postgres.wait_for(|s| s.state == PostgresState::Stopped);
+        let _ = tokio::time::timeout(Duration::from_secs(120), stopped).await;
+        if let Some(revision) = memory.leader_revision {
+            if let Ok(true) = self
+                .node
+                .etcd
+                .delete_if_unchanged(&self.node.keys.leader(), revision)
+                .await
+            {
+                tracing::info!("handed the leader key over");
+            }
+        }
+        if let Some(id) = lease.id {
+            let _ = self.node.etcd.revoke(id).await;
+        }
+    }
+}
+
+/// Why a replica (as published) may not be promoted, judged from this node's view.
+fn eligibility_of(m: &MemberRecord, o: &Observation, policy: &Policy) -> Option<String> {
+    if m.role != "replica" {
+        return Some(format!("PostgreSQL is {}", m.state));
+    }
+    let as_if = Observation {
+        me: m.name.clone(),
+        role: Role::Replica,
+        my_wal_position: m.wal_position,
+        nofailover: m.nofailover,
+        members: o
+            .members
+            .iter()
+            .filter(|other| other.name != m.name)
+            .cloned()
+            .chain((o.me != m.name && o.role == Role::Replica).then(|| Member {
+                name: o.me.clone(),
+                healthy: true,
+                wal_position: o.my_wal_position,
+                nofailover: o.nofailover,
+            }))
+            .collect(),
+        ..o.clone()
+    };
+    decide::ineligible(&as_if, policy)
+}
+
+fn observe(
+    node: &Node,
+    local: &LocalState,
+    cluster: Option<&ClusterKeys>,
+    lease_left: Duration,
+    memory: &Memory,
+) -> Observation {
+    let me = &node.config.name;
+    Observation {
+        me: me.clone(),
+        role: local.role,
+        my_wal_position: local.wal_position,
+        nofailover: node.config.nofailover,
+        leader: cluster.map(ClusterKeys::leader_name),
+        lease_left,
+        members: cluster
+            .map(|c| {
+                c.members
+                    .iter()
+                    .filter(|m| m.name != *me)
+                    .map(|m| Member {
+                        name: m.name.clone(),
+                        healthy: m.role == "replica",
+                        wal_position: m.wal_position,
+                        nofailover: m.nofailover,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        primary_wal_position: cluster.map_or(0, |c| c.optime),
+        sync_set: Vec::new(),
+        paused: cluster.is_some_and(|c| c.paused),
+        down_for: memory
+            .down_since
+            .map(|since| since.elapsed())
+            .unwrap_or_default(),
+        switchover_to: cluster.and_then(|c| c.switchover.clone()),
+    }
+}
+
+fn postgres_state(status: &PostgresStatus) -> String {
+    format!("{:?}", status.state).to_lowercase()
+}
+
+async fn reload(node: &Node) -> anyhow::Result<()> {
+    let client = crate::pg::connect::superuser(&node.socket_dir, node.port, "postgres").await?;
+    client
+        .execute("SELECT pg_reload_conf()", &[])
+        .await
+        .context("reload PostgreSQL")?;
+    Ok(())
+}

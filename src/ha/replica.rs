@@ -1,0 +1,232 @@
+//! Making and keeping this node a replica, on disk: the standby files (standby.signal and
+//! whom to stream from), a fresh clone of the primary (pg_basebackup), and pg_rewind of a
+//! former primary. PostgreSQL is stopped (or not yet started) whenever these run.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::pg::bin::Binaries;
+use crate::pg::conf::{quote_value, write_if_changed, HA_FILE};
+use crate::pg::process::{command, RunAs};
+
+/// Where a replica streams from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Upstream {
+    /// A libpq connection string as the replication role (the password goes separately).
+    fn conninfo(&self, application_name: &str, dbname: Option<&str>) -> String {
+        let mut s = format!(
+            "host={} port={} user={} application_name={application_name} connect_timeout=3",
+            self.host,
+            self.port,
+            crate::pg::REPLICATION_ROLE
+        );
+        if let Some(db) = dbname {
+            s.push_str(&format!(" dbname={db}"));
+        }
+        s
+    }
+}
+
+pub fn is_standby(pgdata: &Path) -> bool {
+    pgdata.join("standby.signal").exists()
+}
+
+/// Makes the next start a standby streaming from `upstream` (or from nobody yet).
+/// Returns whether whom to stream from changed (a running replica then reloads).
+pub fn write_standby(
+    pgdata: &Path,
+    me: &str,
+    upstream: Option<&Upstream>,
+    password: &str,
+    run_as: Option<&RunAs>,
+) -> anyhow::Result<bool> {
+    let signal = pgdata.join("standby.signal");
+    if !signal.exists() {
+        write_if_changed(&signal, "", run_as)?;
+    }
+    let mut text = String::from(
+        "# Managed by pgplatform's HA loop: whom this replica streams from.\n\
+         recovery_target_timeline = 'latest'\n",
+    );
+    if let Some(upstream) = upstream {
+        let conninfo = format!("{} password={password}", upstream.conninfo(me, None));
+        text.push_str(&format!("primary_conninfo = {}\n", quote_value(&conninfo)));
+    }
+    write_if_changed(&pgdata.join(HA_FILE), &text, run_as)
+}
+
+/// The HA file of a primary: nothing to stream from.
+pub fn write_primary(pgdata: &Path, run_as: Option<&RunAs>) -> anyhow::Result<()> {
+    write_if_changed(
+        &pgdata.join(HA_FILE),
+        "# Managed by pgplatform's HA loop: this node is the primary.\n",
+        run_as,
+    )?;
+    Ok(())
+}
+
+/// Copies the primary's data directory into `pgdata` with pg_basebackup. The copy is made
+/// beside it and swapped in only when complete, so a failed clone keeps the old data.
+pub async fn clone(
+    binaries: &Binaries,
+    pgdata: &Path,
+    me: &str,
+    upstream: &Upstream,
+    password: &str,
+    run_as: Option<&RunAs>,
+) -> anyhow::Result<()> {
+    let staging = pgdata.with_extension("clone");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("remove stale {}", staging.display()))?;
+    }
+    crate::pg::initdb::create_private_dir(&staging, run_as)?;
+    tracing::info!(from = %upstream.name, "cloning the primary with pg_basebackup");
+    let output = command(&binaries.path("pg_basebackup"), run_as)
+        .env("PGPASSWORD", password)
+        .arg("--pgdata")
+        .arg(&staging)
+        .arg(format!("--dbname={}", upstream.conninfo(me, None)))
+        .args(["--wal-method=stream", "--checkpoint=fast", "--no-password"])
+        .output()
+        .await
+        .context("run pg_basebackup")?;
+    if !output.status.success() {
+        let _ = std::fs::remove_dir_all(&staging);
+        bail!(
+            "pg_basebackup from {} failed ({}): {}",
+            upstream.name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let old: PathBuf = pgdata.with_extension("old");
+    if pgdata.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("remove stale {}", old.display()))?;
+        }
+        std::fs::rename(pgdata, &old)
+            .with_context(|| format!("move the old data aside to {}", old.display()))?;
+    }
+    std::fs::rename(&staging, pgdata)
+        .with_context(|| format!("move the clone into {}", pgdata.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("remove {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// Rewinds a former primary onto `upstream`'s timeline (a no-op when it did not diverge).
+/// pg_rewind finishes crash recovery first on its own when the node was killed.
+pub async fn rewind(
+    binaries: &Binaries,
+    pgdata: &Path,
+    me: &str,
+    upstream: &Upstream,
+    password: &str,
+    run_as: Option<&RunAs>,
+) -> anyhow::Result<()> {
+    let kept = NodeFiles::save(pgdata)?;
+    tracing::info!(from = %upstream.name, "rewinding this node's data onto the primary's timeline");
+    let output = command(&binaries.path("pg_rewind"), run_as)
+        .current_dir(pgdata)
+        .env("PGPASSWORD", password)
+        .arg("--target-pgdata")
+        .arg(pgdata)
+        .arg(format!(
+            "--source-server={}",
+            upstream.conninfo(me, Some("postgres"))
+        ))
+        .output()
+        .await
+        .context("run pg_rewind")?;
+    // pg_rewind copies the primary's configuration files over ours; put this node's back.
+    kept.restore(run_as)?;
+    if !output.status.success() {
+        bail!(
+            "pg_rewind from {} failed ({}): {}",
+            upstream.name,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    tracing::info!(
+        "pg_rewind: {}",
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .last()
+            .unwrap_or("done")
+    );
+    Ok(())
+}
+
+/// The files that belong to this node, not to the cluster: kept across a rewind.
+pub struct NodeFiles(Vec<(PathBuf, Vec<u8>)>);
+
+impl NodeFiles {
+    const NAMES: &'static [&'static str] = &[
+        "postgresql.conf",
+        crate::pg::conf::MANAGED_FILE,
+        HA_FILE,
+        "pg_hba.conf",
+        "pg_ident.conf",
+    ];
+
+    pub fn save(pgdata: &Path) -> anyhow::Result<NodeFiles> {
+        let mut files = Vec::new();
+        for name in Self::NAMES {
+            let path = pgdata.join(name);
+            match std::fs::read(&path) {
+                Ok(bytes) => files.push((path, bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+            }
+        }
+        Ok(NodeFiles(files))
+    }
+
+    pub fn restore(&self, run_as: Option<&RunAs>) -> anyhow::Result<()> {
+        for (path, bytes) in &self.0 {
+            crate::pg::conf::write_atomically(path, bytes, 0o600)?;
+            crate::pg::process::chown_to(path, run_as)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standby_files_name_the_upstream_and_change_only_when_it_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = Upstream {
+            name: "a".into(),
+            host: "10.0.0.1".into(),
+            port: 5432,
+        };
+        assert!(write_standby(dir.path(), "b", Some(&up), "pw", None).unwrap());
+        assert!(is_standby(dir.path()));
+        let text = std::fs::read_to_string(dir.path().join(HA_FILE)).unwrap();
+        assert!(text.contains(
+            "primary_conninfo = 'host=10.0.0.1 port=5432 user=pgplatform_replication \
+             application_name=b connect_timeout=3 password=pw'"
+        ));
+        assert!(!write_standby(dir.path(), "b", Some(&up), "pw", None).unwrap());
+        let other = Upstream {
+            name: "c".into(),
+            host: "10.0.0.3".into(),
+            port: 5432,
+        };
+        assert!(write_standby(dir.path(), "b", Some(&other), "pw", None).unwrap());
+    }
+}
