@@ -76,12 +76,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let agent_started = SystemTime::now();
     let verifiers = Arc::new(crate::pooler::auth::VerifierCache::default());
     let (pooler_config, pooler_config_rx) = watch::channel(Arc::new(config.pooler.clone()));
+    // HA: the loop tells the pooler where the primary is; until then it waits.
+    let (primary_tx, primary_rx) = watch::channel(crate::ha::PrimaryTarget::Unknown);
+    let primary_rx = ha_node.as_ref().map(|_| primary_rx);
     // Bound before PostgreSQL starts, so a taken port fails `up` at once.
     let pooler_listening = if config.pooler.enabled {
         let listening = crate::pooler::bind(PoolerSetup {
             config: pooler_config_rx,
             pg_socket_dir: data_dir.socket_dir(),
             pg_port: config.postgres.port,
+            primary: primary_rx.clone(),
             tls_dir: config.data_dir.join("tls"),
             tls_hosts: vec![config.tenant_host.clone()],
             reload: reload_tx.clone(),
@@ -141,7 +145,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         lock: tokio::sync::Mutex::new(()),
         verifiers,
     });
-    let bootstrap = if crate::ha::replica::is_standby(&data_dir.pgdata()) {
+    // An HA replica is read-only: what the primary creates reaches it by replication.
+    let standby = crate::ha::replica::is_standby(&data_dir.pgdata());
+    let bootstrap = if standby {
         tenants.bootstrap_replica().await
     } else {
         tenants.bootstrap().await
@@ -152,7 +158,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         return Err(e);
     }
 
-    if preload.contains(&"pg_stat_statements") {
+    if preload.contains(&"pg_stat_statements") && !standby {
         if let Err(e) = crate::metrics::prepare(&data_dir.socket_dir(), config.postgres.port).await
         {
             tracing::warn!("pg_stat_statements metrics unavailable: {e:#}");
@@ -179,6 +185,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 supervisor: maintenance_tx.clone(),
                 postgres: postgres_status.clone(),
                 view: cluster_tx,
+                primary: primary_tx,
             },
             shutdown.clone(),
         ))

@@ -27,6 +27,8 @@ pub struct Loop {
     pub supervisor: mpsc::Sender<Maintenance>,
     pub postgres: watch::Receiver<PostgresStatus>,
     pub view: watch::Sender<ClusterView>,
+    /// Where this node's pooler sends tenant connections.
+    pub primary: watch::Sender<super::PrimaryTarget>,
 }
 
 /// This node's hold on its etcd lease.
@@ -405,6 +407,12 @@ impl Loop {
             view.leader = last.leader.clone();
             view.members = last.members.clone();
         }
+        let target = view.primary_target();
+        self.primary.send_if_modified(|current| {
+            let changed = *current != target;
+            *current = target;
+            changed
+        });
         self.view.send_replace(view);
     }
 

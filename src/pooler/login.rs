@@ -337,7 +337,8 @@ async fn forward_cancel(pooler: &Pooler, process_id: i32, secret_key: &Bytes) {
     };
     let mut out = BytesMut::new();
     startup::encode_cancel_request(&mut out, server.process_id, &server.secret_key);
-    if let Ok(mut conn) = tokio::net::UnixStream::connect(pooler.target.socket_path()).await {
+    let open = tokio::time::timeout(Duration::from_secs(5), pooler.target.open());
+    if let Ok(Ok(mut conn)) = open.await {
         let _ = conn.write_all(&out).await;
         // PostgreSQL closes the connection when done; wait so the cancel is delivered.
         let mut sink = [0u8; 1];

@@ -16,6 +16,7 @@ mod prepared;
 pub mod protocol;
 pub mod scram;
 mod server;
+mod server_stream;
 mod stats;
 mod stream;
 mod tls;
@@ -44,6 +45,8 @@ pub struct PoolerSetup {
     pub config: watch::Receiver<Arc<PoolerConfig>>,
     pub pg_socket_dir: PathBuf,
     pub pg_port: u16,
+    /// In an HA cluster, where the primary is; the pooler follows it.
+    pub primary: Option<watch::Receiver<crate::ha::PrimaryTarget>>,
     pub tls_dir: PathBuf,
     pub tls_hosts: Vec<String>,
     /// The admin console's RELOAD asks the agent to reload its config file.
@@ -226,6 +229,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         target: ServerTarget {
             socket_dir: setup.pg_socket_dir.clone(),
             port: setup.pg_port,
+            primary: setup.primary.clone(),
         },
         pools: Mutex::default(),
         db_limits: Mutex::default(),
@@ -260,6 +264,32 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
 
 /// Accepts clients until `shutdown`, then lets running transactions finish (up to
 /// shutdown_timeout) before closing.
+/// HA: when the primary moves, server connections to the old one are closed (idle ones
+/// now, busy ones when released), as RECONNECT does; new ones go to the new primary.
+async fn follow_primary(
+    pooler: Arc<Pooler>,
+    mut primary: watch::Receiver<crate::ha::PrimaryTarget>,
+    shutdown: CancellationToken,
+) {
+    let mut current = primary.borrow_and_update().clone();
+    loop {
+        tokio::select! {
+            changed = primary.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        let next = primary.borrow_and_update().clone();
+        if next == current || next == crate::ha::PrimaryTarget::Unknown {
+            continue;
+        }
+        tracing::info!(primary = ?next, "the primary moved; the pooler follows it");
+        let pools: Vec<Arc<Pool>> = lock(&pooler.pools).values().cloned().collect();
+        for pool in pools {
+            pool.reconnect();
+        }
+        current = next;
+    }
+}
+
 pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> anyhow::Result<()> {
     let Listening {
         pooler,
@@ -270,6 +300,9 @@ pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> any
     } = listening;
     let tracker = TaskTracker::new();
     tokio::spawn(maintain(pooler.clone(), config, shutdown.clone()));
+    if let Some(primary) = pooler.target.primary.clone() {
+        tokio::spawn(follow_primary(pooler.clone(), primary, shutdown.clone()));
+    }
     loop {
         let stream = tokio::select! {
             () = shutdown.cancelled() => break,

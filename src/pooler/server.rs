@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use tokio::sync::watch;
 
 use super::cancel::ServerKey;
 use super::pool::{Credentials, PoolKey};
@@ -17,18 +18,52 @@ use super::protocol::backend::{self, Authentication, BackendMessage};
 use super::protocol::error_fields::ErrorFields;
 use super::protocol::{frontend, split_frame, startup, Frame, ProtocolError};
 use super::scram::{self, ClientExchange};
+use super::server_stream::ServerStream;
 use super::txn::Tracker;
+use crate::ha::PrimaryTarget;
 
-/// Where PostgreSQL listens: its unix socket (cheaper than TCP loopback).
+/// Where PostgreSQL listens: its unix socket (cheaper than TCP loopback), or in an HA
+/// cluster whichever node is primary.
 #[derive(Debug, Clone)]
 pub struct ServerTarget {
     pub socket_dir: PathBuf,
     pub port: u16,
+    /// In an HA cluster, where the primary is (from the HA loop); `None` on a single node.
+    pub primary: Option<watch::Receiver<PrimaryTarget>>,
 }
 
 impl ServerTarget {
     pub fn socket_path(&self) -> PathBuf {
         self.socket_dir.join(format!(".s.PGSQL.{}", self.port))
+    }
+
+    /// Connects to the primary: the local socket, or the primary's address in an HA
+    /// cluster. While no primary is known (an election), it waits; the caller's connect
+    /// timeout bounds that.
+    pub async fn open(&self) -> std::io::Result<ServerStream> {
+        let Some(primary) = &self.primary else {
+            return Ok(ServerStream::Unix(UnixStream::connect(self.socket_path()).await?));
+        };
+        let mut primary = primary.clone();
+        loop {
+            let current = primary.borrow_and_update().clone();
+            match current {
+                PrimaryTarget::Local => {
+                    return Ok(ServerStream::Unix(
+                        UnixStream::connect(self.socket_path()).await?,
+                    ))
+                }
+                PrimaryTarget::Remote { host, port } => {
+                    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                    stream.set_nodelay(true)?;
+                    return Ok(ServerStream::Tcp(stream));
+                }
+                PrimaryTarget::Unknown => primary
+                    .changed()
+                    .await
+                    .map_err(|_| std::io::Error::other("the HA loop has stopped"))?,
+            }
+        }
     }
 }
 
@@ -74,7 +109,7 @@ impl ServerInfo {
 }
 
 pub struct ServerConn {
-    pub stream: UnixStream,
+    pub stream: ServerStream,
     pub info: std::sync::Arc<ServerInfo>,
     pub read_buf: BytesMut,
     /// GUC_REPORT parameters as this session has them (client_encoding, TimeZone, …).
@@ -106,7 +141,7 @@ impl ServerConn {
         pool: &PoolKey,
         credentials: &Credentials,
     ) -> Result<ServerConn, ServerError> {
-        let stream = UnixStream::connect(target.socket_path()).await?;
+        let stream = target.open().await?;
         let mut conn = ServerConn {
             stream,
             read_buf: BytesMut::with_capacity(16 * 1024),
