@@ -107,7 +107,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop_timeout: config.postgres.stop_timeout,
         options: Vec::new(),
     };
-    let (started, postgres_status) = supervisor::start(&spec).await?;
+    let (started, postgres_status) = match (supervisor::start(&spec).await, &ha_node) {
+        (Ok(started), _) => started,
+        // A replica whose data cannot follow the primary any more: clone it anew, once.
+        (Err(e), Some(node)) if crate::ha::replica::is_standby(&pgdata) => {
+            tracing::warn!("{e:#}; cloning this replica anew from the primary");
+            crate::ha::formation::reclone(node).await?;
+            supervisor::start(&spec).await?
+        }
+        (Err(e), _) => return Err(e),
+    };
     // PostgreSQL stops last, after the pooler has let running transactions finish.
     let stop_postgres = CancellationToken::new();
     let (maintenance_tx, maintenance_rx) = mpsc::channel(1);
@@ -186,6 +195,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 postgres: postgres_status.clone(),
                 view: cluster_tx,
                 primary: primary_tx,
+                tenants: tenants.clone(),
             },
             shutdown.clone(),
         ))

@@ -119,6 +119,30 @@ pub async fn prepare(node: &Node, shutdown: &CancellationToken) -> anyhow::Resul
     }
 }
 
+/// Replaces this replica's data with a fresh clone of the primary, keeping this node's
+/// own configuration files.
+pub async fn reclone(node: &Node) -> anyhow::Result<()> {
+    let cluster = read(node).await?;
+    let upstream =
+        leader_upstream(node, &cluster).context("there is no running primary to clone from")?;
+    let password = node.secret.replication_password();
+    let run_as = node.run_as.as_ref();
+    let me = &node.config.name;
+    let kept = replica::NodeFiles::save(&node.pgdata)?;
+    replica::clone(
+        &node.binaries,
+        &node.pgdata,
+        me,
+        &upstream,
+        &password,
+        run_as,
+    )
+    .await?;
+    kept.restore(run_as)?;
+    replica::write_standby(&node.pgdata, me, Some(&upstream), &password, run_as)?;
+    Ok(())
+}
+
 async fn read(node: &Node) -> anyhow::Result<ClusterKeys> {
     let kvs = node
         .etcd

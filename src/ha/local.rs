@@ -86,6 +86,12 @@ pub async fn promote(socket_dir: &Path, port: u16) -> anyhow::Result<()> {
         .context("pg_promote")?;
     let done: bool = row.try_get(0)?;
     anyhow::ensure!(done, "PostgreSQL did not finish promotion within 60 s");
+    // pg_rewind reads the new timeline from the control file, which only a checkpoint
+    // updates: without it, a former primary would wrongly see "no rewind required".
+    client
+        .batch_execute("CHECKPOINT")
+        .await
+        .context("checkpoint after promotion")?;
     Ok(())
 }
 

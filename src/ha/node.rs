@@ -29,7 +29,12 @@ pub struct Loop {
     pub view: watch::Sender<ClusterView>,
     /// Where this node's pooler sends tenant connections.
     pub primary: watch::Sender<super::PrimaryTarget>,
+    /// pg_hba.conf follows the replicated tenant registry on every node.
+    pub tenants: Arc<crate::tenants::Tenants>,
 }
+
+/// How often a replica renders pg_hba.conf from the replicated registry, in loops.
+const HBA_SYNC_EVERY: u32 = 20;
 
 /// This node's hold on its etcd lease.
 struct LeaseState {
@@ -45,6 +50,7 @@ struct Memory {
     /// The leader key's revision when this node holds it.
     leader_revision: Option<i64>,
     last_action: String,
+    rounds: u32,
 }
 
 pub async fn task_main(ha: Loop, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -85,6 +91,12 @@ impl Loop {
         let node = &self.node;
         let me = node.config.name.clone();
         let local = local::observe(&node.socket_dir, node.port, Duration::from_secs(1)).await;
+        memory.rounds = memory.rounds.wrapping_add(1);
+        if local.role == Role::Replica && memory.rounds % HBA_SYNC_EVERY == 0 {
+            if let Err(e) = self.tenants.bootstrap_replica().await {
+                tracing::warn!("render pg_hba.conf from the registry: {e:#}");
+            }
+        }
         let now = Instant::now();
         if local.role == Role::Down {
             memory.down_since.get_or_insert(now);
@@ -250,6 +262,10 @@ impl Loop {
                     }
                 }
                 replica::write_primary(&node.pgdata, node.run_as.as_ref())?;
+                // Tenants created since this node's last look at the registry get in.
+                if let Err(e) = self.tenants.bootstrap().await {
+                    tracing::error!("tenant registry on the new primary: {e:#}");
+                }
                 let _ = node.etcd.delete(&node.keys.switchover()).await;
                 tracing::info!("this node is the primary");
                 Ok(())
@@ -293,7 +309,14 @@ impl Loop {
                     tracing::info!(leader = %leader, "streaming from the new primary");
                     reload(node).await?;
                 }
-                if local.role == Role::Replica && !local.streaming() && member.role == "primary" {
+                // A replica that does not stream, or a PostgreSQL that does not even start
+                // (its history forked off the primary's), needs a rewind or a new clone.
+                let stuck = match local.role {
+                    Role::Replica => !local.streaming(),
+                    Role::Down => true,
+                    Role::Primary => false,
+                };
+                if stuck && member.role == "primary" {
                     let since = *memory.not_streaming_since.get_or_insert(Instant::now());
                     if since.elapsed() >= REJOIN_AFTER {
                         memory.not_streaming_since = None;

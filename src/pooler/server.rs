@@ -42,7 +42,9 @@ impl ServerTarget {
     /// timeout bounds that.
     pub async fn open(&self) -> std::io::Result<ServerStream> {
         let Some(primary) = &self.primary else {
-            return Ok(ServerStream::Unix(UnixStream::connect(self.socket_path()).await?));
+            return Ok(ServerStream::Unix(
+                UnixStream::connect(self.socket_path()).await?,
+            ));
         };
         let mut primary = primary.clone();
         loop {

@@ -20,6 +20,7 @@ mod crash_recovery;
 mod deploy_files;
 mod etcd_client;
 mod extensions;
+mod ha;
 mod health;
 mod metrics;
 mod pgvector;

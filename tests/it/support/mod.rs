@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod backup;
+pub mod cluster;
 pub mod etcd;
 pub mod http;
 pub mod metrics;

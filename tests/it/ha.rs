@@ -1,0 +1,161 @@
+//! High availability with a real etcd and three agents on loopback: the cluster forms
+//! (one bootstrap, two clones), a primary killed with SIGKILL (agent and PostgreSQL) is
+//! replaced and every node's pooler follows, the old primary rejoins by itself; pause
+//! holds failover off; a graceful stop hands the leader key over.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::support::cluster::{streaming_replicas, TestCluster};
+use crate::support::psql::{query, run_sql_over};
+use crate::support::{try_wait_for, wait_for};
+
+fn primaries(cluster: &TestCluster, running: &[usize]) -> Vec<usize> {
+    running
+        .iter()
+        .copied()
+        .filter(|&i| {
+            cluster.nodes[i].admin_psql_in("postgres", "SELECT pg_is_in_recovery()") == "f"
+        })
+        .collect()
+}
+
+/// Kills node `i`'s agent and its PostgreSQL with SIGKILL, as a lost machine.
+fn kill_node(cluster: &mut TestCluster, i: usize) {
+    let postmaster = cluster.nodes[i].postmaster_pid().expect("postmaster pid");
+    cluster.nodes[i].kill9_agent();
+    let _ = kill(Pid::from_raw(postmaster), Signal::SIGKILL);
+}
+
+#[test]
+fn a_killed_primary_is_replaced_every_pooler_follows_and_it_rejoins() {
+    let Some(mut cluster) = TestCluster::start("") else {
+        return;
+    };
+    // Every node sees the same cluster.
+    let status = cluster.wait_formed(1, "node1", 2);
+    assert_eq!(streaming_replicas(&status), 2, "{status:#}");
+    assert_eq!(primaries(&cluster, &[0, 1, 2]), vec![0]);
+
+    // Tenants are created on the primary; every node's pooler reaches it.
+    cluster.nodes[0].cli_ok(&["tenant", "create", "shop"]);
+    let url = cluster.nodes[0].tenant_url("shop");
+    query(&url, "CREATE TABLE orders (id int PRIMARY KEY, via int)");
+    for i in 0..3 {
+        let via = cluster.url_via(&url, i);
+        query(
+            &via,
+            &format!(
+                "INSERT INTO orders SELECT g, {i} FROM generate_series({i}*100+1, {i}*100+100) g"
+            ),
+        );
+    }
+    // Every commit so far has reached both replicas.
+    wait_for(Duration::from_secs(30), "replicas caught up", || {
+        let status = cluster.status(0);
+        status["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["role"] == "replica")
+            .all(|m| m["lag_bytes"] == 0)
+            .then_some(())
+    });
+
+    kill_node(&mut cluster, 0);
+    let killed = Instant::now();
+    let leader = cluster.wait_new_leader(&[1, 2], "node1");
+    // Writes succeed through both surviving poolers (the benchmark measures how fast).
+    for i in [1, 2] {
+        let via = cluster.url_via(&url, i);
+        let sql = format!("INSERT INTO orders VALUES ({}, {i})", 1000 + i);
+        let mut last = String::new();
+        let wrote = try_wait_for(Duration::from_secs(60), || {
+            let out = run_sql_over(&via, &sql);
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            out.status.success().then_some(())
+        });
+        assert!(
+            wrote.is_some(),
+            "no write through node{}'s pooler: {last}",
+            i + 1
+        );
+    }
+    eprintln!(
+        "new primary {leader} wrote through both poolers {:.1} s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    let new_primary = cluster.index_of(&leader);
+    assert_eq!(primaries(&cluster, &[1, 2]), vec![new_primary]);
+    let via = cluster.url_via(&url, 1);
+    assert_eq!(
+        query(&via, "SELECT count(*) FROM orders WHERE id <= 300"),
+        "300",
+        "a commit acknowledged before the kill is missing"
+    );
+
+    // The old primary comes back as a replica of the new one, on its timeline.
+    cluster.nodes[0].start_again();
+    let status = cluster.wait_formed(0, &leader, 2);
+    let node1 = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "node1")
+        .unwrap()
+        .clone();
+    assert_eq!(node1["role"], "replica", "{status:#}");
+    assert_eq!(primaries(&cluster, &[0, 1, 2]), vec![new_primary]);
+    wait_for(
+        Duration::from_secs(30),
+        "the rejoined node replays new writes",
+        || {
+            let count = cluster.nodes[0]
+                .admin_psql_in("shop", "SELECT count(*) FROM orders WHERE id > 1000");
+            (count == "2").then_some(())
+        },
+    );
+}
+
+#[test]
+fn pause_holds_failover_off_and_a_graceful_stop_hands_over_at_once() {
+    let Some(mut cluster) = TestCluster::start("") else {
+        return;
+    };
+    // A graceful stop of the primary: a replica leads well before the lease (3 s) expires.
+    let stopped = Instant::now();
+    let status = cluster.nodes[0].stop();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let leader = cluster.wait_new_leader(&[1, 2], "node1");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(30),
+        "no hand-over: {:?}",
+        stopped.elapsed()
+    );
+    let leader_index = cluster.index_of(&leader);
+    let other = if leader_index == 1 { 2 } else { 1 };
+
+    // Paused: a dead primary is not replaced.
+    cluster.nodes[other].cli_ok(&["cluster", "pause"]);
+    wait_for(Duration::from_secs(10), "pause seen", || {
+        (cluster.status(other)["paused"] == true).then_some(())
+    });
+    kill_node(&mut cluster, leader_index);
+    std::thread::sleep(Duration::from_secs(6));
+    let status = cluster.status(other);
+    assert!(status["leader"].is_null(), "{status:#}");
+    assert_eq!(primaries(&cluster, &[other]), Vec::<usize>::new());
+    let text = cluster.nodes[other].cli_ok(&["cluster", "status"]);
+    assert!(text.contains("failover: paused"), "{text}");
+
+    // Resumed: the survivor takes over.
+    cluster.nodes[other].cli_ok(&["cluster", "resume"]);
+    let name = format!("node{}", other + 1);
+    wait_for(Duration::from_secs(30), "the survivor leads", || {
+        (cluster.status(other)["leader"] == name.as_str()).then_some(())
+    });
+    wait_for(Duration::from_secs(30), "the survivor writes", || {
+        (primaries(&cluster, &[other]) == vec![other]).then_some(())
+    });
+}

@@ -1,0 +1,103 @@
+//! A three-node HA cluster on loopback: one real etcd, three agents sharing a cluster
+//! secret, each with its own PostgreSQL and pooler.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::etcd::EtcdServer;
+use super::{try_wait_for, wait_for, TestAgent};
+
+pub struct TestCluster {
+    /// Agents first: they stop before etcd goes away.
+    pub nodes: Vec<TestAgent>,
+    _etcd: EtcdServer,
+    _secret_dir: tempfile::TempDir,
+}
+
+pub fn ha_toml(etcd: &str, name: &str, secret: &Path, extra: &str) -> String {
+    format!(
+        "[ha]\netcd = [\"{etcd}\"]\nname = \"{name}\"\nsecret_file = \"{}\"\n{extra}\n\
+         [backup]\narchive = false\nschedule = \"\"\ndrill_schedule = \"\"\n",
+        secret.display()
+    )
+}
+
+impl TestCluster {
+    /// `None` when etcd is missing (the skip is reported). `extra` goes into `[ha]`.
+    pub fn start(extra: &str) -> Option<TestCluster> {
+        let etcd = EtcdServer::start()?;
+        let secret_dir = tempfile::tempdir().unwrap();
+        let secret = secret_dir.path().join("cluster.secret");
+        let mut nodes = Vec::new();
+        for name in ["node1", "node2", "node3"] {
+            nodes.push(TestAgent::start_with(&ha_toml(
+                &etcd.endpoint,
+                name,
+                &secret,
+                extra,
+            )));
+        }
+        let cluster = TestCluster {
+            nodes,
+            _etcd: etcd,
+            _secret_dir: secret_dir,
+        };
+        cluster.wait_formed(0, "node1", 2);
+        Some(cluster)
+    }
+
+    pub fn status(&self, node: usize) -> Value {
+        self.nodes[node].cli_json(&["cluster", "status", "--json"])
+    }
+
+    /// Waits until node `seen_from` sees `leader` lead with `streaming` streaming replicas.
+    pub fn wait_formed(&self, seen_from: usize, leader: &str, streaming: usize) -> Value {
+        let mut last = Value::Null;
+        let formed = try_wait_for(Duration::from_secs(90), || {
+            last = self.status(seen_from);
+            (last["leader"] == leader && streaming_replicas(&last) == streaming)
+                .then(|| last.clone())
+        });
+        formed.unwrap_or_else(|| {
+            panic!("the cluster did not form with leader {leader} and {streaming} streaming replicas: {last:#}")
+        })
+    }
+
+    /// The leader every running node agrees on, once they agree and it writes.
+    pub fn wait_new_leader(&self, running: &[usize], not: &str) -> String {
+        wait_for(Duration::from_secs(60), "a new leader", || {
+            let leaders: Vec<Value> = running
+                .iter()
+                .map(|&i| self.status(i)["leader"].clone())
+                .collect();
+            let first = leaders[0].as_str()?;
+            (first != not && leaders.iter().all(|l| l == first)).then(|| first.to_owned())
+        })
+    }
+
+    /// A tenant URL that goes through node `i`'s pooler.
+    pub fn url_via(&self, url: &str, i: usize) -> String {
+        let port = self.nodes[i].pooler_port();
+        let (before, after) = url.split_once("@127.0.0.1:").expect("URL on 127.0.0.1");
+        let rest = after.split_once('/').expect("URL with a database").1;
+        format!("{before}@127.0.0.1:{port}/{rest}")
+    }
+
+    pub fn index_of(&self, name: &str) -> usize {
+        name.trim_start_matches("node").parse::<usize>().unwrap() - 1
+    }
+}
+
+pub fn streaming_replicas(status: &Value) -> usize {
+    status["members"]
+        .as_array()
+        .map(|members| {
+            members
+                .iter()
+                .filter(|m| m["role"] == "replica" && m["state"] == "streaming")
+                .count()
+        })
+        .unwrap_or(0)
+}
