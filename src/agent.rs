@@ -187,6 +187,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let api_ha_node = ha_node.clone();
     // The HA loop stops after PostgreSQL (it hands the leader key over then), so it is
     // not one of `tasks`.
+    let (switchover_tx, switchover_rx) = mpsc::channel(1);
+    let switchover_tx = ha_node.as_ref().map(|_| switchover_tx);
     let ha_task = ha_node.map(|node| {
         tokio::spawn(crate::ha::node::task_main(
             crate::ha::node::Loop {
@@ -197,6 +199,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 primary: primary_tx,
                 tenants: tenants.clone(),
             },
+            switchover_rx,
             shutdown.clone(),
         ))
     });
@@ -210,6 +213,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         paused: tokio::sync::Mutex::new(None),
         cluster: cluster_rx,
         ha_node: api_ha_node,
+        switchover: switchover_tx,
+        pooler: pooler_listening.as_ref().map(|l| l.handle()),
     });
     let api_url = format!(
         "http://{}",

@@ -35,6 +35,9 @@ pub struct ApiState {
     /// The HA cluster as this node sees it; `None` without HA.
     pub cluster: Option<watch::Receiver<crate::ha::ClusterView>>,
     pub ha_node: Option<Arc<crate::ha::Node>>,
+    /// Asks this node's HA loop for a switchover (when it is the primary).
+    pub switchover: Option<tokio::sync::mpsc::Sender<crate::ha::switchover::Request>>,
+    pub pooler: Option<crate::pooler::PoolerHandle>,
 }
 
 /// GET, HEAD and OPTIONS: HAProxy's `option httpchk` for Patroni sends OPTIONS.
@@ -66,6 +69,10 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/postgres/start", post(routes::maintenance::start))
         .route("/cluster/pause", post(routes::cluster::pause))
         .route("/cluster/resume", post(routes::cluster::resume))
+        .route("/cluster/switchover", post(routes::cluster::switchover))
+        .route("/cluster/failover", post(routes::cluster::failover))
+        .route("/pooler/pause", post(routes::cluster::pause_pooler))
+        .route("/pooler/resume", post(routes::cluster::resume_pooler))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::auth::require_admin_token,

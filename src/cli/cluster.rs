@@ -125,3 +125,51 @@ fn render(status: &Value) -> Vec<String> {
     ));
     lines
 }
+
+#[derive(Debug, clap::Args)]
+pub struct SwitchoverArgs {
+    /// The replica to promote; default: the most advanced streaming replica.
+    #[arg(long, value_name = "NODE")]
+    to: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `pgplatform switchover`: the primary hands over to a replica; clients of every node's
+/// pooler wait instead of failing.
+pub async fn switchover(config: &Config, args: SwitchoverArgs) -> anyhow::Result<()> {
+    let client = AgentClient::discover(config)?;
+    let body = serde_json::json!({ "to": args.to });
+    let answer: Value = output::with_spinner(
+        "switching over (poolers paused, clients wait)",
+        client.post("/cluster/switchover", &body),
+    )
+    .await?;
+    report(
+        args.json,
+        &answer,
+        &format!("switched over: {} is the primary", text(&answer["primary"])),
+    )
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FailoverArgs {
+    /// The replica to promote.
+    #[arg(long, value_name = "NODE")]
+    to: String,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `pgplatform failover --to NODE`: promote a replica when no primary runs.
+pub async fn failover(config: &Config, args: FailoverArgs) -> anyhow::Result<()> {
+    let client = AgentClient::discover(config)?;
+    let answer: Value = client
+        .post("/cluster/failover", &serde_json::json!({ "to": args.to }))
+        .await?;
+    report(
+        args.json,
+        &answer,
+        &format!("failed over: {} is the primary", text(&answer["primary"])),
+    )
+}

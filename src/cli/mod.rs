@@ -63,6 +63,12 @@ enum Command {
     /// The HA cluster: status (members, roles, lag, failover candidates), pause, resume.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Planned switchover: the primary hands over to a replica (default: the most
+    /// advanced); clients of every node's pooler wait instead of failing.
+    Switchover(cluster::SwitchoverArgs),
+    /// Promote the named replica when no primary runs (ignores `cluster pause` and the
+    /// lag limit: the operator decides).
+    Failover(cluster::FailoverArgs),
     /// WAL archiving commands that PostgreSQL runs (archive_command, restore_command).
     #[command(subcommand)]
     Wal(wal::WalCommand),
@@ -113,6 +119,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Tenant(command) => tenant::run(&config, command).await,
             Command::Wal(command) => wal::run(&config, command).await,
             Command::Cluster(command) => cluster::run(&config, command).await,
+            Command::Switchover(args) => cluster::switchover(&config, args).await,
+            Command::Failover(args) => cluster::failover(&config, args).await,
             Command::Backup(command) => backup::run(&config, command).await,
             Command::Restore(args) => restore::run(&config, args).await,
         }

@@ -100,7 +100,8 @@ pub fn decide(o: &Observation, p: &Policy) -> Action {
             Action::Demote("this node leads but its PostgreSQL is not a running primary".into())
         }
         (Role::Replica | Role::Down, Some(holder)) => Action::Follow(holder.to_owned()),
-        (_, None) if o.paused => {
+        // An operator's switchover or failover names its target, paused or not.
+        (_, None) if o.paused && o.switchover_to.as_deref() != Some(o.me.as_str()) => {
             Action::Wait("the leader key is free, but failover is paused".into())
         }
         (Role::Down, None) => Action::Wait("PostgreSQL is not running here".into()),
@@ -335,6 +336,12 @@ mod tests {
         target.members = vec![member("b", 100)];
         target.switchover_to = Some("c".into());
         assert_eq!(decide(&target, &policy()), Action::TakeLeadership);
+        target.paused = true;
+        assert_eq!(
+            decide(&target, &policy()),
+            Action::TakeLeadership,
+            "failover --to, paused"
+        );
         let mut other = replica("b", 100);
         other.switchover_to = Some("c".into());
         assert!(matches!(decide(&other, &policy()), Action::Wait(r) if r.contains("switchover")));

@@ -16,6 +16,7 @@ pub mod local;
 pub mod node;
 pub mod replica;
 pub mod secret;
+pub mod switchover;
 
 use std::path::PathBuf;
 

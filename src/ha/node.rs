@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::decide::{self, Action, Member, Observation, Policy, Role};
 use super::keys::{ClusterKeys, MemberRecord};
 use super::local::{self, LocalState};
+use super::switchover::{self, PAUSE_TIMEOUT};
 use super::{replica, ClusterView, Node};
 use crate::supervisor::{Maintenance, PostgresState, PostgresStatus};
 
@@ -51,9 +52,15 @@ struct Memory {
     leader_revision: Option<i64>,
     last_action: String,
     rounds: u32,
+    /// The cluster as etcd last showed it (a switchover chooses its target from it).
+    last_cluster: Option<ClusterKeys>,
 }
 
-pub async fn task_main(ha: Loop, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn task_main(
+    ha: Loop,
+    mut requests: mpsc::Receiver<switchover::Request>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let node = ha.node.clone();
     let policy = Policy {
         maximum_lag_on_failover: node.config.maximum_lag_on_failover,
@@ -71,6 +78,14 @@ pub async fn task_main(ha: Loop, shutdown: CancellationToken) -> anyhow::Result<
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            Some(request) = requests.recv() => {
+                let result = ha.switchover(request.to, &policy, &mut lease, &mut memory).await;
+                if let Err(e) = &result {
+                    tracing::error!("switchover: {e:#}");
+                }
+                let _ = request.reply.send(result.map_err(|e| format!("{e:#}")));
+                continue;
+            }
             () = shutdown.cancelled() => break,
         }
         if let Err(e) = ha.round(&policy, &mut lease, &mut memory).await {
@@ -134,6 +149,7 @@ impl Loop {
         self.publish(&observation, cluster.as_ref().ok(), memory, policy);
         match cluster {
             Ok(cluster) => {
+                memory.last_cluster = Some(cluster.clone());
                 memory.leader_revision = cluster
                     .leader
                     .as_ref()
@@ -328,6 +344,116 @@ impl Loop {
                 Ok(())
             }
             Action::Wait(_) => Ok(()),
+        }
+    }
+
+    /// A planned switchover from this primary (see `switchover.rs`).
+    async fn switchover(
+        &self,
+        to: Option<String>,
+        policy: &Policy,
+        lease: &mut LeaseState,
+        memory: &mut Memory,
+    ) -> anyhow::Result<String> {
+        let node = &self.node;
+        let cluster = memory
+            .last_cluster
+            .clone()
+            .context("etcd has not answered this node yet")?;
+        let target = switchover::choose_target(node, &cluster, to.as_deref())?;
+        tracing::warn!(to = %target, "switchover: pausing every node's pooler");
+        let pause = switchover::call_everyone(
+            node,
+            &cluster,
+            "/pooler/pause",
+            serde_json::json!({}),
+            PAUSE_TIMEOUT + Duration::from_secs(5),
+        );
+        // The lease is renewed while transactions finish; if it cannot be, writes stop.
+        let paused = tokio::select! {
+            paused = pause => paused,
+            lost = self.keep_lease(lease, policy) => Err(lost),
+        };
+        let result = match paused {
+            Ok(()) => self.hand_to(&target, &cluster, memory).await,
+            Err(e) => Err(e.context("pause the poolers")),
+        };
+        let primary = result.is_ok().then_some(target.as_str());
+        if let Err(e) = switchover::call_everyone(
+            node,
+            &cluster,
+            "/pooler/resume",
+            switchover::resume_body(primary),
+            Duration::from_secs(30),
+        )
+        .await
+        {
+            tracing::error!("switchover: resume the poolers: {e:#}");
+        }
+        result.map(|()| target)
+    }
+
+    /// Stops PostgreSQL cleanly (its last WAL reaches the replicas), gives the key up
+    /// to `target` and starts again as its replica.
+    async fn hand_to(
+        &self,
+        target: &str,
+        cluster: &ClusterKeys,
+        memory: &mut Memory,
+    ) -> anyhow::Result<()> {
+        let node = &self.node;
+        node.etcd
+            .put(&node.keys.switchover(), target.as_bytes(), None)
+            .await?;
+        tracing::warn!(to = %target, "switchover: stopping PostgreSQL cleanly");
+        let resume = self.hold(false).await?;
+        switchover::follow(node, cluster, target)?;
+        self.release(memory).await;
+        let taken = switchover::wait_for_leader(node, target).await;
+        match &taken {
+            // This node's pooler must route to the new primary before it resumes, and
+            // the loop (busy here) would show it only after the switchover.
+            Ok(cluster) => self.show(cluster),
+            // Anyone eligible may lead now.
+            Err(_) => {
+                let _ = node.etcd.delete(&node.keys.switchover()).await;
+            }
+        }
+        drop(resume);
+        taken.map(|_| ())
+    }
+
+    /// Publishes the leader and members of `cluster`, keeping the rest of the view.
+    fn show(&self, cluster: &ClusterKeys) {
+        let mut view = self.view.borrow().clone();
+        view.leader = cluster.leader_name();
+        view.members = cluster.members.clone();
+        let target = view.primary_target();
+        self.primary.send_replace(target);
+        self.view.send_replace(view);
+    }
+
+    /// Renews the lease every loop until it cannot be renewed in time (returned as the
+    /// error): for waits in which the loop does not run.
+    async fn keep_lease(&self, lease: &mut LeaseState, policy: &Policy) -> anyhow::Error {
+        let node = &self.node;
+        loop {
+            tokio::time::sleep(node.config.loop_wait).await;
+            let Some(id) = lease.id else {
+                return anyhow::anyhow!("this node holds no lease");
+            };
+            let sent = Instant::now();
+            match node.etcd.keep_alive(id).await {
+                Ok(ttl) if !ttl.is_zero() => lease.renewed_at = Some(sent),
+                _ => {
+                    let deadline = lease
+                        .renewed_at
+                        .map(|at| at + node.config.ttl - policy.fence_margin);
+                    if deadline.is_none_or(|d| d <= Instant::now()) {
+                        return anyhow::anyhow!("the leader lease could not be renewed");
+                    }
+                }
+            }
         }
     }
 

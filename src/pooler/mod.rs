@@ -91,6 +91,8 @@ pub struct Pooler {
     draining: CancellationToken,
     /// The same, as a flag clients read on every transaction without taking a lock.
     drain_started: AtomicBool,
+    /// Every pool, including ones created meanwhile, is paused (HA switchover).
+    paused_all: AtomicBool,
     /// Bumped on every reload, so that clients re-read `config` only when it changed.
     config_version: AtomicU32,
     started: Instant,
@@ -133,12 +135,11 @@ impl Pooler {
         lock(&self.pools)
             .entry(key.clone())
             .or_insert_with(|| {
-                Arc::new(Pool::new(
-                    key.clone(),
-                    settings,
-                    self.target.clone(),
-                    limits,
-                ))
+                let pool = Pool::new(key.clone(), settings, self.target.clone(), limits);
+                if self.paused_all.load(Ordering::Acquire) {
+                    pool.pause(true);
+                }
+                Arc::new(pool)
             })
             .clone()
     }
@@ -184,12 +185,57 @@ fn limit(map: &Mutex<HashMap<String, Arc<Semaphore>>>, name: &str, size: u32) ->
 
 /// A pooler whose sockets are bound (so `up` reports a taken port before it says ready),
 /// not yet accepting.
+/// What the rest of the agent may do to a running pooler (HA switchover).
+#[derive(Clone)]
+pub struct PoolerHandle(Arc<Pooler>);
+
+impl PoolerHandle {
+    /// PAUSE on every pool: running transactions finish (up to `timeout`), new queries
+    /// wait. Idle server connections are closed.
+    pub async fn pause_all(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+        let pooler = &self.0;
+        pooler.paused_all.store(true, Ordering::Release);
+        let pools = pooler.pools();
+        for pool in &pools {
+            pool.pause(true);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        while pools.iter().any(|p| p.stats.counts().servers_active > 0) {
+            if tokio::time::Instant::now() >= deadline {
+                self.resume_all();
+                anyhow::bail!("transactions were still running after {timeout:?}; resumed");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        for pool in &pools {
+            pool.close_idle();
+        }
+        Ok(())
+    }
+
+    /// RESUME every pool, on fresh server connections (the primary may have moved).
+    pub fn resume_all(&self) {
+        let pooler = &self.0;
+        pooler.paused_all.store(false, Ordering::Release);
+        for pool in pooler.pools() {
+            pool.reconnect();
+            pool.pause(false);
+        }
+    }
+}
+
 pub struct Listening {
     pooler: Arc<Pooler>,
     config: watch::Receiver<Arc<PoolerConfig>>,
     tcp: TcpListener,
     unix: UnixListener,
     socket_path: PathBuf,
+}
+
+impl Listening {
+    pub fn handle(&self) -> PoolerHandle {
+        PoolerHandle(self.pooler.clone())
+    }
 }
 
 /// Binds TCP and the unix socket beside PostgreSQL's and sets up TLS.
@@ -249,6 +295,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         agent_shutdown: setup.agent_shutdown,
         draining: CancellationToken::new(),
         drain_started: AtomicBool::new(false),
+        paused_all: AtomicBool::new(false),
         config_version: AtomicU32::new(0),
         started: Instant::now(),
     });

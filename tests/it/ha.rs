@@ -159,3 +159,60 @@ fn pause_holds_failover_off_and_a_graceful_stop_hands_over_at_once() {
         (primaries(&cluster, &[other]) == vec![other]).then_some(())
     });
 }
+
+#[test]
+fn a_switchover_under_pgbench_load_costs_clients_no_error_and_bad_targets_change_nothing() {
+    let Some(cluster) = TestCluster::start("") else {
+        return;
+    };
+    cluster.nodes[0].cli_ok(&["tenant", "create", "shop"]);
+    let url = cluster.url_via(&cluster.nodes[0].tenant_url("shop"), 1);
+    let url = url.replace("sslmode=prefer", "sslmode=disable");
+    let init = crate::support::run(
+        crate::support::command("/usr/bin/pgbench")
+            .env_clear()
+            .args(["-i", "-s", "1", "-q", &url]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    // Refused, and nothing changes: an unknown node, the primary itself, failover while a
+    // primary runs.
+    let err = cluster.nodes[1].cli_err(&["switchover", "--to", "nosuch"]);
+    assert!(err.contains("no member named nosuch"), "{err}");
+    let err = cluster.nodes[1].cli_err(&["switchover", "--to", "node1"]);
+    assert!(err.contains("already the primary"), "{err}");
+    let err = cluster.nodes[2].cli_err(&["failover", "--to", "node2"]);
+    assert!(err.contains("node1 holds the leader key"), "{err}");
+    assert_eq!(cluster.status(2)["leader"], "node1");
+
+    // pgbench through node2's pooler (TPC-B, 8 clients) while node3 takes over, asked from
+    // a replica's CLI: pgbench stops at the first error, so it must finish clean.
+    let bench = crate::support::command("/usr/bin/pgbench")
+        .env_clear()
+        .args(["-c", "8", "-j", "2", "-T", "12", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let said = cluster.nodes[1].cli_ok(&["switchover", "--to", "node3"]);
+    assert!(said.contains("node3 is the primary"), "{said}");
+    let out = bench.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench failed across the switchover:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("number of failed transactions: 0 (0.000%)"),
+        "{stdout}"
+    );
+    cluster.wait_formed(0, "node3", 2);
+    assert_eq!(primaries(&cluster, &[0, 1, 2]), vec![2]);
+}

@@ -73,3 +73,159 @@ pub async fn resume(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, A
         .map_err(|e| ApiError::Unavailable(format!("etcd: {e:#}")))?;
     Ok(Json(json!({ "paused": false })))
 }
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    pub to: Option<String>,
+}
+
+/// A planned switchover. On a replica it is forwarded to the primary's agent.
+pub async fn switchover(
+    State(state): State<Arc<ApiState>>,
+    Json(target): Json<Target>,
+) -> Result<Json<Value>, ApiError> {
+    let node = state.ha_node.as_ref().ok_or_else(not_ha)?;
+    let view = state.cluster.as_ref().ok_or_else(not_ha)?.borrow().clone();
+    let Some(leader) = view.leader.clone() else {
+        return Err(ApiError::BadRequest(
+            "there is no primary to switch over from; use `pgplatform failover --to NODE`".into(),
+        ));
+    };
+    if leader != node.config.name {
+        let member = view
+            .members
+            .iter()
+            .find(|m| m.name == leader)
+            .ok_or_else(|| {
+                ApiError::Unavailable(format!("the primary {leader} is not reachable"))
+            })?;
+        return forward(node, &member.api_url, "/cluster/switchover", &target).await;
+    }
+    let sender = state.switchover.as_ref().ok_or_else(not_ha)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    sender
+        .send(crate::ha::switchover::Request {
+            to: target.to,
+            reply,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("the HA loop has stopped".into()))?;
+    match answer.await {
+        Ok(Ok(primary)) => Ok(Json(json!({ "primary": primary }))),
+        Ok(Err(why)) => Err(ApiError::BadRequest(why)),
+        Err(_) => Err(ApiError::Unavailable("the HA loop has stopped".into())),
+    }
+}
+
+/// Promotes the named replica when no primary runs (the operator's decision, so the lag
+/// rule and `cluster pause` do not stop it).
+pub async fn failover(
+    State(state): State<Arc<ApiState>>,
+    Json(target): Json<Target>,
+) -> Result<Json<Value>, ApiError> {
+    let node = state.ha_node.as_ref().ok_or_else(not_ha)?;
+    let view = state.cluster.as_ref().ok_or_else(not_ha)?.borrow().clone();
+    let to = target
+        .to
+        .ok_or_else(|| ApiError::BadRequest("failover needs --to NODE".into()))?;
+    if let Some(leader) = &view.leader {
+        return Err(ApiError::BadRequest(format!(
+            "{leader} holds the leader key; use `pgplatform switchover --to {to}` for a planned change"
+        )));
+    }
+    let member = view
+        .members
+        .iter()
+        .find(|m| m.name == to)
+        .ok_or_else(|| ApiError::BadRequest(format!("there is no member named {to}")))?;
+    if member.role != "replica" {
+        return Err(ApiError::BadRequest(format!(
+            "{to} cannot be promoted: its PostgreSQL is {}",
+            member.state
+        )));
+    }
+    node.etcd
+        .put(&node.keys.switchover(), to.as_bytes(), None)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("etcd: {e:#}")))?;
+    if let Err(e) = crate::ha::switchover::wait_for_leader(node, &to)
+        .await
+        .map(|_| ())
+    {
+        let _ = node.etcd.delete(&node.keys.switchover()).await;
+        return Err(ApiError::Unavailable(format!("{e:#}")));
+    }
+    Ok(Json(json!({ "primary": to })))
+}
+
+async fn forward(
+    node: &crate::ha::Node,
+    api_url: &str,
+    path: &str,
+    body: &Target,
+) -> Result<Json<Value>, ApiError> {
+    let answer = reqwest::Client::new()
+        .post(format!("{api_url}{path}"))
+        .bearer_auth(node.secret.agent_token())
+        .json(&json!({ "to": body.to }))
+        .timeout(std::time::Duration::from_secs(120))
+        .send()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the primary's agent: {e}")))?;
+    let status = answer.status();
+    let value: Value = answer
+        .json()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the primary's agent: {e}")))?;
+    if status.is_success() {
+        Ok(Json(value))
+    } else {
+        let message = value["error"].as_str().unwrap_or("failed").to_owned();
+        Err(if status.is_client_error() {
+            ApiError::BadRequest(message)
+        } else {
+            ApiError::Unavailable(message)
+        })
+    }
+}
+
+/// PAUSE this node's pooler (a switchover step, called by the primary's agent).
+pub async fn pause_pooler(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
+    if let Some(pooler) = &state.pooler {
+        pooler
+            .pause_all(crate::ha::switchover::PAUSE_TIMEOUT)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("{e:#}")))?;
+    }
+    Ok(Json(json!({ "paused": true })))
+}
+
+#[derive(serde::Deserialize)]
+pub struct ResumeBody {
+    primary: Option<String>,
+}
+
+/// RESUME this node's pooler, once it routes to `primary` (when named).
+pub async fn resume_pooler(
+    State(state): State<Arc<ApiState>>,
+    Json(body): Json<ResumeBody>,
+) -> Result<Json<Value>, ApiError> {
+    if let (Some(primary), Some(cluster)) = (&body.primary, &state.cluster) {
+        let mut cluster = cluster.clone();
+        let follows = cluster.wait_for(|v| {
+            v.leader.as_ref() == Some(primary)
+                && v.primary_target() != crate::ha::PrimaryTarget::Unknown
+        });
+        if tokio::time::timeout(std::time::Duration::from_secs(15), follows)
+            .await
+            .is_err()
+        {
+            tracing::warn!("resuming the pooler before this node saw {primary} as primary");
+        }
+    }
+    if let Some(pooler) = &state.pooler {
+        pooler.resume_all();
+    }
+    Ok(Json(json!({ "paused": false })))
+}
