@@ -128,6 +128,50 @@ fn etcd_unreachable(o: &Observation, p: &Policy) -> Action {
     }
 }
 
+/// Stands for "no standby may confirm": under `strict`, commits wait for a standby that
+/// does not exist until a real one streams.
+pub const NO_STANDBY: &str = "pgplatform_no_standby";
+
+/// The standbys that must confirm commits: up to `count` streaming ones, those already
+/// synchronous first (a stable set), then by name. Under `strict`, never fewer than
+/// `count`: missing places keep earlier names (or `NO_STANDBY`), so commits wait.
+pub fn choose_sync(
+    mode: SyncMode,
+    count: u32,
+    streaming: &[String],
+    previous: &[String],
+) -> Vec<String> {
+    let count = count as usize;
+    if mode == SyncMode::Off {
+        return Vec::new();
+    }
+    let mut chosen: Vec<String> = previous
+        .iter()
+        .filter(|n| streaming.contains(n))
+        .take(count)
+        .cloned()
+        .collect();
+    let mut others: Vec<&String> = streaming.iter().filter(|n| !chosen.contains(n)).collect();
+    others.sort();
+    for name in others {
+        if chosen.len() == count {
+            break;
+        }
+        chosen.push(name.clone());
+    }
+    if mode == SyncMode::Strict {
+        for name in previous.iter().filter(|n| *n != NO_STANDBY) {
+            if chosen.len() < count && !chosen.contains(name) {
+                chosen.push(name.clone());
+            }
+        }
+        if chosen.is_empty() {
+            chosen.push(NO_STANDBY.to_owned());
+        }
+    }
+    chosen
+}
+
 /// Why this replica must not take over, if it must not.
 pub fn ineligible(o: &Observation, p: &Policy) -> Option<String> {
     if o.switchover_to.as_deref() == Some(o.me.as_str()) {
@@ -137,15 +181,15 @@ pub fn ineligible(o: &Observation, p: &Policy) -> Option<String> {
     if o.nofailover {
         return Some("this node is tagged nofailover".into());
     }
+    if p.sync != SyncMode::Off && !o.sync_set.is_empty() && !o.sync_set.contains(&o.me) {
+        return Some("synchronous mode: only a synchronous standby may be promoted".into());
+    }
     let lag = o.primary_wal_position.saturating_sub(o.my_wal_position);
     if lag > p.maximum_lag_on_failover {
         return Some(format!(
             "{lag} bytes behind the last primary position, over maximum_lag_on_failover ({})",
             p.maximum_lag_on_failover
         ));
-    }
-    if p.sync != SyncMode::Off && !o.sync_set.is_empty() && !o.sync_set.contains(&o.me) {
-        return Some("synchronous mode: only a synchronous standby may be promoted".into());
     }
     // The most advanced healthy eligible member leads; ties go to the smallest name.
     let better = o.members.iter().find(|m| {
@@ -328,6 +372,34 @@ mod tests {
         assert!(matches!(decide(&o, &policy()), Action::Demote(_)));
         o.leader = Some(None);
         assert!(matches!(decide(&o, &policy()), Action::Wait(r) if r.contains("not running")));
+    }
+
+    #[test]
+    fn the_synchronous_set_is_stable_and_strict_never_shrinks_below_the_count() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(choose_sync(SyncMode::Off, 1, &s(&["b"]), &[]).is_empty());
+        assert_eq!(
+            choose_sync(SyncMode::On, 1, &s(&["c", "b"]), &[]),
+            s(&["b"])
+        );
+        // The current sync standby keeps its place while it streams.
+        assert_eq!(
+            choose_sync(SyncMode::On, 1, &s(&["b", "c"]), &s(&["c"])),
+            s(&["c"])
+        );
+        // It stopped streaming: on moves to another, or to none.
+        assert_eq!(
+            choose_sync(SyncMode::On, 1, &s(&["b"]), &s(&["c"])),
+            s(&["b"])
+        );
+        assert!(choose_sync(SyncMode::On, 1, &[], &s(&["c"])).is_empty());
+        // strict keeps waiting for it rather than confirm nothing.
+        assert_eq!(choose_sync(SyncMode::Strict, 1, &[], &s(&["c"])), s(&["c"]));
+        assert_eq!(choose_sync(SyncMode::Strict, 1, &[], &[]), s(&[NO_STANDBY]));
+        assert_eq!(
+            choose_sync(SyncMode::Strict, 2, &s(&["b"]), &s(&["c"])),
+            s(&["b", "c"])
+        );
     }
 
     #[test]

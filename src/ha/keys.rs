@@ -47,6 +47,10 @@ impl Keys {
         format!("{}paused", self.prefix)
     }
 
+    pub fn sync(&self) -> String {
+        format!("{}sync", self.prefix)
+    }
+
     pub fn switchover(&self) -> String {
         format!("{}switchover", self.prefix)
     }
@@ -83,6 +87,9 @@ pub struct ClusterKeys {
     pub paused: bool,
     pub switchover: Option<String>,
     pub initialized: bool,
+    /// The synchronous standbys the primary published (only these may be promoted when
+    /// synchronous replication is on).
+    pub sync: Vec<String>,
 }
 
 impl ClusterKeys {
@@ -99,6 +106,8 @@ impl ClusterKeys {
                 out.paused = true;
             } else if kv.key == keys.switchover() {
                 out.switchover = Some(text);
+            } else if kv.key == keys.sync() {
+                out.sync = serde_json::from_slice(&kv.value).unwrap_or_default();
             } else if kv.key == keys.initialize() {
                 out.initialized = true;
             } else if kv.key.starts_with(&members_prefix) {

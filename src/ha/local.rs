@@ -17,6 +17,10 @@ pub struct LocalState {
     pub timeline: u32,
     /// The WAL receiver's status (`streaming`, …); `None` when it is not running.
     pub receiver: Option<String>,
+    /// Primary: the replicas streaming from it, by application_name (their member name).
+    pub streaming_standbys: Vec<String>,
+    /// The synchronous_standby_names PostgreSQL runs with now.
+    pub synchronous_standby_names: String,
 }
 
 impl LocalState {
@@ -27,6 +31,8 @@ impl LocalState {
             replay_position: 0,
             timeline: 0,
             receiver: None,
+            streaming_standbys: Vec::new(),
+            synchronous_standby_names: String::new(),
         }
     }
 
@@ -47,7 +53,10 @@ SELECT pg_is_in_recovery() AS recovery,
                           (SELECT timeline_id FROM pg_control_checkpoint()))
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int
        END AS timeline,
-       (SELECT status FROM pg_stat_wal_receiver) AS receiver";
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver,
+       ARRAY(SELECT application_name FROM pg_stat_replication
+             WHERE state = 'streaming' ORDER BY 1) AS standbys,
+       current_setting('synchronous_standby_names') AS sync_names";
 
 /// Looks at the local PostgreSQL; `Down` when it does not answer within `timeout`.
 pub async fn observe(socket_dir: &Path, port: u16, timeout: Duration) -> LocalState {
@@ -74,6 +83,8 @@ async fn query(socket_dir: &Path, port: u16) -> anyhow::Result<LocalState> {
         replay_position: replay.unwrap_or(0).max(0) as u64,
         timeline: timeline.unwrap_or(0).max(0) as u32,
         receiver: row.try_get("receiver")?,
+        streaming_standbys: row.try_get("standbys")?,
+        synchronous_standby_names: row.try_get("sync_names")?,
     })
 }
 

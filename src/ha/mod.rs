@@ -64,6 +64,8 @@ pub struct ClusterView {
     /// The last WAL position the primary published.
     pub optime: u64,
     pub paused: bool,
+    /// The synchronous standbys the primary published.
+    pub sync: Vec<String>,
     pub etcd_reachable: bool,
     /// What this node decided last, and why.
     pub last_action: String,

@@ -237,6 +237,9 @@ impl Loop {
         let password = node.secret.replication_password();
         match action {
             Action::Renew => {
+                if local.role == Role::Primary {
+                    self.synchronous_set(local, cluster).await?;
+                }
                 if local.role == Role::Primary && local.wal_position > cluster.optime {
                     node.etcd
                         .put(
@@ -277,7 +280,7 @@ impl Loop {
                         return Err(e);
                     }
                 }
-                replica::write_primary(&node.pgdata, node.run_as.as_ref())?;
+                self.synchronous_set(local, cluster).await?;
                 // Tenants created since this node's last look at the registry get in.
                 if let Err(e) = self.tenants.bootstrap().await {
                     tracing::error!("tenant registry on the new primary: {e:#}");
@@ -345,6 +348,59 @@ impl Loop {
             }
             Action::Wait(_) => Ok(()),
         }
+    }
+
+    /// Keeps PostgreSQL's synchronous standbys and the set published in etcd in step:
+    /// a wider set is published before PostgreSQL uses it, a narrower one only after, so
+    /// every standby that confirms commits is always in the published set.
+    async fn synchronous_set(
+        &self,
+        local: &LocalState,
+        cluster: &ClusterKeys,
+    ) -> anyhow::Result<()> {
+        let node = &self.node;
+        // After a failover the set may still name this node, the old sync standby.
+        let previous: Vec<String> = cluster
+            .sync
+            .iter()
+            .filter(|n| **n != node.config.name)
+            .cloned()
+            .collect();
+        let desired = decide::choose_sync(
+            node.config.synchronous,
+            node.config.synchronous_node_count,
+            &local.streaming_standbys,
+            &previous,
+        );
+        let setting = replica::synchronous_standby_names(&desired);
+        let published: Vec<String> = desired
+            .iter()
+            .filter(|n| *n != decide::NO_STANDBY)
+            .cloned()
+            .collect();
+        if local.synchronous_standby_names != setting {
+            let mut wider = cluster.sync.clone();
+            wider.extend(
+                published
+                    .iter()
+                    .filter(|n| !cluster.sync.contains(n))
+                    .cloned(),
+            );
+            if wider != cluster.sync {
+                node.etcd
+                    .put(&node.keys.sync(), &serde_json::to_vec(&wider)?, None)
+                    .await?;
+            }
+            if replica::write_primary(&node.pgdata, &setting, node.run_as.as_ref())? {
+                tracing::info!(standbys = %setting, "synchronous standbys changed");
+                reload(node).await?;
+            }
+        } else if cluster.sync != published {
+            node.etcd
+                .put(&node.keys.sync(), &serde_json::to_vec(&published)?, None)
+                .await?;
+        }
+        Ok(())
     }
 
     /// A planned switchover from this primary (see `switchover.rs`).
@@ -544,6 +600,7 @@ impl Loop {
             view.members = cluster.members.clone();
             view.optime = cluster.optime;
             view.paused = cluster.paused;
+            view.sync = cluster.sync.clone();
             view.eligibility = cluster
                 .members
                 .iter()
@@ -644,7 +701,7 @@ fn observe(
             })
             .unwrap_or_default(),
         primary_wal_position: cluster.map_or(0, |c| c.optime),
-        sync_set: Vec::new(),
+        sync_set: cluster.map(|c| c.sync.clone()).unwrap_or_default(),
         paused: cluster.is_some_and(|c| c.paused),
         down_for: memory
             .down_since

@@ -62,14 +62,32 @@ pub fn write_standby(
     write_if_changed(&pgdata.join(HA_FILE), &text, run_as)
 }
 
-/// The HA file of a primary: nothing to stream from.
-pub fn write_primary(pgdata: &Path, run_as: Option<&RunAs>) -> anyhow::Result<()> {
+/// The HA file of a primary: nothing to stream from, and which standbys confirm commits.
+/// Returns whether it changed (PostgreSQL then reloads).
+pub fn write_primary(
+    pgdata: &Path,
+    synchronous_standby_names: &str,
+    run_as: Option<&RunAs>,
+) -> anyhow::Result<bool> {
     write_if_changed(
         &pgdata.join(HA_FILE),
-        "# Managed by pgplatform's HA loop: this node is the primary.\n",
+        &format!(
+            "# Managed by pgplatform's HA loop: this node is the primary.\n\
+             synchronous_standby_names = {}\n",
+            quote_value(synchronous_standby_names)
+        ),
         run_as,
-    )?;
-    Ok(())
+    )
+}
+
+/// `FIRST 2 ("a","b")`: every listed standby confirms every commit, so each of them has
+/// all acknowledged commits and may be promoted. Empty: none.
+pub fn synchronous_standby_names(names: &[String]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    format!("FIRST {} ({})", names.len(), quoted.join(","))
 }
 
 /// Copies the primary's data directory into `pgdata` with pg_basebackup. The copy is made

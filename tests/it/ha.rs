@@ -58,7 +58,7 @@ fn a_killed_primary_is_replaced_every_pooler_follows_and_it_rejoins() {
         status["members"]
             .as_array()?
             .iter()
-            .filter(|m| m["role"] == "replica")
+            .filter(|m| m["lag_bytes"].is_number())
             .all(|m| m["lag_bytes"] == 0)
             .then_some(())
     });
@@ -215,4 +215,84 @@ fn a_switchover_under_pgbench_load_costs_clients_no_error_and_bad_targets_change
     );
     cluster.wait_formed(0, "node3", 2);
     assert_eq!(primaries(&cluster, &[0, 1, 2]), vec![2]);
+}
+
+#[test]
+fn synchronous_mode_loses_no_acknowledged_commit_and_never_promotes_an_async_survivor() {
+    let Some(mut cluster) = TestCluster::start("synchronous = \"on\"") else {
+        return;
+    };
+    let sync_standby = wait_for(Duration::from_secs(30), "a synchronous standby", || {
+        let status = cluster.status(0);
+        let sync = status["synchronous"]
+            .as_array()?
+            .first()?
+            .as_str()?
+            .to_owned();
+        let shown = status["members"]
+            .as_array()?
+            .iter()
+            .any(|m| m["name"] == sync.as_str() && m["role"] == "sync_standby");
+        shown.then_some(sync)
+    });
+    let sync_index = cluster.index_of(&sync_standby);
+    let async_index = 3 - sync_index; // the third node (indices 1 and 2 are the replicas)
+    let setting = cluster.nodes[0].admin_psql_in("postgres", "SHOW synchronous_standby_names");
+    assert_eq!(setting, format!("FIRST 1 (\"{sync_standby}\")"));
+
+    // Commits acknowledged through the pooler up to the kill: all on the new primary.
+    cluster.nodes[0].cli_ok(&["tenant", "create", "shop"]);
+    let url = cluster.nodes[0].tenant_url("shop");
+    query(&url, "CREATE TABLE acked (id int PRIMARY KEY)");
+    let via = cluster.url_via(&url, async_index);
+    let mut acked = 0;
+    for id in 1..=200 {
+        query(&via, &format!("INSERT INTO acked VALUES ({id})"));
+        acked = id;
+    }
+    kill_node(&mut cluster, 0);
+    let leader = cluster.wait_new_leader(&[1, 2], "node1");
+    assert_eq!(
+        leader, sync_standby,
+        "only the synchronous standby may be promoted"
+    );
+    let count = wait_for(Duration::from_secs(60), "the new primary answers", || {
+        run_sql_over(
+            &cluster.url_via(&url, sync_index),
+            "SELECT count(*) FROM acked",
+        )
+        .status
+        .success()
+        .then(|| {
+            query(
+                &cluster.url_via(&url, sync_index),
+                "SELECT count(*) FROM acked",
+            )
+        })
+    });
+    assert_eq!(count, acked.to_string(), "acknowledged commits were lost");
+
+    // Now the new primary and its own synchronous standby die together: the survivor is
+    // not promoted automatically, whatever its WAL position.
+    cluster.nodes[0].start_again();
+    cluster.wait_formed(async_index, &leader, 2);
+    let status = wait_for(Duration::from_secs(30), "a new synchronous standby", || {
+        let status = cluster.status(sync_index);
+        (status["synchronous"].as_array()?.len() == 1
+            && status["synchronous"][0] != leader.as_str())
+        .then_some(status)
+    });
+    let second_sync = cluster.index_of(status["synchronous"][0].as_str().unwrap());
+    let survivor = [0, 1, 2]
+        .into_iter()
+        .find(|&i| i != sync_index && i != second_sync)
+        .unwrap();
+    kill_node(&mut cluster, sync_index);
+    kill_node(&mut cluster, second_sync);
+    std::thread::sleep(Duration::from_secs(8));
+    let status = cluster.status(survivor);
+    assert!(status["leader"].is_null(), "{status:#}");
+    assert!(primaries(&cluster, &[survivor]).is_empty());
+    let text = cluster.nodes[survivor].cli_ok(&["cluster", "status"]);
+    assert!(text.contains("synchronous"), "the reason is shown: {text}");
 }

@@ -33,7 +33,11 @@ pub async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, A
                 "port": m.postgres_port,
                 "api_url": m.api_url,
                 "pooler_port": m.pooler_port,
-                "role": if leader && m.role == "primary" { "leader" } else { m.role.as_str() },
+                "role": match m.role.as_str() {
+                    "primary" if leader => "leader",
+                    "replica" if view.sync.contains(&m.name) => "sync_standby",
+                    role => role,
+                },
                 "state": m.state,
                 "timeline": m.timeline,
                 "lag_bytes": (m.role == "replica")
@@ -50,6 +54,7 @@ pub async fn status(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, A
         "me": view.me,
         "leader": view.leader,
         "paused": view.paused,
+        "synchronous": view.sync,
         "etcd_reachable": view.etcd_reachable,
         "last_action": view.last_action,
         "members": members,

@@ -96,7 +96,10 @@ pub fn streaming_replicas(status: &Value) -> usize {
         .map(|members| {
             members
                 .iter()
-                .filter(|m| m["role"] == "replica" && m["state"] == "streaming")
+                .filter(|m| {
+                    matches!(m["role"].as_str(), Some("replica" | "sync_standby"))
+                        && m["state"] == "streaming"
+                })
                 .count()
         })
         .unwrap_or(0)
