@@ -14,6 +14,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error(transparent)]
     Tenant(#[from] TenantError),
+    /// The request contradicts the cluster's state.
+    #[error("{0}")]
+    Conflict(String),
     /// A part the request needs (etcd, another node) does not answer.
     #[error("{0}")]
     Unavailable(String),
@@ -25,6 +28,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Tenant(e) => match e {
                 TenantError::InvalidName(_)
                 | TenantError::InvalidOption(_)

@@ -37,6 +37,9 @@ pub struct HaSection {
     pub synchronous_node_count: Option<u32>,
     /// Never promote this node automatically.
     pub nofailover: Option<bool>,
+    /// Keep the primary writable through an etcd outage while every other member
+    /// confirms (over the agents' API) that it still follows it.
+    pub failsafe: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +55,7 @@ pub struct HaConfig {
     pub synchronous: SyncMode,
     pub synchronous_node_count: u32,
     pub nofailover: bool,
+    pub failsafe: bool,
 }
 
 impl HaConfig {
@@ -69,6 +73,7 @@ impl HaConfig {
             synchronous,
             synchronous_node_count,
             nofailover,
+            failsafe,
         } = s;
         if etcd.is_empty() {
             return Ok(None);
@@ -153,6 +158,7 @@ impl HaConfig {
             synchronous,
             synchronous_node_count,
             nofailover: nofailover.unwrap_or(false),
+            failsafe: failsafe.unwrap_or(false),
         }))
     }
 }

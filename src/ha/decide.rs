@@ -56,6 +56,14 @@ pub struct Observation {
     pub down_for: Duration,
     /// The node a planned switchover hands over to, while one runs.
     pub switchover_to: Option<String>,
+    /// etcd is unreachable, failsafe is on, and every other member confirmed just now
+    /// that it follows this primary and cannot reach etcd either.
+    pub failsafe_confirmed: bool,
+    /// Another member that still publishes itself as a running primary (its lease holds).
+    pub running_primary: Option<String>,
+    /// This replica confirmed a primary's failsafe recently: that primary kept writing
+    /// without etcd and takes its key back; nobody else may.
+    pub failsafe_recent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +113,16 @@ pub fn decide(o: &Observation, p: &Policy) -> Action {
             Action::Wait("the leader key is free, but failover is paused".into())
         }
         (Role::Down, None) => Action::Wait("PostgreSQL is not running here".into()),
+        // A primary whose key lapsed (e.g. it kept writing in failsafe) takes it back;
+        // promoting another would lose what it acknowledged.
+        (Role::Replica, None) if o.running_primary.is_some() => Action::Wait(format!(
+            "{} still runs as primary",
+            o.running_primary.as_deref().unwrap_or_default()
+        )),
+        (Role::Replica, None) if o.failsafe_recent => Action::Wait(
+            "the primary kept writing in failsafe during the etcd outage; it takes the key back"
+                .into(),
+        ),
         (Role::Replica, None) if o.switchover_to.as_ref().is_some_and(|to| *to != o.me) => {
             Action::Wait("a switchover to another node is running".into())
         }
@@ -121,6 +139,9 @@ fn etcd_unreachable(o: &Observation, p: &Policy) -> Action {
         Role::Primary if o.lease_left > p.fence_margin => {
             Action::Wait("etcd does not answer; the lease still holds".into())
         }
+        Role::Primary if o.failsafe_confirmed => Action::Wait(
+            "etcd does not answer; failsafe: every other member still follows this primary".into(),
+        ),
         Role::Primary => {
             Action::Demote("etcd does not answer and the leader lease is about to expire".into())
         }
@@ -229,6 +250,9 @@ mod tests {
             paused: false,
             down_for: Duration::ZERO,
             switchover_to: None,
+            failsafe_confirmed: false,
+            running_primary: None,
+            failsafe_recent: false,
         }
     }
 
@@ -400,6 +424,24 @@ mod tests {
             choose_sync(SyncMode::Strict, 2, &s(&["b"]), &s(&["c"])),
             s(&["b", "c"])
         );
+    }
+
+    #[test]
+    fn failsafe_keeps_a_confirmed_primary_writable_without_etcd() {
+        let mut o = replica("a", 100);
+        o.role = Role::Primary;
+        o.leader = None;
+        o.lease_left = Duration::ZERO;
+        assert!(matches!(decide(&o, &policy()), Action::Demote(_)));
+        o.failsafe_confirmed = true;
+        assert!(matches!(decide(&o, &policy()), Action::Wait(r) if r.contains("failsafe")));
+        // Back with etcd and the key lapsed: replicas leave it to the running primary.
+        let mut b = replica("b", 100);
+        b.running_primary = Some("a".into());
+        assert!(matches!(decide(&b, &policy()), Action::Wait(r) if r.contains("a still runs")));
+        b.running_primary = None;
+        b.failsafe_recent = true;
+        assert!(matches!(decide(&b, &policy()), Action::Wait(r) if r.contains("failsafe")));
     }
 
     #[test]

@@ -42,9 +42,28 @@ pub struct Node {
     /// This node's API as the other nodes reach it.
     pub api_url: String,
     pub pooler_port: Option<u16>,
+    /// When this replica last confirmed a primary's failsafe request.
+    pub failsafe_acked: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Node {
+    /// Whether this node confirmed a failsafe primary within two lease times.
+    pub fn failsafe_recent(&self) -> bool {
+        let acked = match self.failsafe_acked.lock() {
+            Ok(g) => *g,
+            Err(poisoned) => *poisoned.into_inner(),
+        };
+        acked.is_some_and(|at| at.elapsed() < self.config.ttl * 2)
+    }
+
+    pub fn note_failsafe_ack(&self) {
+        let now = Some(std::time::Instant::now());
+        match self.failsafe_acked.lock() {
+            Ok(mut g) => *g = now,
+            Err(poisoned) => *poisoned.into_inner() = now,
+        }
+    }
+
     pub fn upstream(&self, member: &MemberRecord) -> replica::Upstream {
         replica::Upstream {
             name: member.name.clone(),

@@ -132,11 +132,17 @@ impl Loop {
             }
             _ => etcd_round.await,
         };
+        let failsafe_confirmed = cluster.is_err()
+            && leading
+            && node.config.failsafe
+            && local.role == Role::Primary
+            && self.failsafe_confirmed(memory).await;
         let lease_left = lease
             .renewed_at
             .map(|at| (at + node.config.ttl).saturating_duration_since(Instant::now()))
             .unwrap_or_default();
-        let observation = observe(node, &local, cluster.as_ref().ok(), lease_left, memory);
+        let mut observation = observe(node, &local, cluster.as_ref().ok(), lease_left, memory);
+        observation.failsafe_confirmed = failsafe_confirmed;
         let action = decide::decide(&observation, policy);
         if let Err(e) = &cluster {
             tracing::debug!("etcd: {e:#}");
@@ -348,6 +354,28 @@ impl Loop {
             }
             Action::Wait(_) => Ok(()),
         }
+    }
+
+    /// Failsafe: whether every other member answers that it follows this primary and
+    /// cannot reach etcd either (so none of them can be promoted meanwhile).
+    async fn failsafe_confirmed(&self, memory: &Memory) -> bool {
+        let node = &self.node;
+        let Some(mut others) = memory.last_cluster.clone() else {
+            return false;
+        };
+        others.members.retain(|m| m.name != node.config.name);
+        let asked = switchover::call_everyone(
+            node,
+            &others,
+            "/cluster/failsafe",
+            serde_json::json!({ "leader": node.config.name }),
+            node.config.loop_wait * 2,
+        )
+        .await;
+        if let Err(e) = &asked {
+            tracing::warn!("failsafe: not every member confirms: {e:#}");
+        }
+        asked.is_ok()
     }
 
     /// Keeps PostgreSQL's synchronous standbys and the set published in etcd in step:
@@ -708,6 +736,14 @@ fn observe(
             .map(|since| since.elapsed())
             .unwrap_or_default(),
         switchover_to: cluster.and_then(|c| c.switchover.clone()),
+        failsafe_confirmed: false,
+        failsafe_recent: node.failsafe_recent(),
+        running_primary: cluster.and_then(|c| {
+            c.members
+                .iter()
+                .find(|m| m.name != *me && m.role == "primary")
+                .map(|m| m.name.clone())
+        }),
     }
 }
 

@@ -21,6 +21,7 @@ mod deploy_files;
 mod etcd_client;
 mod extensions;
 mod ha;
+mod ha_etcd_outage;
 mod health;
 mod metrics;
 mod pgvector;

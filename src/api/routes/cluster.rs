@@ -195,6 +195,44 @@ async fn forward(
     }
 }
 
+#[derive(serde::Deserialize)]
+pub struct FailsafeBody {
+    leader: String,
+}
+
+/// Failsafe: a primary cut off from etcd asks whether this node still follows it. Yes
+/// only if this node is a replica that cannot reach etcd either (so it cannot be
+/// promoted) and last saw the caller lead.
+pub async fn failsafe(
+    State(state): State<Arc<ApiState>>,
+    Json(body): Json<FailsafeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let node = state.ha_node.as_ref().ok_or_else(not_ha)?;
+    let view = state.cluster.as_ref().ok_or_else(not_ha)?.borrow().clone();
+    let local = crate::ha::local::observe(
+        &node.socket_dir,
+        node.port,
+        std::time::Duration::from_millis(500),
+    )
+    .await;
+    if view.etcd_reachable {
+        return Err(ApiError::Conflict("this node reaches etcd".into()));
+    }
+    if view.leader.as_deref() != Some(body.leader.as_str()) {
+        return Err(ApiError::Conflict(format!(
+            "this node does not follow {}",
+            body.leader
+        )));
+    }
+    if local.role != crate::ha::decide::Role::Replica {
+        return Err(ApiError::Conflict(
+            "this node is not a running replica".into(),
+        ));
+    }
+    node.note_failsafe_ack();
+    Ok(Json(json!({ "follows": body.leader })))
+}
+
 /// PAUSE this node's pooler (a switchover step, called by the primary's agent).
 pub async fn pause_pooler(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     if let Some(pooler) = &state.pooler {

@@ -12,7 +12,7 @@ use super::{try_wait_for, wait_for, TestAgent};
 pub struct TestCluster {
     /// Agents first: they stop before etcd goes away.
     pub nodes: Vec<TestAgent>,
-    _etcd: EtcdServer,
+    pub etcd: EtcdServer,
     _secret_dir: tempfile::TempDir,
 }
 
@@ -41,7 +41,7 @@ impl TestCluster {
         }
         let cluster = TestCluster {
             nodes,
-            _etcd: etcd,
+            etcd,
             _secret_dir: secret_dir,
         };
         cluster.wait_formed(0, "node1", 2);

@@ -69,8 +69,22 @@ impl EtcdServer {
     }
 }
 
+impl EtcdServer {
+    /// Freezes etcd (SIGSTOP): an outage in which connections hang, the worst kind.
+    pub fn freeze(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    }
+
+    pub fn thaw(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    }
+}
+
 impl Drop for EtcdServer {
     fn drop(&mut self) {
+        self.thaw();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
