@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::handler::Handler;
-use axum::routing::{get, on, post, MethodFilter, MethodRouter};
+use axum::routing::{delete, get, on, post, MethodFilter, MethodRouter};
 use axum::Router;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -55,16 +55,19 @@ where
 }
 
 fn router(state: Arc<ApiState>) -> Router {
-    let admin = Router::new()
-        .route(
-            "/tenants",
-            get(routes::tenants::list).post(routes::tenants::create),
-        )
-        .route(
-            "/tenants/{name}",
-            get(routes::tenants::show).delete(routes::tenants::drop),
-        )
+    // Tenant changes go to the primary (forwarded there from a replica).
+    let on_primary = Router::new()
+        .route("/tenants", post(routes::tenants::create))
+        .route("/tenants/{name}", delete(routes::tenants::drop))
         .route("/tenants/{name}/rotate", post(routes::tenants::rotate))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::forward::to_primary,
+        ));
+    let admin = Router::new()
+        .route("/tenants", get(routes::tenants::list))
+        .route("/tenants/{name}", get(routes::tenants::show))
+        .merge(on_primary)
         .route("/postgres/stop", post(routes::maintenance::stop))
         .route("/postgres/start", post(routes::maintenance::start))
         .route("/cluster/pause", post(routes::cluster::pause))

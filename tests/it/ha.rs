@@ -165,7 +165,12 @@ fn a_switchover_under_pgbench_load_costs_clients_no_error_and_bad_targets_change
     let Some(cluster) = TestCluster::start("") else {
         return;
     };
-    cluster.nodes[0].cli_ok(&["tenant", "create", "shop"]);
+    // Asked on a replica, made on the primary (whose agent writes the secrets).
+    cluster.nodes[2].cli_ok(&["tenant", "create", "shop"]);
+    // Replicas read the replicated registry.
+    wait_for(Duration::from_secs(10), "shop listed on a replica", || {
+        cluster.nodes[1].cli_ok(&["tenant", "list"]).contains("shop").then_some(())
+    });
     let url = cluster.url_via(&cluster.nodes[0].tenant_url("shop"), 1);
     let url = url.replace("sslmode=prefer", "sslmode=disable");
     let init = crate::support::run(

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod forward;
 pub mod health;
 mod health_rules;
 pub mod maintenance;
