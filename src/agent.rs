@@ -173,6 +173,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!("pg_stat_statements metrics unavailable: {e:#}");
         }
     }
+    let (cluster_tx, cluster_rx) = watch::channel(crate::ha::ClusterView::default());
+    let cluster_rx = ha_node.as_ref().map(|_| cluster_rx);
     let sources = Arc::new(Sources {
         socket_dir: data_dir.socket_dir(),
         postgres_port: config.postgres.port,
@@ -181,9 +183,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         started: agent_started,
         config: config.metrics.clone(),
         postgres: postgres_status.clone(),
+        cluster: cluster_rx.clone(),
     });
-    let (cluster_tx, cluster_rx) = watch::channel(crate::ha::ClusterView::default());
-    let cluster_rx = ha_node.as_ref().map(|_| cluster_rx);
     let api_ha_node = ha_node.clone();
     // The HA loop stops after PostgreSQL (it hands the leader key over then), so it is
     // not one of `tasks`.

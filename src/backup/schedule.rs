@@ -79,6 +79,11 @@ pub async fn task_main(config: Config, shutdown: CancellationToken) -> anyhow::R
 }
 
 async fn run(ctx: &Context, job: &Job) -> anyhow::Result<String> {
+    // In an HA cluster only the primary runs the schedule; after a failover the new
+    // primary's agent does.
+    if crate::ha::replica::is_standby(&ctx.pgdata) {
+        return Ok("skipped: this node is a replica; the primary runs scheduled jobs".into());
+    }
     match job {
         Job::Base => {
             let manifest = base::run(ctx, &Quiet(Arc::default())).await?;

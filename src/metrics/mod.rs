@@ -5,6 +5,7 @@
 
 pub mod console;
 mod exposition;
+mod ha;
 mod platform;
 mod pooler;
 mod postgres;
@@ -31,6 +32,8 @@ pub struct Sources {
     pub started: SystemTime,
     pub config: MetricsConfig,
     pub postgres: watch::Receiver<PostgresStatus>,
+    /// The HA cluster as this node sees it; `None` without HA.
+    pub cluster: Option<watch::Receiver<crate::ha::ClusterView>>,
 }
 
 /// One scrape, as Prometheus text.
@@ -87,6 +90,10 @@ pub async fn scrape(sources: &Sources) -> String {
     platform::agent(&mut out, sources.started, &status);
     platform::disk(&mut out, &sources.data_dir);
     platform::backups(&mut out, &sources.data_dir.join("run"));
+    if let Some(cluster) = &sources.cluster {
+        let view = cluster.borrow().clone();
+        ha::cluster(&mut out, &view);
+    }
     out.render()
 }
 

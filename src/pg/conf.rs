@@ -54,7 +54,10 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
         quote_value(crate::supervisor::LOG_LINE_PREFIX),
     );
     if let Some((archive, restore)) = &settings.wal_commands {
-        line("archive_mode", "on".into());
+        // HA replicas archive what they receive too (pushing a segment twice is a no-op),
+        // so the archive has no gap when a primary dies before archiving its last WAL.
+        let mode = if settings.ha { "always" } else { "on" };
+        line("archive_mode", mode.into());
         line("archive_command", quote_value(archive));
         line("restore_command", quote_value(restore));
     }
@@ -242,7 +245,7 @@ mod tests {
             text.ends_with("include_if_exists 'pgplatform.ha.conf'\n"),
             "{text}"
         );
-        assert!(text.contains("archive_mode = on\n"), "{text}");
+        assert!(text.contains("archive_mode = always\n"), "{text}");
         assert!(
             text.contains("archive_command = '''/bin/pgp'' wal push %p'\n"),
             "{text}"

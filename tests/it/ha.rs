@@ -9,6 +9,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::support::cluster::{streaming_replicas, TestCluster};
+use crate::support::metrics::sample;
 use crate::support::psql::{query, run_sql_over};
 use crate::support::{try_wait_for, wait_for};
 
@@ -38,6 +39,34 @@ fn a_killed_primary_is_replaced_every_pooler_follows_and_it_rejoins() {
     let status = cluster.wait_formed(1, "node1", 2);
     assert_eq!(streaming_replicas(&status), 2, "{status:#}");
     assert_eq!(primaries(&cluster, &[0, 1, 2]), vec![0]);
+    // Patroni's metric names, so its dashboards and alerts apply.
+    for (i, primary, replica) in [(0, 1.0, 0.0), (1, 0.0, 1.0)] {
+        let text = cluster.nodes[i].scrape();
+        let name = format!("node{}", i + 1);
+        let labels = [("scope", "main"), ("name", name.as_str())];
+        assert_eq!(
+            sample(&text, "patroni_primary", &labels),
+            Some(primary),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "patroni_replica", &labels),
+            Some(replica),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "patroni_cluster_unlocked", &labels),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "pgplatform_ha_members",
+                &[("scope", "main"), ("role", "replica")]
+            ),
+            Some(2.0)
+        );
+    }
 
     // Tenants are created on the primary; every node's pooler reaches it.
     cluster.nodes[0].cli_ok(&["tenant", "create", "shop"]);
@@ -169,7 +198,10 @@ fn a_switchover_under_pgbench_load_costs_clients_no_error_and_bad_targets_change
     cluster.nodes[2].cli_ok(&["tenant", "create", "shop"]);
     // Replicas read the replicated registry.
     wait_for(Duration::from_secs(10), "shop listed on a replica", || {
-        cluster.nodes[1].cli_ok(&["tenant", "list"]).contains("shop").then_some(())
+        cluster.nodes[1]
+            .cli_ok(&["tenant", "list"])
+            .contains("shop")
+            .then_some(())
     });
     let url = cluster.url_via(&cluster.nodes[0].tenant_url("shop"), 1);
     let url = url.replace("sslmode=prefer", "sslmode=disable");

@@ -25,10 +25,9 @@ pub async fn to_primary(
         return Ok(next.run(request).await);
     };
     let view = cluster.borrow().clone();
-    let leader = view
-        .leader
-        .clone()
-        .ok_or_else(|| ApiError::Unavailable("there is no primary right now; retry shortly".into()))?;
+    let leader = view.leader.clone().ok_or_else(|| {
+        ApiError::Unavailable("there is no primary right now; retry shortly".into())
+    })?;
     if leader == node.config.name {
         return Ok(next.run(request).await);
     }
@@ -56,8 +55,8 @@ pub async fn to_primary(
         .send()
         .await
         .map_err(|e| ApiError::Unavailable(format!("forward to the primary {leader}: {e}")))?;
-    let status = StatusCode::from_u16(answer.status().as_u16())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = answer
         .bytes()
         .await
