@@ -76,16 +76,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let agent_started = SystemTime::now();
     let verifiers = Arc::new(crate::pooler::auth::VerifierCache::default());
     let (pooler_config, pooler_config_rx) = watch::channel(Arc::new(config.pooler.clone()));
-    // HA: the loop tells the pooler where the primary is; until then it waits.
-    let (primary_tx, primary_rx) = watch::channel(crate::ha::PrimaryTarget::Unknown);
+    // HA: the loop tells the poolers where the primary and the replicas are; until
+    // then they wait.
+    let (primary_tx, primary_rx) = watch::channel(vec![crate::ha::PgTarget::Unknown]);
     let primary_rx = ha_node.as_ref().map(|_| primary_rx);
+    let (replicas_tx, replicas_rx) = watch::channel(vec![crate::ha::PgTarget::Unknown]);
     // Bound before PostgreSQL starts, so a taken port fails `up` at once.
     let pooler_listening = if config.pooler.enabled {
         let listening = crate::pooler::bind(PoolerSetup {
             config: pooler_config_rx,
             pg_socket_dir: data_dir.socket_dir(),
             pg_port: config.postgres.port,
-            primary: primary_rx.clone(),
+            route: primary_rx.clone(),
+            listen_port: None,
             tls_dir: config.data_dir.join("tls"),
             tls_hosts: vec![config.tenant_host.clone()],
             reload: reload_tx.clone(),
@@ -96,6 +99,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(listening)
     } else {
         None
+    };
+    let read_only_port = config.ha.as_ref().and_then(|ha| ha.read_only_port);
+    let read_only_listening = match read_only_port {
+        Some(port) if config.pooler.enabled => Some(
+            crate::pooler::bind(PoolerSetup {
+                config: pooler_config.subscribe(),
+                pg_socket_dir: data_dir.socket_dir(),
+                pg_port: config.postgres.port,
+                route: Some(replicas_rx),
+                listen_port: Some(port),
+                tls_dir: config.data_dir.join("tls"),
+                tls_hosts: vec![config.tenant_host.clone()],
+                reload: reload_tx.clone(),
+                agent_shutdown: shutdown.clone(),
+                verifiers: verifiers.clone(),
+            })
+            .await?,
+        ),
+        _ => None,
     };
 
     let spec = PostmasterSpec {
@@ -140,6 +162,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         } else {
             config.postgres.port
         },
+        url_replica_port: read_only_port.filter(|_| config.pooler.enabled),
         url_sslmode: config
             .pooler
             .enabled
@@ -198,6 +221,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 postgres: postgres_status.clone(),
                 view: cluster_tx,
                 primary: primary_tx,
+                replicas: replicas_tx,
                 tenants: tenants.clone(),
             },
             switchover_rx,
@@ -222,6 +246,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listener.local_addr().context("read API address")?
     );
     if let Some(listening) = pooler_listening {
+        tasks.spawn(crate::pooler::task_main(listening, shutdown.clone()));
+    }
+    if let Some(listening) = read_only_listening {
         tasks.spawn(crate::pooler::task_main(listening, shutdown.clone()));
     }
     tasks.spawn(api::task_main(listener, state, shutdown.clone()));

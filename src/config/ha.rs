@@ -40,6 +40,11 @@ pub struct HaSection {
     /// Keep the primary writable through an etcd outage while every other member
     /// confirms (over the agents' API) that it still follows it.
     pub failsafe: Option<bool>,
+    /// The pooler's read-only listener (spread over replicas); 0 = off. Default 6433
+    /// when the pooler is on its default 6432, else off.
+    pub read_only_port: Option<u16>,
+    /// Replicas replaying further than this many bytes behind get no read-only traffic.
+    pub read_only_max_lag: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +61,9 @@ pub struct HaConfig {
     pub synchronous_node_count: u32,
     pub nofailover: bool,
     pub failsafe: bool,
+    /// As written; `Config` resolves the default against the pooler's port.
+    pub read_only_port: Option<u16>,
+    pub read_only_max_lag: u64,
 }
 
 impl HaConfig {
@@ -74,6 +82,8 @@ impl HaConfig {
             synchronous_node_count,
             nofailover,
             failsafe,
+            read_only_port,
+            read_only_max_lag,
         } = s;
         if etcd.is_empty() {
             return Ok(None);
@@ -159,6 +169,8 @@ impl HaConfig {
             synchronous_node_count,
             nofailover: nofailover.unwrap_or(false),
             failsafe: failsafe.unwrap_or(false),
+            read_only_port,
+            read_only_max_lag: read_only_max_lag.unwrap_or(16 * 1024 * 1024),
         }))
     }
 }

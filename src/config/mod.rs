@@ -223,7 +223,7 @@ impl Config {
                 }
             }
         }
-        let ha = HaConfig::from_section(ha, base)?;
+        let mut ha = HaConfig::from_section(ha, base)?;
         if let Some(ha) = &ha {
             let reachable = listen_addresses
                 .split(',')
@@ -243,6 +243,21 @@ impl Config {
         let metrics = metrics_config(metrics)?;
         let status = status_config(status)?;
 
+        let pooler = PoolerConfig::from_section(pooler)?;
+        if let Some(ha) = &mut ha {
+            ha.read_only_port = match ha.read_only_port {
+                Some(0) => None,
+                Some(port) => Some(port),
+                None if pooler.listen_port == 6432 => Some(6433),
+                None => None,
+            };
+            if ha.read_only_port == Some(pooler.listen_port) {
+                return Err(invalid(
+                    "ha.read_only_port",
+                    "must differ from pooler.listen_port",
+                ));
+            }
+        }
         let tenant_host = match tenants.host {
             Some(host) if host.trim().is_empty() || host.contains(['/', '@', '?', '#', ' ']) => {
                 return Err(invalid("tenants.host", "must be a host name or address"));
@@ -263,7 +278,7 @@ impl Config {
             },
             api_listen,
             tenant_host,
-            pooler: PoolerConfig::from_section(pooler)?,
+            pooler,
             backup,
             ha,
             metrics,

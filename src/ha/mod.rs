@@ -92,10 +92,10 @@ pub struct ClusterView {
     pub eligibility: Vec<(String, Option<String>)>,
 }
 
-/// Where this node's pooler sends tenant connections.
+/// A PostgreSQL the pooler connects to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PrimaryTarget {
-    /// This node is the primary: its own socket.
+pub enum PgTarget {
+    /// This node's own, over its socket.
     Local,
     Remote {
         host: String,
@@ -106,17 +106,50 @@ pub enum PrimaryTarget {
 }
 
 impl ClusterView {
-    pub fn primary_target(&self) -> PrimaryTarget {
+    /// Where read-only connections go: replicas that stream and replay within
+    /// `max_lag_bytes` of the primary (this node's own by its socket), else the primary.
+    pub fn replica_targets(&self, max_lag_bytes: u64) -> Vec<PgTarget> {
+        let primary_position = self
+            .members
+            .iter()
+            .find(|m| Some(&m.name) == self.leader.as_ref())
+            .map_or(self.optime, |m| m.wal_position.max(self.optime));
+        let mut targets: Vec<PgTarget> = self
+            .members
+            .iter()
+            .filter(|m| {
+                m.role == "replica"
+                    && m.state == "streaming"
+                    && primary_position.saturating_sub(m.replay_position) <= max_lag_bytes
+            })
+            .map(|m| {
+                if m.name == self.me {
+                    PgTarget::Local
+                } else {
+                    PgTarget::Remote {
+                        host: m.host.clone(),
+                        port: m.postgres_port,
+                    }
+                }
+            })
+            .collect();
+        if targets.is_empty() {
+            targets.push(self.primary_target());
+        }
+        targets
+    }
+
+    pub fn primary_target(&self) -> PgTarget {
         match &self.leader {
-            Some(leader) if *leader == self.me => PrimaryTarget::Local,
+            Some(leader) if *leader == self.me => PgTarget::Local,
             Some(leader) => match self.members.iter().find(|m| m.name == *leader) {
-                Some(m) if m.role == "primary" => PrimaryTarget::Remote {
+                Some(m) if m.role == "primary" => PgTarget::Remote {
                     host: m.host.clone(),
                     port: m.postgres_port,
                 },
-                _ => PrimaryTarget::Unknown,
+                _ => PgTarget::Unknown,
             },
-            None => PrimaryTarget::Unknown,
+            None => PgTarget::Unknown,
         }
     }
 }

@@ -29,7 +29,9 @@ pub struct Loop {
     pub postgres: watch::Receiver<PostgresStatus>,
     pub view: watch::Sender<ClusterView>,
     /// Where this node's pooler sends tenant connections.
-    pub primary: watch::Sender<super::PrimaryTarget>,
+    pub primary: watch::Sender<Vec<super::PgTarget>>,
+    /// Where the read-only listener sends them.
+    pub replicas: watch::Sender<Vec<super::PgTarget>>,
     /// pg_hba.conf follows the replicated tenant registry on every node.
     pub tenants: Arc<crate::tenants::Tenants>,
 }
@@ -512,9 +514,24 @@ impl Loop {
         let mut view = self.view.borrow().clone();
         view.leader = cluster.leader_name();
         view.members = cluster.members.clone();
-        let target = view.primary_target();
-        self.primary.send_replace(target);
+        self.route(&view);
         self.view.send_replace(view);
+    }
+
+    /// Tells the poolers where the primary and the replicas are now.
+    fn route(&self, view: &ClusterView) {
+        let set = |sender: &watch::Sender<Vec<super::PgTarget>>, targets: Vec<super::PgTarget>| {
+            sender.send_if_modified(|current| {
+                let changed = *current != targets;
+                *current = targets;
+                changed
+            });
+        };
+        set(&self.primary, vec![view.primary_target()]);
+        set(
+            &self.replicas,
+            view.replica_targets(self.node.config.read_only_max_lag),
+        );
     }
 
     /// Renews the lease every loop until it cannot be renewed in time (returned as the
@@ -641,12 +658,7 @@ impl Loop {
             view.leader = last.leader.clone();
             view.members = last.members.clone();
         }
-        let target = view.primary_target();
-        self.primary.send_if_modified(|current| {
-            let changed = *current != target;
-            *current = target;
-            changed
-        });
+        self.route(&view);
         self.view.send_replace(view);
     }
 

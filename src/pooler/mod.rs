@@ -45,8 +45,11 @@ pub struct PoolerSetup {
     pub config: watch::Receiver<Arc<PoolerConfig>>,
     pub pg_socket_dir: PathBuf,
     pub pg_port: u16,
-    /// In an HA cluster, where the primary is; the pooler follows it.
-    pub primary: Option<watch::Receiver<crate::ha::PrimaryTarget>>,
+    /// In an HA cluster, where server connections go (the primary, or for the read-only
+    /// listener the replicas); the pooler follows it.
+    pub route: Option<watch::Receiver<Vec<crate::ha::PgTarget>>>,
+    /// Listen here instead of `pooler.listen_port` (the read-only listener).
+    pub listen_port: Option<u16>,
     pub tls_dir: PathBuf,
     pub tls_hosts: Vec<String>,
     /// The admin console's RELOAD asks the agent to reload its config file.
@@ -241,9 +244,10 @@ impl Listening {
 /// Binds TCP and the unix socket beside PostgreSQL's and sets up TLS.
 pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
     let config = setup.config.borrow().clone();
-    let addr: SocketAddr = format!("{}:{}", config.listen_addr, config.listen_port)
+    let port = setup.listen_port.unwrap_or(config.listen_port);
+    let addr: SocketAddr = format!("{}:{}", config.listen_addr, port)
         .parse()
-        .or_else(|_| format!("[{}]:{}", config.listen_addr, config.listen_port).parse())
+        .or_else(|_| format!("[{}]:{}", config.listen_addr, port).parse())
         .with_context(|| {
             format!(
                 "pooler.listen_addr `{}` is not an IP address",
@@ -253,9 +257,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
     let tcp = TcpListener::bind(addr)
         .await
         .with_context(|| format!("listen on {addr} (pooler.listen_addr/listen_port)"))?;
-    let socket_path = setup
-        .pg_socket_dir
-        .join(format!(".s.PGSQL.{}", config.listen_port));
+    let socket_path = setup.pg_socket_dir.join(format!(".s.PGSQL.{port}"));
     let _ = std::fs::remove_file(&socket_path);
     let unix = UnixListener::bind(&socket_path)
         .with_context(|| format!("listen on {}", socket_path.display()))?;
@@ -275,7 +277,8 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         target: ServerTarget {
             socket_dir: setup.pg_socket_dir.clone(),
             port: setup.pg_port,
-            primary: setup.primary.clone(),
+            route: setup.route.clone(),
+            next: Arc::default(),
         },
         pools: Mutex::default(),
         db_limits: Mutex::default(),
@@ -315,7 +318,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
 /// now, busy ones when released), as RECONNECT does; new ones go to the new primary.
 async fn follow_primary(
     pooler: Arc<Pooler>,
-    mut primary: watch::Receiver<crate::ha::PrimaryTarget>,
+    mut primary: watch::Receiver<Vec<crate::ha::PgTarget>>,
     shutdown: CancellationToken,
 ) {
     let mut current = primary.borrow_and_update().clone();
@@ -325,10 +328,10 @@ async fn follow_primary(
             () = shutdown.cancelled() => return,
         }
         let next = primary.borrow_and_update().clone();
-        if next == current || next == crate::ha::PrimaryTarget::Unknown {
+        if next == current || next == [crate::ha::PgTarget::Unknown] {
             continue;
         }
-        tracing::info!(primary = ?next, "the primary moved; the pooler follows it");
+        tracing::info!(targets = ?next, "PostgreSQL moved; the pooler follows it");
         let pools: Vec<Arc<Pool>> = lock(&pooler.pools).values().cloned().collect();
         for pool in pools {
             pool.reconnect();
@@ -347,7 +350,7 @@ pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> any
     } = listening;
     let tracker = TaskTracker::new();
     tokio::spawn(maintain(pooler.clone(), config, shutdown.clone()));
-    if let Some(primary) = pooler.target.primary.clone() {
+    if let Some(primary) = pooler.target.route.clone() {
         tokio::spawn(follow_primary(pooler.clone(), primary, shutdown.clone()));
     }
     loop {

@@ -20,16 +20,19 @@ use super::protocol::{frontend, split_frame, startup, Frame, ProtocolError};
 use super::scram::{self, ClientExchange};
 use super::server_stream::ServerStream;
 use super::txn::Tracker;
-use crate::ha::PrimaryTarget;
+use crate::ha::PgTarget;
 
 /// Where PostgreSQL listens: its unix socket (cheaper than TCP loopback), or in an HA
-/// cluster whichever node is primary.
+/// cluster whichever node is primary (or, for the read-only listener, the replicas).
 #[derive(Debug, Clone)]
 pub struct ServerTarget {
     pub socket_dir: PathBuf,
     pub port: u16,
-    /// In an HA cluster, where the primary is (from the HA loop); `None` on a single node.
-    pub primary: Option<watch::Receiver<PrimaryTarget>>,
+    /// In an HA cluster, where to connect (from the HA loop): one target, or several that
+    /// new connections take in turn; `None` on a single node.
+    pub route: Option<watch::Receiver<Vec<PgTarget>>>,
+    /// Turns over the targets, one new server connection at a time.
+    pub next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ServerTarget {
@@ -37,30 +40,37 @@ impl ServerTarget {
         self.socket_dir.join(format!(".s.PGSQL.{}", self.port))
     }
 
-    /// Connects to the primary: the local socket, or the primary's address in an HA
-    /// cluster. While no primary is known (an election), it waits; the caller's connect
-    /// timeout bounds that.
+    /// Connects to the local socket, or in an HA cluster to the route's next target.
+    /// While none is known (an election), it waits; the caller's connect timeout bounds
+    /// that.
     pub async fn open(&self) -> std::io::Result<ServerStream> {
-        let Some(primary) = &self.primary else {
+        let Some(route) = &self.route else {
             return Ok(ServerStream::Unix(
                 UnixStream::connect(self.socket_path()).await?,
             ));
         };
-        let mut primary = primary.clone();
+        let mut route = route.clone();
         loop {
-            let current = primary.borrow_and_update().clone();
+            let current = {
+                let targets = route.borrow_and_update();
+                let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                targets
+                    .get(turn % targets.len().max(1))
+                    .cloned()
+                    .unwrap_or(PgTarget::Unknown)
+            };
             match current {
-                PrimaryTarget::Local => {
+                PgTarget::Local => {
                     return Ok(ServerStream::Unix(
                         UnixStream::connect(self.socket_path()).await?,
                     ))
                 }
-                PrimaryTarget::Remote { host, port } => {
+                PgTarget::Remote { host, port } => {
                     let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
                     stream.set_nodelay(true)?;
                     return Ok(ServerStream::Tcp(stream));
                 }
-                PrimaryTarget::Unknown => primary
+                PgTarget::Unknown => route
                     .changed()
                     .await
                     .map_err(|_| std::io::Error::other("the HA loop has stopped"))?,

@@ -34,6 +34,8 @@ pub struct Tenants {
     /// Host, port and sslmode written into tenants' URLs (the pooler's, when it runs).
     pub url_host: String,
     pub url_port: u16,
+    /// HA: the pooler's read-only listener, for `replica_url`.
+    pub url_replica_port: Option<u16>,
     pub url_sslmode: Option<&'static str>,
     /// Host the agent uses to prove a tenant's login works (TCP, or the socket dir).
     pub local_host: String,
@@ -114,6 +116,7 @@ impl Tenants {
             host: self.url_host.clone(),
             port: self.url_port,
             sslmode: self.url_sslmode,
+            replica_port: self.url_replica_port,
             database: database.to_owned(),
             user: role.to_owned(),
             password,

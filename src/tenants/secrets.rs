@@ -1,5 +1,6 @@
 //! A role's credentials as files an application can use directly: `password`,
-//! `database_url`, `env`, `pgpass`, `jdbc_url`. Directories 0700, files 0600, each file
+//! `database_url`, `env`, `pgpass`, `jdbc_url`, and in an HA cluster `replica_url` (the
+//! pooler's read-only listener). Directories 0700, files 0600, each file
 //! replaced atomically.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -20,6 +21,8 @@ pub struct Credentials {
     pub password: String,
     /// libpq's sslmode for the pooler's TLS setting (`prefer`, `require`, `disable`).
     pub sslmode: Option<&'static str>,
+    /// HA: the read-only listener's port, for `replica_url`.
+    pub replica_port: Option<u16>,
 }
 
 /// Everything but unreserved characters (RFC 3986) is percent-encoded.
@@ -115,14 +118,23 @@ impl Credentials {
         )
     }
 
-    fn files(&self) -> [(&'static str, String); 5] {
-        [
+    fn files(&self) -> Vec<(&'static str, String)> {
+        let mut files = vec![
             ("password", self.password.clone()),
             ("database_url", self.database_url()),
             ("env", self.env()),
             ("pgpass", self.pgpass()),
             ("jdbc_url", self.jdbc_url()),
-        ]
+        ];
+        if let Some(port) = self.replica_port {
+            let replicas = Credentials {
+                port,
+                replica_port: None,
+                ..self.clone()
+            };
+            files.push(("replica_url", replicas.database_url()));
+        }
+        files
     }
 }
 
@@ -199,6 +211,7 @@ mod tests {
             user: "shop".into(),
             password: "p@ss:w/rd".into(),
             sslmode: None,
+            replica_port: None,
         }
     }
 
@@ -263,5 +276,15 @@ mod tests {
         discarded.discard();
         assert_eq!(read_password(&dir).unwrap(), "p@ss:w/rd");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 5);
+        let ha = Credentials {
+            replica_port: Some(6433),
+            ..creds()
+        };
+        stage(&dir, &ha).unwrap().commit().unwrap();
+        let replica_url = std::fs::read_to_string(dir.join("replica_url")).unwrap();
+        assert_eq!(
+            replica_url,
+            "postgresql://shop:p%40ss%3Aw%2Frd@127.0.0.1:6433/shop"
+        );
     }
 }

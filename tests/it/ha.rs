@@ -81,6 +81,23 @@ fn a_killed_primary_is_replaced_every_pooler_follows_and_it_rejoins() {
             ),
         );
     }
+    // The read-only listener of every node (the primary's too) reads from a replica, and
+    // the tenant's secrets carry its URL.
+    let replica_url =
+        std::fs::read_to_string(cluster.nodes[0].data_dir().join("secrets/shop/replica_url"))
+            .unwrap();
+    assert!(
+        replica_url.contains(&format!(":{}/", cluster.read_only_ports[0])),
+        "{replica_url}"
+    );
+    for i in 0..3 {
+        let read_only = cluster.read_only_via(&url, i);
+        // (Replicas let the new tenant in once they render pg_hba.conf, within seconds.)
+        wait_for(Duration::from_secs(20), "a read from a replica", || {
+            let out = run_sql_over(&read_only, "SELECT pg_is_in_recovery()");
+            (String::from_utf8_lossy(&out.stdout).trim() == "t").then_some(())
+        });
+    }
     // Every commit so far has reached both replicas.
     wait_for(Duration::from_secs(30), "replicas caught up", || {
         let status = cluster.status(0);

@@ -12,13 +12,16 @@ use super::{try_wait_for, wait_for, TestAgent};
 pub struct TestCluster {
     /// Agents first: they stop before etcd goes away.
     pub nodes: Vec<TestAgent>,
+    /// Each node's read-only pooler listener.
+    pub read_only_ports: Vec<u16>,
     pub etcd: EtcdServer,
     _secret_dir: tempfile::TempDir,
 }
 
-pub fn ha_toml(etcd: &str, name: &str, secret: &Path, extra: &str) -> String {
+pub fn ha_toml(etcd: &str, name: &str, secret: &Path, read_only_port: u16, extra: &str) -> String {
     format!(
-        "[ha]\netcd = [\"{etcd}\"]\nname = \"{name}\"\nsecret_file = \"{}\"\n{extra}\n\
+        "[ha]\netcd = [\"{etcd}\"]\nname = \"{name}\"\nsecret_file = \"{}\"\n\
+         read_only_port = {read_only_port}\n{extra}\n\
          [backup]\narchive = false\nschedule = \"\"\ndrill_schedule = \"\"\n",
         secret.display()
     )
@@ -31,16 +34,24 @@ impl TestCluster {
         let secret_dir = tempfile::tempdir().unwrap();
         let secret = secret_dir.path().join("cluster.secret");
         let mut nodes = Vec::new();
+        let mut read_only_ports = Vec::new();
         for name in ["node1", "node2", "node3"] {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap();
+            read_only_ports.push(port);
             nodes.push(TestAgent::start_with(&ha_toml(
                 &etcd.endpoint,
                 name,
                 &secret,
+                port,
                 extra,
             )));
         }
         let cluster = TestCluster {
             nodes,
+            read_only_ports,
             etcd,
             _secret_dir: secret_dir,
         };
@@ -83,6 +94,14 @@ impl TestCluster {
         let (before, after) = url.split_once("@127.0.0.1:").expect("URL on 127.0.0.1");
         let rest = after.split_once('/').expect("URL with a database").1;
         format!("{before}@127.0.0.1:{port}/{rest}")
+    }
+
+    /// A tenant URL that goes through node `i`'s read-only listener.
+    pub fn read_only_via(&self, url: &str, i: usize) -> String {
+        self.url_via(url, i).replace(
+            &format!(":{}/", self.nodes[i].pooler_port()),
+            &format!(":{}/", self.read_only_ports[i]),
+        )
     }
 
     pub fn index_of(&self, name: &str) -> usize {
