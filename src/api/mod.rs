@@ -75,6 +75,10 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/cluster/switchover", post(routes::cluster::switchover))
         .route("/cluster/failover", post(routes::cluster::failover))
         .route("/cluster/failsafe", post(routes::cluster::failsafe))
+        .route(
+            "/cluster/tenants-changed",
+            post(routes::cluster::tenants_changed_here),
+        )
         .route("/pooler/pause", post(routes::cluster::pause_pooler))
         .route("/pooler/resume", post(routes::cluster::resume_pooler))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -44,7 +44,9 @@ impl LocalState {
 const OBSERVE: &str = "\
 SELECT pg_is_in_recovery() AS recovery,
        (CASE WHEN pg_is_in_recovery()
-             THEN COALESCE(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+             -- A fresh replica reports its first segment's start as received until WAL
+             -- arrives, behind what it has replayed.
+             THEN GREATEST(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
              ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint AS wal,
        (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
              ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::bigint AS replay,

@@ -36,6 +36,13 @@ impl VerifierCache {
         }
     }
 
+    /// HA replica: roles changed on the primary; every next login reads its verifier again.
+    pub fn forget_all(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+
     /// The role's password changed or the role is gone: the next login reads it again.
     pub fn forget(&self, role: &str) {
         if let Ok(mut entries) = self.entries.lock() {

@@ -233,6 +233,79 @@ pub async fn failsafe(
     Ok(Json(json!({ "follows": body.leader })))
 }
 
+/// After a tenant change on the primary: every replica renders pg_hba.conf once it has
+/// replayed the change, so the tenant reaches replicas as soon as the command returns.
+pub async fn tenants_changed(state: &ApiState) {
+    let (Some(node), Some(cluster)) = (&state.ha_node, &state.cluster) else {
+        return;
+    };
+    let lsn = match current_lsn(node).await {
+        Ok(lsn) => lsn,
+        Err(e) => {
+            tracing::warn!("read the WAL position after a tenant change: {e:#}");
+            return;
+        }
+    };
+    let mut others = crate::ha::keys::ClusterKeys::default();
+    others.members = cluster.borrow().members.clone();
+    others
+        .members
+        .retain(|m| m.name != node.config.name && m.role == "replica");
+    if let Err(e) = crate::ha::switchover::call_everyone(
+        node,
+        &others,
+        "/cluster/tenants-changed",
+        json!({ "lsn": lsn }),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    {
+        tracing::warn!("replicas will pick the tenant change up within seconds: {e:#}");
+    }
+}
+
+async fn current_lsn(node: &crate::ha::Node) -> anyhow::Result<i64> {
+    let client = crate::pg::connect::superuser(&node.socket_dir, node.port, "postgres").await?;
+    let row = client
+        .query_one("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint", &[])
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
+#[derive(serde::Deserialize)]
+pub struct ChangedBody {
+    lsn: i64,
+}
+
+/// On a replica: wait (up to 5 s) until `lsn` is replayed, then render pg_hba.conf.
+pub async fn tenants_changed_here(
+    State(state): State<Arc<ApiState>>,
+    Json(body): Json<ChangedBody>,
+) -> Result<Json<Value>, ApiError> {
+    let node = state.ha_node.as_ref().ok_or_else(not_ha)?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let local = crate::ha::local::observe(
+            &node.socket_dir,
+            node.port,
+            std::time::Duration::from_secs(1),
+        )
+        .await;
+        if local.replay_position as i64 >= body.lsn || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A rotated password or dropped role counts here at once, as on the primary.
+    state.tenants.verifiers.forget_all();
+    state
+        .tenants
+        .bootstrap_replica()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("render pg_hba.conf: {e:#}")))?;
+    Ok(Json(json!({ "synced": true })))
+}
+
 /// PAUSE this node's pooler (a switchover step, called by the primary's agent).
 pub async fn pause_pooler(State(state): State<Arc<ApiState>>) -> Result<Json<Value>, ApiError> {
     if let Some(pooler) = &state.pooler {

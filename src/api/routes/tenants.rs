@@ -22,10 +22,9 @@ pub async fn create(
     body: Result<Json<CreateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<TenantDetails>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(state.tenants.create(request).await?),
-    ))
+    let created = state.tenants.create(request).await?;
+    super::cluster::tenants_changed(&state).await;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -53,7 +52,9 @@ pub async fn rotate(
     Path(name): Path<String>,
     Query(query): Query<RotateQuery>,
 ) -> Result<Json<TenantDetails>, ApiError> {
-    Ok(Json(state.tenants.rotate(&name, query.readonly).await?))
+    let rotated = state.tenants.rotate(&name, query.readonly).await?;
+    super::cluster::tenants_changed(&state).await;
+    Ok(Json(rotated))
 }
 
 pub async fn drop(
@@ -61,5 +62,6 @@ pub async fn drop(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.tenants.drop_tenant(&name).await?;
+    super::cluster::tenants_changed(&state).await;
     Ok(StatusCode::NO_CONTENT)
 }
