@@ -246,11 +246,17 @@ pub async fn tenants_changed(state: &ApiState) {
             return;
         }
     };
-    let mut others = crate::ha::keys::ClusterKeys::default();
-    others.members = cluster.borrow().members.clone();
-    others
+    let replicas = cluster
+        .borrow()
         .members
-        .retain(|m| m.name != node.config.name && m.role == "replica");
+        .iter()
+        .filter(|m| m.name != node.config.name && m.role == "replica")
+        .cloned()
+        .collect();
+    let others = crate::ha::keys::ClusterKeys {
+        members: replicas,
+        ..Default::default()
+    };
     if let Err(e) = crate::ha::switchover::call_everyone(
         node,
         &others,
