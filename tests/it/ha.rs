@@ -350,3 +350,75 @@ fn synchronous_mode_loses_no_acknowledged_commit_and_never_promotes_an_async_sur
     let text = cluster.nodes[survivor].cli_ok(&["cluster", "status"]);
     assert!(text.contains("synchronous"), "the reason is shown: {text}");
 }
+
+#[test]
+fn a_lagging_replica_is_never_promoted_and_a_killed_postgres_comes_back_as_the_only_primary() {
+    let Some(mut cluster) = TestCluster::start("") else {
+        return;
+    };
+    cluster.nodes[0].cli_ok(&["tenant", "create", "shop"]);
+    let url = cluster.nodes[0].tenant_url("shop");
+    query(&url, "CREATE TABLE filler (payload text)");
+
+    // Only PostgreSQL dies on the primary: one primary afterwards, writes resume.
+    let postmaster = cluster.nodes[0].postmaster_pid().unwrap();
+    kill(Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    let via = cluster.url_via(&url, 2);
+    wait_for(
+        Duration::from_secs(60),
+        "writes after PostgreSQL was killed",
+        || {
+            run_sql_over(&via, "INSERT INTO filler VALUES ('x')")
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let leader = cluster.wait_new_leader(&[0, 1, 2], "none");
+    let leader_index = cluster.index_of(&leader);
+    assert_eq!(primaries(&cluster, &[0, 1, 2]), vec![leader_index]);
+    let replicas: Vec<usize> = (0..3).filter(|&i| i != leader_index).collect();
+    cluster.wait_formed(leader_index, &leader, 2);
+
+    // One replica must not fail over (nofailover is in its config); the other stops
+    // receiving WAL (its receiver frozen) while the primary writes 8 MB.
+    let (keeper, lagging) = (replicas[0], replicas[1]);
+    let receiver: i32 = cluster.nodes[lagging]
+        .admin_psql_in("postgres", "SELECT pid FROM pg_stat_wal_receiver")
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
+    query(
+        &cluster.url_via(&url, leader_index),
+        "INSERT INTO filler SELECT repeat('y', 1000) FROM generate_series(1, 8000)",
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the primary publishes its position",
+        || {
+            let status = cluster.status(leader_index);
+            let member = status["members"]
+                .as_array()?
+                .iter()
+                .find(|m| m["name"] == format!("node{}", lagging + 1))?
+                .clone();
+            (member["lag_bytes"].as_u64()? > 4 << 20).then_some(())
+        },
+    );
+    cluster.nodes[keeper].cli_ok(&["cluster", "pause"]); // keep it out while we re-tag it
+    let keeper_toml = cluster.nodes[keeper]
+        .extra_toml()
+        .replace("[ha]\n", "[ha]\nnofailover = true\n");
+    cluster.nodes[keeper].set_extra_toml(&keeper_toml);
+    cluster.nodes[keeper].restart();
+    cluster.nodes[keeper].cli_ok(&["cluster", "resume"]);
+
+    kill_node(&mut cluster, leader_index);
+    std::thread::sleep(Duration::from_secs(8));
+    let _ = kill(Pid::from_raw(receiver), Signal::SIGCONT);
+    let status = cluster.status(keeper);
+    assert!(status["leader"].is_null(), "{status:#}");
+    let text = cluster.nodes[keeper].cli_ok(&["cluster", "status"]);
+    assert!(text.contains("maximum_lag_on_failover"), "{text}");
+    assert!(text.contains("nofailover"), "{text}");
+}

@@ -103,6 +103,16 @@ impl TestAgent {
         }
     }
 
+    /// Replaces the extra TOML the next start merges over the default config.
+    pub fn set_extra_toml(&mut self, extra_toml: &str) {
+        self.extra_toml = extra_toml.to_owned();
+    }
+
+    /// The extra TOML the agent was started with.
+    pub fn extra_toml(&self) -> &str {
+        &self.extra_toml
+    }
+
     /// SIGTERM, wait, start again on the same directory.
     pub fn restart(&mut self) {
         let status = self.stop();
