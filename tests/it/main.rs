@@ -22,6 +22,7 @@ mod etcd_client;
 mod extensions;
 mod ha;
 mod ha_etcd_outage;
+mod ha_partition;
 mod health;
 mod metrics;
 mod pgvector;

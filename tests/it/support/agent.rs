@@ -24,6 +24,10 @@ const START_ATTEMPTS: usize = 3;
 pub struct TestAgent {
     child: Option<Child>,
     ports: Ports,
+    /// The address it listens on and is reached at (127.0.0.1 unless in a network namespace).
+    host: String,
+    /// A network namespace to run `up` in (partition tests).
+    netns: Option<String>,
     extra_toml: String,
     /// Where the current run's output starts in the log file (the file is appended to on restart).
     log_offset: usize,
@@ -40,6 +44,11 @@ impl TestAgent {
 
     /// Like `start`, with `extra_toml` merged over the default config (tables are merged key by key).
     pub fn start_with(extra_toml: &str) -> TestAgent {
+        TestAgent::start_at("127.0.0.1", None, extra_toml)
+    }
+
+    /// Like `start_with`, listening on `host`, and inside network namespace `netns`.
+    pub fn start_at(host: &str, netns: Option<&str>, extra_toml: &str) -> TestAgent {
         let dir = tempfile::Builder::new()
             .prefix("pgplatform-it-")
             .tempdir()
@@ -49,6 +58,8 @@ impl TestAgent {
         let mut agent = TestAgent {
             child: None,
             ports: Ports::pick(),
+            host: host.to_owned(),
+            netns: netns.map(str::to_owned),
             extra_toml: extra_toml.to_owned(),
             log_offset: 0,
             http: Http::new(),
@@ -168,7 +179,7 @@ impl TestAgent {
     }
 
     pub fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.api)
+        format!("http://{}:{}", self.host, self.ports.api)
     }
 
     /// The postmaster pid from `<data>/pg/postmaster.pid`, if that file exists.
@@ -256,12 +267,13 @@ impl TestAgent {
             api,
             pooler,
         } = self.ports;
+        let host = &self.host;
         let base = format!(
             r#"
 data_dir = "data"
 
 [postgres]
-listen_addresses = "127.0.0.1"
+listen_addresses = "{host}"
 port = {postgres}
 
 [postgres.parameters]
@@ -270,9 +282,10 @@ max_connections = "30"
 fsync = "off"
 
 [api]
-listen = "127.0.0.1:{api}"
+listen = "{host}:{api}"
 
 [pooler]
+listen_addr = "{host}"
 listen_port = {pooler}
 
 [log]
@@ -293,7 +306,17 @@ format = "json"
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = pgplatform()
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut ip = super::command("/usr/sbin/ip");
+                ip.args(["netns", "exec", netns])
+                    .arg(pgplatform().get_program())
+                    .env_remove("PGPLATFORM_CONFIG");
+                ip
+            }
+            None => pgplatform(),
+        };
+        let child = command
             .arg("--config")
             .arg(self.config_path())
             .args(["up", "--log-format", "json"])

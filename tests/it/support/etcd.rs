@@ -24,6 +24,11 @@ fn free_port() -> u16 {
 impl EtcdServer {
     /// `None` (saying why) when etcd is not installed, unless all tests are required.
     pub fn start() -> Option<EtcdServer> {
+        EtcdServer::start_on("127.0.0.1")
+    }
+
+    /// Listening for clients on `host` (a partition test's bridge address).
+    pub fn start_on(host: &str) -> Option<EtcdServer> {
         if !std::path::Path::new("/usr/bin/etcd").exists() {
             let reason = "etcd is not installed (apt-get install etcd-server); etcd test skipped";
             assert!(!require_all(), "PGPLATFORM_TEST_REQUIRE_ALL=1 but {reason}");
@@ -32,7 +37,7 @@ impl EtcdServer {
         }
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
+        let endpoint = format!("http://{host}:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let child = command("/usr/bin/etcd")
             .arg("--data-dir")
@@ -61,7 +66,7 @@ impl EtcdServer {
             _dir: dir,
         };
         wait_for(Duration::from_secs(30), "etcd to answer", || {
-            std::net::TcpStream::connect(("127.0.0.1", client))
+            std::net::TcpStream::connect((host, client))
                 .ok()
                 .map(|_| ())
         });

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod http;
 pub mod metrics;
+pub mod netns;
 pub mod pooler;
 pub mod ports;
 pub mod psql;
