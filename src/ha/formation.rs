@@ -19,7 +19,6 @@ pub async fn initialized(node_etcd: &super::etcd::Etcd, keys: &super::keys::Keys
 /// Prepares the data directory. `Ok(false)` when shutdown came first.
 pub async fn prepare(node: &Node, shutdown: &CancellationToken) -> anyhow::Result<bool> {
     let me = &node.config.name;
-    let password = node.secret.replication_password();
     if node.pgdata.join("PG_VERSION").exists() {
         let upstream = match read(node).await {
             Ok(cluster) => leader_upstream(node, &cluster),
@@ -36,27 +35,12 @@ pub async fn prepare(node: &Node, shutdown: &CancellationToken) -> anyhow::Resul
             if let Some(upstream) = &upstream {
                 // It may have diverged from the new primary: rewind now rather than after
                 // a failed attempt to stream.
-                if let Err(e) = replica::rewind(
-                    &node.binaries,
-                    &node.pgdata,
-                    me,
-                    upstream,
-                    &password,
-                    node.run_as.as_ref(),
-                )
-                .await
-                {
+                if let Err(e) = replica::rewind(node, upstream).await {
                     tracing::warn!("{e:#}; the HA loop retries or clones anew");
                 }
             }
         }
-        replica::write_standby(
-            &node.pgdata,
-            me,
-            upstream.as_ref(),
-            &password,
-            node.run_as.as_ref(),
-        )?;
+        node.write_standby(upstream.as_ref())?;
         return Ok(true);
     }
     let mut waiting_logged = false;
@@ -83,24 +67,9 @@ pub async fn prepare(node: &Node, shutdown: &CancellationToken) -> anyhow::Resul
                 }
                 let cluster = read(node).await?;
                 if let Some(upstream) = leader_upstream(node, &cluster) {
-                    match replica::clone(
-                        &node.binaries,
-                        &node.pgdata,
-                        me,
-                        &upstream,
-                        &password,
-                        node.run_as.as_ref(),
-                    )
-                    .await
-                    {
+                    match replica::clone(node, &upstream).await {
                         Ok(()) => {
-                            replica::write_standby(
-                                &node.pgdata,
-                                me,
-                                Some(&upstream),
-                                &password,
-                                node.run_as.as_ref(),
-                            )?;
+                            node.write_standby(Some(&upstream))?;
                             return Ok(true);
                         }
                         Err(e) => tracing::warn!("{e:#}; retrying"),
@@ -125,21 +94,8 @@ pub async fn reclone(node: &Node) -> anyhow::Result<()> {
     let cluster = read(node).await?;
     let upstream =
         leader_upstream(node, &cluster).context("there is no running primary to clone from")?;
-    let password = node.secret.replication_password();
-    let run_as = node.run_as.as_ref();
-    let me = &node.config.name;
-    let kept = replica::NodeFiles::save(&node.pgdata)?;
-    replica::clone(
-        &node.binaries,
-        &node.pgdata,
-        me,
-        &upstream,
-        &password,
-        run_as,
-    )
-    .await?;
-    kept.restore(run_as)?;
-    replica::write_standby(&node.pgdata, me, Some(&upstream), &password, run_as)?;
+    replica::clone(node, &upstream).await?;
+    node.write_standby(Some(&upstream))?;
     Ok(())
 }
 

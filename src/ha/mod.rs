@@ -64,6 +64,18 @@ impl Node {
         }
     }
 
+    /// Makes the next start a standby of `upstream` (or of nobody yet); whether whom to
+    /// stream from changed.
+    pub fn write_standby(&self, upstream: Option<&replica::Upstream>) -> anyhow::Result<bool> {
+        replica::write_standby(
+            &self.pgdata,
+            &self.config.name,
+            upstream,
+            &self.secret.replication_password(),
+            self.run_as.as_ref(),
+        )
+    }
+
     pub fn upstream(&self, member: &MemberRecord) -> replica::Upstream {
         replica::Upstream {
             name: member.name.clone(),

@@ -309,13 +309,7 @@ impl Loop {
                     Role::Replica => None,
                     role => Some(self.hold(role == Role::Primary).await?),
                 };
-                replica::write_standby(
-                    &node.pgdata,
-                    me,
-                    upstream.as_ref(),
-                    &password,
-                    node.run_as.as_ref(),
-                )?;
+                node.write_standby(upstream.as_ref())?;
                 self.release(memory).await;
                 drop(resume);
                 Ok(())
@@ -325,13 +319,7 @@ impl Loop {
                     return Ok(());
                 };
                 let upstream = node.upstream(member);
-                let changed = replica::write_standby(
-                    &node.pgdata,
-                    me,
-                    Some(&upstream),
-                    &password,
-                    node.run_as.as_ref(),
-                )?;
+                let changed = node.write_standby(Some(&upstream))?;
                 if changed && local.role == Role::Replica {
                     tracing::info!(leader = %leader, "streaming from the new primary");
                     reload(node).await?;
@@ -593,35 +581,13 @@ impl Loop {
     /// A replica that cannot stream from the primary: rewind it, or clone it anew.
     async fn rejoin(&self, upstream: &replica::Upstream) -> anyhow::Result<()> {
         let node = &self.node;
-        let me = &node.config.name;
-        let password = node.secret.replication_password();
         tracing::warn!(leader = %upstream.name, "this replica does not stream; rejoining");
         let _resume = self.hold(false).await?;
-        let run_as = node.run_as.as_ref();
-        let rewound = replica::rewind(
-            &node.binaries,
-            &node.pgdata,
-            me,
-            upstream,
-            &password,
-            run_as,
-        )
-        .await;
-        if let Err(e) = rewound {
+        if let Err(e) = replica::rewind(node, upstream).await {
             tracing::warn!("{e:#}; cloning the primary anew");
-            let kept = replica::NodeFiles::save(&node.pgdata)?;
-            replica::clone(
-                &node.binaries,
-                &node.pgdata,
-                me,
-                upstream,
-                &password,
-                run_as,
-            )
-            .await?;
-            kept.restore(run_as)?;
+            replica::clone(node, upstream).await?;
         }
-        replica::write_standby(&node.pgdata, me, Some(upstream), &password, run_as)?;
+        node.write_standby(Some(upstream))?;
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::pg::bin::Binaries;
+use super::Node;
 use crate::pg::conf::{quote_value, write_if_changed, HA_FILE};
 use crate::pg::process::{command, RunAs};
 
@@ -92,14 +92,10 @@ pub fn synchronous_standby_names(names: &[String]) -> String {
 
 /// Copies the primary's data directory into `pgdata` with pg_basebackup. The copy is made
 /// beside it and swapped in only when complete, so a failed clone keeps the old data.
-pub async fn clone(
-    binaries: &Binaries,
-    pgdata: &Path,
-    me: &str,
-    upstream: &Upstream,
-    password: &str,
-    run_as: Option<&RunAs>,
-) -> anyhow::Result<()> {
+/// This node's own configuration files are kept.
+pub async fn clone(node: &Node, upstream: &Upstream) -> anyhow::Result<()> {
+    let (pgdata, me, run_as) = (&node.pgdata, &node.config.name, node.run_as.as_ref());
+    let kept = NodeFiles::save(pgdata)?;
     let staging = pgdata.with_extension("clone");
     if staging.exists() {
         std::fs::remove_dir_all(&staging)
@@ -107,8 +103,8 @@ pub async fn clone(
     }
     crate::pg::initdb::create_private_dir(&staging, run_as)?;
     tracing::info!(from = %upstream.name, "cloning the primary with pg_basebackup");
-    let output = command(&binaries.path("pg_basebackup"), run_as)
-        .env("PGPASSWORD", password)
+    let output = command(&node.binaries.path("pg_basebackup"), run_as)
+        .env("PGPASSWORD", node.secret.replication_password())
         .arg("--pgdata")
         .arg(&staging)
         .arg(format!("--dbname={}", upstream.conninfo(me, None)))
@@ -139,24 +135,18 @@ pub async fn clone(
     if old.exists() {
         std::fs::remove_dir_all(&old).with_context(|| format!("remove {}", old.display()))?;
     }
-    Ok(())
+    kept.restore(run_as)
 }
 
 /// Rewinds a former primary onto `upstream`'s timeline (a no-op when it did not diverge).
 /// pg_rewind finishes crash recovery first on its own when the node was killed.
-pub async fn rewind(
-    binaries: &Binaries,
-    pgdata: &Path,
-    me: &str,
-    upstream: &Upstream,
-    password: &str,
-    run_as: Option<&RunAs>,
-) -> anyhow::Result<()> {
+pub async fn rewind(node: &Node, upstream: &Upstream) -> anyhow::Result<()> {
+    let (pgdata, me, run_as) = (&node.pgdata, &node.config.name, node.run_as.as_ref());
     let kept = NodeFiles::save(pgdata)?;
     tracing::info!(from = %upstream.name, "rewinding this node's data onto the primary's timeline");
-    let output = command(&binaries.path("pg_rewind"), run_as)
+    let output = command(&node.binaries.path("pg_rewind"), run_as)
         .current_dir(pgdata)
-        .env("PGPASSWORD", password)
+        .env("PGPASSWORD", node.secret.replication_password())
         .arg("--target-pgdata")
         .arg(pgdata)
         .arg(format!(

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde_json::json;
 
 use super::keys::ClusterKeys;
-use super::{replica, Node};
+use super::Node;
 
 /// How long running transactions may take to finish before a switchover gives up.
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -126,13 +126,7 @@ pub async fn wait_for_leader(node: &Node, target: &str) -> anyhow::Result<Cluste
 /// The standby files that make this node follow `target` once it leads.
 pub fn follow(node: &Node, cluster: &ClusterKeys, target: &str) -> anyhow::Result<()> {
     let upstream = cluster.member(target).map(|m| node.upstream(m));
-    replica::write_standby(
-        &node.pgdata,
-        &node.config.name,
-        upstream.as_ref(),
-        &node.secret.replication_password(),
-        node.run_as.as_ref(),
-    )?;
+    node.write_standby(upstream.as_ref())?;
     Ok(())
 }
 
