@@ -115,10 +115,12 @@ pub fn decide(o: &Observation, p: &Policy) -> Action {
         (Role::Down, None) => Action::Wait("PostgreSQL is not running here".into()),
         // A primary whose key lapsed (e.g. it kept writing in failsafe) takes it back;
         // promoting another would lose what it acknowledged.
-        (Role::Replica, None) if o.running_primary.is_some() => Action::Wait(format!(
-            "{} still runs as primary",
-            o.running_primary.as_deref().unwrap_or_default()
-        )),
+        (Role::Replica, None) if o.running_primary.is_some() && !switchover_target(o) => {
+            Action::Wait(format!(
+                "{} still runs as primary",
+                o.running_primary.as_deref().unwrap_or_default()
+            ))
+        }
         (Role::Replica, None) if o.failsafe_recent => Action::Wait(
             "the primary kept writing in failsafe during the etcd outage; it takes the key back"
                 .into(),
@@ -131,6 +133,12 @@ pub fn decide(o: &Observation, p: &Policy) -> Action {
             None => Action::TakeLeadership,
         },
     }
+}
+
+/// The node a switchover or `failover --to` names: the old primary stopped (or is gone)
+/// and handed over, whatever its member record still says.
+fn switchover_target(o: &Observation) -> bool {
+    o.switchover_to.as_deref() == Some(o.me.as_str())
 }
 
 /// Without etcd a primary keeps writing only while its lease surely still holds.
@@ -459,5 +467,137 @@ mod tests {
         let mut other = replica("b", 100);
         other.switchover_to = Some("c".into());
         assert!(matches!(decide(&other, &policy()), Action::Wait(r) if r.contains("switchover")));
+    }
+
+    /// Every combination of what a node can observe, against the rules that keep the
+    /// cluster safe: who may take the key, who must stop writing, whom to follow.
+    #[test]
+    fn every_observation_keeps_the_safety_rules() {
+        let p = Policy {
+            sync: SyncMode::On,
+            ..policy()
+        };
+        let names = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let mut checked = 0;
+        for role in [Role::Primary, Role::Replica, Role::Down] {
+            for leader in [None, Some(None), Some(Some("a")), Some(Some("b"))] {
+                for paused in [false, true] {
+                    for lease_left in [0, 2, 5].map(Duration::from_secs) {
+                        for down_for in [0, 5].map(Duration::from_secs) {
+                            for failsafe_confirmed in [false, true] {
+                                for running_primary in [None, Some("b")] {
+                                    for failsafe_recent in [false, true] {
+                                        for switchover_to in [None, Some("a"), Some("b")] {
+                                            for nofailover in [false, true] {
+                                                for primary_position in [100, 100 + (2 << 20)] {
+                                                    for sync_set in
+                                                        [names(&[]), names(&["a"]), names(&["b"])]
+                                                    {
+                                                        for members in
+                                                            [vec![], vec![member("b", 150)]]
+                                                        {
+                                                            let o = Observation {
+                                                                me: "a".into(),
+                                                                role,
+                                                                my_wal_position: 100,
+                                                                nofailover,
+                                                                leader: leader
+                                                                    .map(|l| l.map(str::to_owned)),
+                                                                lease_left,
+                                                                members,
+                                                                primary_wal_position:
+                                                                    primary_position,
+                                                                sync_set: sync_set.clone(),
+                                                                paused,
+                                                                down_for,
+                                                                switchover_to: switchover_to
+                                                                    .map(str::to_owned),
+                                                                failsafe_confirmed,
+                                                                running_primary: running_primary
+                                                                    .map(str::to_owned),
+                                                                failsafe_recent,
+                                                            };
+                                                            check(&o, &p);
+                                                            checked += 1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 50_000, "{checked}");
+    }
+
+    fn check(o: &Observation, p: &Policy) {
+        let action = decide(o, p);
+        let leader = o.leader.as_ref().map(|l| l.as_deref());
+        let why = || format!("{action:?} for {o:?}");
+        match &action {
+            Action::TakeLeadership => {
+                // Only when etcd shows the key free, never while PostgreSQL is down.
+                assert_eq!(leader, Some(None), "{}", why());
+                assert_ne!(o.role, Role::Down, "{}", why());
+                if o.role == Role::Replica {
+                    let target = o.switchover_to.as_deref() == Some("a");
+                    assert!(!o.paused || target, "{}", why());
+                    assert!(o.switchover_to.is_none() || target, "{}", why());
+                    assert!(
+                        (o.running_primary.is_none() || target) && !o.failsafe_recent,
+                        "{}",
+                        why()
+                    );
+                    if !target {
+                        assert!(!o.nofailover, "{}", why());
+                        assert!(
+                            o.primary_wal_position - o.my_wal_position <= p.maximum_lag_on_failover,
+                            "{}",
+                            why()
+                        );
+                        assert!(
+                            o.sync_set.is_empty() || o.sync_set.contains(&o.me),
+                            "{}",
+                            why()
+                        );
+                        let better_eligible = o.members.iter().any(|m| {
+                            m.wal_position > o.my_wal_position
+                                && (o.sync_set.is_empty() || o.sync_set.contains(&m.name))
+                        });
+                        assert!(!better_eligible, "a better member exists: {}", why());
+                    }
+                }
+            }
+            Action::Renew => {
+                assert_eq!(leader, Some(Some("a")), "{}", why());
+                assert_ne!(o.role, Role::Replica, "{}", why());
+            }
+            Action::Follow(x) => {
+                assert_eq!(leader, Some(Some(x.as_str())), "{}", why());
+                assert_ne!(x, "a", "{}", why());
+                assert_ne!(
+                    o.role,
+                    Role::Primary,
+                    "a primary never just follows: {}",
+                    why()
+                );
+            }
+            Action::Demote(_) | Action::Wait(_) => {}
+        }
+        // A primary must stop writing when another leads, or when etcd is gone and its
+        // lease is about to lapse without failsafe's confirmation.
+        if o.role == Role::Primary {
+            if matches!(leader, Some(Some("b"))) {
+                assert!(matches!(action, Action::Demote(_)), "{}", why());
+            }
+            if leader.is_none() && o.lease_left <= p.fence_margin && !o.failsafe_confirmed {
+                assert!(matches!(action, Action::Demote(_)), "{}", why());
+            }
+        }
     }
 }

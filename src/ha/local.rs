@@ -100,11 +100,13 @@ pub async fn promote(socket_dir: &Path, port: u16) -> anyhow::Result<()> {
     let done: bool = row.try_get(0)?;
     anyhow::ensure!(done, "PostgreSQL did not finish promotion within 60 s");
     // pg_rewind reads the new timeline from the control file, which only a checkpoint
-    // updates: without it, a former primary would wrongly see "no rewind required".
-    client
-        .batch_execute("CHECKPOINT")
-        .await
-        .context("checkpoint after promotion")?;
+    // updates: without it, a former primary would wrongly see "no rewind required". In
+    // the background, so that writes need not wait for it.
+    tokio::spawn(async move {
+        if let Err(e) = client.batch_execute("CHECKPOINT").await {
+            tracing::warn!("checkpoint after promotion: {e}");
+        }
+    });
     Ok(())
 }
 

@@ -20,8 +20,10 @@ use super::switchover::{self, PAUSE_TIMEOUT};
 use super::{replica, ClusterView, Node};
 use crate::supervisor::{Maintenance, PostgresState, PostgresStatus};
 
-/// A replica that has not streamed for this long is rewound (or cloned anew).
-const REJOIN_AFTER: Duration = Duration::from_secs(5);
+/// A replica that has not streamed for this long is rewound (or cloned anew). Longer
+/// than PostgreSQL's wal_retrieve_retry_interval (5 s), so one failed attempt to stream
+/// (a primary still starting) does not cost a restart.
+const REJOIN_AFTER: Duration = Duration::from_secs(12);
 
 pub struct Loop {
     pub node: Arc<Node>,

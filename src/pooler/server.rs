@@ -41,8 +41,10 @@ impl ServerTarget {
     }
 
     /// Connects to the local socket, or in an HA cluster to the route's next target.
-    /// While none is known (an election), it waits; the caller's connect timeout bounds
-    /// that.
+    /// While none is known (an election), or the one known refuses (a primary that died
+    /// and whose key has not expired yet), it waits for the route to change and tries
+    /// again: clients wait through a failover instead of failing. The caller's connect
+    /// timeout bounds it.
     pub async fn open(&self) -> std::io::Result<ServerStream> {
         let Some(route) = &self.route else {
             return Ok(ServerStream::Unix(
@@ -59,21 +61,26 @@ impl ServerTarget {
                     .cloned()
                     .unwrap_or(PgTarget::Unknown)
             };
-            match current {
-                PgTarget::Local => {
-                    return Ok(ServerStream::Unix(
-                        UnixStream::connect(self.socket_path()).await?,
-                    ))
-                }
-                PgTarget::Remote { host, port } => {
-                    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-                    stream.set_nodelay(true)?;
-                    return Ok(ServerStream::Tcp(stream));
-                }
-                PgTarget::Unknown => route
-                    .changed()
+            let connected = match current {
+                PgTarget::Local => UnixStream::connect(self.socket_path())
                     .await
-                    .map_err(|_| std::io::Error::other("the HA loop has stopped"))?,
+                    .map(ServerStream::Unix),
+                PgTarget::Remote { host, port } => {
+                    match tokio::net::TcpStream::connect((host.as_str(), port)).await {
+                        Ok(stream) => stream.set_nodelay(true).map(|()| ServerStream::Tcp(stream)),
+                        Err(e) => Err(e),
+                    }
+                }
+                PgTarget::Unknown => Err(std::io::Error::other("no primary yet")),
+            };
+            if let Ok(stream) = connected {
+                return Ok(stream);
+            }
+            tokio::select! {
+                changed = route.changed() => {
+                    changed.map_err(|_| std::io::Error::other("the HA loop has stopped"))?;
+                }
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
     }
