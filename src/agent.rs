@@ -43,7 +43,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ha_node = match &config.ha {
         Some(ha) => {
             let node = Arc::new(ha_node(&config, ha, &binaries, &data_dir, run_as.clone()).await?);
-            if !crate::ha::formation::prepare(&node, &shutdown).await? {
+            let backups = match crate::backup::context::Context::new(&config).await {
+                Ok(ctx) => Some(ctx),
+                Err(e) => {
+                    tracing::warn!("backup repository unavailable for cloning: {e:#}");
+                    None
+                }
+            };
+            if !crate::ha::formation::prepare(&node, backups.as_ref(), &shutdown).await? {
                 return Ok(());
             }
             Some(node)

@@ -17,7 +17,14 @@ pub async fn initialized(node_etcd: &super::etcd::Etcd, keys: &super::keys::Keys
 }
 
 /// Prepares the data directory. `Ok(false)` when shutdown came first.
-pub async fn prepare(node: &Node, shutdown: &CancellationToken) -> anyhow::Result<bool> {
+/// `backups`: the backup repository, when configured; a new replica starts from its newest
+/// base backup of this cluster if there is one (sparing the primary), else from the
+/// primary itself.
+pub async fn prepare(
+    node: &Node,
+    backups: Option<&crate::backup::context::Context>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<bool> {
     let me = &node.config.name;
     if node.pgdata.join("PG_VERSION").exists() {
         let upstream = match read(node).await {
@@ -67,6 +74,20 @@ pub async fn prepare(node: &Node, shutdown: &CancellationToken) -> anyhow::Resul
                 }
                 let cluster = read(node).await?;
                 if let Some(upstream) = leader_upstream(node, &cluster) {
+                    let primary_id = cluster
+                        .member(&upstream.name)
+                        .map(|m| m.system_identifier.clone())
+                        .unwrap_or_default();
+                    if let (Some(ctx), false) = (backups, primary_id.is_empty()) {
+                        match replica::clone_from_backup(node, ctx, &primary_id).await {
+                            Ok(id) => {
+                                tracing::info!(backup = %id, "cloned from the backup repository");
+                                node.write_standby(Some(&upstream))?;
+                                return Ok(true);
+                            }
+                            Err(e) => tracing::info!("{e:#}; cloning the primary instead"),
+                        }
+                    }
                     match replica::clone(node, &upstream).await {
                         Ok(()) => {
                             node.write_standby(Some(&upstream))?;

@@ -76,6 +76,9 @@ pub struct MemberRecord {
     pub nofailover: bool,
     /// The member this one streams from, if it is a replica.
     pub following: Option<String>,
+    /// pg_control's system identifier (a clone from a backup must match the primary's).
+    #[serde(default)]
+    pub system_identifier: String,
 }
 
 /// Everything under the cluster's prefix, read in one request.
@@ -164,6 +167,7 @@ mod tests {
             replay_position: 90,
             nofailover: false,
             following: Some("a".into()),
+            system_identifier: "7301".into(),
         };
         let parsed = ClusterKeys::parse(
             &keys,

@@ -21,6 +21,8 @@ pub struct LocalState {
     pub streaming_standbys: Vec<String>,
     /// The synchronous_standby_names PostgreSQL runs with now.
     pub synchronous_standby_names: String,
+    /// pg_control's system identifier: which cluster's data this is.
+    pub system_identifier: String,
 }
 
 impl LocalState {
@@ -33,6 +35,7 @@ impl LocalState {
             receiver: None,
             streaming_standbys: Vec::new(),
             synchronous_standby_names: String::new(),
+            system_identifier: String::new(),
         }
     }
 
@@ -58,7 +61,8 @@ SELECT pg_is_in_recovery() AS recovery,
        (SELECT status FROM pg_stat_wal_receiver) AS receiver,
        ARRAY(SELECT application_name FROM pg_stat_replication
              WHERE state = 'streaming' ORDER BY 1) AS standbys,
-       current_setting('synchronous_standby_names') AS sync_names";
+       current_setting('synchronous_standby_names') AS sync_names,
+       (SELECT system_identifier::text FROM pg_control_system()) AS system_identifier";
 
 /// Looks at the local PostgreSQL; `Down` when it does not answer within `timeout`.
 pub async fn observe(socket_dir: &Path, port: u16, timeout: Duration) -> LocalState {
@@ -87,6 +91,7 @@ async fn query(socket_dir: &Path, port: u16) -> anyhow::Result<LocalState> {
         receiver: row.try_get("receiver")?,
         streaming_standbys: row.try_get("standbys")?,
         synchronous_standby_names: row.try_get("sync_names")?,
+        system_identifier: row.try_get("system_identifier")?,
     })
 }
 

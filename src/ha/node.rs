@@ -228,6 +228,7 @@ impl Loop {
             wal_position: local.wal_position,
             replay_position: local.replay_position,
             nofailover: node.config.nofailover,
+            system_identifier: local.system_identifier.clone(),
             following: (local.role == Role::Replica)
                 .then(|| self.view.borrow().leader.clone())
                 .flatten(),

@@ -138,6 +138,55 @@ pub async fn clone(node: &Node, upstream: &Upstream) -> anyhow::Result<()> {
     kept.restore(run_as)
 }
 
+/// A new replica from the backup repository instead of the primary (which then serves
+/// only the WAL since that backup): the newest base backup of this same cluster (its
+/// system identifier is the primary's), unpacked beside `pgdata` and moved in when
+/// complete. It catches up from the WAL archive (restore_command), then streams.
+pub async fn clone_from_backup(
+    node: &Node,
+    ctx: &crate::backup::context::Context,
+    system_identifier: &str,
+) -> anyhow::Result<String> {
+    use crate::backup::{catalog, restore};
+    let backups = catalog::base_backups(&ctx.repo).await?;
+    let backup = backups
+        .iter()
+        .rev()
+        .find(|b| b.system_identifier == system_identifier)
+        .with_context(|| {
+            format!(
+                "no base backup of this cluster (system identifier {system_identifier}) in {}",
+                ctx.repo.describe()
+            )
+        })?
+        .clone();
+    let run_as = node.run_as.as_ref();
+    let staging = node.pgdata.with_extension("clone");
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .with_context(|| format!("remove stale {}", staging.display()))?;
+    }
+    crate::pg::initdb::create_private_dir(&staging, run_as)?;
+    tracing::info!(backup = %backup.id, "cloning from the backup repository");
+    let unpacked = restore::unpack(ctx, &backup, Some(&staging), Default::default()).await;
+    let finished = unpacked.and_then(|_| {
+        let auto_conf = staging.join("postgresql.auto.conf");
+        if let Ok(text) = std::fs::read_to_string(&auto_conf) {
+            std::fs::write(&auto_conf, restore::without_recovery_settings(&text))
+                .with_context(|| format!("write {}", auto_conf.display()))?;
+        }
+        let _ = std::fs::remove_file(staging.join("recovery.signal"));
+        crate::pg::process::chown_tree(&staging, run_as)?;
+        std::fs::rename(&staging, &node.pgdata)
+            .with_context(|| format!("move the clone into {}", node.pgdata.display()))
+    });
+    if let Err(e) = finished {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    Ok(backup.id)
+}
+
 /// Rewinds a former primary onto `upstream`'s timeline (a no-op when it did not diverge).
 /// pg_rewind finishes crash recovery first on its own when the node was killed.
 pub async fn rewind(node: &Node, upstream: &Upstream) -> anyhow::Result<()> {

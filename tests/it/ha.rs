@@ -422,3 +422,61 @@ fn a_lagging_replica_is_never_promoted_and_a_killed_postgres_comes_back_as_the_o
     assert!(text.contains("maximum_lag_on_failover"), "{text}");
     assert!(text.contains("nofailover"), "{text}");
 }
+
+#[test]
+fn a_new_replica_starts_from_the_backup_repository_when_it_holds_this_cluster() {
+    let Some(etcd) = crate::support::etcd::EtcdServer::start() else {
+        return;
+    };
+    let shared = tempfile::Builder::new()
+        .prefix("pgplatform-it-repo-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let secret = shared.path().join("cluster.secret");
+    let toml = |name: &str| {
+        format!(
+            "[ha]\netcd = [\"{}\"]\nname = \"{name}\"\nsecret_file = \"{}\"\nread_only_port = 0\n\
+             [backup]\npath = \"{}\"\nschedule = \"\"\ndrill_schedule = \"\"\n",
+            etcd.endpoint,
+            secret.display(),
+            shared.path().join("repo").display()
+        )
+    };
+    let node1 = crate::support::TestAgent::start_with(&toml("node1"));
+    wait_for(Duration::from_secs(30), "node1 leads", || {
+        (node1.cli_json(&["cluster", "status", "--json"])["leader"] == "node1").then_some(())
+    });
+    node1.cli_ok(&["tenant", "create", "shop"]);
+    let url = node1.tenant_url("shop");
+    query(
+        &url,
+        "CREATE TABLE t AS SELECT generate_series(1, 1000) AS id",
+    );
+    node1.cli_ok(&["backup", "run"]);
+    query(&url, "INSERT INTO t SELECT generate_series(1001, 2000)");
+
+    let node2 = crate::support::TestAgent::start_with(&toml("node2"));
+    assert!(
+        node2
+            .log_contents()
+            .contains("cloned from the backup repository"),
+        "{}",
+        node2.log_tail(30)
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "node2 streams with every row",
+        || {
+            let status = node1.cli_json(&["cluster", "status", "--json"]);
+            (streaming_replicas(&status) == 1
+                && node2.admin_psql_in("shop", "SELECT count(*) FROM t") == "2000")
+                .then_some(())
+        },
+    );
+    drop((node2, node1));
+}
