@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cancel::Registration;
 use super::login::{fatal, send_fatal, Fatal, Session};
 use super::params::ClientParams;
 use super::pool::{CheckoutError, Guard, Pool};
@@ -62,7 +61,6 @@ struct Client<'a> {
     server: Option<Guard>,
     statements: ClientStatements,
     params: ClientParams,
-    cancel: Registration,
     info: Arc<ClientInfo>,
     xact_started: Instant,
     query_started: Instant,
@@ -104,12 +102,12 @@ impl<'a> Client<'a> {
             Ok(params) => params,
             Err(message) => return Err((stream, fatal(SqlState::FEATURE_NOT_SUPPORTED, message))),
         };
-        let cancel = pooler.cancels.register();
+        let (process_id, secret_key) = info.cancel_key;
         let mut to_client = BytesMut::new();
         for (name, value) in params.for_login() {
             be::parameter_status(&mut to_client, &name, &value);
         }
-        be::backend_key_data(&mut to_client, cancel.process_id, &cancel.secret_key);
+        be::backend_key_data(&mut to_client, process_id, &secret_key);
         be::ready_for_query(&mut to_client, TransactionStatus::Idle);
         let (mode, _) = pooler.config().for_database(&key.database);
         pool.stats.clients_active.fetch_add(1, Relaxed);
@@ -125,7 +123,6 @@ impl<'a> Client<'a> {
             server: None,
             statements: ClientStatements::default(),
             params,
-            cancel,
             info,
             xact_started: Instant::now(),
             query_started: Instant::now(),
@@ -444,7 +441,7 @@ impl Client<'_> {
             }
             conn.settings = self.params.extra().clone();
         }
-        self.cancel.target.set(Some(conn.key.clone()));
+        self.info.cancel.set(Some(conn.key.clone()));
         self.server = Some(guard);
         self.xact_started = Instant::now();
         self.set_state("active");
@@ -456,7 +453,7 @@ impl Client<'_> {
         let Some(mut guard) = self.server.take() else {
             return;
         };
-        self.cancel.target.set(None);
+        self.info.cancel.set(None);
         let stats = &self.pool.stats;
         stats.xact_count.fetch_add(1, Relaxed);
         stats
@@ -478,7 +475,7 @@ impl Client<'_> {
                 if let Some(mut guard) = self.server.take() {
                     guard.conn().mark_broken();
                 }
-                self.cancel.target.set(None);
+                self.info.cancel.set(None);
                 let error = fatal(SqlState::CONNECTION_FAILURE, "server conn crashed?");
                 send_fatal(&mut self.stream, &error).await;
             }
@@ -489,7 +486,7 @@ impl Client<'_> {
         }
         // A client gone mid-transaction must not leave a dirty connection in the pool.
         if let Some(mut guard) = self.server.take() {
-            self.cancel.target.set(None);
+            self.info.cancel.set(None);
             let conn = guard.conn();
             let clean = conn.tracker.nothing_pending()
                 && (conn.tracker.status() == TxStatus::Idle

@@ -2,6 +2,7 @@
 //! startup packet, SCRAM-SHA-256 against the role's verifier, and the first server login
 //! for a new pool (so a bad database is reported like PostgreSQL reports it).
 
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub async fn send_fatal(stream: &mut ClientStream, error: &Fatal) {
 pub struct Session {
     pub stream: ClientStream,
     pub buf: BytesMut,
-    pub key: PoolKey,
+    pub key: Arc<PoolKey>,
     pub startup_params: Vec<(String, String)>,
     pub info: Arc<ClientInfo>,
     pub admin: Option<AdminLevel>,
@@ -125,7 +126,7 @@ pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
         let Some(session) = Box::pin(login).await else {
             return;
         };
-        let id = session.info.id;
+        let id = session.info.cancel_key;
         let task = if session.admin.is_some() {
             Either::Left(Box::pin(super::admin::run(pooler, session)))
         } else {
@@ -217,12 +218,14 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
         None
     };
 
-    let key = PoolKey { database, user };
+    let mut key = Arc::new(PoolKey { database, user });
     if admin.is_none() {
         let (s, credentials) = authenticate(pooler, stream, &mut buf, &key.user).await?;
         stream = s;
         let pool = pooler.pool(&key);
         pool.set_credentials(credentials);
+        // Shared with the pool: no per-client copy of the names.
+        key = pool.key.clone();
         if !pool.validated.load(Ordering::Relaxed) {
             // The first login to a pool proves the pair valid, as PostgreSQL would at
             // connect time: a missing database or a pg_hba refusal reaches the client now.
@@ -241,7 +244,9 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
             }
         }
     }
-    let info = pooler.register_client(client_info(pooler, &stream, &key, &params));
+    let info = pooler
+        .clients
+        .register(|cancel_key| client_info(pooler, &stream, &key, &params, cancel_key));
     Ok(Some(Session {
         stream,
         buf,
@@ -332,7 +337,7 @@ async fn negotiate(
 
 /// Sends PostgreSQL a cancel for the server connection now running that client's query.
 async fn forward_cancel(pooler: &Pooler, process_id: i32, secret_key: &Bytes) {
-    let Some(server) = pooler.cancels.lookup(process_id, secret_key) else {
+    let Some(server) = pooler.clients.lookup(process_id, secret_key) else {
         return;
     };
     let mut out = BytesMut::new();
@@ -475,18 +480,18 @@ fn peer_is_operator(stream: &ClientStream, pooler: &Pooler) -> bool {
 fn client_info(
     pooler: &Pooler,
     stream: &ClientStream,
-    key: &PoolKey,
+    key: &Arc<PoolKey>,
     params: &[(String, String)],
+    cancel_key: super::cancel::ClientKey,
 ) -> ClientInfo {
     let (addr, port, local_addr, local_port) = match stream {
         ClientStream::Tcp(s) => addrs(s),
         ClientStream::Tls(s) => addrs(s.get_ref().0),
-        ClientStream::Unix(_) => ("unix".into(), 0, "unix".into(), pooler.config().listen_port),
+        ClientStream::Unix(_) => (None, 0, None, pooler.config().listen_port),
     };
     ClientInfo {
         id: pooler.next_id(),
-        user: key.user.clone(),
-        database: key.database.clone(),
+        key: key.clone(),
         addr,
         port,
         local_addr,
@@ -496,19 +501,22 @@ fn client_info(
         application_name: params
             .iter()
             .find(|(k, _)| k == "application_name")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default(),
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+            .into(),
         state: super::stats::ConnState::new("idle"),
+        cancel_key,
+        cancel: Default::default(),
     }
 }
 
-fn addrs(s: &tokio::net::TcpStream) -> (String, u16, String, u16) {
+fn addrs(s: &tokio::net::TcpStream) -> (Option<IpAddr>, u16, Option<IpAddr>, u16) {
     let peer = s.peer_addr().ok();
     let local = s.local_addr().ok();
     (
-        peer.map(|a| a.ip().to_string()).unwrap_or_default(),
+        peer.map(|a| a.ip()),
         peer.map_or(0, |a| a.port()),
-        local.map(|a| a.ip().to_string()).unwrap_or_default(),
+        local.map(|a| a.ip()),
         local.map_or(0, |a| a.port()),
     )
 }

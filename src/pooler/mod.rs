@@ -21,8 +21,8 @@ mod stream;
 mod tls;
 mod txn;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,19 +54,24 @@ pub struct PoolerSetup {
     pub verifiers: Arc<auth::VerifierCache>,
 }
 
-/// One connected client, as SHOW CLIENTS lists it.
+/// One connected client, as SHOW CLIENTS lists it. Kept small and free of per-client
+/// strings: thousands of idle clients each have one.
 pub struct ClientInfo {
     pub id: u64,
-    pub user: String,
-    pub database: String,
-    pub addr: String,
+    /// Database and user, shared with the client's pool.
+    pub key: Arc<PoolKey>,
+    /// The peer's and the local address; `None` on the unix socket.
+    pub addr: Option<IpAddr>,
     pub port: u16,
-    pub local_addr: String,
+    pub local_addr: Option<IpAddr>,
     pub local_port: u16,
     pub connect_time: std::time::SystemTime,
     pub tls: bool,
-    pub application_name: String,
+    pub application_name: Box<str>,
     pub state: stats::ConnState,
+    /// The key the client got in BackendKeyData, and where a cancel with it goes.
+    pub cancel_key: cancel::ClientKey,
+    pub cancel: cancel::CancelTarget,
 }
 
 pub struct Pooler {
@@ -76,9 +81,9 @@ pub struct Pooler {
     db_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     user_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     auth: auth::AuthSource,
-    cancels: Arc<cancel::CancelRegistry>,
     catalog: prepared::Catalog,
-    clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    /// Every logged-in client, by cancel key.
+    clients: cancel::ClientRegistry,
     client_count: AtomicUsize,
     next_client_id: AtomicU64,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -159,7 +164,7 @@ impl Pooler {
     }
 
     fn clients(&self) -> Vec<Arc<ClientInfo>> {
-        lock(&self.clients).values().cloned().collect()
+        self.clients.all()
     }
 
     /// Applies a reloaded config to every pool without dropping anyone.
@@ -235,9 +240,8 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
             setup.pg_port,
             setup.verifiers.clone(),
         ),
-        cancels: Arc::default(),
         catalog: prepared::Catalog::default(),
-        clients: Mutex::default(),
+        clients: cancel::ClientRegistry::default(),
         client_count: AtomicUsize::new(0),
         next_client_id: AtomicU64::new(1),
         tls,
@@ -340,14 +344,8 @@ async fn maintain(
 }
 
 impl Pooler {
-    fn register_client(&self, info: ClientInfo) -> Arc<ClientInfo> {
-        let info = Arc::new(info);
-        lock(&self.clients).insert(info.id, info.clone());
-        info
-    }
-
-    fn unregister_client(&self, id: u64) {
-        lock(&self.clients).remove(&id);
+    fn unregister_client(&self, key: cancel::ClientKey) {
+        self.clients.unregister(key);
     }
 
     fn config_version(&self) -> u32 {

@@ -80,7 +80,8 @@ struct Idle {
 }
 
 pub struct Pool {
-    pub key: PoolKey,
+    /// Shared with every client's `ClientInfo`.
+    pub key: Arc<PoolKey>,
     settings: Mutex<Arc<PoolSettings>>,
     target: ServerTarget,
     idle: Mutex<VecDeque<Idle>>,
@@ -124,7 +125,7 @@ impl Pool {
         limits: Vec<Arc<Semaphore>>,
     ) -> Pool {
         Pool {
-            key,
+            key: Arc::new(key),
             slots: Arc::new(Semaphore::new(settings.size as usize)),
             reserve: Arc::new(Semaphore::new(settings.reserve_size as usize)),
             sizes: Mutex::new((settings.size, settings.reserve_size)),
