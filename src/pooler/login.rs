@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::either::Either;
 
 use super::pool::{Credentials, PoolKey};
 use super::protocol::backend::encode as be;
@@ -69,19 +68,27 @@ pub struct Session {
     pub admin: Option<AdminLevel>,
 }
 
-/// Keeps `client_count` right however the client task ends.
-struct Counted(Arc<Pooler>);
+/// Keeps `client_count` right however the client ends; a logged-in client carries it
+/// from task to task.
+pub struct Counted(pub Arc<Pooler>);
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.client_count.fetch_sub(1, Ordering::Relaxed);
     }
 }
+impl std::ops::Deref for Counted {
+    type Target = Arc<Pooler>;
+    fn deref(&self) -> &Arc<Pooler> {
+        &self.0
+    }
+}
 
-/// The client task: log in, then serve queries or the admin console.
+/// A new connection's task: log in, then serve the admin console, or hand the client
+/// its login's replies and put it in a lounge.
 pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
     let counted = Counted(pooler);
     let pooler = &counted.0;
-    // Read from the config here, not kept: every byte of this future is paid per client.
+    // Read from the config here, not kept across the login.
     let (max_client_conn, login_timeout) = {
         let config = pooler.config();
         (config.max_client_conn as usize, config.client_login_timeout)
@@ -99,8 +106,6 @@ pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
                 send_fatal(&mut stream, &error).await;
             }
         };
-        // Boxed, like every path but the idle wait: the task's allocation is as large as
-        // its largest state, and thousands of idle clients each have one.
         let _ = Box::pin(tokio::time::timeout(Duration::from_secs(10), refuse)).await;
         return;
     }
@@ -120,23 +125,18 @@ pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
             }
         }
     };
-    // In a block so that the session is gone, not merely moved from, during the client's
-    // long wait: the task's allocation is as large as its largest state.
-    let (id, session_task) = {
-        let Some(session) = Box::pin(login).await else {
-            return;
-        };
-        let id = session.info.cancel_key;
-        let task = if session.admin.is_some() {
-            Either::Left(Box::pin(super::admin::run(pooler, session)))
-        } else {
-            // Not boxed: the client lives in the task's own allocation, its idle wait too.
-            Either::Right(super::client::start(pooler, session))
-        };
-        (id, task)
+    let Some(session) = Box::pin(login).await else {
+        return;
     };
-    session_task.await;
-    pooler.unregister_client(id);
+    if session.admin.is_some() {
+        let id = session.info.cancel_key;
+        Box::pin(super::admin::run(pooler, session)).await;
+        pooler.unregister_client(id);
+    } else {
+        // From now on the client unregisters itself when it ends, whichever task or
+        // lounge holds it then.
+        super::client::start(counted, session).await;
+    }
 }
 
 type LoginResult = Result<Option<Session>, (ClientStream, Fatal)>;

@@ -10,6 +10,7 @@ pub mod auth;
 mod cancel;
 mod client;
 mod login;
+mod lounge;
 mod params;
 mod pool;
 mod prepared;
@@ -96,6 +97,15 @@ pub struct Pooler {
     /// Bumped on every reload, so that clients re-read `config` only when it changed.
     config_version: AtomicU32,
     started: Instant,
+    /// The lounges' doors; a client rests in the one its id picks.
+    lounges: Vec<lounge::Door>,
+    /// Bumped by KILL and draining: the lounges look at every client they hold.
+    kills: watch::Sender<u64>,
+    /// Bumped by KILL, draining and once a second: clients idle in their own task move
+    /// to a lounge (or end).
+    calls: watch::Sender<u64>,
+    /// Every client's task, so that shutdown can wait for them.
+    tracker: TaskTracker,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,6 +198,7 @@ fn limit(map: &Mutex<HashMap<String, Arc<Semaphore>>>, name: &str, size: u32) ->
 /// not yet accepting.
 pub struct Listening {
     pooler: Arc<Pooler>,
+    inboxes: Vec<lounge::Inbox>,
     config: watch::Receiver<Arc<PoolerConfig>>,
     tcp: TcpListener,
     unix: UnixListener,
@@ -226,6 +237,11 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
             Some(tls::acceptor(files, &setup.tls_dir, &setup.tls_hosts)?)
         }
     };
+    // One lounge per worker thread, so that idle clients are spread over the workers.
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let (lounges, inboxes) = (0..workers.max(1))
+        .map(|_| mpsc::unbounded_channel())
+        .unzip();
     let pooler = Arc::new(Pooler {
         config: setup.config.clone(),
         target: ServerTarget {
@@ -251,10 +267,15 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         drain_started: AtomicBool::new(false),
         config_version: AtomicU32::new(0),
         started: Instant::now(),
+        lounges,
+        kills: watch::channel(0).0,
+        calls: watch::channel(0).0,
+        tracker: TaskTracker::new(),
     });
     tracing::info!(%addr, socket = %socket_path.display(), "pooler listening");
     Ok(Listening {
         pooler,
+        inboxes,
         config: setup.config,
         tcp,
         unix,
@@ -267,12 +288,16 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
 pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> anyhow::Result<()> {
     let Listening {
         pooler,
+        inboxes,
         config,
         tcp,
         unix,
         socket_path,
     } = listening;
-    let tracker = TaskTracker::new();
+    let tracker = pooler.tracker.clone();
+    for inbox in inboxes {
+        tracker.spawn(lounge::run(pooler.clone(), inbox));
+    }
     tokio::spawn(maintain(pooler.clone(), config, shutdown.clone()));
     loop {
         let stream = tokio::select! {
@@ -296,9 +321,7 @@ pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> any
     let _ = std::fs::remove_file(&socket_path);
     pooler.drain_started.store(true, Ordering::Release);
     pooler.draining.cancel();
-    for pool in pooler.pools() {
-        pool.wake_clients();
-    }
+    pooler.wake_idle_clients();
     tracker.close();
     let timeout = pooler.config().shutdown_timeout;
     if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
@@ -327,6 +350,8 @@ async fn maintain(
                 tracing::info!("pooler settings reloaded");
             }
             _ = tick.tick() => {
+                // Clients idle in their own task since the last tick move to a lounge.
+                pooler.calls.send_modify(|n| *n += 1);
                 for pool in pooler.pools() {
                     pool.close_stale_idle();
                     if pool.has_credentials() && !pool.is_paused() {
@@ -344,6 +369,21 @@ async fn maintain(
 }
 
 impl Pooler {
+    /// After KILL or when draining: idle clients, in a lounge or not, look whether they
+    /// must end.
+    fn wake_idle_clients(&self) {
+        self.kills.send_modify(|n| *n += 1);
+        self.calls.send_modify(|n| *n += 1);
+    }
+
+    /// Puts an idle client in a lounge; gives it back if the lounges are closed.
+    fn rest(&self, client: client::Client, deadline: Option<Instant>) -> Option<client::Client> {
+        let door = &self.lounges[client.info.id as usize % self.lounges.len()];
+        door.send(lounge::Resting { client, deadline })
+            .err()
+            .map(|e| e.0.client)
+    }
+
     fn unregister_client(&self, key: cancel::ClientKey) {
         self.clients.unregister(key);
     }

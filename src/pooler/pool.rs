@@ -93,9 +93,8 @@ pub struct Pool {
     limits: Vec<Arc<Semaphore>>,
     released: Notify,
     paused: watch::Sender<bool>,
-    /// Bumped by KILL: every client of the pool is disconnected. Also bumped when the
-    /// pooler drains, so that an idle client waits on this one signal only.
-    killed: watch::Sender<u64>,
+    /// Bumped by KILL: every client of the pool is disconnected.
+    kills: AtomicU64,
     credentials: Mutex<Option<Credentials>>,
     /// Bumped by RECONNECT: connections of an older generation are closed on release.
     generation: AtomicU64,
@@ -135,7 +134,7 @@ impl Pool {
             limits,
             released: Notify::new(),
             paused: watch::channel(false).0,
-            killed: watch::channel(0).0,
+            kills: AtomicU64::new(0),
             credentials: Mutex::new(None),
             generation: AtomicU64::new(0),
             validated: AtomicBool::new(false),
@@ -392,17 +391,12 @@ impl Pool {
     pub fn kill(&self) {
         self.pause(true);
         self.reconnect();
-        self.killed.send_modify(|n| *n += 1);
+        self.kills.fetch_add(1, Ordering::Release);
     }
 
-    /// Changes when the pool is killed or the pooler drains.
-    pub fn kill_signal(&self) -> watch::Receiver<u64> {
-        self.killed.subscribe()
-    }
-
-    /// Wakes every idle client of the pool (the pooler is draining).
-    pub fn wake_clients(&self) {
-        self.killed.send_modify(|_| {});
+    /// How many times the pool was killed; a client compares it with its login's.
+    pub fn kills(&self) -> u64 {
+        self.kills.load(Ordering::Acquire)
     }
 
     pub fn pause(&self, paused: bool) {

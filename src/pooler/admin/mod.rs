@@ -145,6 +145,7 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
             for pool in pools_of(&Some(db)) {
                 pool.kill();
             }
+            pooler.wake_idle_clients();
             be::command_complete(out, "KILL");
         }
         AdminCommand::Reconnect(db) => {
