@@ -36,6 +36,10 @@ pub const IDLE_READ: usize = 1000;
 /// Client bytes not yet written to PostgreSQL beyond which the client is not read.
 const MAX_BACKLOG: usize = 1024 * 1024;
 
+/// A buffer larger than this (grown for a large message) is dropped when the client
+/// goes idle.
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
+
 /// Why the client's session ended.
 enum End {
     /// The client closed or sent Terminate.
@@ -186,8 +190,7 @@ impl Active {
     /// Serves the client until it leaves or rests in a lounge.
     async fn run(mut self, woke: Option<Woke>) {
         match self.serve(woke).await {
-            Ok(since) => {
-                let deadline = self.config.client_idle_timeout.map(|t| since + t);
+            Ok(deadline) => {
                 let Active { mut client, .. } = self;
                 if client.buf.is_empty() {
                     // No buffer while resting (the login's, at first).
@@ -206,14 +209,14 @@ impl Active {
 
 impl Active {
     /// Serves the client until it ends (`Err`) or may rest in a lounge (`Ok`, with the
-    /// time it became idle). A client that just logged in rests at once; one between
-    /// transactions waits in its task until the lounges' next call, so that a busy
-    /// client is not handed between tasks on every transaction.
-    async fn serve(&mut self, woke: Option<Woke>) -> Result<Instant, End> {
+    /// end of its client_idle_timeout). A client that just logged in rests at once; one
+    /// between transactions waits in its task until the lounges' next call, so that a
+    /// busy client is not handed between tasks on every transaction.
+    async fn serve(&mut self, woke: Option<Woke>) -> Result<Option<Instant>, End> {
         match woke {
             None => {
                 self.flush_client().await?;
-                return Ok(Instant::now());
+                return Ok(self.idle_deadline());
             }
             Some(Woke::Read(read)) => self.on_client_read(read).await?,
             Some(Woke::IdleTimeout) => return Err(idle_timeout()),
@@ -222,26 +225,34 @@ impl Active {
         }
         loop {
             if self.server.is_some() {
-                // Boxed: only a client in a transaction carries the relay's state.
-                Box::pin(self.relay()).await?;
-            } else if let Some(since) = self.step_idle().await? {
-                return Ok(since);
+                self.relay().await?;
+            } else if let Some(deadline) = self.step_idle().await? {
+                return Ok(deadline);
             }
         }
     }
 
-    /// No server: wait for the client (idle timeout, shutdown, KILL); `Some` when the
-    /// lounges call.
-    async fn step_idle(&mut self) -> Result<Option<Instant>, End> {
-        let since = Instant::now();
+    /// When client_idle_timeout ends for a client idle from now on.
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.config.client_idle_timeout.map(|t| Instant::now() + t)
+    }
+
+    /// No server: wait for the client (idle timeout, shutdown, KILL); `Ok(Some)`, with
+    /// the end of the idle timeout, when the lounges call.
+    async fn step_idle(&mut self) -> Result<Option<Option<Instant>>, End> {
+        let deadline = self.idle_deadline();
         self.set_state("idle");
-        // An idle client keeps almost no memory: thousands of them are the normal case.
-        // The read buffer is allocated when the client's next bytes arrive.
-        if self.client.buf.is_empty() {
-            self.client.buf = BytesMut::new();
+        // The buffers stay while the client waits in its task (it is likely busy); a
+        // resting client drops them. One that grew for a large message is let go.
+        for buf in [
+            &mut self.client.buf,
+            &mut self.to_client,
+            &mut self.to_server,
+        ] {
+            if buf.is_empty() && buf.capacity() > MAX_KEPT_BUFFER {
+                *buf = BytesMut::new();
+            }
         }
-        self.to_client = BytesMut::new();
-        self.to_server = BytesMut::new();
         // The config's Arc is shared by every client: refreshed only when it changed, so
         // that its reference count is not bounced between cores on every transaction.
         let version = self.client.pooler.config_version();
@@ -264,7 +275,7 @@ impl Active {
                 } else if self.client.is_killed() {
                     Err(killed())
                 } else {
-                    Ok(Some(since))
+                    Ok(Some(deadline))
                 };
             }
         };
@@ -356,7 +367,7 @@ impl Active {
                 continue;
             }
             if self.server.is_none() {
-                Box::pin(self.assign()).await?;
+                self.assign().await?;
             }
             let Some(guard) = self.server.as_mut() else {
                 break;
@@ -442,12 +453,15 @@ impl Active {
         let ready = conn.tracker.take_ready_synthetic();
         write_synthetic(&mut self.to_client, &ready);
         let releasable = conn.tracker.is_idle() && self.to_server.is_empty();
+        let now = Instant::now();
         if ready_count > 0 {
             let stats = &self.client.pool.stats;
             stats.query_count.fetch_add(ready_count, Relaxed);
-            stats
-                .query_time_us
-                .fetch_add(self.query_started.elapsed().as_micros() as u64, Relaxed);
+            stats.query_time_us.fetch_add(
+                now.saturating_duration_since(self.query_started)
+                    .as_micros() as u64,
+                Relaxed,
+            );
         }
         self.flush_client().await?;
         // KILL ends the pool's clients at their next transaction boundary (idle ones at once).
@@ -456,7 +470,7 @@ impl Active {
             return Err(killed());
         }
         if releasable && (self.client.mode == PoolMode::Transaction || draining) {
-            self.release().await;
+            self.release(now).await;
             if draining {
                 return Err(shutdown());
             }
@@ -529,15 +543,22 @@ impl Active {
             }
         };
         let conn = guard.conn();
-        if let Some(sql) = self.client.params.sync_sql(&conn.params, &conn.settings) {
-            if let Err(e) = Box::pin(conn.run_internal(&sql)).await {
-                tracing::info!("re-applying client parameters failed: {e}");
-                return Err(match e {
-                    ServerError::Refused { frame, .. } => End::Refused(frame),
-                    _ => End::ServerLost,
-                });
+        // Usually the session was last synced to a client with the same parameters: one
+        // comparison instead of looking every parameter up.
+        let params = &self.client.params;
+        let in_sync = params.is_synced(conn.synced.as_ref()) && conn.settings == *params.extra();
+        if !in_sync {
+            if let Some(sql) = params.sync_sql(&conn.params, &conn.settings) {
+                if let Err(e) = Box::pin(conn.run_internal(&sql)).await {
+                    tracing::info!("re-applying client parameters failed: {e}");
+                    return Err(match e {
+                        ServerError::Refused { frame, .. } => End::Refused(frame),
+                        _ => End::ServerLost,
+                    });
+                }
+                conn.settings = params.extra().clone();
             }
-            conn.settings = self.client.params.extra().clone();
+            conn.synced = Some(params.synced_to());
         }
         self.client.info.cancel.set(Some(conn.key.clone()));
         self.server = Some(guard);
@@ -546,17 +567,19 @@ impl Active {
         Ok(())
     }
 
-    /// Gives the server connection back after a transaction (or session).
-    async fn release(&mut self) {
+    /// Gives the server connection back after a transaction (or session) that ended
+    /// at `now`.
+    async fn release(&mut self, now: Instant) {
         let Some(mut guard) = self.server.take() else {
             return;
         };
         self.client.info.cancel.set(None);
         let stats = &self.client.pool.stats;
         stats.xact_count.fetch_add(1, Relaxed);
-        stats
-            .xact_time_us
-            .fetch_add(self.xact_started.elapsed().as_micros() as u64, Relaxed);
+        stats.xact_time_us.fetch_add(
+            now.saturating_duration_since(self.xact_started).as_micros() as u64,
+            Relaxed,
+        );
         let reusable =
             if self.client.mode == PoolMode::Session || self.config.server_reset_query_always {
                 let config = self.config.clone();
@@ -593,7 +616,7 @@ impl Active {
             if clean {
                 conn.tracker = Default::default();
                 self.server = Some(guard);
-                self.release().await;
+                self.release(Instant::now()).await;
             }
         }
     }

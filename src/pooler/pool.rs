@@ -262,14 +262,17 @@ impl Pool {
                 permits,
                 since,
             } = idle;
+            // One clock read: this runs for every transaction.
+            let now = Instant::now();
+            let idle_for = now.saturating_duration_since(since);
             // A connection idle for a while may have been terminated meanwhile; probing
             // costs a syscall, so only those are probed.
-            let stale = since.elapsed() >= Duration::from_millis(50) && conn.is_dead_now();
-            if self.expired(&conn, &settings) || stale {
+            let stale = idle_for >= Duration::from_millis(50) && conn.is_dead_now();
+            if self.expired(&conn, &settings, now) || stale {
                 self.stats.server_closed();
                 continue;
             }
-            let due = settings.check_delay.is_zero() || since.elapsed() >= settings.check_delay;
+            let due = settings.check_delay.is_zero() || idle_for >= settings.check_delay;
             if due && Box::pin(conn.check(&settings.check_query)).await.is_err() {
                 self.stats.server_closed();
                 continue;
@@ -284,11 +287,11 @@ impl Pool {
         }
     }
 
-    fn expired(&self, conn: &ServerConn, settings: &PoolSettings) -> bool {
+    fn expired(&self, conn: &ServerConn, settings: &PoolSettings, now: Instant) -> bool {
         conn.generation != self.generation.load(Ordering::Relaxed)
             || settings
                 .lifetime
-                .is_some_and(|l| conn.created.elapsed() >= l)
+                .is_some_and(|l| now.saturating_duration_since(conn.created) >= l)
     }
 
     async fn connect(
@@ -316,6 +319,7 @@ impl Pool {
             if defaults.is_empty() {
                 *defaults = Arc::new(conn.params.clone());
             }
+            conn.synced = super::params::SyncedTo::fresh(&conn.params, &defaults);
         }
         conn.generation = self.generation.load(Ordering::Relaxed);
         self.validated.store(true, Ordering::Relaxed);
@@ -337,8 +341,9 @@ impl Pool {
         let before = idle.len();
         let min = settings.min_size as usize;
         let mut kept = VecDeque::with_capacity(before);
+        let now = Instant::now();
         for entry in idle.drain(..) {
-            let too_old = self.expired(&entry.conn, &settings);
+            let too_old = self.expired(&entry.conn, &settings, now);
             let idle_too_long = settings
                 .idle_timeout
                 .is_some_and(|t| entry.since.elapsed() >= t);
@@ -460,11 +465,12 @@ impl Guard {
         pool.stats.server_deactivated();
         let settings = pool.settings();
         conn.info.set_state("idle");
-        if reusable && !pool.expired(&conn, &settings) && !conn.is_broken() {
+        let now = Instant::now();
+        if reusable && !pool.expired(&conn, &settings, now) && !conn.is_broken() {
             lock(&pool.idle).push_back(Idle {
                 conn,
                 permits: std::mem::take(&mut self.permits),
-                since: Instant::now(),
+                since: now,
             });
         } else {
             pool.stats.server_closed();
