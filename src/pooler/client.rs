@@ -15,6 +15,7 @@ use super::params::ClientParams;
 use super::pool::{CheckoutError, Guard, Pool};
 use super::prepared::ClientStatements;
 use super::protocol::backend::{encode as be, tag as bt, TransactionStatus};
+use super::protocol::frame::peek_frame;
 use super::protocol::frontend::{self, FrontendMessage};
 use super::protocol::sql_state::SqlState;
 use super::protocol::{split_frame, split_frame_limited};
@@ -413,21 +414,17 @@ impl Active {
         let conn = guard.conn();
         let mut ready_count = 0u64;
         loop {
-            let frame = match split_frame(&mut conn.read_buf, MAX_BACKEND_MESSAGE) {
-                Ok(Some(frame)) => frame,
+            // Each message is looked at in place and forwarded from the read buffer:
+            // splitting it off would cost two reference count updates per message.
+            let (tag, total) = match peek_frame(&conn.read_buf, |_| MAX_BACKEND_MESSAGE) {
+                Ok(Some(found)) => found,
                 Ok(None) => break,
                 Err(_) => return Err(End::ServerLost),
             };
-            let tag = frame.tag();
             let status = (tag == bt::READY_FOR_QUERY)
-                .then(|| {
-                    frame
-                        .body()
-                        .first()
-                        .copied()
-                        .and_then(TransactionStatus::from_byte)
-                })
+                .then(|| conn.read_buf.get(5).copied())
                 .flatten()
+                .and_then(TransactionStatus::from_byte)
                 .map(|s| match s {
                     TransactionStatus::Idle => TxStatus::Idle,
                     TransactionStatus::InTransaction => TxStatus::InTransaction,
@@ -439,16 +436,26 @@ impl Active {
                 conn.prepared.remove(name);
             }
             if tag == bt::PARAMETER_STATUS {
+                let frame = split_frame(&mut conn.read_buf, MAX_BACKEND_MESSAGE)
+                    .ok()
+                    .flatten()
+                    .ok_or(End::ServerLost)?;
                 if let Some((name, value)) = conn.record_parameter(&frame) {
                     self.client.params.reported(name, value);
                 }
+                if !outcome.drop {
+                    self.to_client.extend_from_slice(frame.as_bytes());
+                }
+                continue;
             }
             if tag == bt::READY_FOR_QUERY {
                 ready_count += 1;
             }
             if !outcome.drop {
-                self.to_client.extend_from_slice(frame.as_bytes());
+                let message = conn.read_buf.get(..total).unwrap_or_default();
+                self.to_client.extend_from_slice(message);
             }
+            conn.read_buf.advance(total);
         }
         let ready = conn.tracker.take_ready_synthetic();
         write_synthetic(&mut self.to_client, &ready);
