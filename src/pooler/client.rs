@@ -63,7 +63,8 @@ pub struct Client {
     /// Bytes of a request not complete yet; usually empty, holding no buffer.
     pub buf: BytesMut,
     statements: ClientStatements,
-    params: ClientParams,
+    /// Shared with the pool's other clients until the client sets something.
+    params: Arc<ClientParams>,
     pub info: Arc<ClientInfo>,
     /// The pool's KILL count when the client logged in.
     kills: u64,
@@ -157,6 +158,7 @@ impl Client {
         be::ready_for_query(&mut to_client, TransactionStatus::Idle);
         let (mode, _) = pooler.config().for_database(&key.database);
         pool.stats.clients_active.fetch_add(1, Relaxed);
+        let params = pool.share_params(params);
         let client = Client {
             kills: pool.kills(),
             pooler: counted,
@@ -441,7 +443,7 @@ impl Active {
                     .flatten()
                     .ok_or(End::ServerLost)?;
                 if let Some((name, value)) = conn.record_parameter(&frame) {
-                    self.client.params.reported(name, value);
+                    Arc::make_mut(&mut self.client.params).reported(name, value);
                 }
                 if !outcome.drop {
                     self.to_client.extend_from_slice(frame.as_bytes());

@@ -106,6 +106,20 @@ impl ClientParams {
         }
     }
 
+    pub fn defaults(&self) -> &Arc<HashMap<String, String>> {
+        &self.defaults
+    }
+
+    /// The client set nothing: it wants the defaults, like every such client.
+    pub fn is_plain(&self) -> bool {
+        self.overrides.is_empty() && self.extra.is_empty()
+    }
+
+    /// Whether these are the parameters of a plain client with `defaults`.
+    pub fn is_plain_with(&self, defaults: &Arc<HashMap<String, String>>) -> bool {
+        self.is_plain() && Arc::ptr_eq(&self.defaults, defaults)
+    }
+
     /// What a server session has once synced with this client (see `SyncedTo`).
     pub fn synced_to(&self) -> SyncedTo {
         SyncedTo {

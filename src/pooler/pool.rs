@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::params::ClientParams;
 use super::scram::ClientKey;
 use super::server::{ServerConn, ServerError, ServerTarget};
 use super::stats::PoolStats;
@@ -104,6 +105,8 @@ pub struct Pool {
     /// and what a client that never SETs anything gets.
     /// Shared (not copied) by every client of the pool.
     defaults: Mutex<Arc<std::collections::HashMap<String, String>>>,
+    /// The parameters every client that set nothing shares (`share_params`).
+    plain_params: Mutex<Option<Arc<ClientParams>>>,
     pub stats: PoolStats,
     /// Every server connection of the pool, for SHOW SERVERS; dead entries are pruned.
     servers: Mutex<Vec<std::sync::Weak<super::server::ServerInfo>>>,
@@ -139,6 +142,7 @@ impl Pool {
             generation: AtomicU64::new(0),
             validated: AtomicBool::new(false),
             defaults: Mutex::default(),
+            plain_params: Mutex::default(),
             stats: PoolStats::default(),
             servers: Mutex::default(),
         }
@@ -146,6 +150,19 @@ impl Pool {
 
     pub fn defaults(&self) -> Arc<std::collections::HashMap<String, String>> {
         lock(&self.defaults).clone()
+    }
+
+    /// `params` as a client keeps them: the pool's one shared copy when the client set
+    /// nothing (most clients, so an idle client carries no parameters of its own).
+    pub fn share_params(&self, params: ClientParams) -> Arc<ClientParams> {
+        if !params.is_plain() {
+            return Arc::new(params);
+        }
+        let mut plain = lock(&self.plain_params);
+        match plain.as_ref() {
+            Some(shared) if shared.is_plain_with(params.defaults()) => shared.clone(),
+            _ => plain.insert(Arc::new(params)).clone(),
+        }
     }
 
     pub fn settings(&self) -> Arc<PoolSettings> {
