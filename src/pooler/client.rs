@@ -34,6 +34,10 @@ const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 const ACTIVE_BUFFER: usize = 16 * 1024;
 pub const IDLE_READ: usize = 1000;
 
+/// A client that just logged in usually sends its first query at once (pgbench -C): it
+/// waits this long in its task before resting in a lounge, sparing both a hand-over.
+const FIRST_QUERY_WAIT: Duration = Duration::from_millis(100);
+
 /// Client bytes not yet written to PostgreSQL beyond which the client is not read.
 const MAX_BACKLOG: usize = 1024 * 1024;
 
@@ -212,14 +216,17 @@ impl Active {
 
 impl Active {
     /// Serves the client until it ends (`Err`) or may rest in a lounge (`Ok`, with the
-    /// end of its client_idle_timeout). A client that just logged in rests at once; one
-    /// between transactions waits in its task until the lounges' next call, so that a
-    /// busy client is not handed between tasks on every transaction.
+    /// end of its client_idle_timeout). A client that just logged in rests unless it
+    /// sends a query at once; one between transactions waits in its task until the
+    /// lounges' next call, so that a busy client is not handed between tasks on every
+    /// transaction.
     async fn serve(&mut self, woke: Option<Woke>) -> Result<Option<Instant>, End> {
         match woke {
             None => {
                 self.flush_client().await?;
-                return Ok(self.idle_deadline());
+                if let Some(deadline) = self.step_idle(Some(FIRST_QUERY_WAIT)).await? {
+                    return Ok(deadline);
+                }
             }
             Some(Woke::Read(read)) => self.on_client_read(read).await?,
             Some(Woke::IdleTimeout) => return Err(idle_timeout()),
@@ -229,7 +236,7 @@ impl Active {
         loop {
             if self.server.is_some() {
                 self.relay().await?;
-            } else if let Some(deadline) = self.step_idle().await? {
+            } else if let Some(deadline) = self.step_idle(None).await? {
                 return Ok(deadline);
             }
         }
@@ -241,8 +248,11 @@ impl Active {
     }
 
     /// No server: wait for the client (idle timeout, shutdown, KILL); `Ok(Some)`, with
-    /// the end of the idle timeout, when the lounges call.
-    async fn step_idle(&mut self) -> Result<Option<Option<Instant>>, End> {
+    /// the end of the idle timeout, when the lounges call or after `rest_after`.
+    async fn step_idle(
+        &mut self,
+        rest_after: Option<Duration>,
+    ) -> Result<Option<Option<Instant>>, End> {
         let deadline = self.idle_deadline();
         self.set_state("idle");
         // The buffers stay while the client waits in its task (it is likely busy); a
@@ -266,12 +276,19 @@ impl Active {
         if self.client.pooler.is_draining() {
             return Err(shutdown());
         }
-        let timer = sleep_or_never(self.config.client_idle_timeout);
+        let timeout = self.config.client_idle_timeout;
+        let rest_after = rest_after.filter(|r| timeout.is_none_or(|t| *r < t));
+        let timer = sleep_or_never(rest_after.or(timeout));
         // One signal for KILL, draining and the lounges' call: each waiter registered
         // costs every transaction.
         let read = tokio::select! {
             read = self.client.stream.read_when_ready(&mut self.client.buf, IDLE_READ) => read,
-            () = timer => return Err(idle_timeout()),
+            () = timer => {
+                return match rest_after {
+                    Some(_) => Ok(Some(deadline)),
+                    None => Err(idle_timeout()),
+                };
+            }
             _ = self.calls.changed() => {
                 return if self.client.pooler.is_draining() {
                     Err(shutdown())
