@@ -1,11 +1,15 @@
-//! CancelRequest routing. Each client gets a pooler-issued key; while one of its queries
-//! runs, the key points at the server connection running it, and only at that one.
+//! The connected clients, by the cancel key the pooler issued each of them. While one of a
+//! client's queries runs, its key points at the server connection running it, and only
+//! at that one. One map serves SHOW CLIENTS and CancelRequest routing, so a client costs
+//! one entry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use rand::RngCore;
+
+use super::ClientInfo;
 
 /// A server connection's own cancel key, as PostgreSQL issued it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,67 +37,60 @@ impl CancelTarget {
     }
 }
 
-/// All connected clients' keys.
 /// A client's key: the pooler issues protocol 3.0's 4-byte secrets, kept inline (a
 /// `Bytes` would cost every connected client an allocation).
-type ClientKey = (i32, [u8; 4]);
+pub type ClientKey = (i32, [u8; 4]);
 
-#[derive(Debug, Default)]
-pub struct CancelRegistry {
-    clients: Mutex<HashMap<ClientKey, Arc<CancelTarget>>>,
+#[derive(Default)]
+pub struct ClientRegistry {
+    clients: Mutex<HashMap<ClientKey, Arc<ClientInfo>>>,
 }
 
-/// Removes the client's key when its connection ends.
-pub struct Registration {
-    registry: Arc<CancelRegistry>,
-    pub process_id: i32,
-    pub secret_key: [u8; 4],
-    pub target: Arc<CancelTarget>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.registry
-            .lock()
-            .remove(&(self.process_id, self.secret_key));
-    }
-}
-
-impl CancelRegistry {
-    fn lock(&self) -> MutexGuard<'_, HashMap<ClientKey, Arc<CancelTarget>>> {
+impl ClientRegistry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ClientKey, Arc<ClientInfo>>> {
         match self.clients.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    /// A fresh random key for a new client (4-byte secret, as protocol 3.0 has it).
-    pub fn register(self: &Arc<Self>) -> Registration {
-        let target = Arc::new(CancelTarget::default());
+    /// Registers a new client under a fresh random key (4-byte secret, as protocol 3.0
+    /// has it); `info` gets the key.
+    pub fn register(&self, info: impl FnOnce(ClientKey) -> ClientInfo) -> Arc<ClientInfo> {
         let mut rng = rand::rngs::OsRng;
-        loop {
+        let mut clients = self.lock();
+        let key = loop {
             let process_id = (rng.next_u32() & 0x7fff_ffff) as i32;
-            let secret_key = rng.next_u32().to_be_bytes();
-            let mut clients = self.lock();
-            let key = (process_id, secret_key);
-            if clients.contains_key(&key) {
-                continue;
+            let key = (process_id, rng.next_u32().to_be_bytes());
+            if !clients.contains_key(&key) {
+                break key;
             }
-            clients.insert(key, target.clone());
-            return Registration {
-                registry: self.clone(),
-                process_id,
-                secret_key,
-                target,
-            };
-        }
+        };
+        let info = Arc::new(info(key));
+        clients.insert(key, info.clone());
+        info
+    }
+
+    pub fn unregister(&self, key: ClientKey) {
+        self.lock().remove(&key);
     }
 
     /// The server key a cancel request with this client key should reach.
     pub fn lookup(&self, process_id: i32, secret_key: &[u8]) -> Option<ServerKey> {
         let secret_key: [u8; 4] = secret_key.try_into().ok()?;
-        let target = self.lock().get(&(process_id, secret_key))?.clone();
-        target.get()
+        let client = self.lock().get(&(process_id, secret_key))?.clone();
+        client.cancel.get()
+    }
+
+    /// Every connected client, in the order they connected.
+    pub fn all(&self) -> Vec<Arc<ClientInfo>> {
+        let mut all: Vec<Arc<ClientInfo>> = self.lock().values().cloned().collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
     }
 }
 
@@ -101,22 +98,43 @@ impl CancelRegistry {
 mod tests {
     use super::*;
 
+    fn info(key: ClientKey) -> ClientInfo {
+        ClientInfo {
+            id: 1,
+            key: Arc::new(super::super::pool::PoolKey {
+                database: "d".into(),
+                user: "u".into(),
+            }),
+            addr: None,
+            port: 0,
+            local_addr: None,
+            local_port: 0,
+            connect_time: std::time::SystemTime::now(),
+            tls: false,
+            application_name: "".into(),
+            state: super::super::stats::ConnState::new("idle"),
+            cancel_key: key,
+            cancel: CancelTarget::default(),
+        }
+    }
+
     #[test]
     fn a_key_reaches_only_its_clients_current_server() {
-        let registry = Arc::new(CancelRegistry::default());
-        let a = registry.register();
-        let b = registry.register();
-        assert_eq!(registry.lookup(a.process_id, &a.secret_key), None);
+        let registry = ClientRegistry::default();
+        let a = registry.register(info);
+        let b = registry.register(info);
+        let ((a_pid, a_secret), (b_pid, b_secret)) = (a.cancel_key, b.cancel_key);
+        assert_eq!(registry.lookup(a_pid, &a_secret), None);
         let server = ServerKey {
             process_id: 42,
             secret_key: Bytes::from_static(b"abcd"),
         };
-        a.target.set(Some(server.clone()));
-        assert_eq!(registry.lookup(a.process_id, &a.secret_key), Some(server));
-        assert_eq!(registry.lookup(b.process_id, &b.secret_key), None);
-        assert_eq!(registry.lookup(a.process_id, &b.secret_key), None);
-        let (pid, key) = (a.process_id, a.secret_key);
-        drop(a);
-        assert_eq!(registry.lookup(pid, &key), None);
+        a.cancel.set(Some(server.clone()));
+        assert_eq!(registry.lookup(a_pid, &a_secret), Some(server));
+        assert_eq!(registry.lookup(b_pid, &b_secret), None);
+        assert_eq!(registry.lookup(a_pid, &b_secret), None);
+        registry.unregister(a.cancel_key);
+        assert_eq!(registry.lookup(a_pid, &a_secret), None);
+        assert_eq!(registry.len(), 1);
     }
 }

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::cancel::Registration;
-use super::login::{fatal, send_fatal, Fatal, Session};
+use super::login::{fatal, send_fatal, Counted, Fatal, Session};
 use super::params::ClientParams;
 use super::pool::{CheckoutError, Guard, Pool};
 use super::prepared::ClientStatements;
 use super::protocol::backend::{encode as be, tag as bt, TransactionStatus};
+use super::protocol::frame::peek_frame;
 use super::protocol::frontend::{self, FrontendMessage};
 use super::protocol::sql_state::SqlState;
 use super::protocol::{split_frame, split_frame_limited};
@@ -32,10 +32,20 @@ const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 /// (under glibc's per-thread cache limit, so a transaction's first read is cheap; a
 /// request that fills it grows the buffer to ACTIVE_BUFFER).
 const ACTIVE_BUFFER: usize = 16 * 1024;
-const IDLE_READ: usize = 1000;
+pub const IDLE_READ: usize = 1000;
+
+/// A client that just logged in usually sends its first query at once (pgbench -C): it
+/// waits this long in its task before resting in a lounge, sparing both a hand-over.
+/// Short, since the login task is large: with 100 ms, the tasks of clients connecting
+/// meanwhile cost 5,000 idle clients 0.04 KiB each.
+const FIRST_QUERY_WAIT: Duration = Duration::from_millis(10);
 
 /// Client bytes not yet written to PostgreSQL beyond which the client is not read.
 const MAX_BACKLOG: usize = 1024 * 1024;
+
+/// A buffer larger than this (grown for a large message) is dropped when the client
+/// goes idle.
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
 
 /// Why the client's session ended.
 enum End {
@@ -49,48 +59,85 @@ enum End {
     Refused(bytes::Bytes),
 }
 
-struct Client<'a> {
-    pooler: &'a Arc<Pooler>,
+/// A logged-in client between transactions: what it keeps wherever it waits, in a
+/// lounge (`lounge.rs`) or in its own task. Kept small: idle clients are the common case.
+pub struct Client {
+    pooler: Counted,
     pool: Arc<Pool>,
     mode: PoolMode,
-    /// `Pooler::config_version` when `config` was read.
-    config_version: u32,
-    stream: ClientStream,
-    buf: BytesMut,
+    pub stream: ClientStream,
+    /// Bytes of a request not complete yet; usually empty, holding no buffer.
+    pub buf: BytesMut,
+    statements: ClientStatements,
+    /// Shared with the pool's other clients until the client sets something.
+    params: Arc<ClientParams>,
+    pub info: Arc<ClientInfo>,
+    /// The pool's KILL count when the client logged in.
+    kills: u64,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.pool.stats.clients_active.fetch_sub(1, Relaxed);
+        self.pooler.clients.unregister(self.info.cancel_key);
+    }
+}
+
+impl Client {
+    pub fn pooler(&self) -> &Arc<Pooler> {
+        &self.pooler.0
+    }
+
+    /// KILL was run on the client's pool since it logged in.
+    pub fn is_killed(&self) -> bool {
+        self.pool.kills() != self.kills
+    }
+}
+
+/// What ended a client's wait in a lounge.
+pub enum Woke {
+    Read(std::io::Result<usize>),
+    IdleTimeout,
+    Killed,
+    Draining,
+}
+
+/// A client in its own task: the client plus what relaying a transaction needs.
+struct Active {
+    client: Client,
     to_client: BytesMut,
     to_server: BytesMut,
     server: Option<Guard>,
-    statements: ClientStatements,
-    params: ClientParams,
-    cancel: Registration,
-    info: Arc<ClientInfo>,
     xact_started: Instant,
     query_started: Instant,
-    killed: tokio::sync::watch::Receiver<u64>,
+    /// `Pooler::config_version` when `config` was read.
+    config_version: u32,
     /// The pooler settings, refreshed whenever the client is between transactions.
     config: Arc<crate::config::PoolerConfig>,
+    /// Kills, draining and the lounges' once-a-second call to clients idle in a task.
+    calls: tokio::sync::watch::Receiver<u64>,
 }
 
-/// The task of a logged-in client. The client is built here, outside any future, so that
-/// the task holds it once and not what only building it needed (startup parameters, the
-/// pool's defaults).
-pub fn start(pooler: &Arc<Pooler>, session: Session) -> impl Future<Output = ()> + Send + '_ {
-    let mut client = Client::new(pooler, session);
+/// The task of a client that just logged in: it gets the login's replies, then waits in
+/// a lounge. The client is built outside any future, so that the task holds it once.
+pub fn start(counted: Counted, session: Session) -> impl Future<Output = ()> + Send {
+    let client = Client::new(counted, session);
     async move {
-        // By reference: moving out would keep a second copy in the future.
-        match &mut client {
-            Ok(client) => {
-                let end = client.serve().await;
-                Box::pin(client.finish(end)).await;
-                client.pool.stats.clients_active.fetch_sub(1, Relaxed);
-            }
-            Err((stream, error)) => send_fatal(stream, error).await,
+        match client {
+            Ok((client, to_client)) => Active::new(client, to_client).run(None).await,
+            Err((mut stream, error)) => send_fatal(&mut stream, &error).await,
         }
     }
 }
 
-impl<'a> Client<'a> {
-    fn new(pooler: &'a Arc<Pooler>, session: Session) -> Result<Self, (ClientStream, Fatal)> {
+/// The task of a client a lounge woke up.
+pub async fn resume(client: Client, woke: Woke) {
+    Active::new(client, BytesMut::new()).run(Some(woke)).await
+}
+
+impl Client {
+    /// The client and the login's replies (ParameterStatus, BackendKeyData, ReadyForQuery).
+    fn new(counted: Counted, session: Session) -> Result<(Self, BytesMut), (ClientStream, Fatal)> {
         let Session {
             stream,
             buf,
@@ -99,91 +146,163 @@ impl<'a> Client<'a> {
             info,
             ..
         } = session;
+        let pooler = &counted.0;
         let pool = pooler.pool(&key);
         let params = match ClientParams::new(pool.defaults(), &startup_params) {
             Ok(params) => params,
-            Err(message) => return Err((stream, fatal(SqlState::FEATURE_NOT_SUPPORTED, message))),
+            Err(message) => {
+                pooler.unregister_client(info.cancel_key);
+                return Err((stream, fatal(SqlState::FEATURE_NOT_SUPPORTED, message)));
+            }
         };
-        let cancel = pooler.cancels.register();
         let mut to_client = BytesMut::new();
         for (name, value) in params.for_login() {
             be::parameter_status(&mut to_client, &name, &value);
         }
-        be::backend_key_data(&mut to_client, cancel.process_id, &cancel.secret_key);
+        let (process_id, secret_key) = info.cancel_key;
+        be::backend_key_data(&mut to_client, process_id, &secret_key);
         be::ready_for_query(&mut to_client, TransactionStatus::Idle);
         let (mode, _) = pooler.config().for_database(&key.database);
         pool.stats.clients_active.fetch_add(1, Relaxed);
-        Ok(Client {
-            pooler,
-            killed: pool.kill_signal(),
+        let params = pool.share_params(params);
+        let client = Client {
+            kills: pool.kills(),
+            pooler: counted,
             pool,
             mode,
             stream,
             buf,
-            to_client,
-            to_server: BytesMut::new(),
-            server: None,
             statements: ClientStatements::default(),
             params,
-            cancel,
             info,
-            xact_started: Instant::now(),
-            query_started: Instant::now(),
-            config_version: pooler.config_version(),
-            config: pooler.config(),
-        })
+        };
+        Ok((client, to_client))
     }
 }
 
-impl Client<'_> {
-    async fn serve(&mut self) -> End {
-        // The login's replies (ParameterStatus, BackendKeyData, ReadyForQuery).
-        if let Err(end) = self.flush_client().await {
-            return end;
+impl Active {
+    fn new(client: Client, to_client: BytesMut) -> Active {
+        let pooler = client.pooler();
+        Active {
+            config_version: pooler.config_version(),
+            config: pooler.config(),
+            calls: pooler.calls.subscribe(),
+            client,
+            to_client,
+            to_server: BytesMut::new(),
+            server: None,
+            xact_started: Instant::now(),
+            query_started: Instant::now(),
+        }
+    }
+
+    /// Serves the client until it leaves or rests in a lounge.
+    async fn run(mut self, woke: Option<Woke>) {
+        match self.serve(woke).await {
+            Ok(deadline) => {
+                let Active { mut client, .. } = self;
+                if client.buf.is_empty() {
+                    // No buffer while resting (the login's, at first).
+                    client.buf = BytesMut::new();
+                }
+                let pooler = client.pooler().clone();
+                if let Some(client) = pooler.rest(client, deadline) {
+                    // The lounges are gone: the pooler is shutting down.
+                    Box::pin(Active::new(client, BytesMut::new()).finish(shutdown())).await;
+                }
+            }
+            Err(end) => Box::pin(self.finish(end)).await,
+        }
+    }
+}
+
+impl Active {
+    /// Serves the client until it ends (`Err`) or may rest in a lounge (`Ok`, with the
+    /// end of its client_idle_timeout). A client that just logged in rests unless it
+    /// sends a query at once; one between transactions waits in its task until the
+    /// lounges' next call, so that a busy client is not handed between tasks on every
+    /// transaction.
+    async fn serve(&mut self, woke: Option<Woke>) -> Result<Option<Instant>, End> {
+        match woke {
+            None => {
+                self.flush_client().await?;
+                if let Some(deadline) = self.step_idle(Some(FIRST_QUERY_WAIT)).await? {
+                    return Ok(deadline);
+                }
+            }
+            Some(Woke::Read(read)) => self.on_client_read(read).await?,
+            Some(Woke::IdleTimeout) => return Err(idle_timeout()),
+            Some(Woke::Killed) => return Err(killed()),
+            Some(Woke::Draining) => return Err(shutdown()),
         }
         loop {
-            let step = if self.server.is_some() {
-                // Boxed: only a client in a transaction carries the relay's state.
-                Box::pin(self.relay()).await
-            } else {
-                self.step_idle().await
-            };
-            if let Err(end) = step {
-                return end;
+            if self.server.is_some() {
+                self.relay().await?;
+            } else if let Some(deadline) = self.step_idle(None).await? {
+                return Ok(deadline);
             }
         }
     }
 
-    /// No server: wait for the client (idle timeout, shutdown).
-    async fn step_idle(&mut self) -> Result<(), End> {
+    /// When client_idle_timeout ends for a client idle from now on.
+    fn idle_deadline(&self) -> Option<Instant> {
+        self.config.client_idle_timeout.map(|t| Instant::now() + t)
+    }
+
+    /// No server: wait for the client (idle timeout, shutdown, KILL); `Ok(Some)`, with
+    /// the end of the idle timeout, when the lounges call or after `rest_after`.
+    async fn step_idle(
+        &mut self,
+        rest_after: Option<Duration>,
+    ) -> Result<Option<Option<Instant>>, End> {
+        let deadline = self.idle_deadline();
         self.set_state("idle");
-        // An idle client keeps almost no memory: thousands of them are the normal case.
-        // The read buffer is allocated when the client's next bytes arrive.
-        if self.buf.is_empty() {
-            self.buf = BytesMut::new();
+        // The buffers stay while the client waits in its task (it is likely busy); a
+        // resting client drops them. One that grew for a large message is let go.
+        for buf in [
+            &mut self.client.buf,
+            &mut self.to_client,
+            &mut self.to_server,
+        ] {
+            if buf.is_empty() && buf.capacity() > MAX_KEPT_BUFFER {
+                *buf = BytesMut::new();
+            }
         }
-        self.to_client = BytesMut::new();
-        self.to_server = BytesMut::new();
         // The config's Arc is shared by every client: refreshed only when it changed, so
         // that its reference count is not bounced between cores on every transaction.
-        let version = self.pooler.config_version();
+        let version = self.client.pooler.config_version();
         if version != self.config_version {
-            self.config = self.pooler.config();
+            self.config = self.client.pooler.config();
             self.config_version = version;
         }
-        if self.pooler.is_draining() {
+        if self.client.pooler.is_draining() {
             return Err(shutdown());
         }
-        let idle_timeout = sleep_or_never(self.config.client_idle_timeout);
-        // One signal for KILL and draining: each waiter registered costs every transaction.
+        let timeout = self.config.client_idle_timeout;
+        let rest_after = rest_after.filter(|r| timeout.is_none_or(|t| *r < t));
+        let timer = sleep_or_never(rest_after.or(timeout));
+        // One signal for KILL, draining and the lounges' call: each waiter registered
+        // costs every transaction.
         let read = tokio::select! {
-            read = self.stream.read_when_ready(&mut self.buf, IDLE_READ) => read,
-            () = idle_timeout => return Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "client_idle_timeout"))),
-            _ = self.killed.changed() => {
-                return Err(if self.pooler.is_draining() { shutdown() } else { killed() })
+            read = self.client.stream.read_when_ready(&mut self.client.buf, IDLE_READ) => read,
+            () = timer => {
+                return match rest_after {
+                    Some(_) => Ok(Some(deadline)),
+                    None => Err(idle_timeout()),
+                };
+            }
+            _ = self.calls.changed() => {
+                return if self.client.pooler.is_draining() {
+                    Err(shutdown())
+                } else if self.client.is_killed() {
+                    Err(killed())
+                } else {
+                    Ok(Some(deadline))
+                };
             }
         };
-        self.on_client_read(read).await
+        self.on_client_read(read).await?;
+        Ok(None)
     }
 
     /// Relays both ways until the server connection goes back to the pool.
@@ -196,8 +315,8 @@ impl Client<'_> {
 
     /// A server is assigned: relay both ways.
     async fn step_with_server(&mut self) -> Result<(), End> {
-        if self.buf.capacity() - self.buf.len() < IDLE_READ / 2 {
-            self.buf.reserve(ACTIVE_BUFFER);
+        if self.client.buf.capacity() - self.client.buf.len() < IDLE_READ / 2 {
+            self.client.buf.reserve(ACTIVE_BUFFER);
         }
         let idle_transaction_timeout = self.config.idle_transaction_timeout;
         let Some(guard) = self.server.as_mut() else {
@@ -210,7 +329,7 @@ impl Client<'_> {
         let backlog = !self.to_server.is_empty();
         let (mut server_read, mut server_write) = conn.stream.split();
         tokio::select! {
-            read = self.stream.read_buf(&mut self.buf), if self.to_server.len() < MAX_BACKLOG => {
+            read = self.client.stream.read_buf(&mut self.client.buf), if self.to_server.len() < MAX_BACKLOG => {
                 self.on_client_read(read).await
             }
             read = server_read.read_buf(&mut conn.read_buf) => match read {
@@ -231,13 +350,18 @@ impl Client<'_> {
     async fn on_client_read(&mut self, read: std::io::Result<usize>) -> Result<(), End> {
         match read {
             Ok(0) | Err(_) => return Err(End::Left),
-            Ok(n) => self.pool.stats.bytes_received.fetch_add(n as u64, Relaxed),
+            Ok(n) => self
+                .client
+                .pool
+                .stats
+                .bytes_received
+                .fetch_add(n as u64, Relaxed),
         };
         let max_packet = self.config.max_packet_size as usize;
         let max_prepared = self.config.max_prepared_statements as usize;
-        let rewrite_on = self.mode == PoolMode::Transaction && max_prepared > 0;
+        let rewrite_on = self.client.mode == PoolMode::Transaction && max_prepared > 0;
         loop {
-            let frame = match split_frame_limited(&mut self.buf, |tag| {
+            let frame = match split_frame_limited(&mut self.client.buf, |tag| {
                 frontend::max_body_length(tag).min(max_packet)
             }) {
                 Ok(Some(frame)) => frame,
@@ -265,14 +389,14 @@ impl Client<'_> {
                 continue;
             }
             if self.server.is_none() {
-                Box::pin(self.assign()).await?;
+                self.assign().await?;
             }
             let Some(guard) = self.server.as_mut() else {
                 break;
             };
             let rewrite = rewrite_on.then(|| Rewrite {
-                catalog: &self.pooler.catalog,
-                statements: &mut self.statements,
+                catalog: &self.client.pooler.catalog,
+                statements: &mut self.client.statements,
                 max_prepared,
             });
             let routed = route::route(&frame, message, guard.conn(), rewrite, &mut self.to_server)
@@ -282,7 +406,7 @@ impl Client<'_> {
             }
             if routed == Routed::SentForgetStatements {
                 guard.conn().prepared.clear();
-                self.statements = ClientStatements::default();
+                self.client.statements = ClientStatements::default();
             }
         }
         if let Some(guard) = self.server.as_mut() {
@@ -311,21 +435,17 @@ impl Client<'_> {
         let conn = guard.conn();
         let mut ready_count = 0u64;
         loop {
-            let frame = match split_frame(&mut conn.read_buf, MAX_BACKEND_MESSAGE) {
-                Ok(Some(frame)) => frame,
+            // Each message is looked at in place and forwarded from the read buffer:
+            // splitting it off would cost two reference count updates per message.
+            let (tag, total) = match peek_frame(&conn.read_buf, |_| MAX_BACKEND_MESSAGE) {
+                Ok(Some(found)) => found,
                 Ok(None) => break,
                 Err(_) => return Err(End::ServerLost),
             };
-            let tag = frame.tag();
             let status = (tag == bt::READY_FOR_QUERY)
-                .then(|| {
-                    frame
-                        .body()
-                        .first()
-                        .copied()
-                        .and_then(TransactionStatus::from_byte)
-                })
+                .then(|| conn.read_buf.get(5).copied())
                 .flatten()
+                .and_then(TransactionStatus::from_byte)
                 .map(|s| match s {
                     TransactionStatus::Idle => TxStatus::Idle,
                     TransactionStatus::InTransaction => TxStatus::InTransaction,
@@ -337,35 +457,48 @@ impl Client<'_> {
                 conn.prepared.remove(name);
             }
             if tag == bt::PARAMETER_STATUS {
+                let frame = split_frame(&mut conn.read_buf, MAX_BACKEND_MESSAGE)
+                    .ok()
+                    .flatten()
+                    .ok_or(End::ServerLost)?;
                 if let Some((name, value)) = conn.record_parameter(&frame) {
-                    self.params.reported(name, value);
+                    Arc::make_mut(&mut self.client.params).reported(name, value);
                 }
+                if !outcome.drop {
+                    self.to_client.extend_from_slice(frame.as_bytes());
+                }
+                continue;
             }
             if tag == bt::READY_FOR_QUERY {
                 ready_count += 1;
             }
             if !outcome.drop {
-                self.to_client.extend_from_slice(frame.as_bytes());
+                let message = conn.read_buf.get(..total).unwrap_or_default();
+                self.to_client.extend_from_slice(message);
             }
+            conn.read_buf.advance(total);
         }
         let ready = conn.tracker.take_ready_synthetic();
         write_synthetic(&mut self.to_client, &ready);
         let releasable = conn.tracker.is_idle() && self.to_server.is_empty();
+        let now = Instant::now();
         if ready_count > 0 {
-            let stats = &self.pool.stats;
+            let stats = &self.client.pool.stats;
             stats.query_count.fetch_add(ready_count, Relaxed);
-            stats
-                .query_time_us
-                .fetch_add(self.query_started.elapsed().as_micros() as u64, Relaxed);
+            stats.query_time_us.fetch_add(
+                now.saturating_duration_since(self.query_started)
+                    .as_micros() as u64,
+                Relaxed,
+            );
         }
         self.flush_client().await?;
         // KILL ends the pool's clients at their next transaction boundary (idle ones at once).
-        let draining = self.pooler.is_draining();
-        if releasable && !draining && self.killed.has_changed().unwrap_or(false) {
+        let draining = self.client.pooler.is_draining();
+        if releasable && !draining && self.client.is_killed() {
             return Err(killed());
         }
-        if releasable && (self.mode == PoolMode::Transaction || draining) {
-            self.release().await;
+        if releasable && (self.client.mode == PoolMode::Transaction || draining) {
+            self.release(now).await;
             if draining {
                 return Err(shutdown());
             }
@@ -388,7 +521,9 @@ impl Client<'_> {
                     query: query.clone(),
                     param_types: param_types.clone(),
                 };
-                self.statements.parse(&self.pooler.catalog, name, text);
+                self.client
+                    .statements
+                    .parse(&self.client.pooler.catalog, name, text);
                 be::parse_complete(&mut self.to_client);
                 true
             }
@@ -400,7 +535,9 @@ impl Client<'_> {
                 kind: super::protocol::frontend::ObjectKind::PreparedStatement,
                 name,
             } if !name.is_empty() => {
-                self.statements.remove(&String::from_utf8_lossy(name));
+                self.client
+                    .statements
+                    .remove(&String::from_utf8_lossy(name));
                 be::close_complete(&mut self.to_client);
                 true
             }
@@ -414,7 +551,7 @@ impl Client<'_> {
     async fn assign(&mut self) -> Result<(), End> {
         self.set_state("waiting");
         let wait = self.config.query_wait_timeout;
-        let mut guard = match self.pool.checkout(wait).await {
+        let mut guard = match self.client.pool.checkout(wait).await {
             Ok(guard) => guard,
             Err(CheckoutError::WaitTimeout) => {
                 return Err(End::Fatal(fatal(
@@ -426,7 +563,7 @@ impl Client<'_> {
                 return Err(End::Refused(frame))
             }
             Err(e) => {
-                tracing::warn!(database = %self.pool.key.database, "no server connection: {e}");
+                tracing::warn!(database = %self.client.pool.key.database, "no server connection: {e}");
                 return Err(End::Fatal(fatal(
                     SqlState::CONNECTION_FAILURE,
                     "server login failed",
@@ -434,62 +571,72 @@ impl Client<'_> {
             }
         };
         let conn = guard.conn();
-        if let Some(sql) = self.params.sync_sql(&conn.params, &conn.settings) {
-            if let Err(e) = Box::pin(conn.run_internal(&sql)).await {
-                tracing::info!("re-applying client parameters failed: {e}");
-                return Err(match e {
-                    ServerError::Refused { frame, .. } => End::Refused(frame),
-                    _ => End::ServerLost,
-                });
+        // Usually the session was last synced to a client with the same parameters: one
+        // comparison instead of looking every parameter up.
+        let params = &self.client.params;
+        let in_sync = params.is_synced(conn.synced.as_ref()) && conn.settings == *params.extra();
+        if !in_sync {
+            if let Some(sql) = params.sync_sql(&conn.params, &conn.settings) {
+                if let Err(e) = Box::pin(conn.run_internal(&sql)).await {
+                    tracing::info!("re-applying client parameters failed: {e}");
+                    return Err(match e {
+                        ServerError::Refused { frame, .. } => End::Refused(frame),
+                        _ => End::ServerLost,
+                    });
+                }
+                conn.settings = params.extra().clone();
             }
-            conn.settings = self.params.extra().clone();
+            conn.synced = Some(params.synced_to());
         }
-        self.cancel.target.set(Some(conn.key.clone()));
+        self.client.info.cancel.set(Some(conn.key.clone()));
         self.server = Some(guard);
         self.xact_started = Instant::now();
         self.set_state("active");
         Ok(())
     }
 
-    /// Gives the server connection back after a transaction (or session).
-    async fn release(&mut self) {
+    /// Gives the server connection back after a transaction (or session) that ended
+    /// at `now`.
+    async fn release(&mut self, now: Instant) {
         let Some(mut guard) = self.server.take() else {
             return;
         };
-        self.cancel.target.set(None);
-        let stats = &self.pool.stats;
+        self.client.info.cancel.set(None);
+        let stats = &self.client.pool.stats;
         stats.xact_count.fetch_add(1, Relaxed);
-        stats
-            .xact_time_us
-            .fetch_add(self.xact_started.elapsed().as_micros() as u64, Relaxed);
-        let reusable = if self.mode == PoolMode::Session || self.config.server_reset_query_always {
-            let config = self.config.clone();
-            Box::pin(reset(&mut guard, &config.server_reset_query)).await
-        } else {
-            true
-        };
+        stats.xact_time_us.fetch_add(
+            now.saturating_duration_since(self.xact_started).as_micros() as u64,
+            Relaxed,
+        );
+        let reusable =
+            if self.client.mode == PoolMode::Session || self.config.server_reset_query_always {
+                let config = self.config.clone();
+                Box::pin(reset(&mut guard, &config.server_reset_query)).await
+            } else {
+                true
+            };
         guard.release(reusable);
     }
 
     async fn finish(&mut self, end: End) {
         match &end {
-            End::Fatal(error) => send_fatal(&mut self.stream, error).await,
+            End::Fatal(error) => send_fatal(&mut self.client.stream, error).await,
             End::ServerLost => {
                 if let Some(mut guard) = self.server.take() {
                     guard.conn().mark_broken();
                 }
-                self.cancel.target.set(None);
+                self.client.info.cancel.set(None);
                 let error = fatal(SqlState::CONNECTION_FAILURE, "server conn crashed?");
-                send_fatal(&mut self.stream, &error).await;
+                send_fatal(&mut self.client.stream, &error).await;
             }
             End::Refused(frame) => {
-                let _ = self.stream.write_all(frame).await;
+                let _ = self.client.stream.write_all(frame).await;
             }
             End::Left => {}
         }
         // A client gone mid-transaction must not leave a dirty connection in the pool.
         if let Some(mut guard) = self.server.take() {
-            self.cancel.target.set(None);
+            self.client.info.cancel.set(None);
             let conn = guard.conn();
             let clean = conn.tracker.nothing_pending()
                 && (conn.tracker.status() == TxStatus::Idle
@@ -497,7 +644,7 @@ impl Client<'_> {
             if clean {
                 conn.tracker = Default::default();
                 self.server = Some(guard);
-                self.release().await;
+                self.release(Instant::now()).await;
             }
         }
     }
@@ -507,14 +654,18 @@ impl Client<'_> {
             return Ok(());
         }
         let n = self.to_client.len();
-        let written = self.stream.write_all(&self.to_client).await;
+        let written = self.client.stream.write_all(&self.to_client).await;
         self.to_client.clear();
-        self.pool.stats.bytes_sent.fetch_add(n as u64, Relaxed);
+        self.client
+            .pool
+            .stats
+            .bytes_sent
+            .fetch_add(n as u64, Relaxed);
         written.map_err(|_| End::Left)
     }
 
     fn set_state(&self, state: &'static str) {
-        self.info.state.set(state);
+        self.client.info.state.set(state);
     }
 }
 
@@ -539,6 +690,10 @@ async fn reset(guard: &mut Guard, reset_query: &str) -> bool {
         conn.settings.clear();
     }
     true
+}
+
+fn idle_timeout() -> End {
+    End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "client_idle_timeout"))
 }
 
 fn shutdown() -> End {

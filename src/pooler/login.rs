@@ -2,6 +2,7 @@
 //! startup packet, SCRAM-SHA-256 against the role's verifier, and the first server login
 //! for a new pool (so a bad database is reported like PostgreSQL reports it).
 
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::either::Either;
 
 use super::pool::{Credentials, PoolKey};
 use super::protocol::backend::encode as be;
@@ -62,25 +62,33 @@ pub async fn send_fatal(stream: &mut ClientStream, error: &Fatal) {
 pub struct Session {
     pub stream: ClientStream,
     pub buf: BytesMut,
-    pub key: PoolKey,
+    pub key: Arc<PoolKey>,
     pub startup_params: Vec<(String, String)>,
     pub info: Arc<ClientInfo>,
     pub admin: Option<AdminLevel>,
 }
 
-/// Keeps `client_count` right however the client task ends.
-struct Counted(Arc<Pooler>);
+/// Keeps `client_count` right however the client ends; a logged-in client carries it
+/// from task to task.
+pub struct Counted(pub Arc<Pooler>);
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.client_count.fetch_sub(1, Ordering::Relaxed);
     }
 }
+impl std::ops::Deref for Counted {
+    type Target = Arc<Pooler>;
+    fn deref(&self) -> &Arc<Pooler> {
+        &self.0
+    }
+}
 
-/// The client task: log in, then serve queries or the admin console.
+/// A new connection's task: log in, then serve the admin console, or hand the client
+/// its login's replies and put it in a lounge.
 pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
     let counted = Counted(pooler);
     let pooler = &counted.0;
-    // Read from the config here, not kept: every byte of this future is paid per client.
+    // Read from the config here, not kept across the login.
     let (max_client_conn, login_timeout) = {
         let config = pooler.config();
         (config.max_client_conn as usize, config.client_login_timeout)
@@ -98,8 +106,6 @@ pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
                 send_fatal(&mut stream, &error).await;
             }
         };
-        // Boxed, like every path but the idle wait: the task's allocation is as large as
-        // its largest state, and thousands of idle clients each have one.
         let _ = Box::pin(tokio::time::timeout(Duration::from_secs(10), refuse)).await;
         return;
     }
@@ -119,23 +125,18 @@ pub async fn serve(pooler: Arc<Pooler>, stream: ClientStream) {
             }
         }
     };
-    // In a block so that the session is gone, not merely moved from, during the client's
-    // long wait: the task's allocation is as large as its largest state.
-    let (id, session_task) = {
-        let Some(session) = Box::pin(login).await else {
-            return;
-        };
-        let id = session.info.id;
-        let task = if session.admin.is_some() {
-            Either::Left(Box::pin(super::admin::run(pooler, session)))
-        } else {
-            // Not boxed: the client lives in the task's own allocation, its idle wait too.
-            Either::Right(super::client::start(pooler, session))
-        };
-        (id, task)
+    let Some(session) = Box::pin(login).await else {
+        return;
     };
-    session_task.await;
-    pooler.unregister_client(id);
+    if session.admin.is_some() {
+        let id = session.info.cancel_key;
+        Box::pin(super::admin::run(pooler, session)).await;
+        pooler.unregister_client(id);
+    } else {
+        // From now on the client unregisters itself when it ends, whichever task or
+        // lounge holds it then.
+        super::client::start(counted, session).await;
+    }
 }
 
 type LoginResult = Result<Option<Session>, (ClientStream, Fatal)>;
@@ -217,12 +218,14 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
         None
     };
 
-    let key = PoolKey { database, user };
+    let mut key = Arc::new(PoolKey { database, user });
     if admin.is_none() {
         let (s, credentials) = authenticate(pooler, stream, &mut buf, &key.user).await?;
         stream = s;
         let pool = pooler.pool(&key);
         pool.set_credentials(credentials);
+        // Shared with the pool: no per-client copy of the names.
+        key = pool.key.clone();
         if !pool.validated.load(Ordering::Relaxed) {
             // The first login to a pool proves the pair valid, as PostgreSQL would at
             // connect time: a missing database or a pg_hba refusal reaches the client now.
@@ -241,7 +244,9 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
             }
         }
     }
-    let info = pooler.register_client(client_info(pooler, &stream, &key, &params));
+    let info = pooler
+        .clients
+        .register(|cancel_key| client_info(pooler, &stream, &key, &params, cancel_key));
     Ok(Some(Session {
         stream,
         buf,
@@ -332,7 +337,7 @@ async fn negotiate(
 
 /// Sends PostgreSQL a cancel for the server connection now running that client's query.
 async fn forward_cancel(pooler: &Pooler, process_id: i32, secret_key: &Bytes) {
-    let Some(server) = pooler.cancels.lookup(process_id, secret_key) else {
+    let Some(server) = pooler.clients.lookup(process_id, secret_key) else {
         return;
     };
     let mut out = BytesMut::new();
@@ -476,18 +481,18 @@ fn peer_is_operator(stream: &ClientStream, pooler: &Pooler) -> bool {
 fn client_info(
     pooler: &Pooler,
     stream: &ClientStream,
-    key: &PoolKey,
+    key: &Arc<PoolKey>,
     params: &[(String, String)],
+    cancel_key: super::cancel::ClientKey,
 ) -> ClientInfo {
     let (addr, port, local_addr, local_port) = match stream {
         ClientStream::Tcp(s) => addrs(s),
         ClientStream::Tls(s) => addrs(s.get_ref().0),
-        ClientStream::Unix(_) => ("unix".into(), 0, "unix".into(), pooler.config().listen_port),
+        ClientStream::Unix(_) => (None, 0, None, pooler.config().listen_port),
     };
     ClientInfo {
         id: pooler.next_id(),
-        user: key.user.clone(),
-        database: key.database.clone(),
+        key: key.clone(),
         addr,
         port,
         local_addr,
@@ -497,19 +502,22 @@ fn client_info(
         application_name: params
             .iter()
             .find(|(k, _)| k == "application_name")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default(),
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+            .into(),
         state: super::stats::ConnState::new("idle"),
+        cancel_key,
+        cancel: Default::default(),
     }
 }
 
-fn addrs(s: &tokio::net::TcpStream) -> (String, u16, String, u16) {
+fn addrs(s: &tokio::net::TcpStream) -> (Option<IpAddr>, u16, Option<IpAddr>, u16) {
     let peer = s.peer_addr().ok();
     let local = s.local_addr().ok();
     (
-        peer.map(|a| a.ip().to_string()).unwrap_or_default(),
+        peer.map(|a| a.ip()),
         peer.map_or(0, |a| a.port()),
-        local.map(|a| a.ip().to_string()).unwrap_or_default(),
+        local.map(|a| a.ip()),
         local.map_or(0, |a| a.port()),
     )
 }

@@ -10,6 +10,7 @@ pub mod auth;
 mod cancel;
 mod client;
 mod login;
+mod lounge;
 mod params;
 mod pool;
 mod prepared;
@@ -22,8 +23,8 @@ mod stream;
 mod tls;
 mod txn;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -60,19 +61,24 @@ pub struct PoolerSetup {
     pub verifiers: Arc<auth::VerifierCache>,
 }
 
-/// One connected client, as SHOW CLIENTS lists it.
+/// One connected client, as SHOW CLIENTS lists it. Kept small and free of per-client
+/// strings: thousands of idle clients each have one.
 pub struct ClientInfo {
     pub id: u64,
-    pub user: String,
-    pub database: String,
-    pub addr: String,
+    /// Database and user, shared with the client's pool.
+    pub key: Arc<PoolKey>,
+    /// The peer's and the local address; `None` on the unix socket.
+    pub addr: Option<IpAddr>,
     pub port: u16,
-    pub local_addr: String,
+    pub local_addr: Option<IpAddr>,
     pub local_port: u16,
     pub connect_time: std::time::SystemTime,
     pub tls: bool,
-    pub application_name: String,
+    pub application_name: Box<str>,
     pub state: stats::ConnState,
+    /// The key the client got in BackendKeyData, and where a cancel with it goes.
+    pub cancel_key: cancel::ClientKey,
+    pub cancel: cancel::CancelTarget,
 }
 
 pub struct Pooler {
@@ -82,9 +88,9 @@ pub struct Pooler {
     db_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     user_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     auth: auth::AuthSource,
-    cancels: Arc<cancel::CancelRegistry>,
     catalog: prepared::Catalog,
-    clients: Mutex<BTreeMap<u64, Arc<ClientInfo>>>,
+    /// Every logged-in client, by cancel key.
+    clients: cancel::ClientRegistry,
     client_count: AtomicUsize,
     next_client_id: AtomicU64,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -99,6 +105,15 @@ pub struct Pooler {
     /// Bumped on every reload, so that clients re-read `config` only when it changed.
     config_version: AtomicU32,
     started: Instant,
+    /// The lounges' doors; a client rests in the one its id picks.
+    lounges: Vec<lounge::Door>,
+    /// Bumped by KILL and draining: the lounges look at every client they hold.
+    kills: watch::Sender<u64>,
+    /// Bumped by KILL, draining and once a second: clients idle in their own task move
+    /// to a lounge (or end).
+    calls: watch::Sender<u64>,
+    /// Every client's task, so that shutdown can wait for them.
+    tracker: TaskTracker,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -166,7 +181,7 @@ impl Pooler {
     }
 
     fn clients(&self) -> Vec<Arc<ClientInfo>> {
-        lock(&self.clients).values().cloned().collect()
+        self.clients.all()
     }
 
     /// Applies a reloaded config to every pool without dropping anyone.
@@ -229,6 +244,7 @@ impl PoolerHandle {
 
 pub struct Listening {
     pooler: Arc<Pooler>,
+    inboxes: Vec<lounge::Inbox>,
     config: watch::Receiver<Arc<PoolerConfig>>,
     tcp: TcpListener,
     unix: UnixListener,
@@ -272,6 +288,11 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
             Some(tls::acceptor(files, &setup.tls_dir, &setup.tls_hosts)?)
         }
     };
+    // One lounge per worker thread, so that idle clients are spread over the workers.
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let (lounges, inboxes) = (0..workers.max(1))
+        .map(|_| mpsc::unbounded_channel())
+        .unzip();
     let pooler = Arc::new(Pooler {
         config: setup.config.clone(),
         target: ServerTarget {
@@ -288,9 +309,8 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
             setup.pg_port,
             setup.verifiers.clone(),
         ),
-        cancels: Arc::default(),
         catalog: prepared::Catalog::default(),
-        clients: Mutex::default(),
+        clients: cancel::ClientRegistry::default(),
         client_count: AtomicUsize::new(0),
         next_client_id: AtomicU64::new(1),
         tls,
@@ -301,10 +321,15 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         paused_all: AtomicBool::new(false),
         config_version: AtomicU32::new(0),
         started: Instant::now(),
+        lounges,
+        kills: watch::channel(0).0,
+        calls: watch::channel(0).0,
+        tracker: TaskTracker::new(),
     });
     tracing::info!(%addr, socket = %socket_path.display(), "pooler listening");
     Ok(Listening {
         pooler,
+        inboxes,
         config: setup.config,
         tcp,
         unix,
@@ -343,12 +368,16 @@ async fn follow_primary(
 pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> anyhow::Result<()> {
     let Listening {
         pooler,
+        inboxes,
         config,
         tcp,
         unix,
         socket_path,
     } = listening;
-    let tracker = TaskTracker::new();
+    let tracker = pooler.tracker.clone();
+    for inbox in inboxes {
+        tracker.spawn(lounge::run(pooler.clone(), inbox));
+    }
     tokio::spawn(maintain(pooler.clone(), config, shutdown.clone()));
     if let Some(primary) = pooler.target.route.clone() {
         tokio::spawn(follow_primary(pooler.clone(), primary, shutdown.clone()));
@@ -375,9 +404,7 @@ pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> any
     let _ = std::fs::remove_file(&socket_path);
     pooler.drain_started.store(true, Ordering::Release);
     pooler.draining.cancel();
-    for pool in pooler.pools() {
-        pool.wake_clients();
-    }
+    pooler.wake_idle_clients();
     tracker.close();
     let timeout = pooler.config().shutdown_timeout;
     if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
@@ -406,6 +433,8 @@ async fn maintain(
                 tracing::info!("pooler settings reloaded");
             }
             _ = tick.tick() => {
+                // Clients idle in their own task since the last tick move to a lounge.
+                pooler.calls.send_modify(|n| *n += 1);
                 for pool in pooler.pools() {
                     pool.close_stale_idle();
                     if pool.has_credentials() && !pool.is_paused() {
@@ -423,14 +452,23 @@ async fn maintain(
 }
 
 impl Pooler {
-    fn register_client(&self, info: ClientInfo) -> Arc<ClientInfo> {
-        let info = Arc::new(info);
-        lock(&self.clients).insert(info.id, info.clone());
-        info
+    /// After KILL or when draining: idle clients, in a lounge or not, look whether they
+    /// must end.
+    fn wake_idle_clients(&self) {
+        self.kills.send_modify(|n| *n += 1);
+        self.calls.send_modify(|n| *n += 1);
     }
 
-    fn unregister_client(&self, id: u64) {
-        lock(&self.clients).remove(&id);
+    /// Puts an idle client in a lounge; gives it back if the lounges are closed.
+    fn rest(&self, client: client::Client, deadline: Option<Instant>) -> Option<client::Client> {
+        let door = &self.lounges[client.info.id as usize % self.lounges.len()];
+        door.send(lounge::Resting { client, deadline })
+            .err()
+            .map(|e| e.0.client)
+    }
+
+    fn unregister_client(&self, key: cancel::ClientKey) {
+        self.clients.unregister(key);
     }
 
     fn config_version(&self) -> u32 {

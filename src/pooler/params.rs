@@ -106,6 +106,37 @@ impl ClientParams {
         }
     }
 
+    pub fn defaults(&self) -> &Arc<HashMap<String, String>> {
+        &self.defaults
+    }
+
+    /// The client set nothing: it wants the defaults, like every such client.
+    pub fn is_plain(&self) -> bool {
+        self.overrides.is_empty() && self.extra.is_empty()
+    }
+
+    /// Whether these are the parameters of a plain client with `defaults`.
+    pub fn is_plain_with(&self, defaults: &Arc<HashMap<String, String>>) -> bool {
+        self.is_plain() && Arc::ptr_eq(&self.defaults, defaults)
+    }
+
+    /// What a server session has once synced with this client (see `SyncedTo`).
+    pub fn synced_to(&self) -> SyncedTo {
+        SyncedTo {
+            defaults: self.defaults.clone(),
+            overrides: self.overrides.clone(),
+        }
+    }
+
+    /// True when a session last synced to `synced` (and whose applied settings are this
+    /// client's extra ones) matches this client: no lookups, the usual case on every
+    /// transaction.
+    pub fn is_synced(&self, synced: Option<&SyncedTo>) -> bool {
+        synced.is_some_and(|s| {
+            Arc::ptr_eq(&s.defaults, &self.defaults) && s.overrides == self.overrides
+        })
+    }
+
     /// SET/RESET statements that make a server connection match this client, given the
     /// server's reported parameters and the extra settings the pooler applied to it
     /// before; `None` when it already matches (the usual case, costing no round trip).
@@ -149,6 +180,40 @@ impl ClientParams {
         out.sort();
         out
     }
+}
+
+/// The tracked parameters a server session was last brought in line with, as the
+/// client's defaults and overrides: while the server reports no change, any client with
+/// the same defaults and overrides needs no sync.
+#[derive(Debug, Clone)]
+pub struct SyncedTo {
+    defaults: Arc<HashMap<String, String>>,
+    overrides: Vec<(&'static str, String)>,
+}
+
+impl SyncedTo {
+    /// A fresh session, if its reported parameters agree with the pool's `defaults` on
+    /// every tracked parameter the defaults have.
+    pub fn fresh(
+        server: &HashMap<String, String>,
+        defaults: &Arc<HashMap<String, String>>,
+    ) -> Option<SyncedTo> {
+        TRACKED
+            .iter()
+            .all(|name| {
+                defaults
+                    .get(*name)
+                    .is_none_or(|v| server.get(*name) == Some(v))
+            })
+            .then(|| SyncedTo {
+                defaults: defaults.clone(),
+                overrides: Vec::new(),
+            })
+    }
+}
+
+pub fn is_tracked(name: &str) -> bool {
+    canonical(name).is_some()
 }
 
 fn is_setting_name(name: &str) -> bool {
@@ -247,6 +312,28 @@ mod tests {
         let login = params.for_login();
         assert!(login.contains(&("server_version".into(), "15.18".into())));
         assert!(login.contains(&("application_name".into(), "app's".into())));
+    }
+
+    #[test]
+    fn a_session_synced_to_equal_parameters_needs_no_sync() {
+        let defaults = Arc::new(server(&[("application_name", ""), ("TimeZone", "UTC")]));
+        let fresh = SyncedTo::fresh(&defaults, &defaults);
+        let app = |name: &str| [("application_name".to_owned(), name.to_owned())];
+        let plain = ClientParams::new(defaults.clone(), &[]).unwrap();
+        let pgbench = ClientParams::new(defaults.clone(), &app("pgbench")).unwrap();
+        let other = ClientParams::new(defaults.clone(), &app("other")).unwrap();
+        assert!(plain.is_synced(fresh.as_ref()));
+        assert!(!pgbench.is_synced(fresh.as_ref()));
+        let synced = pgbench.synced_to();
+        let again = ClientParams::new(defaults.clone(), &app("pgbench")).unwrap();
+        assert!(again.is_synced(Some(&synced)));
+        assert!(!other.is_synced(Some(&synced)));
+        assert!(!plain.is_synced(Some(&synced)));
+        // Other defaults (another pool's, or a copy) never match.
+        let copy = ClientParams::new(Arc::new(server(&[])), &[]).unwrap();
+        assert!(!copy.is_synced(fresh.as_ref()));
+        let changed = server(&[("application_name", ""), ("TimeZone", "Asia/Tokyo")]);
+        assert!(SyncedTo::fresh(&changed, &defaults).is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::params::ClientParams;
 use super::scram::ClientKey;
 use super::server::{ServerConn, ServerError, ServerTarget};
 use super::stats::PoolStats;
@@ -80,7 +81,8 @@ struct Idle {
 }
 
 pub struct Pool {
-    pub key: PoolKey,
+    /// Shared with every client's `ClientInfo`.
+    pub key: Arc<PoolKey>,
     settings: Mutex<Arc<PoolSettings>>,
     target: ServerTarget,
     idle: Mutex<VecDeque<Idle>>,
@@ -92,9 +94,8 @@ pub struct Pool {
     limits: Vec<Arc<Semaphore>>,
     released: Notify,
     paused: watch::Sender<bool>,
-    /// Bumped by KILL: every client of the pool is disconnected. Also bumped when the
-    /// pooler drains, so that an idle client waits on this one signal only.
-    killed: watch::Sender<u64>,
+    /// Bumped by KILL: every client of the pool is disconnected.
+    kills: AtomicU64,
     credentials: Mutex<Option<Credentials>>,
     /// Bumped by RECONNECT: connections of an older generation are closed on release.
     generation: AtomicU64,
@@ -104,6 +105,8 @@ pub struct Pool {
     /// and what a client that never SETs anything gets.
     /// Shared (not copied) by every client of the pool.
     defaults: Mutex<Arc<std::collections::HashMap<String, String>>>,
+    /// The parameters every client that set nothing shares (`share_params`).
+    plain_params: Mutex<Option<Arc<ClientParams>>>,
     pub stats: PoolStats,
     /// Every server connection of the pool, for SHOW SERVERS; dead entries are pruned.
     servers: Mutex<Vec<std::sync::Weak<super::server::ServerInfo>>>,
@@ -124,7 +127,7 @@ impl Pool {
         limits: Vec<Arc<Semaphore>>,
     ) -> Pool {
         Pool {
-            key,
+            key: Arc::new(key),
             slots: Arc::new(Semaphore::new(settings.size as usize)),
             reserve: Arc::new(Semaphore::new(settings.reserve_size as usize)),
             sizes: Mutex::new((settings.size, settings.reserve_size)),
@@ -134,11 +137,12 @@ impl Pool {
             limits,
             released: Notify::new(),
             paused: watch::channel(false).0,
-            killed: watch::channel(0).0,
+            kills: AtomicU64::new(0),
             credentials: Mutex::new(None),
             generation: AtomicU64::new(0),
             validated: AtomicBool::new(false),
             defaults: Mutex::default(),
+            plain_params: Mutex::default(),
             stats: PoolStats::default(),
             servers: Mutex::default(),
         }
@@ -146,6 +150,19 @@ impl Pool {
 
     pub fn defaults(&self) -> Arc<std::collections::HashMap<String, String>> {
         lock(&self.defaults).clone()
+    }
+
+    /// `params` as a client keeps them: the pool's one shared copy when the client set
+    /// nothing (most clients, so an idle client carries no parameters of its own).
+    pub fn share_params(&self, params: ClientParams) -> Arc<ClientParams> {
+        if !params.is_plain() {
+            return Arc::new(params);
+        }
+        let mut plain = lock(&self.plain_params);
+        match plain.as_ref() {
+            Some(shared) if shared.is_plain_with(params.defaults()) => shared.clone(),
+            _ => plain.insert(Arc::new(params)).clone(),
+        }
     }
 
     pub fn settings(&self) -> Arc<PoolSettings> {
@@ -262,14 +279,17 @@ impl Pool {
                 permits,
                 since,
             } = idle;
+            // One clock read: this runs for every transaction.
+            let now = Instant::now();
+            let idle_for = now.saturating_duration_since(since);
             // A connection idle for a while may have been terminated meanwhile; probing
             // costs a syscall, so only those are probed.
-            let stale = since.elapsed() >= Duration::from_millis(50) && conn.is_dead_now();
-            if self.expired(&conn, &settings) || stale {
+            let stale = idle_for >= Duration::from_millis(50) && conn.is_dead_now();
+            if self.expired(&conn, &settings, now) || stale {
                 self.stats.server_closed();
                 continue;
             }
-            let due = settings.check_delay.is_zero() || since.elapsed() >= settings.check_delay;
+            let due = settings.check_delay.is_zero() || idle_for >= settings.check_delay;
             if due && Box::pin(conn.check(&settings.check_query)).await.is_err() {
                 self.stats.server_closed();
                 continue;
@@ -284,11 +304,11 @@ impl Pool {
         }
     }
 
-    fn expired(&self, conn: &ServerConn, settings: &PoolSettings) -> bool {
+    fn expired(&self, conn: &ServerConn, settings: &PoolSettings, now: Instant) -> bool {
         conn.generation != self.generation.load(Ordering::Relaxed)
             || settings
                 .lifetime
-                .is_some_and(|l| conn.created.elapsed() >= l)
+                .is_some_and(|l| now.saturating_duration_since(conn.created) >= l)
     }
 
     async fn connect(
@@ -316,6 +336,7 @@ impl Pool {
             if defaults.is_empty() {
                 *defaults = Arc::new(conn.params.clone());
             }
+            conn.synced = super::params::SyncedTo::fresh(&conn.params, &defaults);
         }
         conn.generation = self.generation.load(Ordering::Relaxed);
         self.validated.store(true, Ordering::Relaxed);
@@ -337,8 +358,9 @@ impl Pool {
         let before = idle.len();
         let min = settings.min_size as usize;
         let mut kept = VecDeque::with_capacity(before);
+        let now = Instant::now();
         for entry in idle.drain(..) {
-            let too_old = self.expired(&entry.conn, &settings);
+            let too_old = self.expired(&entry.conn, &settings, now);
             let idle_too_long = settings
                 .idle_timeout
                 .is_some_and(|t| entry.since.elapsed() >= t);
@@ -391,17 +413,12 @@ impl Pool {
     pub fn kill(&self) {
         self.pause(true);
         self.reconnect();
-        self.killed.send_modify(|n| *n += 1);
+        self.kills.fetch_add(1, Ordering::Release);
     }
 
-    /// Changes when the pool is killed or the pooler drains.
-    pub fn kill_signal(&self) -> watch::Receiver<u64> {
-        self.killed.subscribe()
-    }
-
-    /// Wakes every idle client of the pool (the pooler is draining).
-    pub fn wake_clients(&self) {
-        self.killed.send_modify(|_| {});
+    /// How many times the pool was killed; a client compares it with its login's.
+    pub fn kills(&self) -> u64 {
+        self.kills.load(Ordering::Acquire)
     }
 
     pub fn pause(&self, paused: bool) {
@@ -465,11 +482,12 @@ impl Guard {
         pool.stats.server_deactivated();
         let settings = pool.settings();
         conn.info.set_state("idle");
-        if reusable && !pool.expired(&conn, &settings) && !conn.is_broken() {
+        let now = Instant::now();
+        if reusable && !pool.expired(&conn, &settings, now) && !conn.is_broken() {
             lock(&pool.idle).push_back(Idle {
                 conn,
                 permits: std::mem::take(&mut self.permits),
-                since: Instant::now(),
+                since: now,
             });
         } else {
             pool.stats.server_closed();

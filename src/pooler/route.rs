@@ -183,8 +183,13 @@ fn pending_for(message: &FrontendMessage) -> Option<Pending> {
 
 fn routed_query(message: &FrontendMessage) -> Routed {
     if let FrontendMessage::Query { sql } = message {
+        // Most queries start with another ASCII letter: spare them decoding.
+        let first = sql.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| b.is_ascii() && !matches!(b, b'd' | b'D' | 0x0b)) {
+            return Routed::Sent;
+        }
         let text = String::from_utf8_lossy(sql);
-        // Most queries are not these; spare them the normalizing allocations.
+        // Spare the rest the normalizing allocations.
         if !matches!(text.trim_start().chars().next(), Some('d' | 'D')) {
             return Routed::Sent;
         }

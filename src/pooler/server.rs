@@ -135,6 +135,9 @@ pub struct ServerConn {
     pub params: HashMap<String, String>,
     /// Startup settings of clients the pooler SET on this session (not reported back).
     pub settings: std::collections::BTreeMap<String, String>,
+    /// What the session's tracked parameters were last synced to, until the server
+    /// reports a change.
+    pub synced: Option<super::params::SyncedTo>,
     pub key: ServerKey,
     pub prepared: ServerStatements,
     pub tracker: Tracker,
@@ -166,6 +169,7 @@ impl ServerConn {
             read_buf: BytesMut::with_capacity(16 * 1024),
             params: HashMap::new(),
             settings: std::collections::BTreeMap::new(),
+            synced: None,
             key: ServerKey {
                 process_id: 0,
                 secret_key: bytes::Bytes::new(),
@@ -331,6 +335,9 @@ impl ServerConn {
         let Ok(BackendMessage::ParameterStatus { name, value }) = backend::decode(frame) else {
             return None;
         };
+        if super::params::is_tracked(&name) {
+            self.synced = None;
+        }
         self.params.insert(name.clone(), value);
         self.params
             .get_key_value(&name)

@@ -1,13 +1,12 @@
 //! A client's connection: plain TCP, TLS over TCP, or a unix socket — one type for the
 //! client task.
 
-use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
@@ -27,23 +26,29 @@ impl ClientStream {
     /// beyond the waker tokio keeps anyway. TLS reads as usual into a small buffer:
     /// rustls may hold decrypted bytes the socket no longer signals.
     pub async fn read_when_ready(&mut self, buf: &mut BytesMut, size: usize) -> io::Result<usize> {
-        std::future::poll_fn(|cx| {
-            match self {
-                ClientStream::Tcp(s) => {
-                    ready!(s.poll_read_ready(cx))?;
-                    buf.reserve(size);
-                }
-                ClientStream::Unix(s) => {
-                    ready!(s.poll_read_ready(cx))?;
-                    buf.reserve(size);
-                }
-                ClientStream::Tls(_) => buf.reserve(512),
+        std::future::poll_fn(|cx| self.poll_read_when_ready(cx, buf, size)).await
+    }
+
+    pub fn poll_read_when_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        size: usize,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            ClientStream::Tcp(s) => {
+                ready!(s.poll_read_ready(cx))?;
+                buf.reserve(size);
             }
-            // tokio's read (unlike try_read) marks the socket drained after a short read,
-            // which spares the next read a syscall that would only say EAGAIN.
-            pin!(self.read_buf(buf)).poll(cx)
-        })
-        .await
+            ClientStream::Unix(s) => {
+                ready!(s.poll_read_ready(cx))?;
+                buf.reserve(size);
+            }
+            ClientStream::Tls(_) => buf.reserve(512),
+        }
+        // tokio's poll_read (unlike try_read) marks the socket drained after a short
+        // read, which spares the next read a syscall that would only say EAGAIN.
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
     }
 }
 

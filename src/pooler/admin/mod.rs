@@ -30,7 +30,7 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
     } = session;
     let level = admin.unwrap_or(AdminLevel::Stats);
     session_info.state.set("active");
-    let cancel = pooler.cancels.register();
+    let (process_id, secret_key) = session_info.cancel_key;
     let mut out = BytesMut::new();
     for (name, value) in [
         ("server_version", "1.18.0/pgplatform"),
@@ -42,7 +42,7 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
     ] {
         be::parameter_status(&mut out, name, value);
     }
-    be::backend_key_data(&mut out, cancel.process_id, &cancel.secret_key);
+    be::backend_key_data(&mut out, process_id, &secret_key);
     be::ready_for_query(&mut out, TransactionStatus::Idle);
     loop {
         if stream.write_all(&out).await.is_err() {
@@ -145,6 +145,7 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
             for pool in pools_of(&Some(db)) {
                 pool.kill();
             }
+            pooler.wake_idle_clients();
             be::command_complete(out, "KILL");
         }
         AdminCommand::Reconnect(db) => {

@@ -46,6 +46,10 @@ fn t(s: impl ToString) -> Option<String> {
     Some(s.to_string())
 }
 
+fn ip_or_unix(ip: Option<std::net::IpAddr>) -> String {
+    ip.map_or_else(|| "unix".to_owned(), |ip| ip.to_string())
+}
+
 fn timestamp(at: SystemTime) -> String {
     let secs = at
         .duration_since(UNIX_EPOCH)
@@ -97,7 +101,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
             let console = pooler
                 .clients()
                 .iter()
-                .filter(|c| c.database == "pgbouncer")
+                .filter(|c| c.key.database == "pgbouncer")
                 .count();
             table.row(vec![
                 t("pgbouncer"),
@@ -239,12 +243,12 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                 let state = c.state.get();
                 table.row(vec![
                     t("C"),
-                    t(&c.user),
-                    t(&c.database),
+                    t(&c.key.user),
+                    t(&c.key.database),
                     t(state),
-                    t(&c.addr),
+                    t(ip_or_unix(c.addr)),
                     t(c.port),
-                    t(&c.local_addr),
+                    t(ip_or_unix(c.local_addr)),
                     t(c.local_port),
                     t(timestamp(c.connect_time)),
                     t(timestamp(c.connect_time)),
@@ -381,7 +385,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
         }
         Show::Lists => {
             let mut table = Table::new(&[("list", TEXT), ("items", INT8)]);
-            let clients = pooler.clients().len();
+            let clients = pooler.clients.len();
             let mut dbs: Vec<&str> = pools.iter().map(|p| p.key.database.as_str()).collect();
             dbs.sort();
             dbs.dedup();

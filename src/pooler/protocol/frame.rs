@@ -80,6 +80,20 @@ pub fn split_frame_limited(
     buf: &mut BytesMut,
     max_body_length: impl Fn(u8) -> usize,
 ) -> Result<Option<Frame>, ProtocolError> {
+    let Some((tag, total)) = peek_frame(buf, max_body_length)? else {
+        return Ok(None);
+    };
+    let bytes = buf.split_to(total).freeze();
+    Ok(Some(Frame { tag, bytes }))
+}
+
+/// The tag and whole length (header included) of the complete message at the front of
+/// `buf`, checked like [`split_frame_limited`] does, without splitting it off: a relay
+/// that only looks at the tag forwards the bytes from its buffer as they are.
+pub fn peek_frame(
+    buf: &[u8],
+    max_body_length: impl Fn(u8) -> usize,
+) -> Result<Option<(u8, usize)>, ProtocolError> {
     let Some(&[tag, l0, l1, l2, l3]) = buf.first_chunk::<HEADER_LENGTH>() else {
         return Ok(None);
     };
@@ -99,8 +113,7 @@ pub fn split_frame_limited(
     if buf.len() < total {
         return Ok(None);
     }
-    let bytes = buf.split_to(total).freeze();
-    Ok(Some(Frame { tag, bytes }))
+    Ok(Some((tag, total)))
 }
 
 #[cfg(test)]
