@@ -64,16 +64,37 @@ SELECT pg_is_in_recovery() AS recovery,
        current_setting('synchronous_standby_names') AS sync_names,
        (SELECT system_identifier::text FROM pg_control_system()) AS system_identifier";
 
-/// Looks at the local PostgreSQL; `Down` when it does not answer within `timeout`.
+/// Looks at the local PostgreSQL once; `Down` when it does not answer within `timeout`.
 pub async fn observe(socket_dir: &Path, port: u16, timeout: Duration) -> LocalState {
-    match tokio::time::timeout(timeout, query(socket_dir, port)).await {
+    observe_with(&mut None, socket_dir, port, timeout).await
+}
+
+/// Like `observe`, over `client`, which it opens when needed and keeps for the next call
+/// (the HA loop looks four times a second; a new connection each time would start a
+/// backend each time). A failure drops it.
+pub async fn observe_with(
+    client: &mut Option<tokio_postgres::Client>,
+    socket_dir: &Path,
+    port: u16,
+    timeout: Duration,
+) -> LocalState {
+    let looked = tokio::time::timeout(timeout, async {
+        let open = match client.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => crate::pg::connect::superuser(socket_dir, port, "postgres").await?,
+        };
+        let state = query(&open).await?;
+        *client = Some(open);
+        anyhow::Ok(state)
+    })
+    .await;
+    match looked {
         Ok(Ok(state)) => state,
         _ => LocalState::down(),
     }
 }
 
-async fn query(socket_dir: &Path, port: u16) -> anyhow::Result<LocalState> {
-    let client = crate::pg::connect::superuser(socket_dir, port, "postgres").await?;
+async fn query(client: &tokio_postgres::Client) -> anyhow::Result<LocalState> {
     let row = client.query_one(OBSERVE, &[]).await?;
     let recovery: bool = row.try_get("recovery")?;
     let wal: Option<i64> = row.try_get("wal")?;

@@ -58,6 +58,8 @@ struct Memory {
     rounds: u32,
     /// The cluster as etcd last showed it (a switchover chooses its target from it).
     last_cluster: Option<ClusterKeys>,
+    /// The loop's own connection to the local PostgreSQL, kept across rounds.
+    postgres: Option<tokio_postgres::Client>,
 }
 
 pub async fn task_main(
@@ -109,7 +111,13 @@ impl Loop {
     ) -> anyhow::Result<()> {
         let node = &self.node;
         let me = node.config.name.clone();
-        let local = local::observe(&node.socket_dir, node.port, Duration::from_secs(1)).await;
+        let local = local::observe_with(
+            &mut memory.postgres,
+            &node.socket_dir,
+            node.port,
+            Duration::from_secs(1),
+        )
+        .await;
         memory.rounds = memory.rounds.wrapping_add(1);
         if local.role == Role::Replica && memory.rounds % HBA_SYNC_EVERY == 0 {
             if let Err(e) = self.tenants.bootstrap_replica().await {

@@ -3,23 +3,15 @@
 //! the dedicated metrics port serves the same, and the Grafana dashboard only queries
 //! metrics we export.
 
+use crate::support::ports::free_port;
 use std::collections::BTreeSet;
 use std::fs;
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::support::metrics::{families, promtool, promtool_check_metrics, sample};
 use crate::support::pooler::{connect, exec, runtime, try_connect_config};
 use crate::support::{wait_for, TestAgent};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn metrics_follow_real_activity_and_pass_promtool() {

@@ -36,10 +36,7 @@ impl TestCluster {
         let mut nodes = Vec::new();
         let mut read_only_ports = Vec::new();
         for name in ["node1", "node2", "node3"] {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .unwrap();
+            let port = super::ports::free_port();
             read_only_ports.push(port);
             nodes.push(TestAgent::start_with(&ha_toml(
                 &etcd.endpoint,

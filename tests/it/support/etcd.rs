@@ -1,7 +1,7 @@
 //! A real etcd (Debian's `etcd-server`) on free loopback ports in a temp directory,
 //! killed by pid when dropped.
 
-use std::net::TcpListener;
+use super::ports::free_port;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
@@ -11,14 +11,6 @@ pub struct EtcdServer {
     child: Child,
     pub endpoint: String,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl EtcdServer {

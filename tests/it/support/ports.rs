@@ -27,6 +27,11 @@ impl Ports {
     }
 }
 
+/// One free port on 127.0.0.1 (closed again at once).
+pub fn free_port() -> u16 {
+    port_of(&TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
 fn port_of(listener: &TcpListener) -> u16 {
     listener.local_addr().unwrap().port()
 }
