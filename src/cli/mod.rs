@@ -103,6 +103,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = Config::discover(cli.config.as_deref(), cli.data_dir.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.pooler.worker_threads)
         .enable_all()
         .build()?;
     runtime.block_on(async move {

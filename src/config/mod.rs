@@ -450,6 +450,21 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_default_to_half_the_cpus() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let config = from_str("").unwrap();
+        assert_eq!(config.pooler.worker_threads, (cpus / 2).max(1));
+        let config = from_str("[pooler]\nworker_threads = \"auto\"\n").unwrap();
+        assert_eq!(config.pooler.worker_threads, (cpus / 2).max(1));
+        let config = from_str("[pooler]\nworker_threads = 3\n").unwrap();
+        assert_eq!(config.pooler.worker_threads, 3);
+        for bad in ["0", "-1", "5000", "\"many\"", "2.5"] {
+            let err = from_str(&format!("[pooler]\nworker_threads = {bad}\n")).unwrap_err();
+            assert!(err.contains("pooler.worker_threads"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_path() {
         let err = from_str("[postgres]\nprot = 1\n").unwrap_err();
         assert!(err.contains("`postgres.prot`"), "{err}");

@@ -13,6 +13,8 @@ use super::{invalid, ConfigError};
 pub struct PoolerSection {
     /// Run the built-in pooler (default true).
     pub enabled: Option<bool>,
+    /// "auto" or a number: threads of the agent's runtime, which relays clients.
+    pub worker_threads: Option<WorkerThreads>,
     /// Address the pooler listens on (PgBouncer's listen_addr).
     pub listen_addr: Option<String>,
     /// Port the pooler listens on (PgBouncer's listen_port).
@@ -81,6 +83,14 @@ impl PoolMode {
     }
 }
 
+/// `worker_threads` as written: "auto" or a number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum WorkerThreads {
+    Count(i64),
+    Word(String),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientTls {
@@ -93,6 +103,8 @@ pub enum ClientTls {
 #[derive(Debug, Clone)]
 pub struct PoolerConfig {
     pub enabled: bool,
+    /// Threads of the agent's multi-threaded runtime; read at start only.
+    pub worker_threads: usize,
     pub listen_addr: String,
     pub listen_port: u16,
     pub pool_mode: PoolMode,
@@ -135,6 +147,7 @@ impl PoolerConfig {
     pub fn from_section(s: PoolerSection) -> Result<PoolerConfig, ConfigError> {
         let PoolerSection {
             enabled,
+            worker_threads,
             listen_addr,
             listen_port,
             pool_mode,
@@ -212,6 +225,7 @@ impl PoolerConfig {
         }
         Ok(PoolerConfig {
             enabled: enabled.unwrap_or(true),
+            worker_threads: worker_thread_count(worker_threads)?,
             listen_addr: listen_addr.unwrap_or_else(|| "127.0.0.1".to_owned()),
             listen_port,
             pool_mode: pool_mode.unwrap_or(PoolMode::Transaction),
@@ -274,6 +288,26 @@ impl PoolerConfig {
                 .unwrap_or(self.default_pool_size),
         )
     }
+}
+
+/// `auto` (the default) is half the CPUs, at least one, as Odyssey's `workers = auto`:
+/// PostgreSQL's backends on the same machine need the rest, and on a small machine a
+/// second relaying thread only adds wake-ups between threads (see the README's
+/// performance section).
+fn worker_thread_count(value: Option<WorkerThreads>) -> Result<usize, ConfigError> {
+    const KEY: &str = "pooler.worker_threads";
+    match value {
+        None => Ok(auto_worker_threads()),
+        Some(WorkerThreads::Word(word)) if word == "auto" => Ok(auto_worker_threads()),
+        Some(WorkerThreads::Count(n)) if (1..=1024).contains(&n) => Ok(n as usize),
+        Some(WorkerThreads::Count(_)) => Err(invalid(KEY, "must be between 1 and 1024, or \"auto\"")),
+        Some(WorkerThreads::Word(_)) => Err(invalid(KEY, "must be \"auto\" or a number of threads")),
+    }
+}
+
+fn auto_worker_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    (cpus / 2).max(1)
 }
 
 /// A number of seconds; 0 disables the timeout (`None`), negative is an error.

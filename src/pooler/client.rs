@@ -34,12 +34,6 @@ const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 const ACTIVE_BUFFER: usize = 16 * 1024;
 pub const IDLE_READ: usize = 1000;
 
-/// A client that just logged in usually sends its first query at once (pgbench -C): it
-/// waits this long in its task before resting in a lounge, sparing both a hand-over.
-/// Short, since the login task is large: with 100 ms, the tasks of clients connecting
-/// meanwhile cost 5,000 idle clients 0.04 KiB each.
-const FIRST_QUERY_WAIT: Duration = Duration::from_millis(10);
-
 /// Client bytes not yet written to PostgreSQL beyond which the client is not read.
 const MAX_BACKLOG: usize = 1024 * 1024;
 
@@ -218,17 +212,18 @@ impl Active {
 
 impl Active {
     /// Serves the client until it ends (`Err`) or may rest in a lounge (`Ok`, with the
-    /// end of its client_idle_timeout). A client that just logged in rests unless it
-    /// sends a query at once; one between transactions waits in its task until the
+    /// end of its client_idle_timeout). A client that just logged in rests at once;
+    /// one between transactions waits in its task until the
     /// lounges' next call, so that a busy client is not handed between tasks on every
     /// transaction.
     async fn serve(&mut self, woke: Option<Woke>) -> Result<Option<Instant>, End> {
         match woke {
             None => {
+                // A client that just logged in rests at once: its first query rarely
+                // follows within microseconds, and waiting for it in this task would
+                // cost a timer per login and a wake-up whenever the client is slower.
                 self.flush_client().await?;
-                if let Some(deadline) = self.step_idle(Some(FIRST_QUERY_WAIT)).await? {
-                    return Ok(deadline);
-                }
+                return Ok(self.idle_deadline());
             }
             Some(Woke::Read(read)) => self.on_client_read(read).await?,
             Some(Woke::IdleTimeout) => return Err(idle_timeout()),
@@ -238,7 +233,7 @@ impl Active {
         loop {
             if self.server.is_some() {
                 self.relay().await?;
-            } else if let Some(deadline) = self.step_idle(None).await? {
+            } else if let Some(deadline) = self.step_idle().await? {
                 return Ok(deadline);
             }
         }
@@ -250,11 +245,8 @@ impl Active {
     }
 
     /// No server: wait for the client (idle timeout, shutdown, KILL); `Ok(Some)`, with
-    /// the end of the idle timeout, when the lounges call or after `rest_after`.
-    async fn step_idle(
-        &mut self,
-        rest_after: Option<Duration>,
-    ) -> Result<Option<Option<Instant>>, End> {
+    /// the end of the idle timeout, when the lounges call.
+    async fn step_idle(&mut self) -> Result<Option<Option<Instant>>, End> {
         let deadline = self.idle_deadline();
         self.set_state("idle");
         // The buffers stay while the client waits in its task (it is likely busy); a
@@ -278,19 +270,12 @@ impl Active {
         if self.client.pooler.is_draining() {
             return Err(shutdown());
         }
-        let timeout = self.config.client_idle_timeout;
-        let rest_after = rest_after.filter(|r| timeout.is_none_or(|t| *r < t));
-        let timer = sleep_or_never(rest_after.or(timeout));
+        let timer = sleep_or_never(self.config.client_idle_timeout);
         // One signal for KILL, draining and the lounges' call: each waiter registered
         // costs every transaction.
         let read = tokio::select! {
             read = self.client.stream.read_when_ready(&mut self.client.buf, IDLE_READ) => read,
-            () = timer => {
-                return match rest_after {
-                    Some(_) => Ok(Some(deadline)),
-                    None => Err(idle_timeout()),
-                };
-            }
+            () = timer => return Err(idle_timeout()),
             _ = self.calls.changed() => {
                 return if self.client.pooler.is_draining() {
                     Err(shutdown())
@@ -492,7 +477,8 @@ impl Active {
             );
         }
         self.flush_client().await?;
-        // KILL ends the pool's clients at their next transaction boundary (idle ones at once).
+        // KILL shuts down the connections in use; one that finished its transaction just
+        // before ends here.
         let draining = self.client.pooler.is_draining();
         if releasable && !draining && self.client.is_killed() {
             return Err(killed());
@@ -551,8 +537,10 @@ impl Active {
     async fn assign(&mut self) -> Result<(), End> {
         self.set_state("waiting");
         let wait = self.config.query_wait_timeout;
-        let mut guard = match self.client.pool.checkout(wait).await {
+        let kills = self.client.kills;
+        let mut guard = match self.client.pool.checkout(wait, kills).await {
             Ok(guard) => guard,
+            Err(CheckoutError::Killed) => return Err(killed()),
             Err(CheckoutError::WaitTimeout) => {
                 return Err(End::Fatal(fatal(
                     SqlState::PROTOCOL_VIOLATION,
@@ -626,7 +614,12 @@ impl Active {
                     guard.conn().mark_broken();
                 }
                 self.client.info.cancel.set(None);
-                let error = fatal(SqlState::CONNECTION_FAILURE, "server conn crashed?");
+                // KILL shuts the connection down under its client.
+                let error = if self.client.is_killed() {
+                    kill_error()
+                } else {
+                    fatal(SqlState::CONNECTION_FAILURE, "server conn crashed?")
+                };
                 send_fatal(&mut self.client.stream, &error).await;
             }
             End::Refused(frame) => {
@@ -704,10 +697,14 @@ fn shutdown() -> End {
 }
 
 fn killed() -> End {
-    End::Fatal(fatal(
+    End::Fatal(kill_error())
+}
+
+fn kill_error() -> Fatal {
+    fatal(
         SqlState::ADMIN_SHUTDOWN,
         "terminating connection due to administrator command (KILL)",
-    ))
+    )
 }
 
 fn write_synthetic(out: &mut BytesMut, replies: &[Synthetic]) {

@@ -229,7 +229,7 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
         if !pool.validated.load(Ordering::Relaxed) {
             // The first login to a pool proves the pair valid, as PostgreSQL would at
             // connect time: a missing database or a pg_hba refusal reaches the client now.
-            match Box::pin(pool.checkout(config.query_wait_timeout)).await {
+            match Box::pin(pool.checkout(config.query_wait_timeout, pool.kills())).await {
                 Ok(guard) => guard.release(true),
                 Err(super::pool::CheckoutError::Server(ServerError::Refused { frame, .. })) => {
                     pooler.forget_unvalidated(&key);

@@ -326,7 +326,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         calls: watch::channel(0).0,
         tracker: TaskTracker::new(),
     });
-    tracing::info!(%addr, socket = %socket_path.display(), "pooler listening");
+    tracing::info!(%addr, socket = %socket_path.display(), worker_threads = workers, "pooler listening");
     Ok(Listening {
         pooler,
         inboxes,

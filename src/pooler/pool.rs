@@ -68,6 +68,8 @@ impl PoolSettings {
 pub enum CheckoutError {
     #[error("query_wait_timeout")]
     WaitTimeout,
+    #[error("the pool was killed (KILL)")]
+    Killed,
     #[error("no credentials to log in to PostgreSQL yet")]
     NoCredentials,
     #[error(transparent)]
@@ -188,10 +190,12 @@ impl Pool {
         lock(&self.credentials).is_some()
     }
 
-    /// A server connection for one client, waiting up to `wait_timeout`.
+    /// A server connection for one client, waiting up to `wait_timeout`; a client that
+    /// logged in at KILL count `kills` stops waiting when the pool is killed.
     pub async fn checkout(
         self: &Arc<Self>,
         wait_timeout: Option<Duration>,
+        kills: u64,
     ) -> Result<Guard, CheckoutError> {
         // Fast path, the common case under load: an idle connection is there.
         if !self.is_paused() {
@@ -203,7 +207,7 @@ impl Pool {
         let deadline = wait_timeout.map(|t| started + t);
         let mut paused = self.paused.subscribe();
         self.stats.waiting_started(started);
-        let result = self.checkout_loop(deadline, started, &mut paused).await;
+        let result = self.checkout_loop(deadline, started, &mut paused, kills).await;
         self.stats.waiting_ended(started);
         result
     }
@@ -213,6 +217,7 @@ impl Pool {
         deadline: Option<Instant>,
         started: Instant,
         paused: &mut watch::Receiver<bool>,
+        kills: u64,
     ) -> Result<Guard, CheckoutError> {
         // One timer for the whole wait, moved only when the wake-up time changes: a
         // waiter may loop many times, and each new timer is a registration in the wheel.
@@ -222,6 +227,9 @@ impl Pool {
             let notified = self.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if self.kills() != kills {
+                return Err(CheckoutError::Killed);
+            }
             if !*paused.borrow_and_update() {
                 if let Some(guard) = self.take_idle().await {
                     return Ok(guard);
@@ -409,11 +417,15 @@ impl Pool {
     }
 
     /// KILL: disconnect every client, close every server connection, and hold new
-    /// clients until RESUME.
+    /// clients until RESUME. Connections in use are shut down under their clients,
+    /// whose transactions PostgreSQL rolls back (PgBouncer drops them at once too).
     pub fn kill(&self) {
+        self.kills.fetch_add(1, Ordering::Release);
         self.pause(true);
         self.reconnect();
-        self.kills.fetch_add(1, Ordering::Release);
+        for server in self.servers() {
+            server.shut_down();
+        }
     }
 
     /// How many times the pool was killed; a client compares it with its login's.

@@ -119,11 +119,33 @@ pub struct ServerInfo {
     pub remote_pid: i32,
     /// "active" while a client uses it, "idle" in the pool.
     pub state: super::stats::ConnState,
+    /// The connection's socket while it is open (cleared by `ServerConn`'s drop, under
+    /// this lock, before the descriptor closes), so that KILL can end a connection a
+    /// client holds.
+    socket: std::sync::Mutex<Option<std::os::fd::RawFd>>,
 }
 
 impl ServerInfo {
     pub fn set_state(&self, state: &'static str) {
         self.state.set(state);
+    }
+
+    /// KILL: shuts the socket down, so that the client using the connection sees it end
+    /// at once and PostgreSQL rolls its transaction back.
+    pub fn shut_down(&self) {
+        if let Ok(socket) = self.socket.lock() {
+            if let Some(fd) = *socket {
+                let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for ServerConn {
+    fn drop(&mut self) {
+        if let Ok(mut socket) = self.info.socket.lock() {
+            *socket = None;
+        }
     }
 }
 
@@ -180,6 +202,7 @@ impl ServerConn {
                 connect_time: std::time::SystemTime::now(),
                 remote_pid: 0,
                 state: super::stats::ConnState::new("login"),
+                socket: std::sync::Mutex::new(None),
             }),
             created: Instant::now(),
             generation: 0,
@@ -264,6 +287,7 @@ impl ServerConn {
                         connect_time: std::time::SystemTime::now(),
                         remote_pid: conn.key.process_id,
                         state: super::stats::ConnState::new("active"),
+                        socket: std::sync::Mutex::new(Some(conn.stream.as_raw_fd())),
                     });
                     return Ok(conn);
                 }

@@ -2,6 +2,7 @@
 //! primary on another node (HA). Same methods as tokio's streams, so callers do not care.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -42,6 +43,13 @@ impl ServerStream {
         match self {
             ServerStream::Unix(s) => s.try_write(buf),
             ServerStream::Tcp(s) => s.try_write(buf),
+        }
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        match self {
+            ServerStream::Unix(s) => s.as_raw_fd(),
+            ServerStream::Tcp(s) => s.as_raw_fd(),
         }
     }
 

@@ -61,7 +61,10 @@ fn bench_ok(url: &str, args: &[&str]) -> String {
 fn pgbench_runs_every_query_mode_through_transaction_pooling() {
     // Ten clients share four server connections, so statements prepared by one client's
     // transaction must follow it to whichever connection serves the next one.
-    let agent = TestAgent::start_with_shop("[pooler]\ndefault_pool_size = 4\n");
+    let agent = TestAgent::start_with_shop(
+        // Two runtime threads whatever the machine, so that clients move between them.
+        "[pooler]\ndefault_pool_size = 4\nworker_threads = 2\n",
+    );
     let url = agent.tenant_url("shop");
 
     let init = run(
