@@ -29,6 +29,7 @@ mod pgvector;
 mod pooler_admin;
 mod pooler_cancel;
 mod pooler_failures;
+mod pooler_idle;
 mod pooler_limits;
 mod pooler_pgbench;
 mod pooler_protocol;
