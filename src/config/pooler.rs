@@ -300,8 +300,12 @@ fn worker_thread_count(value: Option<WorkerThreads>) -> Result<usize, ConfigErro
         None => Ok(auto_worker_threads()),
         Some(WorkerThreads::Word(word)) if word == "auto" => Ok(auto_worker_threads()),
         Some(WorkerThreads::Count(n)) if (1..=1024).contains(&n) => Ok(n as usize),
-        Some(WorkerThreads::Count(_)) => Err(invalid(KEY, "must be between 1 and 1024, or \"auto\"")),
-        Some(WorkerThreads::Word(_)) => Err(invalid(KEY, "must be \"auto\" or a number of threads")),
+        Some(WorkerThreads::Count(_)) => {
+            Err(invalid(KEY, "must be between 1 and 1024, or \"auto\""))
+        }
+        Some(WorkerThreads::Word(_)) => {
+            Err(invalid(KEY, "must be \"auto\" or a number of threads"))
+        }
     }
 }
 

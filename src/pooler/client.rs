@@ -149,9 +149,10 @@ impl Client {
                 return Err((stream, fatal(SqlState::FEATURE_NOT_SUPPORTED, message)));
             }
         };
-        let mut to_client = BytesMut::new();
+        // The login's replies, about 400 bytes, without regrowing the buffer.
+        let mut to_client = BytesMut::with_capacity(1024);
         for (name, value) in params.for_login() {
-            be::parameter_status(&mut to_client, &name, &value);
+            be::parameter_status(&mut to_client, name, value);
         }
         let (process_id, secret_key) = info.cancel_key;
         be::backend_key_data(&mut to_client, process_id, &secret_key);

@@ -203,11 +203,23 @@ impl Pool {
                 return Ok(guard);
             }
         }
+        // Boxed: waiting needs a timer and a notification, which would otherwise enlarge
+        // every client's task (and its allocation) by half a kilobyte.
+        Box::pin(self.wait_for_server(wait_timeout, kills)).await
+    }
+
+    async fn wait_for_server(
+        self: &Arc<Self>,
+        wait_timeout: Option<Duration>,
+        kills: u64,
+    ) -> Result<Guard, CheckoutError> {
         let started = Instant::now();
         let deadline = wait_timeout.map(|t| started + t);
         let mut paused = self.paused.subscribe();
         self.stats.waiting_started(started);
-        let result = self.checkout_loop(deadline, started, &mut paused, kills).await;
+        let result = self
+            .checkout_loop(deadline, started, &mut paused, kills)
+            .await;
         self.stats.waiting_ended(started);
         result
     }

@@ -1,9 +1,9 @@
 //! Idle clients, which rest in the pooler's lounges rather than in a task of their own:
 //! `client_idle_timeout` ends clients idle outside a transaction (fresh ones, and ones
 //! that rested after queries) but not busy ones or ones inside a transaction; KILL ends
-//! a database's resting clients at once and its open transactions at their end, leaves
-//! other databases alone, and RESUME lets new clients in; SHOW CLIENTS and SHOW POOLS
-//! forget every client that ended.
+//! every client of a database at once — resting, inside a transaction (rolled back) or
+//! waiting for a server connection — leaves other databases alone, and RESUME lets new
+//! clients in; SHOW CLIENTS and SHOW POOLS forget every client that ended.
 
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,27 @@ async fn listed(console: &Client, database: &str) -> (Vec<String>, i64) {
         .map(|row| pools.get(row, "cl_active").parse::<i64>().unwrap())
         .sum();
     (names, active)
+}
+
+/// Polls SHOW POOLS until `database`'s pools have `waiting` clients in cl_waiting.
+async fn wait_waiting(console: &Client, database: &str, waiting: i64) {
+    let deadline = Instant::now() + SLACK;
+    loop {
+        let pools = table(console, "SHOW POOLS").await.unwrap();
+        let shown: i64 = pools
+            .rows_where("database", database)
+            .into_iter()
+            .map(|row| pools.get(row, "cl_waiting").parse::<i64>().unwrap())
+            .sum();
+        if shown == waiting {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{database}: SHOW POOLS cl_waiting = {shown} after {SLACK:?}, want {waiting}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Polls `listed` until it shows `names` and `active`, failing after `limit` with what
@@ -276,8 +297,9 @@ async fn timed_out_clients_leave_show_clients_and_pools(agent: &TestAgent, url: 
 }
 
 #[test]
-fn kill_ends_resting_clients_at_once_open_transactions_at_their_end_and_resume_reopens() {
-    let agent = TestAgent::start_with("");
+fn kill_ends_every_client_of_the_database_at_once_and_resume_reopens() {
+    // Two server connections for shop: two open transactions make the next client wait.
+    let agent = TestAgent::start_with("[pooler.databases.shop]\npool_size = 2\n");
     agent.cli_ok(&["tenant", "create", "shop", "--with-readonly"]);
     agent.cli_ok(&["tenant", "create", "crm"]);
     let shop = agent.tenant_url("shop");
@@ -300,27 +322,63 @@ fn kill_ends_resting_clients_at_once_open_transactions_at_their_end_and_resume_r
         tokio::time::sleep(LOUNGE_PICKUP).await;
         // This one is idle in its task (or just moved): KILL must reach it too.
         assert_eq!(one(&recent.client, "select 'recent'").await, "recent");
+        // A second open transaction takes shop's other server connection ...
+        let mut txn2 = watched(&shop, "kill-transaction-2").await;
+        exec(&txn2.client, "begin; select 1").await;
+        // ... so this client's query waits for one.
+        let waiter = watched(&shop, "kill-waiting").await;
+        let waiting_query = tokio::spawn(async move {
+            let result = waiter.client.simple_query("select 'waited'").await;
+            (waiter, result)
+        });
         let console = console(&agent).await;
         let all_shop = [
             "kill-fresh",
             "kill-readonly",
             "kill-recent",
             "kill-transaction",
+            "kill-transaction-2",
             "kill-used",
+            "kill-waiting",
         ];
-        wait_listed(&console, "shop", &all_shop, 5, Duration::ZERO).await;
+        wait_waiting(&console, "shop", 1).await;
+        wait_listed(&console, "shop", &all_shop, 6, Duration::ZERO).await;
         wait_listed(&console, "crm", &["kill-other-db"], 1, Duration::ZERO).await;
 
         table(&console, "KILL shop").await.unwrap();
         let killed_at = Instant::now();
-        for client in [&mut fresh, &mut used, &mut reader, &mut recent] {
+        // Resting, idle-in-task and in-transaction clients alike, without their saying
+        // anything (PgBouncer's KILL drops them at once too).
+        for client in [
+            &mut fresh,
+            &mut used,
+            &mut reader,
+            &mut recent,
+            &mut txn,
+            &mut txn2,
+        ] {
             let error = client.closed_within(SLACK, "KILL shop").await;
             assert_killed(&error, client.name);
         }
-        println!(
-            "KILL ended the idle clients within {:?}",
-            killed_at.elapsed()
-        );
+        // The waiting client's query never ran: it gets the KILL error, and the connection
+        // ends.
+        let (mut waiter, waited) = within(
+            SLACK,
+            "the waiting client's query after KILL",
+            waiting_query,
+        )
+        .await
+        .unwrap();
+        let error = waited.expect_err("a query waiting for a server ran after KILL");
+        if error.as_db_error().is_some() {
+            assert_killed(&error, waiter.name);
+            let ended = tokio::time::timeout(SLACK, &mut waiter.ended).await;
+            assert!(ended.is_ok(), "kill-waiting: still connected after KILL");
+        } else {
+            let error = waiter.closed_within(SLACK, "KILL shop").await;
+            assert_killed(&error, waiter.name);
+        }
+        println!("KILL ended shop's clients within {:?}", killed_at.elapsed());
 
         // Another database is not touched.
         other.assert_connected("by KILL of another database");
@@ -328,14 +386,6 @@ fn kill_ends_resting_clients_at_once_open_transactions_at_their_end_and_resume_r
             one(&other.client, "select 'crm after kill'").await,
             "crm after kill"
         );
-
-        // The open transaction runs to its end, then the client is ended (PgBouncer would
-        // have closed it, and rolled the transaction back, at once).
-        txn.assert_connected("by KILL inside its transaction");
-        exec(&txn.client, "insert into kill_t values (2)").await;
-        exec(&txn.client, "commit").await;
-        let error = txn.closed_within(SLACK, "its COMMIT after KILL").await;
-        assert_killed(&error, txn.name);
 
         wait_listed(&console, "shop", &[], 0, SLACK).await;
         wait_listed(&console, "crm", &["kill-other-db"], 1, Duration::ZERO).await;
@@ -355,7 +405,7 @@ fn kill_ends_resting_clients_at_once_open_transactions_at_their_end_and_resume_r
         let count = within(SLACK, "a query held until RESUME", waiting)
             .await
             .unwrap();
-        assert_eq!(count, "2", "rows committed in kill_t");
+        assert_eq!(count, "0", "the killed transaction's row was rolled back");
         let reader = connect(&shop_readonly).await;
         assert_eq!(one(&reader, "select 'reader again'").await, "reader again");
     });
