@@ -18,21 +18,22 @@ pub struct ServerKey {
     pub secret_key: Bytes,
 }
 
-/// The server a client is using right now, if any.
+/// The server a client is using right now, if any; shared with the server connection, so
+/// that every client (most of them idle) keeps a pointer, not a key.
 #[derive(Debug, Default)]
-pub struct CancelTarget(Mutex<Option<ServerKey>>);
+pub struct CancelTarget(Mutex<Option<Arc<ServerKey>>>);
 
 impl CancelTarget {
-    fn lock(&self) -> MutexGuard<'_, Option<ServerKey>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Arc<ServerKey>>> {
         match self.0.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
-    pub fn set(&self, key: Option<ServerKey>) {
+    pub fn set(&self, key: Option<Arc<ServerKey>>) {
         *self.lock() = key;
     }
-    pub fn get(&self) -> Option<ServerKey> {
+    pub fn get(&self) -> Option<Arc<ServerKey>> {
         self.lock().clone()
     }
 }
@@ -76,7 +77,7 @@ impl ClientRegistry {
     }
 
     /// The server key a cancel request with this client key should reach.
-    pub fn lookup(&self, process_id: i32, secret_key: &[u8]) -> Option<ServerKey> {
+    pub fn lookup(&self, process_id: i32, secret_key: &[u8]) -> Option<Arc<ServerKey>> {
         let secret_key: [u8; 4] = secret_key.try_into().ok()?;
         let client = self.lock().get(&(process_id, secret_key))?.clone();
         client.cancel.get()
@@ -125,10 +126,10 @@ mod tests {
         let b = registry.register(info);
         let ((a_pid, a_secret), (b_pid, b_secret)) = (a.cancel_key, b.cancel_key);
         assert_eq!(registry.lookup(a_pid, &a_secret), None);
-        let server = ServerKey {
+        let server = Arc::new(ServerKey {
             process_id: 42,
             secret_key: Bytes::from_static(b"abcd"),
-        };
+        });
         a.cancel.set(Some(server.clone()));
         assert_eq!(registry.lookup(a_pid, &a_secret), Some(server));
         assert_eq!(registry.lookup(b_pid, &b_secret), None);

@@ -160,7 +160,7 @@ pub struct ServerConn {
     /// What the session's tracked parameters were last synced to, until the server
     /// reports a change.
     pub synced: Option<super::params::SyncedTo>,
-    pub key: ServerKey,
+    pub key: std::sync::Arc<ServerKey>,
     pub prepared: ServerStatements,
     pub tracker: Tracker,
     pub created: Instant,
@@ -192,10 +192,10 @@ impl ServerConn {
             params: HashMap::new(),
             settings: std::collections::BTreeMap::new(),
             synced: None,
-            key: ServerKey {
+            key: std::sync::Arc::new(ServerKey {
                 process_id: 0,
                 secret_key: bytes::Bytes::new(),
-            },
+            }),
             prepared: ServerStatements::default(),
             tracker: Tracker::default(),
             info: std::sync::Arc::new(ServerInfo {
@@ -271,10 +271,10 @@ impl ServerConn {
                     process_id,
                     secret_key,
                 } => {
-                    conn.key = ServerKey {
+                    conn.key = std::sync::Arc::new(ServerKey {
                         process_id,
                         secret_key,
-                    };
+                    });
                 }
                 BackendMessage::ErrorResponse(fields) => {
                     return Err(ServerError::Refused {
