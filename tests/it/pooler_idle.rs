@@ -122,25 +122,24 @@ async fn listed(console: &Client, database: &str) -> (Vec<String>, i64) {
         .map(|row| clients.get(row, "application_name").to_owned())
         .collect();
     names.sort();
+    (names, pools_sum(console, database, "cl_active").await)
+}
+
+/// SHOW POOLS' `column` summed over `database`'s pools.
+async fn pools_sum(console: &Client, database: &str, column: &str) -> i64 {
     let pools = table(console, "SHOW POOLS").await.unwrap();
-    let active = pools
+    pools
         .rows_where("database", database)
         .into_iter()
-        .map(|row| pools.get(row, "cl_active").parse::<i64>().unwrap())
-        .sum();
-    (names, active)
+        .map(|row| pools.get(row, column).parse::<i64>().unwrap())
+        .sum()
 }
 
 /// Polls SHOW POOLS until `database`'s pools have `waiting` clients in cl_waiting.
 async fn wait_waiting(console: &Client, database: &str, waiting: i64) {
     let deadline = Instant::now() + SLACK;
     loop {
-        let pools = table(console, "SHOW POOLS").await.unwrap();
-        let shown: i64 = pools
-            .rows_where("database", database)
-            .into_iter()
-            .map(|row| pools.get(row, "cl_waiting").parse::<i64>().unwrap())
-            .sum();
+        let shown = pools_sum(console, database, "cl_waiting").await;
         if shown == waiting {
             return;
         }
