@@ -213,10 +213,9 @@ impl Active {
 
 impl Active {
     /// Serves the client until it ends (`Err`) or may rest in a lounge (`Ok`, with the
-    /// end of its client_idle_timeout). A client that just logged in rests at once;
-    /// one between transactions waits in its task until the
-    /// lounges' next call, so that a busy client is not handed between tasks on every
-    /// transaction.
+    /// end of its client_idle_timeout). A client that just logged in rests at once; one
+    /// between transactions waits in its task until the lounges' next call, so that a
+    /// busy client is not handed between tasks on every transaction.
     async fn serve(&mut self, woke: Option<Woke>) -> Result<Option<Instant>, End> {
         match woke {
             None => {

@@ -141,14 +141,6 @@ impl ServerInfo {
     }
 }
 
-impl Drop for ServerConn {
-    fn drop(&mut self) {
-        if let Ok(mut socket) = self.info.socket.lock() {
-            *socket = None;
-        }
-    }
-}
-
 pub struct ServerConn {
     pub stream: ServerStream,
     pub info: std::sync::Arc<ServerInfo>,
@@ -166,6 +158,16 @@ pub struct ServerConn {
     pub created: Instant,
     pub generation: u64,
     broken: bool,
+}
+
+/// Clears the socket KILL may shut down before the descriptor closes (fields drop after
+/// this).
+impl Drop for ServerConn {
+    fn drop(&mut self) {
+        if let Ok(mut socket) = self.info.socket.lock() {
+            *socket = None;
+        }
+    }
 }
 
 impl ServerConn {

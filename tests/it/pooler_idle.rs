@@ -73,6 +73,13 @@ impl Watched {
         error
     }
 
+    /// Waits for client_idle_timeout to end the client, idle since `idle_since` (after
+    /// `why`), and checks it was told so, and not too early.
+    async fn times_out(&mut self, idle_since: Instant, why: &str) {
+        let error = self.closed_within(IDLE_TIMEOUT + SLACK, why).await;
+        assert_idle_timeout(&error, idle_since.elapsed(), self.name);
+    }
+
     fn assert_connected(&self, why: &str) {
         assert!(
             !self.ended.is_finished() && !self.client.is_closed(),
@@ -198,10 +205,7 @@ fn client_idle_timeout_ends_idle_clients_only_and_unlists_them() {
 async fn a_new_client_that_never_queries_times_out(url: &str) {
     let mut fresh = watched(url, "never-queried").await;
     let logged_in = Instant::now();
-    let error = fresh
-        .closed_within(IDLE_TIMEOUT + SLACK, "client_idle_timeout")
-        .await;
-    assert_idle_timeout(&error, logged_in.elapsed(), fresh.name);
+    fresh.times_out(logged_in, "client_idle_timeout").await;
 }
 
 async fn a_client_idle_after_queries_times_out(url: &str) {
@@ -216,10 +220,7 @@ async fn a_client_idle_after_queries_times_out(url: &str) {
     // Idle from here: in its task until the lounges' next call (within a second), then
     // in a lounge, whose timer ends it.
     let last_reply = Instant::now();
-    let error = used
-        .closed_within(IDLE_TIMEOUT + SLACK, "client_idle_timeout")
-        .await;
-    assert_idle_timeout(&error, last_reply.elapsed(), used.name);
+    used.times_out(last_reply, "client_idle_timeout").await;
 }
 
 async fn a_client_querying_more_often_stays(url: &str) {
@@ -242,10 +243,7 @@ async fn a_client_querying_more_often_stays(url: &str) {
     busy.assert_connected("while it queried");
     // Once it stops, the timeout counts from its last query.
     let last_reply = Instant::now();
-    let error = busy
-        .closed_within(IDLE_TIMEOUT + SLACK, "its last query")
-        .await;
-    assert_idle_timeout(&error, last_reply.elapsed(), busy.name);
+    busy.times_out(last_reply, "its last query").await;
 }
 
 /// PgBouncer applies client_idle_timeout only to clients without a server; inside a
@@ -263,8 +261,7 @@ async fn a_client_inside_a_transaction_is_not_idle(url: &str) {
     exec(&txn.client, "commit").await;
     // After the transaction it is idle, and the timeout counts from the COMMIT.
     let committed = Instant::now();
-    let error = txn.closed_within(IDLE_TIMEOUT + SLACK, "its COMMIT").await;
-    assert_idle_timeout(&error, committed.elapsed(), txn.name);
+    txn.times_out(committed, "its COMMIT").await;
 }
 
 async fn timed_out_clients_leave_show_clients_and_pools(agent: &TestAgent, url: &str) {
