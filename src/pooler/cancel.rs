@@ -90,6 +90,13 @@ impl ClientRegistry {
         all
     }
 
+    /// Calls `f` on every connected client, in no particular order, under the lock.
+    pub fn for_each(&self, mut f: impl FnMut(&ClientInfo)) {
+        for client in self.lock().values() {
+            f(client);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -113,9 +120,10 @@ mod tests {
             connect_time: std::time::SystemTime::now(),
             tls: false,
             application_name: "".into(),
-            state: super::super::stats::ConnState::new("idle"),
+            state: super::super::stats::ConnState::new(super::super::stats::Activity::Idle),
             cancel_key: key,
             cancel: CancelTarget::default(),
+            call: Default::default(),
         }
     }
 

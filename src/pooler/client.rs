@@ -21,6 +21,7 @@ use super::protocol::sql_state::SqlState;
 use super::protocol::{split_frame, split_frame_limited};
 use super::route::{self, Rewrite, Routed};
 use super::server::ServerError;
+use super::stats::Activity;
 use super::stream::ClientStream;
 use super::txn::{Synthetic, TxStatus};
 use super::{ClientInfo, Pooler};
@@ -108,8 +109,9 @@ struct Active {
     config_version: u32,
     /// The pooler settings, refreshed whenever the client is between transactions.
     config: Arc<crate::config::PoolerConfig>,
-    /// Kills, draining and the lounges' once-a-second call to clients idle in a task.
-    calls: tokio::sync::watch::Receiver<u64>,
+    /// `Pooler::calls` when the task took the client: a later call (KILL, draining, the
+    /// once-a-second move to a lounge) ends its wait between transactions.
+    seen_calls: u64,
 }
 
 /// The task of a client that just logged in: it gets the login's replies, then waits in
@@ -181,7 +183,7 @@ impl Active {
         Active {
             config_version: pooler.config_version(),
             config: pooler.config(),
-            calls: pooler.calls.subscribe(),
+            seen_calls: pooler.calls(),
             client,
             to_client,
             to_server: BytesMut::new(),
@@ -193,7 +195,10 @@ impl Active {
 
     /// Serves the client until it leaves or rests in a lounge.
     async fn run(mut self, woke: Option<Woke>) {
-        match self.serve(woke).await {
+        let served = self.serve(woke).await;
+        // A waker left registered would keep this task's memory alive.
+        self.client.info.call.take();
+        match served {
             Ok(deadline) => {
                 let Active { mut client, .. } = self;
                 if client.buf.is_empty() {
@@ -248,7 +253,7 @@ impl Active {
     /// the end of the idle timeout, when the lounges call.
     async fn step_idle(&mut self) -> Result<Option<Option<Instant>>, End> {
         let deadline = self.idle_deadline();
-        self.set_state("idle");
+        self.set_state(Activity::Idle);
         // The buffers stay while the client waits in its task (it is likely busy); a
         // resting client drops them. One that grew for a large message is let go.
         for buf in [
@@ -271,12 +276,14 @@ impl Active {
             return Err(shutdown());
         }
         let timer = sleep_or_never(self.config.client_idle_timeout);
-        // One signal for KILL, draining and the lounges' call: each waiter registered
-        // costs every transaction.
+        // One waker for KILL, draining and the lounges' call, registered by an atomic
+        // exchange: a lock-taking waiter here would cost every transaction.
+        let called = called(&self.client.pooler.0, &self.client.info, self.seen_calls);
         let read = tokio::select! {
+            biased;
             read = self.client.stream.read_when_ready(&mut self.client.buf, IDLE_READ) => read,
             () = timer => return Err(idle_timeout()),
-            _ = self.calls.changed() => {
+            () = called => {
                 return if self.client.pooler.is_draining() {
                     Err(shutdown())
                 } else if self.client.is_killed() {
@@ -313,10 +320,11 @@ impl Active {
         let timeout = sleep_or_never(idle_transaction_timeout.filter(|_| idle_in_transaction));
         let backlog = !self.to_server.is_empty();
         let (mut server_read, mut server_write) = conn.stream.split();
+        // Biased, which spares a random draw on every wake-up. PostgreSQL's replies come
+        // first; the client is read once they pause, which they do: PostgreSQL answers
+        // only what the client sent, at the pace the client reads.
         tokio::select! {
-            read = self.client.stream.read_buf(&mut self.client.buf), if self.to_server.len() < MAX_BACKLOG => {
-                self.on_client_read(read).await
-            }
+            biased;
             read = server_read.read_buf(&mut conn.read_buf) => match read {
                 Ok(0) | Err(_) => Err(End::ServerLost),
                 Ok(_) => self.on_server_data().await,
@@ -328,6 +336,9 @@ impl Active {
                     Ok(())
                 }
             },
+            read = self.client.stream.read_buf(&mut self.client.buf), if self.to_server.len() < MAX_BACKLOG => {
+                self.on_client_read(read).await
+            }
             () = timeout => Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "idle transaction timeout"))),
         }
     }
@@ -345,6 +356,8 @@ impl Active {
         let max_packet = self.config.max_packet_size as usize;
         let max_prepared = self.config.max_prepared_statements as usize;
         let rewrite_on = self.client.mode == PoolMode::Transaction && max_prepared > 0;
+        // A server assigned for this request: its clock reading starts the query too.
+        let mut assigned = false;
         loop {
             let frame = match split_frame_limited(&mut self.client.buf, |tag| {
                 frontend::max_body_length(tag).min(max_packet)
@@ -375,6 +388,7 @@ impl Active {
             }
             if self.server.is_none() {
                 self.assign().await?;
+                assigned = true;
             }
             let Some(guard) = self.server.as_mut() else {
                 break;
@@ -397,7 +411,11 @@ impl Active {
         if let Some(guard) = self.server.as_mut() {
             let conn = guard.conn();
             if !self.to_server.is_empty() {
-                self.query_started = Instant::now();
+                self.query_started = if assigned {
+                    self.xact_started
+                } else {
+                    Instant::now()
+                };
                 // Usually all of it goes at once; what does not is written by
                 // `step_with_server` while it keeps reading PostgreSQL's results, so a large
                 // pipeline cannot deadlock both sides on full socket buffers.
@@ -535,7 +553,7 @@ impl Active {
     /// Takes a server connection for this client and brings its session parameters in
     /// line with the client's.
     async fn assign(&mut self) -> Result<(), End> {
-        self.set_state("waiting");
+        self.set_state(Activity::Waiting);
         let wait = self.config.query_wait_timeout;
         let kills = self.client.kills;
         let mut guard = match self.client.pool.checkout(wait, kills).await {
@@ -577,9 +595,9 @@ impl Active {
             conn.synced = Some(params.synced_to());
         }
         self.client.info.cancel.set(Some(conn.key.clone()));
+        self.xact_started = guard.taken;
         self.server = Some(guard);
-        self.xact_started = Instant::now();
-        self.set_state("active");
+        self.set_state(Activity::Active);
         Ok(())
     }
 
@@ -603,7 +621,7 @@ impl Active {
             } else {
                 true
             };
-        guard.release(reusable);
+        guard.release(reusable, now);
     }
 
     async fn finish(&mut self, end: End) {
@@ -657,7 +675,7 @@ impl Active {
         written.map_err(|_| End::Left)
     }
 
-    fn set_state(&self, state: &'static str) {
+    fn set_state(&self, state: Activity) {
         self.client.info.state.set(state);
     }
 }
@@ -714,6 +732,23 @@ fn write_synthetic(out: &mut BytesMut, replies: &[Synthetic]) {
             Synthetic::CloseComplete => be::close_complete(out),
         }
     }
+}
+
+/// Resolves once the pooler has called its idle clients since `seen`. The waker is
+/// registered before the count is read, so a call in between is not missed.
+fn called<'a>(
+    pooler: &'a Pooler,
+    info: &'a ClientInfo,
+    seen: u64,
+) -> impl Future<Output = ()> + 'a {
+    std::future::poll_fn(move |cx| {
+        info.call.register(cx.waker());
+        if pooler.calls() == seen {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
 }
 
 /// The timer is boxed so that waiting without one costs the client's task no space.

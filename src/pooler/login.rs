@@ -20,6 +20,7 @@ use super::protocol::startup::{self, StartupPacket};
 use super::protocol::{split_frame_limited, Frame, ProtocolError};
 use super::scram::{self, ScramError, ServerExchange};
 use super::server::ServerError;
+use super::stats::Activity;
 use super::stream::ClientStream;
 use super::{ClientInfo, Pooler};
 
@@ -230,7 +231,7 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
             // The first login to a pool proves the pair valid, as PostgreSQL would at
             // connect time: a missing database or a pg_hba refusal reaches the client now.
             match Box::pin(pool.checkout(config.query_wait_timeout, pool.kills())).await {
-                Ok(guard) => guard.release(true),
+                Ok(guard) => guard.release(true, std::time::Instant::now()),
                 Err(super::pool::CheckoutError::Server(ServerError::Refused { frame, .. })) => {
                     pooler.forget_unvalidated(&key);
                     let _ = stream.write_all(&frame).await;
@@ -505,7 +506,8 @@ fn client_info(
             .map(|(_, v)| v.as_str())
             .unwrap_or_default()
             .into(),
-        state: super::stats::ConnState::new("idle"),
+        state: super::stats::ConnState::new(Activity::Idle),
+        call: Default::default(),
         cancel_key,
         cancel: Default::default(),
     }

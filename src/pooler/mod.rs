@@ -79,6 +79,9 @@ pub struct ClientInfo {
     /// The key the client got in BackendKeyData, and where a cancel with it goes.
     pub cancel_key: cancel::ClientKey,
     pub cancel: cancel::CancelTarget,
+    /// The task of a client idle in its own task, woken when the pooler calls (see
+    /// `Pooler::calls`); empty while the client rests in a lounge or is busy.
+    pub call: futures::task::AtomicWaker,
 }
 
 pub struct Pooler {
@@ -109,9 +112,10 @@ pub struct Pooler {
     lounges: Vec<lounge::Door>,
     /// Bumped by KILL and draining: the lounges look at every client they hold.
     kills: watch::Sender<u64>,
-    /// Bumped by KILL, draining and once a second: clients idle in their own task move
-    /// to a lounge (or end).
-    calls: watch::Sender<u64>,
+    /// Bumped by KILL, draining and once a second, then every client's `call` is woken:
+    /// clients idle in their own task move to a lounge (or end). A registered waker costs
+    /// a transaction one atomic exchange, where a watch or Notify waiter takes a lock.
+    calls: AtomicU64,
     /// Every client's task, so that shutdown can wait for them.
     tracker: TaskTracker,
 }
@@ -323,7 +327,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         started: Instant::now(),
         lounges,
         kills: watch::channel(0).0,
-        calls: watch::channel(0).0,
+        calls: AtomicU64::new(0),
         tracker: TaskTracker::new(),
     });
     tracing::info!(%addr, socket = %socket_path.display(), worker_threads = workers, "pooler listening");
@@ -434,7 +438,7 @@ async fn maintain(
             }
             _ = tick.tick() => {
                 // Clients idle in their own task since the last tick move to a lounge.
-                pooler.calls.send_modify(|n| *n += 1);
+                pooler.call_idle_clients();
                 for pool in pooler.pools() {
                     pool.close_stale_idle();
                     if pool.has_credentials() && !pool.is_paused() {
@@ -456,7 +460,18 @@ impl Pooler {
     /// must end.
     fn wake_idle_clients(&self) {
         self.kills.send_modify(|n| *n += 1);
-        self.calls.send_modify(|n| *n += 1);
+        self.call_idle_clients();
+    }
+
+    /// Wakes every client idle in its own task, which then rests in a lounge or ends.
+    fn call_idle_clients(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.clients.for_each(|client| client.call.wake());
+    }
+
+    /// How many times the pooler has called its idle clients.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
     }
 
     /// Puts an idle client in a lounge; gives it back if the lounges are closed.

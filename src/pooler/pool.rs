@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::params::ClientParams;
 use super::scram::ClientKey;
 use super::server::{ServerConn, ServerError, ServerTarget};
-use super::stats::PoolStats;
+use super::stats::{Activity, PoolStats};
 use crate::config::{PoolMode, PoolerConfig};
 
 /// Which pool: PostgreSQL database and role.
@@ -95,7 +95,7 @@ pub struct Pool {
     /// Shared limits across pools (max_db_connections / max_user_connections).
     limits: Vec<Arc<Semaphore>>,
     released: Notify,
-    paused: watch::Sender<bool>,
+    paused: AtomicBool,
     /// Bumped by KILL: every client of the pool is disconnected.
     kills: AtomicU64,
     credentials: Mutex<Option<Credentials>>,
@@ -138,7 +138,7 @@ impl Pool {
             idle: Mutex::new(VecDeque::new()),
             limits,
             released: Notify::new(),
-            paused: watch::channel(false).0,
+            paused: AtomicBool::new(false),
             kills: AtomicU64::new(0),
             credentials: Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -215,12 +215,12 @@ impl Pool {
     ) -> Result<Guard, CheckoutError> {
         let started = Instant::now();
         let deadline = wait_timeout.map(|t| started + t);
-        let mut paused = self.paused.subscribe();
         self.stats.waiting_started(started);
-        let result = self
-            .checkout_loop(deadline, started, &mut paused, kills)
-            .await;
-        self.stats.waiting_ended(started);
+        let result = self.checkout_loop(deadline, started, kills).await;
+        let ended = result
+            .as_ref()
+            .map_or_else(|_| Instant::now(), |guard| guard.taken);
+        self.stats.waiting_ended(started, ended);
         result
     }
 
@@ -228,7 +228,6 @@ impl Pool {
         self: &Arc<Self>,
         deadline: Option<Instant>,
         started: Instant,
-        paused: &mut watch::Receiver<bool>,
         kills: u64,
     ) -> Result<Guard, CheckoutError> {
         // One timer for the whole wait, moved only when the wake-up time changes: a
@@ -242,7 +241,8 @@ impl Pool {
             if self.kills() != kills {
                 return Err(CheckoutError::Killed);
             }
-            if !*paused.borrow_and_update() {
+            // PAUSE and RESUME notify every waiter too, so one notification covers them.
+            if !self.is_paused() {
                 if let Some(guard) = self.take_idle().await {
                     return Ok(guard);
                 }
@@ -262,12 +262,13 @@ impl Pool {
                 }
                 timer_at = wake;
             }
-            tokio::select! {
-                () = notified => {}
-                _ = paused.changed() => {}
-                () = timer.as_mut(), if timer_at.is_some() => {}
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            let timed_out = tokio::select! {
+                biased;
+                () = notified => false,
+                () = timer.as_mut(), if timer_at.is_some() => true,
+            };
+            // The timer may have woken for the reserve pool rather than the deadline.
+            if timed_out && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(CheckoutError::WaitTimeout);
             }
         }
@@ -276,13 +277,17 @@ impl Pool {
     /// A slot in the pool (and in the shared limits), or after the reserve timeout one in
     /// the reserve pool.
     fn try_acquire(&self, started: Instant) -> Option<Vec<OwnedSemaphorePermit>> {
-        let mut permits = Vec::with_capacity(1 + self.limits.len());
-        let slot = self.slots.clone().try_acquire_owned().ok().or_else(|| {
+        // No permit left is the usual case while clients wait: spare the Arc's count.
+        let free = (self.slots.available_permits() > 0)
+            .then(|| self.slots.clone().try_acquire_owned().ok())
+            .flatten();
+        let slot = free.or_else(|| {
             let settings = self.settings();
             (settings.reserve_size > 0 && started.elapsed() >= settings.reserve_timeout)
                 .then(|| self.reserve.clone().try_acquire_owned().ok())
                 .flatten()
         })?;
+        let mut permits = Vec::with_capacity(1 + self.limits.len());
         permits.push(slot);
         for limit in &self.limits {
             permits.push(limit.clone().try_acquire_owned().ok()?);
@@ -315,8 +320,9 @@ impl Pool {
                 continue;
             }
             self.stats.server_activated();
-            conn.info.set_state("active");
+            conn.info.set_state(Activity::Active);
             return Some(Guard {
+                taken: now,
                 conn: Some(conn),
                 permits,
                 pool: self.clone(),
@@ -364,6 +370,7 @@ impl Pool {
         self.stats.server_activated();
         lock(&self.servers).push(Arc::downgrade(&conn.info));
         Ok(Guard {
+            taken: Instant::now(),
             conn: Some(conn),
             permits,
             pool: self.clone(),
@@ -409,7 +416,7 @@ impl Pool {
             return Ok(());
         };
         let guard = self.connect(permits).await?;
-        guard.release(true);
+        guard.release(true, Instant::now());
         Ok(())
     }
 
@@ -446,12 +453,12 @@ impl Pool {
     }
 
     pub fn pause(&self, paused: bool) {
-        self.paused.send_replace(paused);
+        self.paused.store(paused, Ordering::SeqCst);
         self.released.notify_waiters();
     }
 
     pub fn is_paused(&self) -> bool {
-        *self.paused.borrow()
+        self.paused.load(Ordering::SeqCst)
     }
 
     /// The pool's live server connections.
@@ -485,6 +492,8 @@ fn resize(semaphore: &Semaphore, current: &mut u32, wanted: u32) {
 /// A checked-out server connection. `release` returns it to the pool; dropping it
 /// closes it (the safe default when its state is unknown).
 pub struct Guard {
+    /// When the connection was handed out (one clock read serves the caller too).
+    pub taken: Instant,
     conn: Option<Box<ServerConn>>,
     permits: Vec<OwnedSemaphorePermit>,
     pool: Arc<Pool>,
@@ -497,16 +506,16 @@ impl Guard {
             .expect("a guard holds its connection until released")
     }
 
-    /// Back to the pool if `reusable` and still current; closed otherwise.
-    pub fn release(mut self, reusable: bool) {
+    /// Back to the pool, idle since `now`, if `reusable` and still current; closed
+    /// otherwise.
+    pub fn release(mut self, reusable: bool, now: Instant) {
         let Some(conn) = self.conn.take() else {
             return;
         };
         let pool = self.pool.clone();
         pool.stats.server_deactivated();
         let settings = pool.settings();
-        conn.info.set_state("idle");
-        let now = Instant::now();
+        conn.info.set_state(Activity::Idle);
         if reusable && !pool.expired(&conn, &settings, now) && !conn.is_broken() {
             lock(&pool.idle).push_back(Idle {
                 conn,

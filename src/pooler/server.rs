@@ -19,6 +19,7 @@ use super::protocol::error_fields::ErrorFields;
 use super::protocol::{frontend, split_frame, startup, Frame, ProtocolError};
 use super::scram::{self, ClientExchange};
 use super::server_stream::ServerStream;
+use super::stats::Activity;
 use super::txn::Tracker;
 use crate::ha::PgTarget;
 
@@ -126,7 +127,7 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
-    pub fn set_state(&self, state: &'static str) {
+    pub fn set_state(&self, state: Activity) {
         self.state.set(state);
     }
 
@@ -203,7 +204,7 @@ impl ServerConn {
             info: std::sync::Arc::new(ServerInfo {
                 connect_time: std::time::SystemTime::now(),
                 remote_pid: 0,
-                state: super::stats::ConnState::new("login"),
+                state: super::stats::ConnState::new(Activity::Login),
                 socket: std::sync::Mutex::new(None),
             }),
             created: Instant::now(),
@@ -288,7 +289,7 @@ impl ServerConn {
                     conn.info = std::sync::Arc::new(ServerInfo {
                         connect_time: std::time::SystemTime::now(),
                         remote_pid: conn.key.process_id,
-                        state: super::stats::ConnState::new("active"),
+                        state: super::stats::ConnState::new(Activity::Active),
                         socket: std::sync::Mutex::new(Some(conn.stream.as_raw_fd())),
                     });
                     return Ok(conn);

@@ -1,7 +1,7 @@
 //! Counters behind SHOW POOLS / SHOW STATS and the pgbouncer-exporter metrics. Atomics,
 //! so the per-message path never takes a lock for them.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 pub struct PoolStats {
     pub clients_active: AtomicI64,
     clients_waiting: AtomicI64,
-    waiting_since: Mutex<BTreeMap<Instant, u32>>,
+    /// When each waiting client began to wait, oldest first (for maxwait). Waits mostly
+    /// end in the order they began, so the one ending is found at the front.
+    waiting_since: Mutex<VecDeque<Instant>>,
     servers_active: AtomicI64,
     servers_open: AtomicI64,
     servers_login: AtomicI64,
@@ -38,20 +40,22 @@ impl PoolStats {
     pub fn waiting_started(&self, at: Instant) {
         self.clients_waiting.fetch_add(1, Relaxed);
         if let Ok(mut w) = self.waiting_since.lock() {
-            *w.entry(at).or_default() += 1;
+            // Clocks read on two threads may disagree by a little: keep the order.
+            let place = w.iter().rposition(|t| *t <= at).map_or(0, |i| i + 1);
+            w.insert(place, at);
         }
     }
 
-    pub fn waiting_ended(&self, at: Instant) {
+    /// A wait that began `at` ended at `ended`.
+    pub fn waiting_ended(&self, at: Instant, ended: Instant) {
         self.clients_waiting.fetch_sub(1, Relaxed);
-        self.wait_time_us
-            .fetch_add(at.elapsed().as_micros() as u64, Relaxed);
+        self.wait_time_us.fetch_add(
+            ended.saturating_duration_since(at).as_micros() as u64,
+            Relaxed,
+        );
         if let Ok(mut w) = self.waiting_since.lock() {
-            if let Some(n) = w.get_mut(&at) {
-                *n -= 1;
-                if *n == 0 {
-                    w.remove(&at);
-                }
+            if let Some(i) = w.iter().position(|t| *t == at) {
+                w.remove(i);
             }
         }
     }
@@ -83,7 +87,7 @@ impl PoolStats {
             .waiting_since
             .lock()
             .ok()
-            .and_then(|w| w.keys().next().map(|t| t.elapsed()))
+            .and_then(|w| w.front().map(|t| t.elapsed()))
             .unwrap_or_default();
         PoolCounts {
             clients_active: self.clients_active.load(Relaxed),
@@ -96,26 +100,95 @@ impl PoolStats {
     }
 }
 
-/// A connection's state as SHOW CLIENTS / SHOW SERVERS print it; an atomic, since it
-/// changes on every transaction.
+/// What a client or server connection is doing, as SHOW CLIENTS / SHOW SERVERS name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activity {
+    Idle,
+    Active,
+    Waiting,
+    Login,
+}
+
+impl Activity {
+    const ALL: [Activity; 4] = [
+        Activity::Idle,
+        Activity::Active,
+        Activity::Waiting,
+        Activity::Login,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::Idle => "idle",
+            Activity::Active => "active",
+            Activity::Waiting => "waiting",
+            Activity::Login => "login",
+        }
+    }
+}
+
+/// A connection's `Activity`; an atomic, since it changes on every transaction.
 #[derive(Debug)]
 pub struct ConnState(std::sync::atomic::AtomicU8);
 
 impl ConnState {
-    const NAMES: [&'static str; 4] = ["idle", "active", "waiting", "login"];
-
-    pub fn new(name: &'static str) -> ConnState {
-        let state = ConnState(std::sync::atomic::AtomicU8::new(0));
-        state.set(name);
-        state
+    pub fn new(activity: Activity) -> ConnState {
+        ConnState(std::sync::atomic::AtomicU8::new(activity as u8))
     }
 
-    pub fn set(&self, name: &'static str) {
-        let index = Self::NAMES.iter().position(|n| *n == name).unwrap_or(0);
-        self.0.store(index as u8, Relaxed);
+    pub fn set(&self, activity: Activity) {
+        self.0.store(activity as u8, Relaxed);
     }
 
     pub fn get(&self) -> &'static str {
-        Self::NAMES[usize::from(self.0.load(Relaxed)).min(Self::NAMES.len() - 1)]
+        let index = usize::from(self.0.load(Relaxed));
+        Activity::ALL
+            .get(index)
+            .copied()
+            .unwrap_or(Activity::Idle)
+            .as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maxwait_is_the_oldest_wait_still_running() {
+        let stats = PoolStats::default();
+        let now = Instant::now();
+        let ago = |ms| now.checked_sub(Duration::from_millis(ms)).unwrap();
+        let (t0, t1, t2) = (ago(30), ago(29), ago(28));
+        stats.waiting_started(t1);
+        stats.waiting_started(t0); // read on another thread a moment earlier
+        stats.waiting_started(t2);
+        stats.waiting_started(t2);
+        assert_eq!(stats.counts().clients_waiting, 4);
+        let at_least = t0.elapsed();
+        assert!(stats.counts().max_wait >= at_least);
+        // Waits may end out of order; the oldest running one still sets maxwait.
+        stats.waiting_ended(t1, t2);
+        stats.waiting_ended(t0, t2);
+        let at_least = t2.elapsed();
+        let max_wait = stats.counts().max_wait;
+        assert!(max_wait >= at_least && max_wait < t1.elapsed());
+        stats.waiting_ended(t2, t2);
+        assert_eq!(stats.counts().clients_waiting, 1);
+        stats.waiting_ended(t2, t2 + Duration::from_millis(3));
+        assert_eq!(stats.counts().clients_waiting, 0);
+        assert_eq!(stats.counts().max_wait, Duration::ZERO);
+        // 1 + 2 + 0 + 3 ms waited in all.
+        assert_eq!(stats.wait_time_us.load(Relaxed), 6_000);
+    }
+
+    #[test]
+    fn activities_keep_pgbouncer_names() {
+        for activity in Activity::ALL {
+            let state = ConnState::new(Activity::Login);
+            state.set(activity);
+            assert_eq!(state.get(), activity.as_str());
+        }
+        assert_eq!(ConnState::new(Activity::Waiting).get(), "waiting");
     }
 }

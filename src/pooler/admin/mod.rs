@@ -18,6 +18,7 @@ use super::protocol::error_fields::{ErrorReport, Severity};
 use super::protocol::frontend::{self, FrontendMessage};
 use super::protocol::split_frame_limited;
 use super::protocol::sql_state::SqlState;
+use super::stats::Activity;
 use super::Pooler;
 
 pub async fn run(pooler: &Arc<Pooler>, session: Session) {
@@ -29,7 +30,7 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
         ..
     } = session;
     let level = admin.unwrap_or(AdminLevel::Stats);
-    session_info.state.set("active");
+    session_info.state.set(Activity::Active);
     let (process_id, secret_key) = session_info.cancel_key;
     let mut out = BytesMut::new();
     for (name, value) in [
