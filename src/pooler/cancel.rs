@@ -90,13 +90,6 @@ impl ClientRegistry {
         all
     }
 
-    /// Calls `f` on every connected client, in no particular order, under the lock.
-    pub fn for_each(&self, mut f: impl FnMut(&ClientInfo)) {
-        for client in self.lock().values() {
-            f(client);
-        }
-    }
-
     pub fn len(&self) -> usize {
         self.lock().len()
     }
@@ -123,7 +116,6 @@ mod tests {
             state: super::super::stats::ConnState::new(super::super::stats::Activity::Idle),
             cancel_key: key,
             cancel: CancelTarget::default(),
-            call: Default::default(),
         }
     }
 

@@ -24,7 +24,7 @@ use super::server::ServerError;
 use super::stats::Activity;
 use super::stream::ClientStream;
 use super::txn::{Synthetic, TxStatus};
-use super::{ClientInfo, Pooler};
+use super::{Call, ClientInfo, Pooler};
 use crate::config::PoolMode;
 
 const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
@@ -109,9 +109,9 @@ struct Active {
     config_version: u32,
     /// The pooler settings, refreshed whenever the client is between transactions.
     config: Arc<crate::config::PoolerConfig>,
-    /// `Pooler::calls` when the task took the client: a later call (KILL, draining, the
-    /// once-a-second move to a lounge) ends its wait between transactions.
-    seen_calls: u64,
+    /// A later call of the pooler (KILL, draining, the once-a-second move to a lounge)
+    /// ends the client's wait between transactions.
+    call: Call,
 }
 
 /// The task of a client that just logged in: it gets the login's replies, then waits in
@@ -183,7 +183,7 @@ impl Active {
         Active {
             config_version: pooler.config_version(),
             config: pooler.config(),
-            seen_calls: pooler.calls(),
+            call: pooler.answer_calls(client.info.id),
             client,
             to_client,
             to_server: BytesMut::new(),
@@ -195,10 +195,7 @@ impl Active {
 
     /// Serves the client until it leaves or rests in a lounge.
     async fn run(mut self, woke: Option<Woke>) {
-        let served = self.serve(woke).await;
-        // A waker left registered would keep this task's memory alive.
-        self.client.info.call.take();
-        match served {
+        match self.serve(woke).await {
             Ok(deadline) => {
                 let Active { mut client, .. } = self;
                 if client.buf.is_empty() {
@@ -278,7 +275,7 @@ impl Active {
         let timer = sleep_or_never(self.config.client_idle_timeout);
         // One waker for KILL, draining and the lounges' call, registered by an atomic
         // exchange: a lock-taking waiter here would cost every transaction.
-        let called = called(&self.client.pooler.0, &self.client.info, self.seen_calls);
+        let called = self.call.called();
         let read = tokio::select! {
             biased;
             read = self.client.stream.read_when_ready(&mut self.client.buf, IDLE_READ) => read,
@@ -732,23 +729,6 @@ fn write_synthetic(out: &mut BytesMut, replies: &[Synthetic]) {
             Synthetic::CloseComplete => be::close_complete(out),
         }
     }
-}
-
-/// Resolves once the pooler has called its idle clients since `seen`. The waker is
-/// registered before the count is read, so a call in between is not missed.
-fn called<'a>(
-    pooler: &'a Pooler,
-    info: &'a ClientInfo,
-    seen: u64,
-) -> impl Future<Output = ()> + 'a {
-    std::future::poll_fn(move |cx| {
-        info.call.register(cx.waker());
-        if pooler.calls() == seen {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
 }
 
 /// The timer is boxed so that waiting without one costs the client's task no space.

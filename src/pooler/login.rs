@@ -507,7 +507,6 @@ fn client_info(
             .unwrap_or_default()
             .into(),
         state: super::stats::ConnState::new(Activity::Idle),
-        call: Default::default(),
         cancel_key,
         cancel: Default::default(),
     }

@@ -27,6 +27,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use futures::task::AtomicWaker;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -79,9 +81,6 @@ pub struct ClientInfo {
     /// The key the client got in BackendKeyData, and where a cancel with it goes.
     pub cancel_key: cancel::ClientKey,
     pub cancel: cancel::CancelTarget,
-    /// The task of a client idle in its own task, woken when the pooler calls (see
-    /// `Pooler::calls`); empty while the client rests in a lounge or is busy.
-    pub call: futures::task::AtomicWaker,
 }
 
 pub struct Pooler {
@@ -112,12 +111,46 @@ pub struct Pooler {
     lounges: Vec<lounge::Door>,
     /// Bumped by KILL and draining: the lounges look at every client they hold.
     kills: watch::Sender<u64>,
-    /// Bumped by KILL, draining and once a second, then every client's `call` is woken:
-    /// clients idle in their own task move to a lounge (or end). A registered waker costs
-    /// a transaction one atomic exchange, where a watch or Notify waiter takes a lock.
+    /// Bumped by KILL, draining and once a second, then every client task in `in_task`
+    /// is woken: clients idle in their own task move to a lounge (or end). Registering
+    /// the waker costs a transaction one atomic exchange, where a watch or Notify waiter
+    /// takes a lock.
     calls: AtomicU64,
+    /// The wakers of the clients that have a task of their own, by client id; a client
+    /// resting in a lounge has none, so it costs no memory here.
+    in_task: Mutex<HashMap<u64, Arc<AtomicWaker>>>,
     /// Every client's task, so that shutdown can wait for them.
     tracker: TaskTracker,
+}
+
+/// A client task's line for the pooler's calls (KILL, draining, the move to a lounge):
+/// `called` resolves at the first call after the task took the client.
+pub struct Call {
+    pooler: Arc<Pooler>,
+    id: u64,
+    waker: Arc<AtomicWaker>,
+    seen: u64,
+}
+
+impl Call {
+    /// Resolves once the pooler has called since the task began. The waker is registered
+    /// before the count is read, so a call in between is not missed.
+    pub fn called(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            if self.pooler.calls() == self.seen {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        lock(&self.pooler.in_task).remove(&self.id);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -328,6 +361,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         lounges,
         kills: watch::channel(0).0,
         calls: AtomicU64::new(0),
+        in_task: Mutex::default(),
         tracker: TaskTracker::new(),
     });
     tracing::info!(%addr, socket = %socket_path.display(), worker_threads = workers, "pooler listening");
@@ -466,7 +500,21 @@ impl Pooler {
     /// Wakes every client idle in its own task, which then rests in a lounge or ends.
     fn call_idle_clients(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        self.clients.for_each(|client| client.call.wake());
+        for waker in lock(&self.in_task).values() {
+            waker.wake();
+        }
+    }
+
+    /// Registers the task of client `id` for the pooler's calls, until the `Call` drops.
+    fn answer_calls(self: &Arc<Self>, id: u64) -> Call {
+        let waker = Arc::new(AtomicWaker::new());
+        lock(&self.in_task).insert(id, waker.clone());
+        Call {
+            pooler: self.clone(),
+            id,
+            waker,
+            seen: self.calls(),
+        }
     }
 
     /// How many times the pooler has called its idle clients.
