@@ -428,6 +428,7 @@ fn a_lagging_replica_is_never_promoted_and_a_killed_postgres_comes_back_as_the_o
 
 #[test]
 fn a_new_replica_starts_from_the_backup_repository_when_it_holds_this_cluster() {
+    let _turn = crate::support::cluster::one_cluster_at_a_time();
     let Some(etcd) = crate::support::etcd::EtcdServer::start() else {
         return;
     };

@@ -36,6 +36,7 @@ fn status(node: &TestAgent) -> serde_json::Value {
 
 #[test]
 fn a_partitioned_primary_stops_writes_before_a_replica_is_promoted_and_rejoins() {
+    let _turn = crate::support::cluster::one_cluster_at_a_time();
     let Some(ns) = NetNs::create() else {
         return;
     };

@@ -2,6 +2,7 @@
 //! secret, each with its own PostgreSQL and pooler.
 
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -16,6 +17,20 @@ pub struct TestCluster {
     pub read_only_ports: Vec<u16>,
     pub etcd: EtcdServer,
     _secret_dir: tempfile::TempDir,
+    /// Last: released once everything above has stopped.
+    _turn: MutexGuard<'static, ()>,
+}
+
+static CLUSTER_TURN: Mutex<()> = Mutex::new(());
+
+/// Three-node clusters run one at a time: two at once on a 2-core machine (nine
+/// PostgreSQL and agent processes, debug builds) can slow a primary's etcd round past its
+/// fence deadline, and the test then measures the machine, not the platform.
+pub fn one_cluster_at_a_time() -> MutexGuard<'static, ()> {
+    // A test that panicked while holding the turn leaves nothing behind to protect.
+    CLUSTER_TURN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn ha_toml(etcd: &str, name: &str, secret: &Path, read_only_port: u16, extra: &str) -> String {
@@ -30,6 +45,7 @@ pub fn ha_toml(etcd: &str, name: &str, secret: &Path, read_only_port: u16, extra
 impl TestCluster {
     /// `None` when etcd is missing (the skip is reported). `extra` goes into `[ha]`.
     pub fn start(extra: &str) -> Option<TestCluster> {
+        let turn = one_cluster_at_a_time();
         let etcd = EtcdServer::start()?;
         let secret_dir = tempfile::tempdir().unwrap();
         let secret = secret_dir.path().join("cluster.secret");
@@ -51,6 +67,7 @@ impl TestCluster {
             read_only_ports,
             etcd,
             _secret_dir: secret_dir,
+            _turn: turn,
         };
         cluster.wait_formed(0, "node1", 2);
         Some(cluster)
