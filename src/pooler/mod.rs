@@ -254,7 +254,7 @@ impl PoolerHandle {
             pool.pause(true);
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        while pools.iter().any(|p| p.stats.counts().servers_active > 0) {
+        while pools.iter().any(|p| p.counts().servers_active > 0) {
             if tokio::time::Instant::now() >= deadline {
                 self.resume_all();
                 anyhow::bail!("transactions were still running after {timeout:?}; resumed");
@@ -453,17 +453,30 @@ pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> any
     Ok(())
 }
 
+/// How often waiting clients' timeouts are checked: the precision of query_wait_timeout
+/// and reserve_pool_timeout (PgBouncer's janitor checks them three times a second).
+const WAIT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Once a second: apply reloaded settings, close stale idle connections, fill
-/// min_pool_size.
+/// min_pool_size. Ten times a second: end waits past query_wait_timeout and open the
+/// reserve pool to those past reserve_pool_timeout.
 async fn maintain(
     pooler: Arc<Pooler>,
     mut config: watch::Receiver<Arc<PoolerConfig>>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut waits = tokio::time::interval(WAIT_CHECK_INTERVAL);
+    waits.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
+            _ = waits.tick() => {
+                let pools: Vec<Arc<Pool>> = lock(&pooler.pools).values().cloned().collect();
+                for pool in pools {
+                    pool.check_waits();
+                }
+            }
             changed = config.changed() => {
                 if changed.is_err() { return; }
                 pooler.apply_config();

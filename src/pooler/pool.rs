@@ -1,18 +1,21 @@
-//! `Pool`: the server connections of one (database, user) pair. Checkout waits for a free
-//! connection (with PgBouncer's query_wait_timeout and reserve pool), and `Guard` puts the
-//! connection back — or closes it — when the client is done with it.
+//! `Pool`: the server connections of one (database, user) pair. Checkout waits in line
+//! for a free connection (with PgBouncer's query_wait_timeout and reserve pool), and
+//! `Guard` hands the connection to the next in line, puts it back, or closes it when the
+//! client is done with it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use std::task::{Context, Poll, Waker};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::params::ClientParams;
 use super::scram::ClientKey;
 use super::server::{ServerConn, ServerError, ServerTarget};
-use super::stats::{Activity, PoolStats};
+use super::stats::{Activity, PoolCounts, PoolStats};
 use crate::config::{PoolMode, PoolerConfig};
 
 /// Which pool: PostgreSQL database and role.
@@ -82,19 +85,64 @@ struct Idle {
     since: Instant,
 }
 
+/// What the pool's one lock guards: the idle connections, the clients waiting for one,
+/// and the settings both are judged by. One lock per checkout and per release is all a
+/// transaction costs here.
+struct State {
+    idle: VecDeque<Idle>,
+    /// Clients waiting for a connection, first come first served.
+    waiters: VecDeque<Waiter>,
+    /// Connections `release` handed to a waiter that has not picked them up yet.
+    handed: Vec<(u64, Idle)>,
+    /// Waits that query_wait_timeout ended, not yet seen by their waiter.
+    timed_out: Vec<u64>,
+    next_waiter: u64,
+    settings: Arc<PoolSettings>,
+}
+
+struct Waiter {
+    id: u64,
+    since: Instant,
+    deadline: Option<Instant>,
+    waker: Waker,
+}
+
+impl State {
+    /// A connection coming back: straight to the longest waiter (as PgBouncer does, so
+    /// nobody barges in and nobody polls), or to the idle list. Returns whom to wake.
+    fn put_back(&mut self, idle: Idle, paused: bool) -> Option<Waker> {
+        if !paused {
+            if let Some(waiter) = self.waiters.pop_front() {
+                self.handed.push((waiter.id, idle));
+                return Some(waiter.waker);
+            }
+        }
+        self.idle.push_back(idle);
+        None
+    }
+
+    fn remove_waiter(&mut self, id: u64) {
+        if let Some(i) = self.waiters.iter().position(|w| w.id == id) {
+            self.waiters.remove(i);
+        }
+    }
+
+    fn wakers(&self) -> Vec<Waker> {
+        self.waiters.iter().map(|w| w.waker.clone()).collect()
+    }
+}
+
 pub struct Pool {
     /// Shared with every client's `ClientInfo`.
     pub key: Arc<PoolKey>,
-    settings: Mutex<Arc<PoolSettings>>,
+    state: Mutex<State>,
     target: ServerTarget,
-    idle: Mutex<VecDeque<Idle>>,
     slots: Arc<Semaphore>,
     reserve: Arc<Semaphore>,
     /// Slots and reserve sizes in effect, to resize the semaphores on reload.
     sizes: Mutex<(u32, u32)>,
     /// Shared limits across pools (max_db_connections / max_user_connections).
     limits: Vec<Arc<Semaphore>>,
-    released: Notify,
     paused: AtomicBool,
     /// Bumped by KILL: every client of the pool is disconnected.
     kills: AtomicU64,
@@ -121,6 +169,111 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// What a checkout got from the pool under its lock.
+enum Taken {
+    /// From the idle list, with the settings it is checked by before use.
+    Idle(Idle, Arc<PoolSettings>),
+    /// Handed over by `release` just now: no check needed.
+    Handed(Idle),
+    /// A free slot: log in a new connection.
+    Connect(Vec<OwnedSemaphorePermit>),
+}
+
+/// One client's checkout: its place in the waiters' line, left (and a connection handed
+/// to it passed on) if the checkout is dropped.
+struct Checkout<'a> {
+    pool: &'a Pool,
+    wait_timeout: Option<Duration>,
+    kills: u64,
+    /// In the line under this id.
+    id: Option<u64>,
+    /// When the wait began, if it had to.
+    since: Option<Instant>,
+}
+
+impl Checkout<'_> {
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Result<Taken, CheckoutError>> {
+        let pool = self.pool;
+        let mut st = lock(&pool.state);
+        if pool.kills() != self.kills {
+            let next = self.leave(&mut st);
+            drop(st);
+            if let Some(waker) = next {
+                waker.wake();
+            }
+            return Poll::Ready(Err(CheckoutError::Killed));
+        }
+        if let Some(id) = self.id {
+            if let Some(i) = st.handed.iter().position(|(w, _)| *w == id) {
+                let (_, idle) = st.handed.swap_remove(i);
+                self.id = None;
+                return Poll::Ready(Ok(Taken::Handed(idle)));
+            }
+            if let Some(i) = st.timed_out.iter().position(|w| *w == id) {
+                st.timed_out.swap_remove(i);
+                self.id = None;
+                return Poll::Ready(Err(CheckoutError::WaitTimeout));
+            }
+        }
+        if !pool.is_paused() {
+            if let Some(idle) = st.idle.pop_back() {
+                self.leave(&mut st);
+                return Poll::Ready(Ok(Taken::Idle(idle, st.settings.clone())));
+            }
+            if let Some(permits) = pool.try_acquire(&st.settings, self.since) {
+                self.leave(&mut st);
+                return Poll::Ready(Ok(Taken::Connect(permits)));
+            }
+        }
+        match self.id {
+            Some(id) => match st.waiters.iter_mut().find(|w| w.id == id) {
+                Some(w) => {
+                    if !w.waker.will_wake(cx.waker()) {
+                        w.waker = cx.waker().clone();
+                    }
+                }
+                None => self.join(&mut st, cx),
+            },
+            None => self.join(&mut st, cx),
+        }
+        Poll::Pending
+    }
+
+    fn join(&mut self, st: &mut State, cx: &mut Context<'_>) {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let id = st.next_waiter;
+        st.next_waiter += 1;
+        st.waiters.push_back(Waiter {
+            id,
+            since,
+            deadline: self.wait_timeout.map(|t| since + t),
+            waker: cx.waker().clone(),
+        });
+        self.id = Some(id);
+    }
+
+    /// Out of the line; a connection already handed over goes to the next waiter.
+    fn leave(&mut self, st: &mut State) -> Option<Waker> {
+        let id = self.id.take()?;
+        st.remove_waiter(id);
+        st.timed_out.retain(|w| *w != id);
+        let i = st.handed.iter().position(|(w, _)| *w == id)?;
+        let (_, idle) = st.handed.swap_remove(i);
+        st.put_back(idle, self.pool.is_paused())
+    }
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        if self.id.is_some() {
+            let waker = self.leave(&mut lock(&self.pool.state));
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
 impl Pool {
     pub fn new(
         key: PoolKey,
@@ -133,11 +286,16 @@ impl Pool {
             slots: Arc::new(Semaphore::new(settings.size as usize)),
             reserve: Arc::new(Semaphore::new(settings.reserve_size as usize)),
             sizes: Mutex::new((settings.size, settings.reserve_size)),
-            settings: Mutex::new(Arc::new(settings)),
+            state: Mutex::new(State {
+                idle: VecDeque::new(),
+                waiters: VecDeque::new(),
+                handed: Vec::new(),
+                timed_out: Vec::new(),
+                next_waiter: 0,
+                settings: Arc::new(settings),
+            }),
             target,
-            idle: Mutex::new(VecDeque::new()),
             limits,
-            released: Notify::new(),
             paused: AtomicBool::new(false),
             kills: AtomicU64::new(0),
             credentials: Mutex::new(None),
@@ -168,7 +326,7 @@ impl Pool {
     }
 
     pub fn settings(&self) -> Arc<PoolSettings> {
-        lock(&self.settings).clone()
+        lock(&self.state).settings.clone()
     }
 
     /// Applies new settings; a smaller pool shrinks as connections come back.
@@ -176,8 +334,8 @@ impl Pool {
         let mut sizes = lock(&self.sizes);
         resize(&self.slots, &mut sizes.0, settings.size);
         resize(&self.reserve, &mut sizes.1, settings.reserve_size);
-        *lock(&self.settings) = Arc::new(settings);
-        self.released.notify_waiters();
+        lock(&self.state).settings = Arc::new(settings);
+        self.wake_waiters();
     }
 
     /// Remembers the latest client key: after a rotation, new server logins use the new
@@ -197,93 +355,97 @@ impl Pool {
         wait_timeout: Option<Duration>,
         kills: u64,
     ) -> Result<Guard, CheckoutError> {
-        // Fast path, the common case under load: an idle connection is there.
-        if !self.is_paused() {
-            if let Some(guard) = self.take_idle().await {
-                return Ok(guard);
+        let mut checkout = Checkout {
+            pool: self,
+            wait_timeout,
+            kills,
+            id: None,
+            since: None,
+        };
+        let result = loop {
+            let taken = std::future::poll_fn(|cx| checkout.poll_take(cx)).await;
+            match taken {
+                Err(e) => break Err(e),
+                Ok(Taken::Handed(idle)) => {
+                    // The hand-over's clock reading serves as the checkout's.
+                    let since = idle.since;
+                    break Ok(self.activate(idle, since));
+                }
+                Ok(Taken::Idle(idle, settings)) => {
+                    if let Some(guard) = self.check_idle(idle, &settings).await {
+                        break Ok(guard);
+                    }
+                }
+                Ok(Taken::Connect(permits)) => break Box::pin(self.connect(permits)).await,
             }
+        };
+        if let Some(since) = checkout.since {
+            let ended = result
+                .as_ref()
+                .map_or_else(|_| Instant::now(), |guard| guard.taken);
+            self.stats.wait_time_us.fetch_add(
+                ended.saturating_duration_since(since).as_micros() as u64,
+                Ordering::Relaxed,
+            );
         }
-        // Boxed: waiting needs a timer and a notification, which would otherwise enlarge
-        // every client's task (and its allocation) by half a kilobyte.
-        Box::pin(self.wait_for_server(wait_timeout, kills)).await
-    }
-
-    async fn wait_for_server(
-        self: &Arc<Self>,
-        wait_timeout: Option<Duration>,
-        kills: u64,
-    ) -> Result<Guard, CheckoutError> {
-        let started = Instant::now();
-        let deadline = wait_timeout.map(|t| started + t);
-        self.stats.waiting_started(started);
-        let result = self.checkout_loop(deadline, started, kills).await;
-        let ended = result
-            .as_ref()
-            .map_or_else(|_| Instant::now(), |guard| guard.taken);
-        self.stats.waiting_ended(started, ended);
         result
     }
 
-    async fn checkout_loop(
-        self: &Arc<Self>,
-        deadline: Option<Instant>,
-        started: Instant,
-        kills: u64,
-    ) -> Result<Guard, CheckoutError> {
-        // One timer for the whole wait, moved only when the wake-up time changes: a
-        // waiter may loop many times, and each new timer is a registration in the wheel.
-        let mut timer = std::pin::pin!(tokio::time::sleep_until(started.into()));
-        let mut timer_at = None;
-        loop {
-            let notified = self.released.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.kills() != kills {
-                return Err(CheckoutError::Killed);
-            }
-            // PAUSE and RESUME notify every waiter too, so one notification covers them.
-            if !self.is_paused() {
-                if let Some(guard) = self.take_idle().await {
-                    return Ok(guard);
-                }
-                if let Some(permits) = self.try_acquire(started) {
-                    return self.connect(permits).await;
-                }
-            }
-            let settings = self.settings();
-            let reserve_at = started + settings.reserve_timeout;
-            let mut wake = deadline;
-            if settings.reserve_size > 0 && Instant::now() < reserve_at {
-                wake = Some(wake.map_or(reserve_at, |d| d.min(reserve_at)));
-            }
-            if wake != timer_at {
-                if let Some(at) = wake {
-                    timer.as_mut().reset(at.into());
-                }
-                timer_at = wake;
-            }
-            let timed_out = tokio::select! {
-                biased;
-                () = notified => false,
-                () = timer.as_mut(), if timer_at.is_some() => true,
-            };
-            // The timer may have woken for the reserve pool rather than the deadline.
-            if timed_out && deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(CheckoutError::WaitTimeout);
-            }
+    /// A connection from the idle list, if it is still fit for use: not past its
+    /// lifetime or a RECONNECT, not terminated meanwhile, and answering
+    /// server_check_query when it has been idle for server_check_delay.
+    async fn check_idle(self: &Arc<Self>, idle: Idle, settings: &PoolSettings) -> Option<Guard> {
+        // One clock read: it serves the checks and the guard.
+        let now = Instant::now();
+        let idle_for = now.saturating_duration_since(idle.since);
+        // A connection idle for a while may have been terminated meanwhile; probing
+        // costs a syscall, so only those are probed.
+        let stale = idle_for >= Duration::from_millis(50) && idle.conn.is_dead_now();
+        let mut idle = idle;
+        let due = settings.check_delay.is_zero() || idle_for >= settings.check_delay;
+        // Boxed: a rare path whose state would otherwise enlarge every client's task.
+        let fit = !self.expired(&idle.conn, settings, now)
+            && !stale
+            && (!due
+                || Box::pin(idle.conn.check(&settings.check_query))
+                    .await
+                    .is_ok());
+        if fit {
+            return Some(self.activate(idle, now));
+        }
+        self.stats.server_closed();
+        // Free the slot before waking a waiter, or the waiter finds it still taken.
+        drop(idle);
+        self.wake_first_waiter();
+        None
+    }
+
+    fn activate(self: &Arc<Self>, idle: Idle, now: Instant) -> Guard {
+        let Idle { conn, permits, .. } = idle;
+        self.stats.server_activated();
+        conn.info.set_state(Activity::Active);
+        Guard {
+            taken: now,
+            conn: Some(conn),
+            permits,
+            pool: self.clone(),
         }
     }
 
-    /// A slot in the pool (and in the shared limits), or after the reserve timeout one in
-    /// the reserve pool.
-    fn try_acquire(&self, started: Instant) -> Option<Vec<OwnedSemaphorePermit>> {
+    /// A slot in the pool (and in the shared limits), or, for a client that has waited
+    /// since `waiting` for longer than reserve_pool_timeout, one in the reserve pool.
+    fn try_acquire(
+        &self,
+        settings: &PoolSettings,
+        waiting: Option<Instant>,
+    ) -> Option<Vec<OwnedSemaphorePermit>> {
         // No permit left is the usual case while clients wait: spare the Arc's count.
         let free = (self.slots.available_permits() > 0)
             .then(|| self.slots.clone().try_acquire_owned().ok())
             .flatten();
         let slot = free.or_else(|| {
-            let settings = self.settings();
-            (settings.reserve_size > 0 && started.elapsed() >= settings.reserve_timeout)
+            let due = waiting.is_some_and(|w| w.elapsed() >= settings.reserve_timeout);
+            (settings.reserve_size > 0 && due)
                 .then(|| self.reserve.clone().try_acquire_owned().ok())
                 .flatten()
         })?;
@@ -293,41 +455,6 @@ impl Pool {
             permits.push(limit.clone().try_acquire_owned().ok()?);
         }
         Some(permits)
-    }
-
-    async fn take_idle(self: &Arc<Self>) -> Option<Guard> {
-        loop {
-            let idle = lock(&self.idle).pop_back()?;
-            let settings = self.settings();
-            let Idle {
-                mut conn,
-                permits,
-                since,
-            } = idle;
-            // One clock read: this runs for every transaction.
-            let now = Instant::now();
-            let idle_for = now.saturating_duration_since(since);
-            // A connection idle for a while may have been terminated meanwhile; probing
-            // costs a syscall, so only those are probed.
-            let stale = idle_for >= Duration::from_millis(50) && conn.is_dead_now();
-            if self.expired(&conn, &settings, now) || stale {
-                self.stats.server_closed();
-                continue;
-            }
-            let due = settings.check_delay.is_zero() || idle_for >= settings.check_delay;
-            if due && Box::pin(conn.check(&settings.check_query)).await.is_err() {
-                self.stats.server_closed();
-                continue;
-            }
-            self.stats.server_activated();
-            conn.info.set_state(Activity::Active);
-            return Some(Guard {
-                taken: now,
-                conn: Some(conn),
-                permits,
-                pool: self.clone(),
-            });
-        }
     }
 
     fn expired(&self, conn: &ServerConn, settings: &PoolSettings, now: Instant) -> bool {
@@ -343,20 +470,36 @@ impl Pool {
     ) -> Result<Guard, CheckoutError> {
         let credentials = lock(&self.credentials)
             .clone()
-            .ok_or(CheckoutError::NoCredentials)?;
+            .ok_or(CheckoutError::NoCredentials);
+        let credentials = match credentials {
+            Ok(c) => c,
+            Err(e) => {
+                drop(permits);
+                self.wake_first_waiter();
+                return Err(e);
+            }
+        };
         let settings = self.settings();
         self.stats.login_started();
-        // Boxed: a rare path whose state would otherwise enlarge every client's task.
-        let result = Box::pin(ServerConn::connect(
+        let result = ServerConn::connect(
             &self.target,
             &self.key,
             &credentials,
             settings.connect_timeout,
-        ))
+        )
         .await;
         self.stats.login_ended();
+        let conn = match result {
+            Ok(conn) => conn,
+            Err(e) => {
+                // The slot is free again: the next waiter may try.
+                drop(permits);
+                self.wake_first_waiter();
+                return Err(e.into());
+            }
+        };
         // Boxed, so that a client holding it (a `Guard` in its task) stays small.
-        let mut conn = Box::new(result?);
+        let mut conn = Box::new(conn);
         {
             let mut defaults = lock(&self.defaults);
             if defaults.is_empty() {
@@ -377,11 +520,79 @@ impl Pool {
         })
     }
 
+    /// Ends the waits past query_wait_timeout, and lets those past reserve_pool_timeout
+    /// try the reserve pool; called several times a second (PgBouncer's janitor does
+    /// the same three times a second), so that waiting costs no timer.
+    pub fn check_waits(&self) {
+        let mut st = lock(&self.state);
+        if st.waiters.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut wake = Vec::new();
+        let mut kept = VecDeque::with_capacity(st.waiters.len());
+        for waiter in std::mem::take(&mut st.waiters) {
+            if waiter.deadline.is_some_and(|d| now >= d) {
+                st.timed_out.push(waiter.id);
+                wake.push(waiter.waker);
+            } else {
+                kept.push_back(waiter);
+            }
+        }
+        st.waiters = kept;
+        let reserve = self.reserve.available_permits();
+        if st.settings.reserve_size > 0 && reserve > 0 {
+            let timeout = st.settings.reserve_timeout;
+            wake.extend(
+                st.waiters
+                    .iter()
+                    .filter(|w| now.saturating_duration_since(w.since) >= timeout)
+                    .take(reserve)
+                    .map(|w| w.waker.clone()),
+            );
+        }
+        drop(st);
+        for waker in wake {
+            waker.wake();
+        }
+    }
+
+    /// Every waiter looks again (PAUSE/RESUME, KILL, reload, connections closed).
+    fn wake_waiters(&self) {
+        let wakers = lock(&self.state).wakers();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// A slot was freed: the longest waiter may log in a new connection.
+    fn wake_first_waiter(&self) {
+        let waker = lock(&self.state).waiters.front().map(|w| w.waker.clone());
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Clients waiting for a connection, and the longest wait (SHOW POOLS' maxwait).
+    fn waiting(&self) -> (i64, Duration) {
+        let st = lock(&self.state);
+        let count = st.waiters.len() + st.handed.len();
+        let longest = st.waiters.front().map(|w| w.since.elapsed());
+        (count as i64, longest.unwrap_or_default())
+    }
+
+    /// A snapshot for SHOW POOLS.
+    pub fn counts(&self) -> PoolCounts {
+        let (clients_waiting, max_wait) = self.waiting();
+        self.stats.counts(clients_waiting, max_wait)
+    }
+
     /// Closes idle connections past server_idle_timeout or server_lifetime, keeping
     /// min_pool_size; called periodically.
     pub fn close_stale_idle(&self) {
-        let settings = self.settings();
-        let mut idle = lock(&self.idle);
+        let mut st = lock(&self.state);
+        let settings = st.settings.clone();
+        let idle = &mut st.idle;
         let before = idle.len();
         let min = settings.min_size as usize;
         let mut kept = VecDeque::with_capacity(before);
@@ -397,9 +608,11 @@ impl Pool {
                 kept.push_back(entry);
             }
         }
+        let closed = kept.len() != before;
         *idle = kept;
-        if idle.len() != before {
-            self.released.notify_waiters();
+        drop(st);
+        if closed {
+            self.wake_waiters();
         }
     }
 
@@ -412,21 +625,23 @@ impl Pool {
 
     /// Opens one idle connection toward min_pool_size.
     pub async fn open_one(self: &Arc<Self>) -> Result<(), CheckoutError> {
-        let Some(permits) = self.try_acquire(Instant::now()) else {
+        let settings = self.settings();
+        let Some(permits) = self.try_acquire(&settings, None) else {
             return Ok(());
         };
-        let guard = self.connect(permits).await?;
+        let guard = Box::pin(self.connect(permits)).await?;
         guard.release(true, Instant::now());
         Ok(())
     }
 
     /// Closes every idle connection (KILL, RECONNECT, shutdown).
     pub fn close_idle(&self) {
-        let closed = lock(&self.idle).drain(..).count();
-        for _ in 0..closed {
+        let closed: Vec<Idle> = lock(&self.state).idle.drain(..).collect();
+        for _ in &closed {
             self.stats.server_closed();
         }
-        self.released.notify_waiters();
+        drop(closed);
+        self.wake_waiters();
     }
 
     /// RECONNECT: connections now in use are closed when released.
@@ -441,6 +656,7 @@ impl Pool {
     pub fn kill(&self) {
         self.kills.fetch_add(1, Ordering::Release);
         self.pause(true);
+        self.wake_waiters();
         self.reconnect();
         for server in self.servers() {
             server.shut_down();
@@ -454,7 +670,7 @@ impl Pool {
 
     pub fn pause(&self, paused: bool) {
         self.paused.store(paused, Ordering::SeqCst);
-        self.released.notify_waiters();
+        self.wake_waiters();
     }
 
     pub fn is_paused(&self) -> bool {
@@ -472,7 +688,7 @@ impl Pool {
     }
 
     pub fn idle_count(&self) -> usize {
-        lock(&self.idle).len()
+        lock(&self.state).idle.len()
     }
 }
 
@@ -512,22 +728,30 @@ impl Guard {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        let pool = self.pool.clone();
+        let pool = &self.pool;
         pool.stats.server_deactivated();
-        let settings = pool.settings();
         conn.info.set_state(Activity::Idle);
-        if reusable && !pool.expired(&conn, &settings, now) && !conn.is_broken() {
-            lock(&pool.idle).push_back(Idle {
+        let permits = std::mem::take(&mut self.permits);
+        let mut st = lock(&pool.state);
+        if reusable && !pool.expired(&conn, &st.settings, now) && !conn.is_broken() {
+            let idle = Idle {
                 conn,
-                permits: std::mem::take(&mut self.permits),
+                permits,
                 since: now,
-            });
+            };
+            let waker = st.put_back(idle, pool.is_paused());
+            drop(st);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         } else {
+            drop(st);
             pool.stats.server_closed();
+            // Free the slot before waking a waiter, or the waiter finds it still taken.
+            drop(permits);
+            drop(conn);
+            pool.wake_first_waiter();
         }
-        // Free the slot before waking a waiter, or the waiter finds it still taken.
-        self.permits.clear();
-        pool.released.notify_one();
     }
 }
 
@@ -537,7 +761,7 @@ impl Drop for Guard {
             self.pool.stats.server_deactivated();
             self.pool.stats.server_closed();
             self.permits.clear();
-            self.pool.released.notify_one();
+            self.pool.wake_first_waiter();
         }
     }
 }

@@ -35,6 +35,7 @@ mod pooler_pgbench;
 mod pooler_protocol;
 mod pooler_psycopg;
 mod pooler_shutdown;
+mod pooler_waits;
 mod status;
 mod tenant_bad_names;
 mod tenant_isolation;

@@ -124,7 +124,7 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
                 pool.pause(true);
             }
             // PAUSE returns once running transactions have finished.
-            while pools.iter().any(|p| p.stats.counts().servers_active > 0) {
+            while pools.iter().any(|p| p.counts().servers_active > 0) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             for pool in &pools {

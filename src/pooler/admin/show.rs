@@ -122,7 +122,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                 t("statement"),
             ]);
             for pool in &pools {
-                let c = pool.stats.counts();
+                let c = pool.counts();
                 let mode = pool.settings().mode.as_str();
                 let wait = c.max_wait;
                 table.row(vec![
@@ -392,7 +392,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
             let mut users: Vec<&str> = pools.iter().map(|p| p.key.user.as_str()).collect();
             users.sort();
             users.dedup();
-            let used_servers: i64 = pools.iter().map(|p| p.stats.counts().servers_open).sum();
+            let used_servers: i64 = pools.iter().map(|p| p.counts().servers_open).sum();
             for (name, value) in [
                 ("databases", dbs.len() as i64),
                 ("users", users.len() as i64),
