@@ -4,37 +4,40 @@
 //! one entry.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use rand::RngCore;
 
 use super::ClientInfo;
 
-/// A server connection's own cancel key, as PostgreSQL issued it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A server connection's own cancel key, as PostgreSQL issued it: protocol 3.0, which the
+/// pooler speaks to PostgreSQL, has 4-byte secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerKey {
     pub process_id: i32,
-    pub secret_key: Bytes,
+    pub secret_key: [u8; 4],
 }
 
-/// The server a client is using right now, if any; shared with the server connection, so
-/// that every client (most of them idle) keeps a pointer, not a key.
+/// The server a client is using right now, if any, as one word: setting it costs a
+/// transaction two plain stores, where a lock and a shared pointer cost atomic
+/// read-modify-writes. Zero is none: PostgreSQL has no process 0.
 #[derive(Debug, Default)]
-pub struct CancelTarget(Mutex<Option<Arc<ServerKey>>>);
+pub struct CancelTarget(AtomicU64);
 
 impl CancelTarget {
-    fn lock(&self) -> MutexGuard<'_, Option<Arc<ServerKey>>> {
-        match self.0.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+    pub fn set(&self, key: Option<ServerKey>) {
+        let word = key.map_or(0, |k| {
+            (u64::from(k.process_id as u32) << 32) | u64::from(u32::from_be_bytes(k.secret_key))
+        });
+        self.0.store(word, Ordering::Release);
     }
-    pub fn set(&self, key: Option<Arc<ServerKey>>) {
-        *self.lock() = key;
-    }
-    pub fn get(&self) -> Option<Arc<ServerKey>> {
-        self.lock().clone()
+    pub fn get(&self) -> Option<ServerKey> {
+        let word = self.0.load(Ordering::Acquire);
+        (word != 0).then(|| ServerKey {
+            process_id: (word >> 32) as u32 as i32,
+            secret_key: (word as u32).to_be_bytes(),
+        })
     }
 }
 
@@ -77,7 +80,7 @@ impl ClientRegistry {
     }
 
     /// The server key a cancel request with this client key should reach.
-    pub fn lookup(&self, process_id: i32, secret_key: &[u8]) -> Option<Arc<ServerKey>> {
+    pub fn lookup(&self, process_id: i32, secret_key: &[u8]) -> Option<ServerKey> {
         let secret_key: [u8; 4] = secret_key.try_into().ok()?;
         let client = self.lock().get(&(process_id, secret_key))?.clone();
         client.cancel.get()
@@ -126,11 +129,11 @@ mod tests {
         let b = registry.register(info);
         let ((a_pid, a_secret), (b_pid, b_secret)) = (a.cancel_key, b.cancel_key);
         assert_eq!(registry.lookup(a_pid, &a_secret), None);
-        let server = Arc::new(ServerKey {
+        let server = ServerKey {
             process_id: 42,
-            secret_key: Bytes::from_static(b"abcd"),
-        });
-        a.cancel.set(Some(server.clone()));
+            secret_key: *b"abcd",
+        };
+        a.cancel.set(Some(server));
         assert_eq!(registry.lookup(a_pid, &a_secret), Some(server));
         assert_eq!(registry.lookup(b_pid, &b_secret), None);
         assert_eq!(registry.lookup(a_pid, &b_secret), None);

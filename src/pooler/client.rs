@@ -591,7 +591,7 @@ impl Active {
             }
             conn.synced = Some(params.synced_to());
         }
-        self.client.info.cancel.set(Some(conn.key.clone()));
+        self.client.info.cancel.set(Some(conn.key));
         self.xact_started = guard.taken;
         self.server = Some(guard);
         self.set_state(Activity::Active);

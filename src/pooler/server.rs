@@ -153,7 +153,7 @@ pub struct ServerConn {
     /// What the session's tracked parameters were last synced to, until the server
     /// reports a change.
     pub synced: Option<super::params::SyncedTo>,
-    pub key: std::sync::Arc<ServerKey>,
+    pub key: ServerKey,
     pub prepared: ServerStatements,
     pub tracker: Tracker,
     pub created: Instant,
@@ -195,10 +195,10 @@ impl ServerConn {
             params: HashMap::new(),
             settings: std::collections::BTreeMap::new(),
             synced: None,
-            key: std::sync::Arc::new(ServerKey {
+            key: ServerKey {
                 process_id: 0,
-                secret_key: bytes::Bytes::new(),
-            }),
+                secret_key: [0; 4],
+            },
             prepared: ServerStatements::default(),
             tracker: Tracker::default(),
             info: std::sync::Arc::new(ServerInfo {
@@ -274,10 +274,16 @@ impl ServerConn {
                     process_id,
                     secret_key,
                 } => {
-                    conn.key = std::sync::Arc::new(ServerKey {
+                    let Ok(secret_key) = <[u8; 4]>::try_from(secret_key.as_ref()) else {
+                        return Err(ServerError::Protocol(format!(
+                            "BackendKeyData with a {}-byte secret under protocol 3.0",
+                            secret_key.len()
+                        )));
+                    };
+                    conn.key = ServerKey {
                         process_id,
                         secret_key,
-                    });
+                    };
                 }
                 BackendMessage::ErrorResponse(fields) => {
                     return Err(ServerError::Refused {
