@@ -394,14 +394,17 @@ impl Pool {
     /// A connection from the idle list, if it is still fit for use: not past its
     /// lifetime or a RECONNECT, not terminated meanwhile, and answering
     /// server_check_query when it has been idle for server_check_delay.
-    async fn check_idle(self: &Arc<Self>, idle: Idle, settings: &PoolSettings) -> Option<Guard> {
+    async fn check_idle(
+        self: &Arc<Self>,
+        mut idle: Idle,
+        settings: &PoolSettings,
+    ) -> Option<Guard> {
         // One clock read: it serves the checks and the guard.
         let now = Instant::now();
         let idle_for = now.saturating_duration_since(idle.since);
         // A connection idle for a while may have been terminated meanwhile; probing
         // costs a syscall, so only those are probed.
         let stale = idle_for >= Duration::from_millis(50) && idle.conn.is_dead_now();
-        let mut idle = idle;
         let due = settings.check_delay.is_zero() || idle_for >= settings.check_delay;
         // Boxed: a rare path whose state would otherwise enlarge every client's task.
         let fit = !self.expired(&idle.conn, settings, now)
@@ -468,34 +471,13 @@ impl Pool {
         self: &Arc<Self>,
         permits: Vec<OwnedSemaphorePermit>,
     ) -> Result<Guard, CheckoutError> {
-        let credentials = lock(&self.credentials)
-            .clone()
-            .ok_or(CheckoutError::NoCredentials);
-        let credentials = match credentials {
-            Ok(c) => c,
-            Err(e) => {
-                drop(permits);
-                self.wake_first_waiter();
-                return Err(e);
-            }
-        };
-        let settings = self.settings();
-        self.stats.login_started();
-        let result = ServerConn::connect(
-            &self.target,
-            &self.key,
-            &credentials,
-            settings.connect_timeout,
-        )
-        .await;
-        self.stats.login_ended();
-        let conn = match result {
+        let conn = match self.login().await {
             Ok(conn) => conn,
             Err(e) => {
                 // The slot is free again: the next waiter may try.
                 drop(permits);
                 self.wake_first_waiter();
-                return Err(e.into());
+                return Err(e);
             }
         };
         // Boxed, so that a client holding it (a `Guard` in its task) stays small.
@@ -520,6 +502,24 @@ impl Pool {
         })
     }
 
+    /// A new server connection, logged in with the pool's latest credentials.
+    async fn login(&self) -> Result<ServerConn, CheckoutError> {
+        let credentials = lock(&self.credentials)
+            .clone()
+            .ok_or(CheckoutError::NoCredentials)?;
+        let settings = self.settings();
+        self.stats.login_started();
+        let result = ServerConn::connect(
+            &self.target,
+            &self.key,
+            &credentials,
+            settings.connect_timeout,
+        )
+        .await;
+        self.stats.login_ended();
+        Ok(result?)
+    }
+
     /// Ends the waits past query_wait_timeout, and lets those past reserve_pool_timeout
     /// try the reserve pool; called several times a second (PgBouncer's janitor does
     /// the same three times a second), so that waiting costs no timer.
@@ -530,16 +530,17 @@ impl Pool {
         }
         let now = Instant::now();
         let mut wake = Vec::new();
-        let mut kept = VecDeque::with_capacity(st.waiters.len());
-        for waiter in std::mem::take(&mut st.waiters) {
-            if waiter.deadline.is_some_and(|d| now >= d) {
-                st.timed_out.push(waiter.id);
-                wake.push(waiter.waker);
-            } else {
-                kept.push_back(waiter);
+        let State {
+            waiters, timed_out, ..
+        } = &mut *st;
+        waiters.retain(|waiter| {
+            let over = waiter.deadline.is_some_and(|d| now >= d);
+            if over {
+                timed_out.push(waiter.id);
+                wake.push(waiter.waker.clone());
             }
-        }
-        st.waiters = kept;
+            !over
+        });
         let reserve = self.reserve.available_permits();
         if st.settings.reserve_size > 0 && reserve > 0 {
             let timeout = st.settings.reserve_timeout;
@@ -656,7 +657,6 @@ impl Pool {
     pub fn kill(&self) {
         self.kills.fetch_add(1, Ordering::Release);
         self.pause(true);
-        self.wake_waiters();
         self.reconnect();
         for server in self.servers() {
             server.shut_down();
