@@ -61,7 +61,9 @@ impl ClientRegistry {
     /// Registers a new client under a fresh random key (4-byte secret, as protocol 3.0
     /// has it); `info` gets the key.
     pub fn register(&self, info: impl FnOnce(ClientKey) -> ClientInfo) -> Arc<ClientInfo> {
-        let mut rng = rand::rngs::OsRng;
+        // rand's thread-local CSPRNG (ChaCha, reseeded from the OS): unguessable like
+        // OsRng, without two getrandom system calls per login.
+        let mut rng = rand::thread_rng();
         let mut clients = self.lock();
         let key = loop {
             let process_id = (rng.next_u32() & 0x7fff_ffff) as i32;
