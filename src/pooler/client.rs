@@ -114,8 +114,8 @@ struct Active {
     call: Call,
 }
 
-/// The task of a client that just logged in: it gets the login's replies, then waits in
-/// a lounge. The client is built outside any future, so that the task holds it once.
+/// The task of a client that just logged in: it gets the login's replies and is served
+/// like any other until it rests in a lounge. The client is built outside any future, so that the task holds it once.
 pub fn start(counted: Counted, session: Session) -> impl Future<Output = ()> + Send {
     let client = Client::new(counted, session);
     async move {
@@ -151,17 +151,15 @@ impl Client {
                 return Err((stream, fatal(SqlState::FEATURE_NOT_SUPPORTED, message)));
             }
         };
+        let (params, parameter_status) = pool.share_params(params);
         // The login's replies, about 400 bytes, without regrowing the buffer.
         let mut to_client = BytesMut::with_capacity(1024);
-        for (name, value) in params.for_login() {
-            be::parameter_status(&mut to_client, name, value);
-        }
+        to_client.extend_from_slice(&parameter_status);
         let (process_id, secret_key) = info.cancel_key;
         be::backend_key_data(&mut to_client, process_id, &secret_key);
         be::ready_for_query(&mut to_client, TransactionStatus::Idle);
         let (mode, _) = pooler.config().for_database(&key.database);
         pool.stats.clients_active.fetch_add(1, Relaxed);
-        let params = pool.share_params(params);
         let client = Client {
             kills: pool.kills(),
             pooler: counted,
@@ -215,18 +213,13 @@ impl Active {
 
 impl Active {
     /// Serves the client until it ends (`Err`) or may rest in a lounge (`Ok`, with the
-    /// end of its client_idle_timeout). A client that just logged in rests at once; one
-    /// between transactions waits in its task until the lounges' next call, so that a
-    /// busy client is not handed between tasks on every transaction.
+    /// end of its client_idle_timeout). An idle client, just logged in or between
+    /// transactions, waits in its task until the lounges' next call (within a second),
+    /// so that a busy client, or one that connects for a single query, is not handed
+    /// between tasks.
     async fn serve(&mut self, woke: Option<Woke>) -> Result<Option<Instant>, End> {
         match woke {
-            None => {
-                // A client that just logged in rests at once: its first query rarely
-                // follows within microseconds, and waiting for it in this task would
-                // cost a timer per login and a wake-up whenever the client is slower.
-                self.flush_client().await?;
-                return Ok(self.idle_deadline());
-            }
+            None => self.flush_client().await?,
             Some(Woke::Read(read)) => self.on_client_read(read).await?,
             Some(Woke::IdleTimeout) => return Err(idle_timeout()),
             Some(Woke::Killed) => return Err(killed()),
