@@ -375,7 +375,6 @@ async fn authenticate(
         Some(v) => ServerExchange::new(v, scram::new_nonce()),
         None => ServerExchange::mock(user, scram::new_nonce()),
     };
-    let wrong_password = format!("password authentication failed for user \"{user}\"");
     let mut out = BytesMut::new();
     be::authentication_sasl(&mut out, &[scram::MECHANISM]);
     if stream.write_all(&out).await.is_err() {
@@ -418,7 +417,11 @@ async fn authenticate(
     let (server_final, client_key) = match exchange.client_final(last.body()) {
         Ok(done) => done,
         Err(ScramError::WrongPassword) => {
-            fail!(stream, SqlState::INVALID_PASSWORD, "{wrong_password}")
+            fail!(
+                stream,
+                SqlState::INVALID_PASSWORD,
+                "password authentication failed for user \"{user}\""
+            )
         }
         Err(e) => fail!(
             stream,
@@ -427,7 +430,11 @@ async fn authenticate(
         ),
     };
     let Some(server_key) = server_key else {
-        fail!(stream, SqlState::INVALID_PASSWORD, "{wrong_password}");
+        fail!(
+            stream,
+            SqlState::INVALID_PASSWORD,
+            "password authentication failed for user \"{user}\""
+        );
     };
     out.clear();
     be::authentication_sasl_final(&mut out, &server_final);

@@ -106,18 +106,11 @@ impl ClientParams {
         }
     }
 
-    pub fn defaults(&self) -> &Arc<HashMap<String, String>> {
-        &self.defaults
-    }
-
-    /// The client set nothing: it wants the defaults, like every such client.
-    pub fn is_plain(&self) -> bool {
-        self.overrides.is_empty() && self.extra.is_empty()
-    }
-
-    /// Whether these are the parameters of a plain client with `defaults`.
-    pub fn is_plain_with(&self, defaults: &Arc<HashMap<String, String>>) -> bool {
-        self.is_plain() && Arc::ptr_eq(&self.defaults, defaults)
+    /// The same wants as `other`: same shared defaults, same overrides and settings.
+    pub fn same_as(&self, other: &ClientParams) -> bool {
+        Arc::ptr_eq(&self.defaults, &other.defaults)
+            && self.overrides == other.overrides
+            && self.extra == other.extra
     }
 
     /// What a server session has once synced with this client (see `SyncedTo`).

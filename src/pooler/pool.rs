@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use std::task::{Context, Poll, Waker};
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::params::ClientParams;
+use super::protocol::backend::encode as be;
 use super::scram::ClientKey;
 use super::server::{ServerConn, ServerError, ServerTarget};
 use super::stats::{Activity, PoolCounts, PoolStats};
@@ -155,8 +157,9 @@ pub struct Pool {
     /// and what a client that never SETs anything gets.
     /// Shared (not copied) by every client of the pool.
     defaults: Mutex<Arc<std::collections::HashMap<String, String>>>,
-    /// The parameters every client that set nothing shares (`share_params`).
-    plain_params: Mutex<Option<Arc<ClientParams>>>,
+    /// The last login's parameters and its ParameterStatus replies, shared by every
+    /// client that logs in with the same ones (`share_params`).
+    last_login: Mutex<Option<(Arc<ClientParams>, Bytes)>>,
     pub stats: PoolStats,
     /// Every server connection of the pool, for SHOW SERVERS; dead entries are pruned.
     servers: Mutex<Vec<std::sync::Weak<super::server::ServerInfo>>>,
@@ -302,7 +305,7 @@ impl Pool {
             generation: AtomicU64::new(0),
             validated: AtomicBool::new(false),
             defaults: Mutex::default(),
-            plain_params: Mutex::default(),
+            last_login: Mutex::default(),
             stats: PoolStats::default(),
             servers: Mutex::default(),
         }
@@ -312,17 +315,22 @@ impl Pool {
         lock(&self.defaults).clone()
     }
 
-    /// `params` as a client keeps them: the pool's one shared copy when the client set
-    /// nothing (most clients, so an idle client carries no parameters of its own).
-    pub fn share_params(&self, params: ClientParams) -> Arc<ClientParams> {
-        if !params.is_plain() {
-            return Arc::new(params);
+    /// `params` as a client keeps them, and the ParameterStatus messages of its login.
+    /// Clients of one application log in with the same parameters: they share one copy
+    /// (an idle client carries none of its own), encoded once.
+    pub fn share_params(&self, params: ClientParams) -> (Arc<ClientParams>, Bytes) {
+        let mut last = lock(&self.last_login);
+        if let Some((shared, replies)) = last.as_ref() {
+            if shared.same_as(&params) {
+                return (shared.clone(), replies.clone());
+            }
         }
-        let mut plain = lock(&self.plain_params);
-        match plain.as_ref() {
-            Some(shared) if shared.is_plain_with(params.defaults()) => shared.clone(),
-            _ => plain.insert(Arc::new(params)).clone(),
+        let mut replies = BytesMut::with_capacity(512);
+        for (name, value) in params.for_login() {
+            be::parameter_status(&mut replies, name, value);
         }
+        let shared = (Arc::new(params), replies.freeze());
+        last.insert(shared).clone()
     }
 
     pub fn settings(&self) -> Arc<PoolSettings> {
