@@ -115,7 +115,8 @@ struct Active {
 }
 
 /// The task of a client that just logged in: it gets the login's replies and is served
-/// like any other until it rests in a lounge. The client is built outside any future, so that the task holds it once.
+/// like any other until it rests in a lounge. The client is built outside any future,
+/// so that the task holds it once.
 pub fn start(counted: Counted, session: Session) -> impl Future<Output = ()> + Send {
     let client = Client::new(counted, session);
     async move {

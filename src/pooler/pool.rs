@@ -157,13 +157,16 @@ pub struct Pool {
     /// and what a client that never SETs anything gets.
     /// Shared (not copied) by every client of the pool.
     defaults: Mutex<Arc<std::collections::HashMap<String, String>>>,
-    /// The last login's parameters and its ParameterStatus replies, shared by every
-    /// client that logs in with the same ones (`share_params`).
-    last_login: Mutex<Option<(Arc<ClientParams>, Bytes)>>,
+    /// Recent logins' parameters and their ParameterStatus replies, newest last, shared
+    /// by every client that logs in with the same ones (`share_params`).
+    logins: Mutex<VecDeque<(Arc<ClientParams>, Bytes)>>,
     pub stats: PoolStats,
     /// Every server connection of the pool, for SHOW SERVERS; dead entries are pruned.
     servers: Mutex<Vec<std::sync::Weak<super::server::ServerInfo>>>,
 }
+
+/// How many recent logins' parameter sets a pool keeps for sharing.
+const SHARED_LOGINS: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
@@ -305,7 +308,7 @@ impl Pool {
             generation: AtomicU64::new(0),
             validated: AtomicBool::new(false),
             defaults: Mutex::default(),
-            last_login: Mutex::default(),
+            logins: Mutex::default(),
             stats: PoolStats::default(),
             servers: Mutex::default(),
         }
@@ -317,20 +320,23 @@ impl Pool {
 
     /// `params` as a client keeps them, and the ParameterStatus messages of its login.
     /// Clients of one application log in with the same parameters: they share one copy
-    /// (an idle client carries none of its own), encoded once.
+    /// (an idle client carries none of its own), encoded once. A few sets are kept, so
+    /// that logins of a handful of applications taking turns still share.
     pub fn share_params(&self, params: ClientParams) -> (Arc<ClientParams>, Bytes) {
-        let mut last = lock(&self.last_login);
-        if let Some((shared, replies)) = last.as_ref() {
-            if shared.same_as(&params) {
-                return (shared.clone(), replies.clone());
-            }
+        let mut logins = lock(&self.logins);
+        if let Some((shared, replies)) = logins.iter().find(|(p, _)| p.same_as(&params)) {
+            return (shared.clone(), replies.clone());
         }
         let mut replies = BytesMut::with_capacity(512);
         for (name, value) in params.for_login() {
             be::parameter_status(&mut replies, name, value);
         }
+        if logins.len() == SHARED_LOGINS {
+            logins.pop_front();
+        }
         let shared = (Arc::new(params), replies.freeze());
-        last.insert(shared).clone()
+        logins.push_back(shared.clone());
+        shared
     }
 
     pub fn settings(&self) -> Arc<PoolSettings> {
