@@ -406,18 +406,12 @@ fn write_settings(
 /// tenant lines come from the registry once PostgreSQL runs.
 fn write_access_files(data_dir: &DataDir, run_as: Option<&RunAs>) -> anyhow::Result<()> {
     let pgdata = data_dir.pgdata();
-    let agent_user = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .context("look up the agent's OS user name")?;
-    let mut os_users = vec![agent_user.as_str()];
-    if let Some(account) = run_as {
-        os_users.push(&account.name);
-    }
+    let os_users = hba::agent_os_users(run_as)?;
+    let os_users: Vec<&str> = os_users.iter().map(String::as_str).collect();
+    // The tenants' agent roles are added by `Tenants::sync_hba` once the registry is read.
     conf::write_if_changed(
         &pgdata.join("pg_ident.conf"),
-        &hba::render_ident(&os_users),
+        &hba::render_ident(&os_users, &[]),
         run_as,
     )?;
     let hba_path = pgdata.join("pg_hba.conf");

@@ -46,6 +46,15 @@ impl Context {
         crate::pg::connect::superuser(&self.socket_dir, self.port, dbname).await
     }
 
+    /// Work inside a tenant's database, as the tenant (`connect::as_tenant`).
+    pub async fn as_tenant(
+        &self,
+        tenant: &str,
+        dbname: &str,
+    ) -> anyhow::Result<tokio_postgres::Client> {
+        crate::pg::connect::as_tenant(&self.socket_dir, self.port, tenant, dbname).await
+    }
+
     /// The shell command PostgreSQL runs to fetch a WAL file (`%f`, `%p`).
     pub fn restore_command(&self) -> anyhow::Result<String> {
         Ok(format!(

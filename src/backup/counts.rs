@@ -2,8 +2,13 @@
 //! drill. Each tenant database is briefly locked (SHARE: writers wait, readers do not)
 //! just long enough to export a snapshot; the WAL position is read while all locks are
 //! held (as a WAL record of our own), so no tenant commit lies between the snapshot and
-//! that position. The counting
-//! itself runs on the exported snapshot after the locks are gone.
+//! that position. The counting itself runs on the exported snapshot after the locks are
+//! gone, under an ACCESS SHARE lock taken before they go, so no table is swapped out.
+//!
+//! Everything inside a tenant's database runs as that tenant (`connect::as_tenant`):
+//! whatever the tenant planted there (functions shadowing catalog names, views in place
+//! of tables, triggers) runs with the tenant's own rights, never the superuser's. A
+//! tenant that cannot be counted is left out of the manifest, not the whole backup.
 
 use std::collections::BTreeMap;
 
@@ -12,13 +17,15 @@ use tokio_postgres::Client;
 
 use super::context::Context;
 use super::manifest::TenantCounts;
+use crate::pg::sql::quote_literal;
 
 struct Locked {
     name: String,
     holder: Client,
     counter: Client,
+    /// Qualified names, quoted where needed (`public.items`).
     tables: Vec<String>,
-    snapshot: Option<String>,
+    snapshot: String,
 }
 
 pub async fn take(ctx: &Context, agent: &Client) -> anyhow::Result<(Vec<TenantCounts>, String)> {
@@ -33,87 +40,122 @@ pub async fn take(ctx: &Context, agent: &Client) -> anyhow::Result<(Vec<TenantCo
         .collect::<Result<_, _>>()?;
     let mut locked = Vec::new();
     for name in names {
-        let holder = ctx.superuser(&name).await?;
-        let counter = ctx.superuser(&name).await?;
-        let tables: Vec<String> = counter
-            .query(
-                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c
-                   JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND c.relpersistence = 'p'
-                    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                    AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
-                  ORDER BY 1",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
-        holder
-            .batch_execute("SET lock_timeout = '30s'; BEGIN ISOLATION LEVEL REPEATABLE READ")
-            .await?;
-        if !tables.is_empty() {
-            holder
-                .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", tables.join(", ")))
-                .await
-                .with_context(|| format!("lock the tables of {name} to count them"))?;
+        match lock(ctx, &name).await {
+            Ok(l) => locked.push(l),
+            Err(e) => tracing::warn!(tenant = %name, "row counts of {name} not taken: {e:#}"),
         }
-        let snapshot: String = holder
-            .query_one("SELECT pg_export_snapshot()", &[])
-            .await?
-            .try_get(0)?;
-        locked.push(Locked {
-            name,
-            holder,
-            counter,
-            tables,
-            snapshot: Some(snapshot),
-        });
     }
     // A WAL record marks the position: replay stops right after it (recovery_target_lsn,
     // not inclusive), which needs a record there, not just an insert position.
     let lsn: String = agent
         .query_one(
-            "SELECT pg_logical_emit_message(false, 'pgplatform', 'row counts')::text",
+            "SELECT pg_catalog.pg_logical_emit_message(false, 'pgplatform', 'row counts')::pg_catalog.text",
             &[],
         )
         .await?
         .try_get(0)?;
-    // Every lock goes at once; the counting runs on the imported snapshots afterwards.
-    for t in &mut locked {
-        let snapshot = t.snapshot.take().unwrap_or_default();
-        t.counter
-            .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT {}",
-                crate::pg::sql::quote_literal(&snapshot)
-            ))
-            .await?;
+    // Each counter joins its holder's snapshot and locks the same tables (ACCESS SHARE
+    // does not conflict with SHARE) before every holder lets go at once.
+    let mut joined = Vec::new();
+    for t in locked {
+        match join(&t).await {
+            Ok(()) => joined.push(t),
+            Err(e) => tracing::warn!(tenant = %t.name, "row counts of {} not taken: {e:#}", t.name),
+        }
     }
-    for t in &locked {
+    for t in &joined {
         t.holder.batch_execute("COMMIT").await?;
     }
     let mut out = Vec::new();
-    for t in locked {
-        let mut tables = BTreeMap::new();
-        for table in &t.tables {
-            let n: i64 = t
-                .counter
-                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-                .await?
-                .try_get(0)?;
-            tables.insert(table.clone(), n);
+    for t in joined {
+        match count(&t).await {
+            Ok(counts) => out.push(counts),
+            Err(e) => tracing::warn!(tenant = %t.name, "row counts of {} not taken: {e:#}", t.name),
         }
-        let size: i64 = t
-            .counter
-            .query_one("SELECT pg_database_size(current_database())", &[])
-            .await?
-            .try_get(0)?;
-        t.counter.batch_execute("COMMIT").await?;
-        out.push(TenantCounts {
-            name: t.name,
-            size_bytes: size,
-            tables,
-        });
     }
     Ok((out, lsn))
+}
+
+/// Opens the tenant's two sessions, locks its tables and exports a snapshot.
+async fn lock(ctx: &Context, name: &str) -> anyhow::Result<Locked> {
+    let holder = ctx.as_tenant(name, name).await?;
+    let counter = ctx.as_tenant(name, name).await?;
+    holder
+        .batch_execute("SET lock_timeout = '30s'; BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await?;
+    let tables: Vec<String> = holder
+        .query(
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+              WHERE c.relkind OPERATOR(pg_catalog.=) 'r'
+                AND c.relpersistence OPERATOR(pg_catalog.=) 'p'
+                AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema'])
+                AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_toast%'
+                AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_temp%'
+              ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
+    if !tables.is_empty() {
+        holder
+            .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", tables.join(", ")))
+            .await
+            .with_context(|| format!("lock the tables of {name} to count them"))?;
+    }
+    let snapshot: String = holder
+        .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+        .await?
+        .try_get(0)?;
+    Ok(Locked {
+        name: name.to_owned(),
+        holder,
+        counter,
+        tables,
+        snapshot,
+    })
+}
+
+async fn join(t: &Locked) -> anyhow::Result<()> {
+    let mut sql = format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT {};",
+        quote_literal(&t.snapshot)
+    );
+    if !t.tables.is_empty() {
+        sql.push_str(&format!(
+            "LOCK TABLE {} IN ACCESS SHARE MODE;",
+            t.tables.join(", ")
+        ));
+    }
+    t.counter.batch_execute(&sql).await?;
+    Ok(())
+}
+
+async fn count(t: &Locked) -> anyhow::Result<TenantCounts> {
+    let mut tables = BTreeMap::new();
+    for table in &t.tables {
+        let n: i64 = t
+            .counter
+            .query_one(&format!("SELECT pg_catalog.count(*) FROM {table}"), &[])
+            .await?
+            .try_get(0)?;
+        tables.insert(table.clone(), n);
+    }
+    let size: i64 = t
+        .counter
+        .query_one(
+            "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    t.counter.batch_execute("COMMIT").await?;
+    Ok(TenantCounts {
+        name: t.name.clone(),
+        size_bytes: size,
+        tables,
+    })
 }

@@ -237,8 +237,26 @@ async fn compare_counts(
         let client =
             crate::pg::connect::superuser(&spec.socket_dir, spec.port, &tenant.name).await?;
         for (table, expected) in &tenant.tables {
+            // The superuser counts here: only a plain table may be read, never a view
+            // or anything else that would run what the tenant wrote.
+            let plain: Option<bool> = client
+                .query_opt(
+                    "SELECT c.relkind OPERATOR(pg_catalog.=) 'r' FROM pg_catalog.pg_class c
+                      WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)",
+                    &[table],
+                )
+                .await?
+                .map(|row| row.try_get(0))
+                .transpose()?;
+            if plain != Some(true) {
+                result.errors.push(format!(
+                    "{}: {table} is not a table in the restored cluster",
+                    tenant.name
+                ));
+                continue;
+            }
             let found: i64 = match client
-                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .query_one(&format!("SELECT pg_catalog.count(*) FROM {table}"), &[])
                 .await
             {
                 Ok(row) => row.try_get(0)?,
@@ -267,23 +285,38 @@ async fn amcheck(
     for tenant in &backup.tenants {
         let client =
             crate::pg::connect::superuser(&spec.socket_dir, spec.port, &tenant.name).await?;
+        // In a schema of the superuser's own: the extension's script never resolves a
+        // name in the tenant's schemas.
         client
-            .batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+            .batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS pgplatform_amcheck;
+                 CREATE EXTENSION IF NOT EXISTS amcheck SCHEMA pgplatform_amcheck",
+            )
             .await
             .context("amcheck is not available with these PostgreSQL binaries")?;
+        // Checking that every heap tuple is indexed evaluates index expressions and
+        // predicates, which may be the tenant's functions: those indexes get the
+        // structural check only, which compares stored keys with built-in operators.
         let indexes = client
             .query(
-                "SELECT c.oid::regclass::text FROM pg_index i
-                   JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
-                  WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready
-                    AND c.relpersistence <> 't' ORDER BY 1",
+                "SELECT c.oid::pg_catalog.regclass::pg_catalog.text,
+                        i.indexprs IS NULL AND i.indpred IS NULL
+                   FROM pg_catalog.pg_index i
+                   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid
+                   JOIN pg_catalog.pg_am a ON a.oid OPERATOR(pg_catalog.=) c.relam
+                  WHERE a.amname OPERATOR(pg_catalog.=) 'btree' AND i.indisvalid AND i.indisready
+                    AND c.relpersistence OPERATOR(pg_catalog.<>) 't' ORDER BY 1",
                 &[],
             )
             .await?;
         for row in indexes {
             let index: String = row.try_get(0)?;
+            let heap_too: bool = row.try_get(1)?;
             match client
-                .query_one("SELECT bt_index_check($1::text::regclass, true)", &[&index])
+                .query_one(
+                    "SELECT pgplatform_amcheck.bt_index_check(pg_catalog.to_regclass($1), $2)",
+                    &[&index, &heap_too],
+                )
                 .await
             {
                 Ok(_) => result.indexes_checked += 1,

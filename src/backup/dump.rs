@@ -39,15 +39,19 @@ async fn require_tenant(ctx: &Context, tenant: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// pg_dump, pg_restore: connected as the agent's superuser over the socket.
-fn pg_tool(ctx: &Context, tool: &str) -> tokio::process::Command {
+/// pg_dump, pg_restore: connected as the tenant's agent role with the tenant's role set
+/// (`connect::tenant_options`), so nothing a tenant put in its database (a CHECK
+/// constraint or default calling its function, a view, an event on load) ever runs with
+/// more than the tenant's rights.
+fn pg_tool(ctx: &Context, tool: &str, tenant: &str) -> tokio::process::Command {
     let mut cmd = crate::pg::process::command(&ctx.binaries.path(tool), None);
     cmd.arg("-h")
         .arg(&ctx.socket_dir)
         .arg("-p")
         .arg(ctx.port.to_string())
         .arg("-U")
-        .arg(crate::pg::SUPERUSER);
+        .arg(crate::pg::tenant_agent_role(tenant))
+        .env("PGOPTIONS", crate::pg::connect::tenant_options(tenant));
     cmd
 }
 
@@ -57,7 +61,7 @@ pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
     let started_at = Utc::now();
     let id = started_at.format("%Y%m%dT%H%M%SZ").to_string();
     let key = format!("dump/{tenant}/{id}/{tenant}.pgdump.zst");
-    let mut child = pg_tool(ctx, "pg_dump")
+    let mut child = pg_tool(ctx, "pg_dump", tenant)
         .args(["--format=custom", "--compress=0", "--dbname", tenant])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -214,7 +218,21 @@ pub async fn restore_dump(
         ))
         .await?;
     let loaded = async {
-        load(ctx, dump, &target).await?;
+        // Extensions are the superuser's to create (most are untrusted), and only the
+        // ones the tenant was given, in the new, still empty database: never because
+        // the dump asks. pg_restore then skips the dump's own extension entries.
+        let extensions = tenant_extensions(ctx, tenant).await?;
+        if !extensions.is_empty() {
+            ctx.superuser(&target)
+                .await?
+                .batch_execute(&format!(
+                    "BEGIN; {} COMMIT;",
+                    crate::pg::sql::create_extensions(&extensions)
+                ))
+                .await
+                .with_context(|| format!("create the tenant's extensions in {target}"))?;
+        }
+        load(ctx, dump, tenant, &target, &extensions).await?;
         admin
             .batch_execute(&format!(
                 "REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT ALL ON DATABASE {db} TO {owner}"
@@ -318,29 +336,119 @@ async fn read_all(mut stream: tokio::process::ChildStderr) -> String {
     text
 }
 
-/// Streams the dump object through zstd into pg_restore, checking its SHA-256.
-async fn load(ctx: &Context, dump: &DumpManifest, database: &str) -> anyhow::Result<()> {
-    let mut child = pg_tool(ctx, "pg_restore")
-        .args([
-            "--exit-on-error",
-            "--single-transaction",
-            "--dbname",
-            database,
-        ])
+/// The extensions the tenant was created with (the registry's list).
+async fn tenant_extensions(ctx: &Context, tenant: &str) -> anyhow::Result<Vec<String>> {
+    let agent = ctx.superuser(crate::pg::AGENT_DATABASE).await?;
+    Ok(agent
+        .query_one(
+            "SELECT extensions FROM pgplatform.tenants WHERE name = $1",
+            &[&tenant],
+        )
+        .await?
+        .try_get(0)?)
+}
+
+/// Restores the dump into `database` as the tenant: pg_restore reads the table of
+/// contents first (`--list`), the entries that create or comment the superuser's
+/// extensions are left out, then the rest is loaded in one transaction.
+async fn load(
+    ctx: &Context,
+    dump: &DumpManifest,
+    tenant: &str,
+    database: &str,
+    extensions: &[String],
+) -> anyhow::Result<()> {
+    let list = restore_list(ctx, dump, tenant).await?;
+    let kept: String = list
+        .lines()
+        .filter(|line| !creates_extension(line, extensions))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let list_dir = ListDir::create(&ctx.data_dir.run())?;
+    let list_file = list_dir.write(&kept)?;
+    let mut child = pg_tool(ctx, "pg_restore", tenant)
+        .args(["--exit-on-error", "--single-transaction", "--no-owner"])
+        .arg("--use-list")
+        .arg(&list_file)
+        .args(["--dbname", database])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .context("start pg_restore")?;
-    let stdin = File::from(
-        child
-            .stdin
-            .take()
-            .context("pg_restore stdin")?
-            .into_owned_fd()?,
-    );
     let stderr = child.stderr.take().context("pg_restore stderr")?;
     let errors = tokio::spawn(read_all(stderr));
+    let fed = feed(ctx, dump, &mut child).await;
+    let status = child.wait().await?;
+    let errors = errors.await.unwrap_or_default();
+    // pg_restore stopping early cuts the download short: its own error explains more.
+    anyhow::ensure!(
+        status.success(),
+        "pg_restore into {database} failed ({status}): {}",
+        errors.trim()
+    );
+    let (size, digest) = fed?;
+    anyhow::ensure!(
+        size == dump.object.size && digest == dump.object.sha256,
+        "{} does not match its checksum: the stored dump is corrupt",
+        dump.object.key
+    );
+    Ok(())
+}
+
+/// `pg_restore --list` of the dump: its table of contents, one entry a line.
+async fn restore_list(ctx: &Context, dump: &DumpManifest, tenant: &str) -> anyhow::Result<String> {
+    let mut child = pg_tool(ctx, "pg_restore", tenant)
+        .arg("--list")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start pg_restore --list")?;
+    let stdout = child.stdout.take().context("pg_restore stdout")?;
+    let listing = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut { stdout }, &mut text).await;
+        text
+    });
+    let stderr = child.stderr.take().context("pg_restore stderr")?;
+    let errors = tokio::spawn(read_all(stderr));
+    // pg_restore stops reading once it has the table of contents: a broken pipe is fine.
+    let _ = feed(ctx, dump, &mut child).await;
+    let status = child.wait().await?;
+    let errors = errors.await.unwrap_or_default();
+    anyhow::ensure!(
+        status.success(),
+        "pg_restore --list of {} failed ({status}): {}",
+        dump.object.key,
+        errors.trim()
+    );
+    Ok(listing.await.unwrap_or_default())
+}
+
+/// Whether a `--list` line creates or comments one of `extensions`
+/// (`…; 3079 16385 EXTENSION - vector`, `…; 0 0 COMMENT - EXTENSION vector`).
+fn creates_extension(line: &str, extensions: &[String]) -> bool {
+    let Some((_, entry)) = line.split_once("; ") else {
+        return false;
+    };
+    let mut words = entry.split_whitespace().skip(2);
+    let named = match (words.next(), words.next(), words.next(), words.next()) {
+        (Some("EXTENSION"), Some("-"), Some(name), _) => name,
+        (Some("COMMENT"), Some("-"), Some("EXTENSION"), Some(name)) => name,
+        _ => return false,
+    };
+    extensions.iter().any(|e| e == named)
+}
+
+/// Streams the dump object through zstd into the child's stdin, returning the stored
+/// object's size and SHA-256 as read.
+async fn feed(
+    ctx: &Context,
+    dump: &DumpManifest,
+    child: &mut tokio::process::Child,
+) -> anyhow::Result<(u64, String)> {
+    let stdin = File::from(child.stdin.take().context("child stdin")?.into_owned_fd()?);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut decoder = zstd::stream::read::Decoder::new(untar::ChunkReader::new(rx))?;
@@ -368,21 +476,58 @@ async fn load(ctx: &Context, dump: &DumpManifest, database: &str) -> anyhow::Res
         }
     }
     drop(tx);
-    let fed = feeder.await?;
-    let status = child.wait().await?;
-    let errors = errors.await.unwrap_or_default();
-    // pg_restore stopping early cuts the download short: its own error explains more.
-    anyhow::ensure!(
-        status.success(),
-        "pg_restore into {database} failed ({status}): {}",
-        errors.trim()
-    );
-    fed?;
-    let digest = super::envelope::hex(&sha.finalize());
-    anyhow::ensure!(
-        size == dump.object.size && digest == dump.object.sha256,
-        "{} does not match its checksum: the stored dump is corrupt",
-        dump.object.key
-    );
-    Ok(())
+    feeder.await??;
+    Ok((size, super::envelope::hex(&sha.finalize())))
+}
+
+/// A private directory (0700, random name, made by this call) for pg_restore's list.
+struct ListDir(std::path::PathBuf);
+
+impl ListDir {
+    fn create(parent: &std::path::Path) -> anyhow::Result<ListDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = parent.join(format!(".restore-{:016x}", rand::random::<u64>()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        Ok(ListDir(path))
+    }
+
+    fn write(&self, text: &str) -> anyhow::Result<std::path::PathBuf> {
+        let path = self.0.join("list");
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for ListDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::creates_extension;
+
+    #[test]
+    fn extension_entries_are_recognised_by_name() {
+        let ext = ["vector".to_owned()];
+        assert!(creates_extension("2; 3079 16385 EXTENSION - vector ", &ext));
+        assert!(creates_extension(
+            "4203; 0 0 COMMENT - EXTENSION vector ",
+            &ext
+        ));
+        assert!(!creates_extension(
+            "2; 3079 16385 EXTENSION - hstore ",
+            &ext
+        ));
+        assert!(!creates_extension(
+            "215; 1259 16390 TABLE public vector shop",
+            &ext
+        ));
+        assert!(!creates_extension(";", &ext));
+        assert!(!creates_extension("; Archive created at 2026-12-07", &ext));
+    }
 }

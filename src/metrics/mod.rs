@@ -127,7 +127,7 @@ async fn read_postgres(out: &mut Exposition, sources: &Sources) -> anyhow::Resul
 pub async fn prepare(socket_dir: &std::path::Path, port: u16) -> anyhow::Result<()> {
     let client = crate::pg::connect::superuser(socket_dir, port, crate::pg::AGENT_DATABASE).await?;
     client
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public")
         .await
         .context("create extension pg_stat_statements in the agent's database")
 }

@@ -466,7 +466,7 @@ async fn statements(
         "SELECT COALESCE(pg_get_userbyid(s.userid)::text, 'unknown'), COALESCE(d.datname, 'unknown'),
                 s.queryid::text, s.calls::float8, (s.total_exec_time / 1000)::float8, s.rows::float8,
                 (s.{read} / 1000)::float8, (s.{write} / 1000)::float8
-           FROM pg_stat_statements s LEFT JOIN pg_database d ON d.oid = s.dbid
+           FROM public.pg_stat_statements s LEFT JOIN pg_database d ON d.oid = s.dbid
           WHERE s.queryid IS NOT NULL
           ORDER BY s.total_exec_time DESC LIMIT {limit}"
     );

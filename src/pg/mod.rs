@@ -18,3 +18,11 @@ pub const AGENT_DATABASE: &str = "pgplatform";
 /// The role replicas (and pg_rewind) log in as in an HA cluster; its password derives
 /// from the cluster secret. It only exists in HA clusters.
 pub const REPLICATION_ROLE: &str = "pgplatform_replication";
+
+/// The login role through which the agent acts inside tenant `tenant`'s database: a
+/// member of the tenant's role and nothing else, reachable only by peer authentication
+/// from the agent's OS user. Tenant names may not start with `pgplatform_`, and are at
+/// most 48 characters, so the name is free and fits PostgreSQL's 63.
+pub fn tenant_agent_role(tenant: &str) -> String {
+    format!("pgplatform_as_{tenant}")
+}

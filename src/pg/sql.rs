@@ -13,6 +13,21 @@ pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// SQL (inside a transaction) that creates `extensions` in schema `public`, as their
+/// control files allow. Run it as the superuser only in a database no tenant has been in
+/// yet: the extensions' scripts resolve names through `public`.
+pub fn create_extensions(extensions: &[String]) -> String {
+    let mut sql = String::from("SET LOCAL search_path = public;\n");
+    for extension in extensions {
+        sql.push_str(&format!(
+            "CREATE EXTENSION IF NOT EXISTS {} CASCADE;\n",
+            quote_ident(extension)
+        ));
+    }
+    sql.push_str("SET LOCAL search_path = pg_catalog, pg_temp;\n");
+    sql
+}
+
 /// A new password: 32 bytes from the OS CSPRNG, URL-safe base64 (43 characters), so it
 /// needs no escaping in URLs, env files or .pgpass.
 pub fn generate_password() -> String {

@@ -90,6 +90,7 @@ impl Tenants {
         let roles = std::iter::once(name.as_str())
             .chain(readonly)
             .map(str::to_owned)
+            .chain([crate::pg::tenant_agent_role(name.as_str())])
             .collect::<Vec<_>>();
         let taken = postgres_db
             .query_opt(
@@ -160,6 +161,7 @@ impl Tenants {
              CONNECTION LIMIT {connection_limit} PASSWORD {};",
             quote_literal(&scram_verifier(&owner_password))
         );
+        roles_sql.push_str(&agent_role_sql(name.as_str()));
         let readonly_password = readonly.map(|_| generate_password());
         if let (Some(role), Some(password)) = (readonly, &readonly_password) {
             let ro = quote_ident(role);
@@ -233,6 +235,18 @@ impl Tenants {
     }
 }
 
+/// The tenant's agent role (`pg::tenant_agent_role`): logs in by peer only (pg_hba), holds
+/// nothing but membership in the tenant's role, so work the agent does inside the tenant's
+/// database runs with exactly the tenant's rights.
+pub(super) fn agent_role_sql(tenant: &str) -> String {
+    format!(
+        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS \
+         INHERIT IN ROLE {};",
+        quote_ident(&crate::pg::tenant_agent_role(tenant)),
+        quote_ident(tenant)
+    )
+}
+
 /// Run inside the tenant's database: nobody but its roles may connect or create; the
 /// read-only role reads everything present and future and writes nothing.
 fn privileges_sql(name: &str, readonly: Option<&str>, extensions: &[String]) -> String {
@@ -245,12 +259,8 @@ fn privileges_sql(name: &str, readonly: Option<&str>, extensions: &[String]) -> 
          REVOKE ALL ON SCHEMA public FROM PUBLIC;
          GRANT ALL ON SCHEMA public TO {owner};\n"
     );
-    for extension in extensions {
-        sql.push_str(&format!(
-            "CREATE EXTENSION IF NOT EXISTS {} CASCADE;\n",
-            quote_ident(extension)
-        ));
-    }
+    // The database is new and no tenant line is in pg_hba.conf yet: nobody has been in.
+    sql.push_str(&crate::pg::sql::create_extensions(extensions));
     if let Some(role) = readonly {
         let ro = quote_ident(role);
         sql.push_str(&format!(

@@ -22,7 +22,7 @@ pub use self::error::TenantError;
 pub use self::name::TenantName;
 use self::registry::Tenant;
 use self::secrets::Credentials;
-use crate::pg::hba::{render_hba, TenantAccess};
+use crate::pg::hba::{render_hba, render_ident, TenantAccess};
 use crate::pg::process::RunAs;
 
 /// The tenant service: owned by the agent, used by the API.
@@ -89,7 +89,30 @@ impl Tenants {
                     .await?;
             }
         }
+        self.ensure_agent_roles(&postgres_db, &admin).await?;
         self.sync_hba(&admin).await
+    }
+
+    /// Tenants created before agent roles existed get theirs.
+    async fn ensure_agent_roles(&self, postgres_db: &Client, admin: &Client) -> anyhow::Result<()> {
+        for tenant in registry::all(admin).await? {
+            let role = crate::pg::tenant_agent_role(&tenant.name);
+            let exists = postgres_db
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                    &[&role],
+                )
+                .await?
+                .is_some();
+            if !exists {
+                postgres_db
+                    .batch_execute(&create::agent_role_sql(&tenant.name))
+                    .await
+                    .with_context(|| format!("create role {role}"))?;
+                tracing::info!(tenant = %tenant.name, "created the tenant's agent role {role}");
+            }
+        }
+        Ok(())
     }
 
     /// On an HA replica (read-only): only render pg_hba.conf from the replicated registry.
@@ -134,9 +157,16 @@ impl Tenants {
                 roles: std::iter::once(t.name).chain(t.readonly_role).collect(),
             })
             .collect();
+        let run_as = self.run_as.as_ref();
+        let os_users = crate::pg::hba::agent_os_users(run_as)?;
+        let os_users: Vec<&str> = os_users.iter().map(String::as_str).collect();
+        // pg_ident.conf first: a new tenant's agent role is mapped before pg_hba names it.
+        let ident = self.pgdata.join("pg_ident.conf");
+        let ident_changed =
+            crate::pg::conf::write_if_changed(&ident, &render_ident(&os_users, &access), run_as)?;
         let path = self.pgdata.join("pg_hba.conf");
-        let changed =
-            crate::pg::conf::write_if_changed(&path, &render_hba(&access), self.run_as.as_ref())?;
+        let changed = crate::pg::conf::write_if_changed(&path, &render_hba(&access), run_as)?
+            || ident_changed;
         if changed {
             admin
                 .execute("SELECT pg_reload_conf()", &[])
