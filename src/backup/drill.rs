@@ -285,15 +285,34 @@ async fn amcheck(
     for tenant in &backup.tenants {
         let client =
             crate::pg::connect::superuser(&spec.socket_dir, spec.port, &tenant.name).await?;
-        // In a schema of the superuser's own: the extension's script never resolves a
-        // name in the tenant's schemas.
+        // In a new schema of the superuser's own, named so no tenant could have made it
+        // beforehand: the extension's script never resolves a name in a tenant's schema.
+        // If the tenant was given amcheck, that one is used; either way the function
+        // called is the extension's own member, never a look-alike beside it.
+        let fresh = format!("pgplatform_amcheck_{:016x}", rand::random::<u64>());
         client
-            .batch_execute(
-                "CREATE SCHEMA IF NOT EXISTS pgplatform_amcheck;
-                 CREATE EXTENSION IF NOT EXISTS amcheck SCHEMA pgplatform_amcheck",
-            )
+            .batch_execute(&format!(
+                "CREATE SCHEMA {fresh}; CREATE EXTENSION IF NOT EXISTS amcheck SCHEMA {fresh}"
+            ))
             .await
             .context("amcheck is not available with these PostgreSQL binaries")?;
+        let schema: String = client
+            .query_one(
+                "SELECT pg_catalog.quote_ident(n.nspname::pg_catalog.text)
+                   FROM pg_catalog.pg_proc p
+                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+                   JOIN pg_catalog.pg_depend d ON d.objid OPERATOR(pg_catalog.=) p.oid
+                    AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                    AND d.deptype OPERATOR(pg_catalog.=) 'e'
+                   JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+                  WHERE e.extname OPERATOR(pg_catalog.=) 'amcheck'
+                    AND p.proname OPERATOR(pg_catalog.=) 'bt_index_check'
+                    AND p.pronargs OPERATOR(pg_catalog.=) 2",
+                &[],
+            )
+            .await
+            .context("find amcheck's bt_index_check")?
+            .try_get(0)?;
         // Checking that every heap tuple is indexed evaluates index expressions and
         // predicates, which may be the tenant's functions: those indexes get the
         // structural check only, which compares stored keys with built-in operators.
@@ -314,7 +333,7 @@ async fn amcheck(
             let heap_too: bool = row.try_get(1)?;
             match client
                 .query_one(
-                    "SELECT pgplatform_amcheck.bt_index_check(pg_catalog.to_regclass($1), $2)",
+                    &format!("SELECT {schema}.bt_index_check(pg_catalog.to_regclass($1), $2)"),
                     &[&index, &heap_too],
                 )
                 .await
