@@ -122,6 +122,32 @@ fn open_regular(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Gives the existing directory `dir` exactly `mode` and, when set, `owner`, through a
+/// descriptor opened without following a link: a link planted at `dir` is an error.
+pub fn set_dir_owner_mode(dir: &Path, mode: u32, owner: Option<&RunAs>) -> anyhow::Result<()> {
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).bits())
+        .open(dir)
+        .with_context(|| {
+            format!(
+                "open {} (it must be a directory, not a symbolic link)",
+                dir.display()
+            )
+        })?;
+    if let Some(account) = owner {
+        std::os::unix::fs::fchown(
+            &handle,
+            Some(account.uid.as_raw()),
+            Some(account.gid.as_raw()),
+        )
+        .with_context(|| format!("chown {} to {}", dir.display(), account.name))?;
+    }
+    handle
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", dir.display()))
+}
+
 /// A new, empty file beside `path` under a random name nobody could have planted.
 fn create_temp(path: &Path) -> anyhow::Result<(PathBuf, File)> {
     let dir = path.parent().context("file path has no directory")?;
@@ -252,6 +278,21 @@ mod tests {
         let err = read(&fifo).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
         assert_eq!(read_to_string(&outside).unwrap(), "secret");
+    }
+
+    #[test]
+    fn directory_modes_are_not_set_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = dir.path().join("run");
+        symlink(&real, &link).unwrap();
+        assert!(set_dir_owner_mode(&link, 0o777, None).is_err());
+        let meta = std::fs::metadata(&real).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o700);
+        set_dir_owner_mode(&real, 0o750, None).unwrap();
+        assert_eq!(std::fs::metadata(&real).unwrap().mode() & 0o7777, 0o750);
     }
 
     #[test]
