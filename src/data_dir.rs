@@ -9,13 +9,13 @@
 //! ```
 
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::pg::process::{chown_to, RunAs};
+use crate::pg::process::RunAs;
 
 /// Paths inside one data directory.
 #[derive(Debug, Clone)]
@@ -58,11 +58,10 @@ impl DataDir {
     /// Creates the directories with their owners and modes; checks the PostgreSQL user can
     /// reach PGDATA and that the socket path fits the kernel's limit.
     pub fn prepare(&self, run_as: Option<&RunAs>, port: u16) -> anyhow::Result<()> {
-        make_dir(&self.root, 0o755)?;
-        make_dir(&self.run(), 0o755)?;
-        make_dir(&self.secrets(), 0o700)?;
-        make_dir(&self.socket_dir(), 0o755)?;
-        chown_to(&self.socket_dir(), run_as)?;
+        make_dir(&self.root, 0o755, None)?;
+        make_dir(&self.run(), 0o755, None)?;
+        make_dir(&self.secrets(), 0o700, None)?;
+        make_dir(&self.socket_dir(), 0o755, run_as)?;
         if let Some(account) = run_as {
             check_reachable(&self.root, account)?;
         }
@@ -127,14 +126,15 @@ impl DataDir {
     }
 }
 
-fn make_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
+/// Creates `dir` if needed and gives it `mode` (and `owner`) through a descriptor, so a
+/// link planted at its name is refused rather than followed.
+fn make_dir(dir: &Path, mode: u32, owner: Option<&RunAs>) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
         .create(dir)
         .with_context(|| format!("create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("set permissions of {}", dir.display()))
+    crate::safe_file::set_dir_owner_mode(dir, mode, owner)
 }
 
 /// PostgreSQL (as `account`) must be able to walk from `/` to the data directory; a 0700

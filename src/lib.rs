@@ -16,6 +16,7 @@ mod logging;
 mod metrics;
 pub mod pg;
 pub mod pooler;
+pub mod safe_file;
 mod shutdown;
 mod status;
 mod supervisor;

@@ -134,13 +134,18 @@ async fn run_checks(
     if let Some(lsn) = &backup.counts_lsn {
         phase("replaying to the counted position");
         let auto = scratch.join("postgresql.auto.conf");
-        let original = std::fs::read_to_string(&auto).context("read postgresql.auto.conf")?;
-        std::fs::write(
+        // The scratch dir belongs to the PostgreSQL user now: no writes through its links.
+        let original =
+            crate::safe_file::read_to_string(&auto).context("read postgresql.auto.conf")?;
+        crate::safe_file::replace(
             &auto,
             format!(
                 "{original}recovery_target_lsn = '{lsn}'\nrecovery_target_inclusive = off\n\
                  recovery_target_action = 'pause'\n"
-            ),
+            )
+            .as_bytes(),
+            0o600,
+            ctx.run_as.as_ref(),
         )?;
         let tail = LogTail::default();
         let mut child = supervisor::spawn(&spec, &tail)?;
@@ -153,7 +158,7 @@ async fn run_checks(
         supervisor::stop(&spec, &mut child).await;
         guard.0 = None;
         compared?;
-        std::fs::write(&auto, original)?;
+        crate::safe_file::replace(&auto, original.as_bytes(), 0o600, ctx.run_as.as_ref())?;
     }
     phase("replaying to the end of the archive");
     let tail = LogTail::default();

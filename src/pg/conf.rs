@@ -1,13 +1,13 @@
 //! The settings the agent manages, rendered into `pgplatform.conf` (included from
 //! postgresql.conf) and written atomically, readable by the PostgreSQL user.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
 
-use super::process::{chown_to, RunAs};
+use super::process::RunAs;
 use crate::config::Parameters;
+use crate::safe_file;
 
 /// File inside PGDATA holding the managed settings.
 pub const MANAGED_FILE: &str = "pgplatform.conf";
@@ -141,62 +141,47 @@ pub fn write(pgdata: &Path, content: &str, run_as: Option<&RunAs>) -> anyhow::Re
     let mut changed = write_if_changed(&pgdata.join(MANAGED_FILE), content, run_as)?;
     let main = pgdata.join("postgresql.conf");
     let text =
-        std::fs::read_to_string(&main).with_context(|| format!("read {}", main.display()))?;
+        safe_file::read_to_string(&main).with_context(|| format!("read {}", main.display()))?;
     let include = format!("include '{MANAGED_FILE}'");
     if !text.lines().any(|l| l.trim() == include) {
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&main)
-            .with_context(|| format!("open {}", main.display()))?;
-        writeln!(
-            file,
-            "\n# Added by pgplatform; keep it last so managed settings apply.\n{include}"
-        )
-        .with_context(|| format!("append to {}", main.display()))?;
+        // Rewritten whole rather than appended to: nothing planted at the name is opened.
+        let with_include = format!(
+            "{text}\n# Added by pgplatform; keep it last so managed settings apply.\n{include}\n"
+        );
+        safe_file::replace(&main, with_include.as_bytes(), 0o600, run_as)?;
         changed = true;
     }
     Ok(changed)
 }
 
-/// Replaces `path` atomically (temp file, fsync, rename) when its content differs.
+/// Replaces `path` (0600, owned by `run_as`) when its content differs. Safe in PGDATA,
+/// which the PostgreSQL user can write: see `safe_file`.
 pub fn write_if_changed(
     path: &Path,
     content: &str,
     run_as: Option<&RunAs>,
 ) -> anyhow::Result<bool> {
-    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+    // A link or anything but a regular file at `path` is not ours: it is replaced.
+    if safe_file::read(path).is_ok_and(|old| old == content.as_bytes()) {
         return Ok(false);
     }
-    write_atomically(path, content.as_bytes(), 0o600)?;
-    chown_to(path, run_as)?;
+    safe_file::replace(path, content.as_bytes(), 0o600, run_as)?;
     Ok(true)
 }
 
 /// Writes `bytes` to `path` through a temp file in the same directory, fsynced and renamed,
-/// so a reader sees the old content or the new, never half.
+/// so a reader sees the old content or the new, never half. Owned by the agent's user.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().context("file path has no directory")?;
-    let name = path
-        .file_name()
-        .context("file path has no name")?
-        .to_string_lossy();
-    let temp = dir.join(format!(".{name}.tmp"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temp)
-        .with_context(|| format!("create {}", temp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("write {}", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("replace {}", path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    safe_file::replace(path, bytes, mode, None)
+}
+
+/// pg_ident.conf as the agent writes it before it reads the registry: the agent's OS user
+/// and PostgreSQL's may log in as the agent's superuser. `Tenants::sync_hba` adds the
+/// tenants' agent roles.
+pub fn render_own_ident(run_as: Option<&RunAs>) -> anyhow::Result<String> {
+    let os_users = super::hba::agent_os_users(run_as)?;
+    let os_users: Vec<&str> = os_users.iter().map(String::as_str).collect();
+    Ok(super::hba::render_ident(&os_users, &[]))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::bin::Binaries;
-use super::process::{chown_to, command, RunAs};
+use super::process::{command, RunAs};
 
 /// Creates a new cluster at `pgdata`, which must not exist yet.
 ///
@@ -53,5 +53,5 @@ pub fn create_private_dir(dir: &Path, run_as: Option<&RunAs>) -> anyhow::Result<
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("create {}", dir.display()))?;
-    chown_to(dir, run_as)
+    crate::safe_file::set_dir_owner_mode(dir, 0o700, run_as)
 }

@@ -1,9 +1,15 @@
 //! The one way to build a command for a PostgreSQL binary: clean environment, unprivileged user.
 
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use nix::unistd::{Gid, Uid, User};
+use nix::dir::{Dir, Type};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{fchownat, Gid, Uid, User};
 
 /// The OS account PostgreSQL runs as when the agent itself is root.
 #[derive(Debug, Clone)]
@@ -73,29 +79,70 @@ pub fn command(program: &Path, run_as: Option<&RunAs>) -> tokio::process::Comman
     cmd
 }
 
-/// Changes the owner of `path` to `run_as`; nothing to do when the agent is not root.
+/// Changes the owner of `path` itself to `run_as` (a symbolic link at `path` is changed,
+/// never what it points to); nothing to do when the agent is not root.
 pub fn chown_to(path: &Path, run_as: Option<&RunAs>) -> anyhow::Result<()> {
     let Some(account) = run_as else {
         return Ok(());
     };
-    nix::unistd::chown(path, Some(account.uid), Some(account.gid))
+    std::os::unix::fs::lchown(path, Some(account.uid.as_raw()), Some(account.gid.as_raw()))
         .with_context(|| format!("chown {} to {}", path.display(), account.name))
 }
 
-/// `chown -R`: a restored data directory must belong to the PostgreSQL user.
+/// `chown -R` without ever following a symbolic link: a restored or cloned data directory
+/// must belong to the PostgreSQL user, and that user may plant links in it meanwhile.
+/// The walk goes by descriptors (each directory opened `O_NOFOLLOW` relative to its
+/// parent, entries changed with `fchownat(AT_SYMLINK_NOFOLLOW)`), so swapping a directory
+/// for a link mid-walk leads nowhere.
 pub fn chown_tree(path: &Path, run_as: Option<&RunAs>) -> anyhow::Result<()> {
-    if run_as.is_none() {
+    let Some(account) = run_as else {
+        return Ok(());
+    };
+    chown_to(path, run_as)?;
+    let meta =
+        std::fs::symlink_metadata(path).with_context(|| format!("inspect {}", path.display()))?;
+    if !meta.is_dir() {
         return Ok(());
     }
-    chown_to(path, run_as)?;
-    if path.is_dir() && !path.is_symlink() {
-        for entry in std::fs::read_dir(path).with_context(|| format!("list {}", path.display()))? {
-            chown_tree(
-                &entry
-                    .with_context(|| format!("list {}", path.display()))?
-                    .path(),
-                run_as,
-            )?;
+    let dir = match Dir::open(path, DIR_FLAGS, Mode::empty()) {
+        Ok(dir) => dir,
+        // Replaced by a link or a file since we looked: it was changed itself, not followed.
+        Err(Errno::ELOOP | Errno::ENOTDIR) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+    };
+    chown_entries(dir, path, account)
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// Changes every entry of the open directory `dir` (at `shown`, for messages), recursively.
+fn chown_entries(mut dir: Dir, shown: &Path, account: &RunAs) -> anyhow::Result<()> {
+    let fd = dir.as_raw_fd();
+    let (uid, gid) = (Some(account.uid), Some(account.gid));
+    let mut subdirs = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.with_context(|| format!("list {}", shown.display()))?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        let shown_entry = || shown.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        fchownat(Some(fd), name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .with_context(|| format!("chown {} to {}", shown_entry().display(), account.name))?;
+        // An unknown type may be a directory: opening it O_NOFOLLOW|O_DIRECTORY tells.
+        if matches!(entry.file_type(), Some(Type::Directory) | None) {
+            subdirs.push(name.to_owned());
+        }
+    }
+    for name in subdirs {
+        let shown_sub = shown.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        match Dir::openat(Some(fd), name.as_c_str(), DIR_FLAGS, Mode::empty()) {
+            Ok(sub) => chown_entries(sub, &shown_sub, account)?,
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {}
+            Err(e) => return Err(e).with_context(|| format!("open {}", shown_sub.display())),
         }
     }
     Ok(())

@@ -106,7 +106,8 @@ impl LocalRepo {
             let (dir, temp) = (dir.clone(), temp.clone());
             move || -> anyhow::Result<File> {
                 fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-                File::create(&temp).with_context(|| format!("create {}", temp.display()))
+                crate::safe_file::create_new(&temp, 0o644)
+                    .with_context(|| format!("create {}", temp.display()))
             }
         })
         .await??;
