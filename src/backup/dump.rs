@@ -14,14 +14,20 @@ use futures::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::catalog::Refused;
 use super::context::Context;
+use super::lock;
 use super::manifest::{self, DumpManifest, ObjectRef};
 use super::tar_stream::ChunkSink;
-use super::{lock, untar};
 use crate::pg::sql::quote_ident;
 
 fn manifest_key(tenant: &str, id: &str) -> String {
     format!("dump/{tenant}/{id}/manifest")
+}
+
+/// The repository key of a dump's data.
+pub fn data_key(tenant: &str, id: &str) -> String {
+    format!("dump/{tenant}/{id}/{tenant}.pgdump.zst")
 }
 
 async fn require_tenant(ctx: &Context, tenant: &str) -> anyhow::Result<()> {
@@ -56,7 +62,7 @@ pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
     require_tenant(ctx, tenant).await?;
     let started_at = Utc::now();
     let id = started_at.format("%Y%m%dT%H%M%SZ").to_string();
-    let key = format!("dump/{tenant}/{id}/{tenant}.pgdump.zst");
+    let key = data_key(tenant, &id);
     let mut child = pg_tool(ctx, "pg_dump")
         .args(["--format=custom", "--compress=0", "--dbname", tenant])
         .stdout(Stdio::piped())
@@ -125,39 +131,48 @@ pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
         },
         dump_bytes,
     };
-    ctx.repo
-        .put(
-            &manifest_key(tenant, &id),
-            Bytes::from(manifest::seal(&manifest)?),
-        )
-        .await?;
+    let key = manifest_key(tenant, &id);
+    let sealed = manifest::seal(ctx.repo.key(), &key, &manifest)?;
+    ctx.repo.put(&key, Bytes::from(sealed)).await?;
     Ok(manifest)
-}
-
-/// The tenant's dumps with valid manifests, oldest first.
-pub async fn dumps(ctx: &Context, tenant: &str) -> anyhow::Result<Vec<DumpManifest>> {
-    all_under(ctx, &format!("dump/{tenant}/")).await
 }
 
 /// Every tenant's dumps, by tenant, oldest first.
 pub async fn all_dumps(ctx: &Context) -> anyhow::Result<Vec<DumpManifest>> {
-    all_under(ctx, "dump/").await
+    Ok(scan(ctx, "dump/").await?.0)
 }
 
-async fn all_under(ctx: &Context, prefix: &str) -> anyhow::Result<Vec<DumpManifest>> {
+/// The dumps under `prefix` whose manifests verify (HMAC, then the form of their values),
+/// and those refused (`tenant/id`), which are logged.
+async fn scan(ctx: &Context, prefix: &str) -> anyhow::Result<(Vec<DumpManifest>, Vec<Refused>)> {
     let mut out = Vec::new();
+    let mut refused = Vec::new();
     for object in ctx.repo.list(prefix).await? {
-        if object.key.ends_with("/manifest") {
-            if let Some(bytes) = ctx.repo.get(&object.key).await? {
-                match manifest::open::<DumpManifest>(&bytes) {
-                    Ok(m) => out.push(m),
-                    Err(e) => tracing::warn!("{}: unreadable manifest, ignored: {e:#}", object.key),
-                }
+        // dump/<tenant>/<id>/manifest
+        let parts: Vec<&str> = object.key.split('/').collect();
+        let ["dump", tenant, id, "manifest"] = parts.as_slice() else {
+            continue;
+        };
+        let Some(bytes) = ctx.repo.get(&object.key).await? else {
+            continue;
+        };
+        let opened = manifest::open::<DumpManifest>(ctx.repo.key(), &object.key, &bytes)
+            .and_then(|m| m.check(tenant, id).map(|()| m));
+        match opened {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                let one = Refused {
+                    id: format!("{tenant}/{id}"),
+                    reason: format!("{e:#}"),
+                };
+                tracing::error!(dump = ?one.id, repository = %ctx.repo.describe(), "{one}");
+                refused.push(one);
             }
         }
     }
     out.sort_by(|a, b| (&a.tenant, &a.id).cmp(&(&b.tenant, &b.id)));
-    Ok(out)
+    refused.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((out, refused))
 }
 
 #[derive(Debug, Serialize)]
@@ -178,16 +193,41 @@ pub async fn restore_dump(
     replace: bool,
 ) -> anyhow::Result<RestoredDump> {
     require_tenant(ctx, tenant).await?;
-    let all = dumps(ctx, tenant).await?;
+    let (all, refused) = scan(ctx, &format!("dump/{tenant}/")).await?;
+    // A refused manifest is never used, nor silently passed over for an older dump.
+    let refusal = |wanted: &dyn Fn(&str) -> bool| {
+        refused
+            .iter()
+            .find(|r| wanted(&r.id))
+            .map(|r| anyhow::anyhow!("{r}; restore another dump explicitly with --from ID"))
+    };
+    if let Some(id) = from {
+        if let Some(e) = refusal(&|r| r == format!("{tenant}/{id}")) {
+            return Err(e);
+        }
+    }
     let dump = match from {
         Some(id) => all
             .iter()
             .find(|d| d.id == id)
             .with_context(|| format!("no dump {id} of {tenant}"))?,
-        None => all.last().with_context(|| {
-            format!("{tenant} has no dump yet; run `pgplatform backup dump {tenant}`")
-        })?,
+        None => match all.last() {
+            Some(dump) => dump,
+            None => {
+                return Err(refusal(&|_| true).unwrap_or_else(|| {
+                    anyhow::anyhow!(
+                        "{tenant} has no dump yet; run `pgplatform backup dump {tenant}`"
+                    )
+                }))
+            }
+        },
     };
+    if from.is_none() {
+        let chosen = format!("{tenant}/{}", dump.id);
+        if let Some(e) = refusal(&|r| r > chosen.as_str()) {
+            return Err(e);
+        }
+    }
     let suffix = dump.id.to_ascii_lowercase();
     let target = match (replace, as_name) {
         (true, _) => format!("{tenant}_incoming_{suffix}"),
@@ -318,8 +358,63 @@ async fn read_all(mut stream: tokio::process::ChildStderr) -> String {
     text
 }
 
-/// Streams the dump object through zstd into pg_restore, checking its SHA-256.
+/// Downloads the dump object into an unnamed file in `run/` and checks its size and
+/// SHA-256 against the (verified) manifest before anything reads it: pg_restore runs the
+/// SQL in a dump, so it must never see bytes the manifest does not vouch for.
+async fn fetch_verified(ctx: &Context, dump: &DumpManifest) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let run = ctx.data_dir.run();
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).mode(0o600);
+    let file = match options
+        .clone()
+        .custom_flags(nix::libc::O_TMPFILE)
+        .open(&run)
+    {
+        Ok(file) => file,
+        // Filesystems without O_TMPFILE: a fresh private name, unlinked at once.
+        Err(_) => {
+            let path = run.join(format!(".dump-download.{:016x}", rand::random::<u64>()));
+            let file = options
+                .create_new(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&path)
+                .with_context(|| format!("create {}", path.display()))?;
+            let _ = std::fs::remove_file(&path);
+            file
+        }
+    };
+    let mut out = tokio::fs::File::from_std(file);
+    let mut stream = ctx.repo.get_stream(&dump.object.key).await?;
+    let mut sha = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        anyhow::ensure!(
+            size <= dump.object.size,
+            "{} is larger than its manifest says: the stored dump is corrupt",
+            dump.object.key
+        );
+        sha.update(&chunk);
+        tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+            .await
+            .context("write the downloaded dump")?;
+    }
+    let digest = super::envelope::hex(&sha.finalize());
+    anyhow::ensure!(
+        size == dump.object.size && digest == dump.object.sha256,
+        "{} does not match its checksum: the stored dump is corrupt",
+        dump.object.key
+    );
+    let mut file = out.into_std().await;
+    io::Seek::rewind(&mut file).context("rewind the downloaded dump")?;
+    Ok(file)
+}
+
+/// Feeds the verified dump through zstd into pg_restore.
 async fn load(ctx: &Context, dump: &DumpManifest, database: &str) -> anyhow::Result<()> {
+    let verified = fetch_verified(ctx, dump).await?;
     let mut child = pg_tool(ctx, "pg_restore")
         .args([
             "--exit-on-error",
@@ -341,9 +436,8 @@ async fn load(ctx: &Context, dump: &DumpManifest, database: &str) -> anyhow::Res
     );
     let stderr = child.stderr.take().context("pg_restore stderr")?;
     let errors = tokio::spawn(read_all(stderr));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut decoder = zstd::stream::read::Decoder::new(untar::ChunkReader::new(rx))?;
+        let mut decoder = zstd::stream::read::Decoder::new(io::BufReader::new(verified))?;
         let mut stdin = io::BufWriter::new(stdin);
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -356,33 +450,14 @@ async fn load(ctx: &Context, dump: &DumpManifest, database: &str) -> anyhow::Res
         stdin.flush().context("feed pg_restore")?;
         Ok(())
     });
-    let mut stream = ctx.repo.get_stream(&dump.object.key).await?;
-    let mut sha = Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        sha.update(&chunk);
-        size += chunk.len() as u64;
-        if tx.send(chunk).await.is_err() {
-            break;
-        }
-    }
-    drop(tx);
     let fed = feeder.await?;
     let status = child.wait().await?;
     let errors = errors.await.unwrap_or_default();
-    // pg_restore stopping early cuts the download short: its own error explains more.
+    // pg_restore stopping early cuts the feed short: its own error explains more.
     anyhow::ensure!(
         status.success(),
         "pg_restore into {database} failed ({status}): {}",
         errors.trim()
     );
-    fed?;
-    let digest = super::envelope::hex(&sha.finalize());
-    anyhow::ensure!(
-        size == dump.object.size && digest == dump.object.sha256,
-        "{} does not match its checksum: the stored dump is corrupt",
-        dump.object.key
-    );
-    Ok(())
+    fed
 }
