@@ -107,6 +107,12 @@ impl BaseManifest {
                 "file path {:?} leaves the data directory",
                 file.path
             );
+            // PostgreSQL makes a link for each line of a tablespace_map, to any path;
+            // base backups never have one (`walk.rs` refuses tablespaces).
+            anyhow::ensure!(
+                file.path != "tablespace_map",
+                "it lists a tablespace_map, which pgplatform's base backups never contain"
+            );
         }
         for tenant in &self.tenants {
             crate::tenants::TenantName::parse(&tenant.name)
