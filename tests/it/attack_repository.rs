@@ -347,6 +347,44 @@ fn a_swapped_dump_never_reaches_pg_restore() {
     assert!(!pwned.exists(), "pg_restore ran the swapped dump");
 }
 
+#[test]
+fn commands_in_the_backed_up_auto_conf_never_run_in_a_drill_or_restore() {
+    let agent = TestAgent::start_with_shop(NO_SCHEDULES);
+    // Set by whoever was superuser once: harmless on the primary (it only runs when an
+    // archive recovery ends), it would run in every drill, restore and clone.
+    let pwned = marker("auto-conf");
+    agent.admin_psql(&format!(
+        "ALTER SYSTEM SET recovery_end_command = 'touch {}'",
+        pwned.display()
+    ));
+    agent.cli_json(&["backup", "run", "--json"]);
+    agent.admin_psql("ALTER SYSTEM RESET recovery_end_command");
+    agent.switch_and_archive();
+    let drill = agent.cli_json(&["backup", "drill", "--json"]);
+    assert_eq!(drill["ok"], true, "{drill}");
+    assert!(
+        !pwned.exists(),
+        "the drill ran the backup's recovery_end_command"
+    );
+    let dir = agent.restore_dir("copy");
+    agent.cli_ok(&["restore", "--target-dir", dir.to_str().unwrap()]);
+    let auto = fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+    assert!(!auto.contains("recovery_end_command"), "{auto}");
+    assert!(auto.contains("restore_command"), "{auto}");
+    // This node's own access rules, not the archive's.
+    assert_eq!(
+        fs::read(dir.join("pg_hba.conf")).unwrap(),
+        fs::read(agent.pgdata().join("pg_hba.conf")).unwrap()
+    );
+    let restored = crate::support::backup::RestoredPg::start(&dir);
+    assert_eq!(restored.query("shop", "SELECT 1"), "1");
+    drop(restored);
+    assert!(
+        !pwned.exists(),
+        "the restore ran the backup's recovery_end_command"
+    );
+}
+
 // ---- what the attacker builds ----
 
 fn archive_command(marker: &Path) -> Vec<u8> {
