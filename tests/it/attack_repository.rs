@@ -385,6 +385,65 @@ fn commands_in_the_backed_up_auto_conf_never_run_in_a_drill_or_restore() {
     );
 }
 
+#[test]
+fn a_new_replica_never_clones_from_a_tampered_backup() {
+    let _turn = crate::support::cluster::one_cluster_at_a_time();
+    let Some(etcd) = crate::support::etcd::EtcdServer::start() else {
+        return;
+    };
+    let shared = tempfile::Builder::new()
+        .prefix("pgplatform-it-repo-")
+        .tempdir()
+        .unwrap();
+    let toml = |name: &str| {
+        format!(
+            "[ha]\netcd = [\"{}\"]\nname = \"{name}\"\nsecret_file = \"{}\"\nread_only_port = 0\n\
+             [backup]\npath = \"{}\"\nrepository_key_file = \"{}\"\nschedule = \"\"\n\
+             drill_schedule = \"\"\n",
+            etcd.endpoint,
+            shared.path().join("cluster.secret").display(),
+            shared.path().join("repo").display(),
+            shared.path().join("repository.key").display()
+        )
+    };
+    let node1 = TestAgent::start_with(&toml("node1"));
+    crate::support::wait_for(std::time::Duration::from_secs(30), "node1 leads", || {
+        (node1.cli_json(&["cluster", "status", "--json"])["leader"] == "node1").then_some(())
+    });
+    node1.cli_ok(&["tenant", "create", "shop"]);
+    let id = node1.cli_json(&["backup", "run", "--json"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The bucket writer points the backup's data at a file list of their own.
+    let path = shared.path().join(format!("repo/base/{id}/manifest"));
+    let (header, mut body) = read_manifest(&path);
+    body["files"].as_array_mut().unwrap().clear();
+    write_manifest(&path, &header, &body);
+
+    let node2 = TestAgent::start_with(&toml("node2"));
+    let log = node2.log_contents();
+    assert!(
+        !log.contains("cloned from the backup repository"),
+        "{}",
+        node2.log_tail(30)
+    );
+    assert!(
+        log.contains("is refused") && log.contains(&id),
+        "{}",
+        node2.log_tail(30)
+    );
+    crate::support::wait_for(
+        std::time::Duration::from_secs(60),
+        "node2 streams from the primary instead",
+        || {
+            let status = node1.cli_json(&["cluster", "status", "--json"]);
+            (crate::support::cluster::streaming_replicas(&status) == 1).then_some(())
+        },
+    );
+    drop((node2, node1));
+}
+
 // ---- what the attacker builds ----
 
 fn archive_command(marker: &Path) -> Vec<u8> {
