@@ -31,7 +31,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let run_as = RunAs::resolve(&config.postgres.user)?;
     data_dir.prepare(run_as.as_ref(), config.postgres.port)?;
     let _lock = data_dir.lock()?;
-    crate::backup::prepare_local_repository(&config, run_as.as_ref())?;
+    crate::backup::prepare_repository(&config, run_as.as_ref())?;
     let binaries = Binaries::discover(config.postgres.bin_dir.as_deref()).await?;
     tracing::info!(data_dir = %config.data_dir.display(), bin_dir = %binaries.dir.display(),
         "starting pgplatform {} with PostgreSQL {}", env!("CARGO_PKG_VERSION"), binaries.version.text);

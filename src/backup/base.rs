@@ -201,9 +201,9 @@ async fn run_unrecorded(ctx: &Context, progress: &dyn Progress) -> anyhow::Resul
         tenants,
         counts_lsn,
     };
-    ctx.repo
-        .put(&manifest_key(&id), Bytes::from(manifest::seal(&manifest)?))
-        .await?;
+    let key = manifest_key(&id);
+    let sealed = manifest::seal(ctx.repo.key(), &key, &manifest)?;
+    ctx.repo.put(&key, Bytes::from(sealed)).await?;
     Ok(manifest)
 }
 

@@ -4,14 +4,57 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::base::manifest_key;
 use super::manifest::{self, BaseManifest};
 use super::repo::Repo;
 
-/// Every base backup with a valid manifest, oldest first. Backups without one were
-/// interrupted (or are being written) and are not backups.
-pub async fn base_backups(repo: &Repo) -> anyhow::Result<Vec<BaseManifest>> {
-    let mut out = Vec::new();
+/// A base backup whose manifest exists but does not verify (changed, forged, or sealed
+/// with another repository key): never used, always reported.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub id: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the manifest of backup {:?} is refused: {}",
+            self.id, self.reason
+        )
+    }
+}
+
+/// What the repository's manifests say, verified: usable backups oldest first, and the
+/// refused ones.
+pub struct Scan {
+    pub backups: Vec<BaseManifest>,
+    pub refused: Vec<Refused>,
+}
+
+impl Scan {
+    /// The refused manifest of `id`, or of any backup newer than `id`: a caller about to
+    /// use `id` as "the newest" (or by name) must not silently use something older.
+    pub fn refused_from(&self, id: &str) -> Option<&Refused> {
+        self.refused.iter().rev().find(|r| r.id.as_str() >= id)
+    }
+
+    /// The refusal of the newest backup, if the newest manifest is refused.
+    pub fn newest_refused(&self) -> Option<&Refused> {
+        let last = self.refused.last()?;
+        match self.backups.last() {
+            Some(b) if b.id >= last.id => None,
+            _ => Some(last),
+        }
+    }
+}
+
+/// Every base backup with a manifest, each verified (HMAC under the repository key, then
+/// the form of its values); backups without one were interrupted (or are being written)
+/// and are not backups. Refused manifests are logged.
+pub async fn scan(repo: &Repo) -> anyhow::Result<Scan> {
+    let mut backups = Vec::new();
+    let mut refused = Vec::new();
     for object in repo.list("base/").await? {
         let Some(id) = object
             .key
@@ -20,16 +63,31 @@ pub async fn base_backups(repo: &Repo) -> anyhow::Result<Vec<BaseManifest>> {
         else {
             continue;
         };
-        let Some(bytes) = repo.get(&manifest_key(id)).await? else {
+        let Some(bytes) = repo.get(&object.key).await? else {
             continue;
         };
-        match manifest::open::<BaseManifest>(&bytes) {
-            Ok(m) => out.push(m),
-            Err(e) => tracing::warn!("backup {id}: unreadable manifest, ignored: {e:#}"),
+        let opened = manifest::open::<BaseManifest>(repo.key(), &object.key, &bytes)
+            .and_then(|m| m.check(id).map(|()| m));
+        match opened {
+            Ok(m) => backups.push(m),
+            Err(e) => {
+                let refused_one = Refused {
+                    id: id.to_owned(),
+                    reason: format!("{e:#}"),
+                };
+                tracing::error!(backup = ?id, repository = %repo.describe(), "{refused_one}");
+                refused.push(refused_one);
+            }
         }
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(out)
+    backups.sort_by(|a, b| a.id.cmp(&b.id));
+    refused.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Scan { backups, refused })
+}
+
+/// The verified base backups, oldest first (see `scan`).
+pub async fn base_backups(repo: &Repo) -> anyhow::Result<Vec<BaseManifest>> {
+    Ok(scan(repo).await?.backups)
 }
 
 /// Where recovery should stop.

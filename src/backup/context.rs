@@ -31,7 +31,7 @@ impl Context {
         let binaries = Binaries::discover(config.postgres.bin_dir.as_deref()).await?;
         Ok(Context {
             config: config.backup.clone(),
-            repo: Repo::open(&config.backup.repository)?,
+            repo: Repo::open(&config.backup)?,
             pgdata: data_dir.pgdata(),
             socket_dir: data_dir.socket_dir(),
             data_dir,

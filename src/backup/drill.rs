@@ -19,6 +19,7 @@ use super::context::Context;
 use super::lock;
 use super::manifest::BaseManifest;
 use super::restore::{self, Use};
+use crate::pg::sql::quote_ident;
 use crate::supervisor::{self, LogTail, PostmasterSpec};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,8 +69,14 @@ pub async fn drill(
     };
     let scratch = ctx.data_dir.root.join("drill");
     let outcome = async {
-        let backups = catalog::base_backups(&ctx.repo).await?;
-        let backup = backups
+        let scan = catalog::scan(&ctx.repo).await?;
+        // A drill proves the newest backup: a refused newest one fails it, by name.
+        if let Some(refused) = scan.newest_refused() {
+            result.backup_id = refused.id.clone();
+            anyhow::bail!("{refused}");
+        }
+        let backup = scan
+            .backups
             .last()
             .context("the repository has no base backup to drill; run `pgplatform backup run`")?
             .clone();
@@ -133,6 +140,11 @@ async fn run_checks(
     let replay = Instant::now();
     if let Some(lsn) = &backup.counts_lsn {
         phase("replaying to the counted position");
+        // Checked when the manifest was read; checked again where it becomes a setting.
+        anyhow::ensure!(
+            super::manifest::is_lsn(lsn),
+            "counts_lsn {lsn:?} is not an LSN"
+        );
         let auto = scratch.join("postgresql.auto.conf");
         // The scratch dir belongs to the PostgreSQL user now: no writes through its links.
         let original =
@@ -140,8 +152,9 @@ async fn run_checks(
         crate::safe_file::replace(
             &auto,
             format!(
-                "{original}recovery_target_lsn = '{lsn}'\nrecovery_target_inclusive = off\n\
-                 recovery_target_action = 'pause'\n"
+                "{original}recovery_target_lsn = {}\nrecovery_target_inclusive = off\n\
+                 recovery_target_action = 'pause'\n",
+                crate::pg::conf::quote_value(lsn)
             )
             .as_bytes(),
             0o600,
@@ -242,13 +255,21 @@ async fn compare_counts(
         let client =
             crate::pg::connect::superuser(&spec.socket_dir, spec.port, &tenant.name).await?;
         for (table, expected) in &tenant.tables {
+            // Re-quoted from its parts: the name reaches SQL only as two identifiers.
+            let Some((schema, name)) = super::manifest::split_qualified_name(table) else {
+                result
+                    .errors
+                    .push(format!("{}: {table:?} is not a table name", tenant.name));
+                continue;
+            };
+            let relation = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
             // The superuser counts here: only a plain table may be read, never a view
             // or anything else that would run what the tenant wrote.
             let plain: Option<bool> = client
                 .query_opt(
                     "SELECT c.relkind OPERATOR(pg_catalog.=) 'r' FROM pg_catalog.pg_class c
                       WHERE c.oid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1)",
-                    &[table],
+                    &[&relation],
                 )
                 .await?
                 .map(|row| row.try_get(0))
@@ -261,7 +282,7 @@ async fn compare_counts(
                 continue;
             }
             let found: i64 = match client
-                .query_one(&format!("SELECT pg_catalog.count(*) FROM {table}"), &[])
+                .query_one(&format!("SELECT pg_catalog.count(*) FROM {relation}"), &[])
                 .await
             {
                 Ok(row) => row.try_get(0)?,

@@ -14,14 +14,20 @@ use futures::StreamExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::catalog::Refused;
 use super::context::Context;
+use super::lock;
 use super::manifest::{self, DumpManifest, ObjectRef};
 use super::tar_stream::ChunkSink;
-use super::{lock, untar};
 use crate::pg::sql::quote_ident;
 
 fn manifest_key(tenant: &str, id: &str) -> String {
     format!("dump/{tenant}/{id}/manifest")
+}
+
+/// The repository key of a dump's data.
+pub fn data_key(tenant: &str, id: &str) -> String {
+    format!("dump/{tenant}/{id}/{tenant}.pgdump.zst")
 }
 
 async fn require_tenant(ctx: &Context, tenant: &str) -> anyhow::Result<()> {
@@ -60,7 +66,7 @@ pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
     require_tenant(ctx, tenant).await?;
     let started_at = Utc::now();
     let id = started_at.format("%Y%m%dT%H%M%SZ").to_string();
-    let key = format!("dump/{tenant}/{id}/{tenant}.pgdump.zst");
+    let key = data_key(tenant, &id);
     let mut child = pg_tool(ctx, "pg_dump", tenant)
         .args(["--format=custom", "--compress=0", "--dbname", tenant])
         .stdout(Stdio::piped())
@@ -129,39 +135,48 @@ pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
         },
         dump_bytes,
     };
-    ctx.repo
-        .put(
-            &manifest_key(tenant, &id),
-            Bytes::from(manifest::seal(&manifest)?),
-        )
-        .await?;
+    let key = manifest_key(tenant, &id);
+    let sealed = manifest::seal(ctx.repo.key(), &key, &manifest)?;
+    ctx.repo.put(&key, Bytes::from(sealed)).await?;
     Ok(manifest)
-}
-
-/// The tenant's dumps with valid manifests, oldest first.
-pub async fn dumps(ctx: &Context, tenant: &str) -> anyhow::Result<Vec<DumpManifest>> {
-    all_under(ctx, &format!("dump/{tenant}/")).await
 }
 
 /// Every tenant's dumps, by tenant, oldest first.
 pub async fn all_dumps(ctx: &Context) -> anyhow::Result<Vec<DumpManifest>> {
-    all_under(ctx, "dump/").await
+    Ok(scan(ctx, "dump/").await?.0)
 }
 
-async fn all_under(ctx: &Context, prefix: &str) -> anyhow::Result<Vec<DumpManifest>> {
+/// The dumps under `prefix` whose manifests verify (HMAC, then the form of their values),
+/// and those refused (`tenant/id`), which are logged.
+async fn scan(ctx: &Context, prefix: &str) -> anyhow::Result<(Vec<DumpManifest>, Vec<Refused>)> {
     let mut out = Vec::new();
+    let mut refused = Vec::new();
     for object in ctx.repo.list(prefix).await? {
-        if object.key.ends_with("/manifest") {
-            if let Some(bytes) = ctx.repo.get(&object.key).await? {
-                match manifest::open::<DumpManifest>(&bytes) {
-                    Ok(m) => out.push(m),
-                    Err(e) => tracing::warn!("{}: unreadable manifest, ignored: {e:#}", object.key),
-                }
+        // dump/<tenant>/<id>/manifest
+        let parts: Vec<&str> = object.key.split('/').collect();
+        let ["dump", tenant, id, "manifest"] = parts.as_slice() else {
+            continue;
+        };
+        let Some(bytes) = ctx.repo.get(&object.key).await? else {
+            continue;
+        };
+        let opened = manifest::open::<DumpManifest>(ctx.repo.key(), &object.key, &bytes)
+            .and_then(|m| m.check(tenant, id).map(|()| m));
+        match opened {
+            Ok(m) => out.push(m),
+            Err(e) => {
+                let one = Refused {
+                    id: format!("{tenant}/{id}"),
+                    reason: format!("{e:#}"),
+                };
+                tracing::error!(dump = ?one.id, repository = %ctx.repo.describe(), "{one}");
+                refused.push(one);
             }
         }
     }
     out.sort_by(|a, b| (&a.tenant, &a.id).cmp(&(&b.tenant, &b.id)));
-    Ok(out)
+    refused.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok((out, refused))
 }
 
 #[derive(Debug, Serialize)]
@@ -182,16 +197,41 @@ pub async fn restore_dump(
     replace: bool,
 ) -> anyhow::Result<RestoredDump> {
     require_tenant(ctx, tenant).await?;
-    let all = dumps(ctx, tenant).await?;
+    let (all, refused) = scan(ctx, &format!("dump/{tenant}/")).await?;
+    // A refused manifest is never used, nor silently passed over for an older dump.
+    let refusal = |wanted: &dyn Fn(&str) -> bool| {
+        refused
+            .iter()
+            .find(|r| wanted(&r.id))
+            .map(|r| anyhow::anyhow!("{r}; restore another dump explicitly with --from ID"))
+    };
+    if let Some(id) = from {
+        if let Some(e) = refusal(&|r| r == format!("{tenant}/{id}")) {
+            return Err(e);
+        }
+    }
     let dump = match from {
         Some(id) => all
             .iter()
             .find(|d| d.id == id)
             .with_context(|| format!("no dump {id} of {tenant}"))?,
-        None => all.last().with_context(|| {
-            format!("{tenant} has no dump yet; run `pgplatform backup dump {tenant}`")
-        })?,
+        None => match all.last() {
+            Some(dump) => dump,
+            None => {
+                return Err(refusal(&|_| true).unwrap_or_else(|| {
+                    anyhow::anyhow!(
+                        "{tenant} has no dump yet; run `pgplatform backup dump {tenant}`"
+                    )
+                }))
+            }
+        },
     };
+    if from.is_none() {
+        let chosen = format!("{tenant}/{}", dump.id);
+        if let Some(e) = refusal(&|r| r > chosen.as_str()) {
+            return Err(e);
+        }
+    }
     let suffix = dump.id.to_ascii_lowercase();
     let target = match (replace, as_name) {
         (true, _) => format!("{tenant}_incoming_{suffix}"),
@@ -348,8 +388,8 @@ async fn tenant_extensions(ctx: &Context, tenant: &str) -> anyhow::Result<Vec<St
         .try_get(0)?)
 }
 
-/// Restores the dump into `database` as the tenant: pg_restore reads the table of
-/// contents first (`--list`), the entries that create or comment the superuser's
+/// Restores the verified dump into `database` as the tenant: pg_restore reads the table
+/// of contents first (`--list`), the entries that create or comment the superuser's
 /// extensions are left out, then the rest is loaded in one transaction.
 async fn load(
     ctx: &Context,
@@ -358,72 +398,144 @@ async fn load(
     database: &str,
     extensions: &[String],
 ) -> anyhow::Result<()> {
-    let list = restore_list(ctx, dump, tenant).await?;
-    let kept: String = list
+    let verified = fetch_verified(ctx, dump).await?;
+    let listing = run_pg_restore(ctx, tenant, &verified, &["--list"]).await?;
+    let kept: String = listing
         .lines()
         .filter(|line| !creates_extension(line, extensions))
         .map(|line| format!("{line}\n"))
         .collect();
     let list_dir = ListDir::create(&ctx.data_dir.run())?;
     let list_file = list_dir.write(&kept)?;
-    let mut child = pg_tool(ctx, "pg_restore", tenant)
-        .args(["--exit-on-error", "--single-transaction", "--no-owner"])
-        .arg("--use-list")
-        .arg(&list_file)
-        .args(["--dbname", database])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("start pg_restore")?;
-    let stderr = child.stderr.take().context("pg_restore stderr")?;
-    let errors = tokio::spawn(read_all(stderr));
-    let fed = feed(ctx, dump, &mut child).await;
-    let status = child.wait().await?;
-    let errors = errors.await.unwrap_or_default();
-    // pg_restore stopping early cuts the download short: its own error explains more.
-    anyhow::ensure!(
-        status.success(),
-        "pg_restore into {database} failed ({status}): {}",
-        errors.trim()
-    );
-    let (size, digest) = fed?;
-    anyhow::ensure!(
-        size == dump.object.size && digest == dump.object.sha256,
-        "{} does not match its checksum: the stored dump is corrupt",
-        dump.object.key
-    );
+    let list_arg = list_file.to_string_lossy();
+    let args = [
+        "--exit-on-error",
+        "--single-transaction",
+        "--no-owner",
+        "--use-list",
+        &list_arg,
+        "--dbname",
+        database,
+    ];
+    run_pg_restore(ctx, tenant, &verified, &args).await?;
     Ok(())
 }
 
-/// `pg_restore --list` of the dump: its table of contents, one entry a line.
-async fn restore_list(ctx: &Context, dump: &DumpManifest, tenant: &str) -> anyhow::Result<String> {
+/// Runs pg_restore as the tenant with `args`, feeding it the verified dump through zstd;
+/// returns what it printed.
+async fn run_pg_restore(
+    ctx: &Context,
+    tenant: &str,
+    verified: &File,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    let mut source = verified.try_clone().context("reopen the downloaded dump")?;
+    io::Seek::rewind(&mut source).context("rewind the downloaded dump")?;
     let mut child = pg_tool(ctx, "pg_restore", tenant)
-        .arg("--list")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .context("start pg_restore --list")?;
+        .context("start pg_restore")?;
+    let stdin = File::from(
+        child
+            .stdin
+            .take()
+            .context("pg_restore stdin")?
+            .into_owned_fd()?,
+    );
     let stdout = child.stdout.take().context("pg_restore stdout")?;
-    let listing = tokio::spawn(async move {
+    let printed = tokio::spawn(async move {
         let mut text = String::new();
         let _ = tokio::io::AsyncReadExt::read_to_string(&mut { stdout }, &mut text).await;
         text
     });
     let stderr = child.stderr.take().context("pg_restore stderr")?;
     let errors = tokio::spawn(read_all(stderr));
-    // pg_restore stops reading once it has the table of contents: a broken pipe is fine.
-    let _ = feed(ctx, dump, &mut child).await;
+    let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut decoder = zstd::stream::read::Decoder::new(io::BufReader::new(source))?;
+        let mut stdin = io::BufWriter::new(stdin);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = decoder.read(&mut buf).context("decompress the dump")?;
+            if n == 0 {
+                break;
+            }
+            stdin.write_all(&buf[..n]).context("feed pg_restore")?;
+        }
+        stdin.flush().context("feed pg_restore")?;
+        Ok(())
+    });
+    let fed = feeder.await?;
     let status = child.wait().await?;
     let errors = errors.await.unwrap_or_default();
+    // pg_restore stopping early cuts the feed short: its own error explains more.
     anyhow::ensure!(
         status.success(),
-        "pg_restore --list of {} failed ({status}): {}",
-        dump.object.key,
+        "pg_restore {} failed ({status}): {}",
+        args.last().copied().unwrap_or_default(),
         errors.trim()
     );
-    Ok(listing.await.unwrap_or_default())
+    // `--list` stops reading once it has the table of contents: a broken pipe is fine.
+    if !args.contains(&"--list") {
+        fed?;
+    }
+    Ok(printed.await.unwrap_or_default())
+}
+
+/// Downloads the dump object into an unnamed file in `run/` and checks its size and
+/// SHA-256 against the (verified) manifest before anything reads it: pg_restore runs the
+/// SQL in a dump, so it must never see bytes the manifest does not vouch for.
+async fn fetch_verified(ctx: &Context, dump: &DumpManifest) -> anyhow::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let run = ctx.data_dir.run();
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).mode(0o600);
+    let file = match options
+        .clone()
+        .custom_flags(nix::libc::O_TMPFILE)
+        .open(&run)
+    {
+        Ok(file) => file,
+        // Filesystems without O_TMPFILE: a fresh private name, unlinked at once.
+        Err(_) => {
+            let path = run.join(format!(".dump-download.{:016x}", rand::random::<u64>()));
+            let file = options
+                .create_new(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&path)
+                .with_context(|| format!("create {}", path.display()))?;
+            let _ = std::fs::remove_file(&path);
+            file
+        }
+    };
+    let mut out = tokio::fs::File::from_std(file);
+    let mut stream = ctx.repo.get_stream(&dump.object.key).await?;
+    let mut sha = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        anyhow::ensure!(
+            size <= dump.object.size,
+            "{} is larger than its manifest says: the stored dump is corrupt",
+            dump.object.key
+        );
+        sha.update(&chunk);
+        tokio::io::AsyncWriteExt::write_all(&mut out, &chunk)
+            .await
+            .context("write the downloaded dump")?;
+    }
+    let digest = super::envelope::hex(&sha.finalize());
+    anyhow::ensure!(
+        size == dump.object.size && digest == dump.object.sha256,
+        "{} does not match its checksum: the stored dump is corrupt",
+        dump.object.key
+    );
+    let mut file = out.into_std().await;
+    io::Seek::rewind(&mut file).context("rewind the downloaded dump")?;
+    Ok(file)
 }
 
 /// Whether a `--list` line creates or comments one of `extensions`
@@ -439,45 +551,6 @@ fn creates_extension(line: &str, extensions: &[String]) -> bool {
         _ => return false,
     };
     extensions.iter().any(|e| e == named)
-}
-
-/// Streams the dump object through zstd into the child's stdin, returning the stored
-/// object's size and SHA-256 as read.
-async fn feed(
-    ctx: &Context,
-    dump: &DumpManifest,
-    child: &mut tokio::process::Child,
-) -> anyhow::Result<(u64, String)> {
-    let stdin = File::from(child.stdin.take().context("child stdin")?.into_owned_fd()?);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-    let feeder = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut decoder = zstd::stream::read::Decoder::new(untar::ChunkReader::new(rx))?;
-        let mut stdin = io::BufWriter::new(stdin);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = decoder.read(&mut buf).context("decompress the dump")?;
-            if n == 0 {
-                break;
-            }
-            stdin.write_all(&buf[..n]).context("feed pg_restore")?;
-        }
-        stdin.flush().context("feed pg_restore")?;
-        Ok(())
-    });
-    let mut stream = ctx.repo.get_stream(&dump.object.key).await?;
-    let mut sha = Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        sha.update(&chunk);
-        size += chunk.len() as u64;
-        if tx.send(chunk).await.is_err() {
-            break;
-        }
-    }
-    drop(tx);
-    feeder.await??;
-    Ok((size, super::envelope::hex(&sha.finalize())))
 }
 
 /// A private directory (0700, random name, made by this call) for pg_restore's list.

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod context;
 mod counts;
 pub mod envelope;
+pub mod key;
 pub mod lock;
 pub mod manifest;
 pub mod repo;
@@ -22,12 +23,18 @@ use anyhow::Context as _;
 use crate::config::{Config, RepositoryConfig};
 use crate::pg::process::RunAs;
 
-/// PostgreSQL's archiver runs `wal push` as PostgreSQL's user: that user must read the
-/// config file and S3 credentials, and write a local repository. Checked at `up`, so a
-/// mistake stops the start instead of letting WAL pile up.
-pub fn prepare_local_repository(config: &Config, run_as: Option<&RunAs>) -> anyhow::Result<()> {
+/// Creates the repository key if there is none yet (`key.rs`), and a local repository's
+/// directory. PostgreSQL's archiver runs `wal push` as PostgreSQL's user: that user must
+/// read the config file, the repository key and S3 credentials, and write a local
+/// repository. Checked at `up`, so a mistake stops the start instead of letting WAL pile
+/// up.
+pub fn prepare_repository(config: &Config, run_as: Option<&RunAs>) -> anyhow::Result<()> {
+    let key_file = &config.backup.repository_key_file;
+    key::RepositoryKey::create_if_missing(key_file, run_as)?;
+    key::RepositoryKey::load(key_file)?;
     if let (true, Some(account)) = (config.backup.archive, run_as) {
         let why = "WAL archiving (`wal push`) reads it";
+        crate::data_dir::check_readable(key_file, account, why)?;
         if let Some(file) = &config.source {
             crate::data_dir::check_readable(file, account, why)?;
         }

@@ -29,25 +29,36 @@ pub struct Restored {
 
 /// How the restored cluster is to be run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Use {
+pub enum Use<'a> {
     /// A copy beside the live cluster: archiving off, so it never writes to the repository.
+    /// It gets this node's configuration files (when this node has a cluster).
     Copy,
-    /// This node's own cluster again: it archives as before.
-    InPlace,
+    /// This node's own cluster again, whose data directory was moved to `previous`: it
+    /// gets that directory's configuration files and archives as before.
+    InPlace { previous: &'a Path },
 }
+
+/// The files that configure a node, not the data: after a restore they are this node's
+/// own (as the agent wrote them), never the archive's.
+const NODE_FILES: &[&str] = &[
+    "postgresql.conf",
+    crate::pg::conf::MANAGED_FILE,
+    crate::pg::conf::HA_FILE,
+    "pg_hba.conf",
+    "pg_ident.conf",
+];
 
 pub async fn restore(
     ctx: &Context,
     target_dir: &Path,
     target: &Target,
     backup_id: Option<&str>,
-    usage: Use,
+    usage: Use<'_>,
     progress: Arc<AtomicU64>,
 ) -> anyhow::Result<Restored> {
     let started = std::time::Instant::now();
     let _reading = super::lock::read_repository(&ctx.data_dir.run())?;
-    let backups = catalog::base_backups(&ctx.repo).await?;
-    let backup = catalog::choose(&backups, target, backup_id)?.clone();
+    let backup = choose_verified(ctx, target, backup_id).await?;
     prepare_dir(target_dir)?;
     let result = unpack(ctx, &backup, Some(target_dir), progress).await;
     let bytes = match result {
@@ -61,7 +72,8 @@ pub async fn restore(
             )));
         }
     };
-    let recovery_target = recovery_settings(ctx, target_dir, target, usage)
+    let recovery_target = own_files(ctx, target_dir, usage)
+        .and_then(|()| recovery_settings(ctx, target_dir, target, usage))
         .and_then(|t| {
             crate::pg::process::chown_tree(target_dir, ctx.run_as.as_ref())?;
             Ok(t)
@@ -74,6 +86,95 @@ pub async fn restore(
         duration_seconds: started.elapsed().as_secs_f64(),
         recovery_target,
     })
+}
+
+/// The base backup to restore for `target` among those whose manifests verify. A refused
+/// manifest is never used, and never silently passed over for an older backup either.
+pub async fn choose_verified(
+    ctx: &Context,
+    target: &Target,
+    backup_id: Option<&str>,
+) -> anyhow::Result<BaseManifest> {
+    let scan = catalog::scan(&ctx.repo).await?;
+    if let Some(refused) = backup_id.and_then(|id| scan.refused.iter().find(|r| r.id == id)) {
+        anyhow::bail!("{refused}");
+    }
+    let backup = match catalog::choose(&scan.backups, target, backup_id) {
+        Ok(backup) => backup,
+        Err(e) => match scan.newest_refused() {
+            Some(refused) => anyhow::bail!("{refused}"),
+            None => return Err(e),
+        },
+    };
+    if backup_id.is_none() {
+        if let Some(refused) = scan.refused_from(&backup.id) {
+            anyhow::bail!(
+                "{refused}; not falling back to the older backup {} on my own: name it \
+                 with --backup if that is what you want",
+                backup.id
+            );
+        }
+    }
+    Ok(backup.clone())
+}
+
+/// Puts this node's configuration files (`NODE_FILES`) in place of the archive's: from
+/// the previous data directory in place, from the live one for a copy. A copy on a
+/// host without a cluster keeps the archive's, which the verified manifest vouches for.
+fn own_files(ctx: &Context, dir: &Path, usage: Use<'_>) -> anyhow::Result<()> {
+    let source = match usage {
+        Use::InPlace { previous } => previous.to_owned(),
+        Use::Copy => ctx.pgdata.clone(),
+    };
+    if !source.join("PG_VERSION").exists() {
+        tracing::info!(
+            "no cluster in {}: the restore keeps the backup's own configuration files",
+            source.display()
+        );
+        return Ok(());
+    }
+    for name in NODE_FILES {
+        let restored = dir.join(name);
+        match std::fs::remove_file(&restored) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", restored.display())),
+        }
+        if let Some(bytes) = read_regular_file(&source.join(name))? {
+            std::fs::write(&restored, bytes)
+                .with_context(|| format!("write {}", restored.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A regular file's content, read without following a symbolic link (the directory is
+/// the PostgreSQL user's, and this may run as root); `None` if there is none.
+fn read_regular_file(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path);
+    let file = match file {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("inspect {}", path.display()))?;
+    anyhow::ensure!(
+        meta.is_file() && meta.len() <= 16 << 20,
+        "{} is not a regular configuration file",
+        path.display()
+    );
+    let mut bytes = Vec::new();
+    file.take(16 << 20)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("read {}", path.display()))?;
+    Ok(Some(bytes))
 }
 
 /// The target must be absent or empty: a restore never mixes with other files.
@@ -180,12 +281,13 @@ pub fn without_recovery_settings(auto_conf: &str) -> String {
 }
 
 /// recovery.signal plus settings in postgresql.auto.conf (read after the managed file,
-/// so they win). Returns the target as written.
+/// so they win), which is written new: only the previous cluster's own settings in
+/// place, none of the archive's. Returns the target as written.
 fn recovery_settings(
     ctx: &Context,
     dir: &Path,
     target: &Target,
-    usage: Use,
+    usage: Use<'_>,
 ) -> anyhow::Result<String> {
     let quote = crate::pg::conf::quote_value;
     let (key, value) = match target {
@@ -209,15 +311,20 @@ fn recovery_settings(
             quote(&value)
         ));
     }
-    if usage == Use::Copy {
-        text.push_str(
+    let mut content = untar::AUTO_CONF_HEADER.to_owned();
+    match usage {
+        Use::Copy => text.push_str(
             "# A copy must not archive into the live cluster's repository.\narchive_mode = 'off'\n",
-        );
+        ),
+        Use::InPlace { previous } => {
+            if let Some(bytes) = read_regular_file(&previous.join("postgresql.auto.conf"))? {
+                let own = without_recovery_settings(&String::from_utf8_lossy(&bytes));
+                content = own;
+            }
+        }
     }
-    let auto = dir.join("postgresql.auto.conf");
-    let mut content =
-        without_recovery_settings(&std::fs::read_to_string(&auto).unwrap_or_default());
     content.push_str(&text);
+    let auto = dir.join("postgresql.auto.conf");
     std::fs::write(&auto, content).with_context(|| format!("write {}", auto.display()))?;
     std::fs::write(dir.join("recovery.signal"), "").context("write recovery.signal")?;
     Ok(value)

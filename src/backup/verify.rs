@@ -22,8 +22,12 @@ pub struct Verified {
 
 pub async fn verify(ctx: &Context, id: &str, progress: Arc<AtomicU64>) -> anyhow::Result<Verified> {
     let _reading = super::lock::read_repository(&ctx.data_dir.run())?;
-    let backups = catalog::base_backups(&ctx.repo).await?;
-    let backup = backups
+    let scan = catalog::scan(&ctx.repo).await?;
+    if let Some(refused) = scan.refused.iter().find(|r| r.id == id) {
+        anyhow::bail!("{refused}");
+    }
+    let backup = scan
+        .backups
         .iter()
         .find(|b| b.id == id)
         .ok_or_else(|| anyhow::anyhow!("no base backup {id}; see `pgplatform backup list`"))?;
@@ -47,7 +51,7 @@ pub async fn verify(ctx: &Context, id: &str, progress: Arc<AtomicU64>) -> anyhow
             )),
             Some(object) => {
                 bytes += object.len() as u64;
-                if let Err(e) = envelope::open(&object) {
+                if let Err(e) = envelope::open(ctx.repo.key(), &name, &object) {
                     failures.push(format!("{key}: {e:#}"));
                 }
             }

@@ -51,9 +51,11 @@ pub async fn push(repo: &Repo, path: &Path, level: i32) -> anyhow::Result<Pushed
         .with_context(|| format!("read {}", path.display()))?;
     let key = key(&name);
     if let Some(existing) = repo.get(&key).await? {
-        let (header, _) = envelope::header(&existing)
+        // An object that does not verify is never overwritten either: it may be another
+        // cluster's (another key); either way a human must look.
+        let (header, _) = envelope::header(repo.key(), &existing)
             .with_context(|| format!("read the stored {key} in {}", repo.describe()))?;
-        if header.raw_sha256 == envelope::sha256_hex(&raw) {
+        if header.name == name && header.raw_sha256 == envelope::sha256_hex(&raw) {
             return Ok(Pushed::AlreadyThere);
         }
         anyhow::bail!(
@@ -62,7 +64,10 @@ pub async fn push(repo: &Repo, path: &Path, level: i32) -> anyhow::Result<Pushed
             repo.describe()
         );
     }
-    let object = tokio::task::spawn_blocking(move || envelope::seal(&name, &raw, level)).await??;
+    let sealing_key = repo.key().clone();
+    let object =
+        tokio::task::spawn_blocking(move || envelope::seal(&sealing_key, &name, &raw, level))
+            .await??;
     repo.put(&key, Bytes::from(object)).await?;
     Ok(Pushed::Stored)
 }
@@ -89,7 +94,7 @@ pub async fn fetch(repo: &Repo, name: &str, dest: &Path) -> Result<(), FetchErro
         .get(&key)
         .await?
         .ok_or_else(|| FetchError::NotFound(name.to_owned()))?;
-    let (_, raw) = envelope::open(&object)
+    let (_, raw) = envelope::open(repo.key(), name, &object)
         .map_err(|e| FetchError::Corrupt(format!("{key} in {}: {e:#}", repo.describe())))?;
     // Complete or absent: PostgreSQL may read the file as soon as it exists.
     let temp = dest.with_extension("pgplatform-tmp");
@@ -130,7 +135,12 @@ mod tests {
     #[tokio::test]
     async fn push_is_idempotent_and_refuses_different_content() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Repo::Local(super::super::repo::LocalRepo::new(&dir.path().join("repo")));
+        let repo = Repo::new(
+            super::super::repo::Store::Local(super::super::repo::LocalRepo::new(
+                &dir.path().join("repo"),
+            )),
+            super::super::key::RepositoryKey::random(),
+        );
         let wal = dir.path().join("000000010000000000000001");
         std::fs::write(&wal, vec![1u8; 4096]).unwrap();
         assert_eq!(push(&repo, &wal, 3).await.unwrap(), Pushed::Stored);
@@ -156,6 +166,44 @@ mod tests {
         std::fs::write(&stored, bytes).unwrap();
         assert!(matches!(
             fetch(&repo, "000000010000000000000001", &out).await,
+            Err(FetchError::Corrupt(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn forged_or_renamed_wal_stops_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = || {
+            super::super::repo::Store::Local(super::super::repo::LocalRepo::new(
+                &dir.path().join("repo"),
+            ))
+        };
+        let repo = Repo::new(store(), super::super::key::RepositoryKey::random());
+        let attacker = Repo::new(store(), super::super::key::RepositoryKey::random());
+        let wal = dir.path().join("000000010000000000000001");
+        std::fs::write(&wal, vec![1u8; 4096]).unwrap();
+        // Written by someone without this cluster's key: checksums fine, HMAC not.
+        assert_eq!(push(&attacker, &wal, 3).await.unwrap(), Pushed::Stored);
+        let out = dir.path().join("restored");
+        assert!(matches!(
+            fetch(&repo, "000000010000000000000001", &out).await,
+            Err(FetchError::Corrupt(_))
+        ));
+        assert!(!out.exists());
+        // Nor does this cluster's push take it for its own.
+        assert!(push(&repo, &wal, 3).await.is_err());
+        // A genuine segment copied under the next segment's name.
+        let next = dir.path().join("000000010000000000000002");
+        std::fs::write(&next, vec![2u8; 4096]).unwrap();
+        assert_eq!(push(&repo, &next, 3).await.unwrap(), Pushed::Stored);
+        let stored = |n: &str| dir.path().join(format!("repo/wal/{n}.zst"));
+        std::fs::copy(
+            stored("000000010000000000000002"),
+            stored("000000010000000000000003"),
+        )
+        .unwrap();
+        assert!(matches!(
+            fetch(&repo, "000000010000000000000003", &out).await,
             Err(FetchError::Corrupt(_))
         ));
     }

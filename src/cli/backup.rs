@@ -202,7 +202,8 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
             Ok(())
         }
         BackupCommand::List { json } => {
-            let backups = catalog::base_backups(&ctx.repo).await?;
+            let scan = catalog::scan(&ctx.repo).await?;
+            let backups = scan.backups;
             let dumps = crate::backup::dump::all_dumps(&ctx).await?;
             let seconds = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
                 (b - a).num_milliseconds() as f64 / 1000.0
@@ -261,6 +262,9 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
                 &["ID", "KIND", "STARTED (UTC)", "LSN", "SIZE", "DURATION"],
                 &table,
             );
+            for refused in &scan.refused {
+                output::line(&format!("REFUSED: {refused}"));
+            }
             Ok(())
         }
     }

@@ -217,9 +217,9 @@ async fn in_place(
     json: bool,
 ) -> anyhow::Result<()> {
     let agent = crate::api::client::AgentClient::discover(config)?;
-    // Fail before stopping anything if the target cannot be reached.
-    let backups = crate::backup::catalog::base_backups(&ctx.repo).await?;
-    crate::backup::catalog::choose(&backups, target, backup)?;
+    // Fail before stopping anything if the target cannot be reached (or the backup for
+    // it does not verify).
+    restore::choose_verified(ctx, target, backup).await?;
     archive_current_wal(ctx).await?;
     let _: serde_json::Value = output::with_spinner(
         "stopping PostgreSQL",
@@ -296,7 +296,7 @@ async fn swap_in(
         &ctx.pgdata,
         target,
         backup,
-        Use::InPlace,
+        Use::InPlace { previous: aside },
         progress.counter(),
     )
     .await;

@@ -38,7 +38,7 @@ pub struct StopRecovery(pub String);
 pub struct QuietFailure;
 
 pub async fn run(config: &Config, command: WalCommand) -> anyhow::Result<()> {
-    let repo = Repo::open(&config.backup.repository)?;
+    let repo = Repo::open(&config.backup)?;
     match command {
         WalCommand::Push { path } => {
             wal::push(&repo, &path, config.backup.compress_level)

@@ -34,6 +34,9 @@ pub struct BackupSection {
     pub dump_retention: Option<u32>,
     /// Per tenant: cron schedule of its logical dump.
     pub dumps: BTreeMap<String, String>,
+    /// The key that authenticates manifests and WAL objects (default
+    /// `<data_dir>/repository.key`); never inside the repository.
+    pub repository_key_file: Option<String>,
     pub s3: S3Section,
 }
 
@@ -97,6 +100,8 @@ pub struct BackupConfig {
     pub retention_days: u32,
     pub dump_retention: u32,
     pub dumps: BTreeMap<String, Schedule>,
+    /// 0600 file with the repository key (HMAC of manifests and WAL objects).
+    pub repository_key_file: PathBuf,
 }
 
 fn schedule(
@@ -133,6 +138,7 @@ impl BackupConfig {
             retention_days,
             dump_retention,
             dumps,
+            repository_key_file,
             s3,
         } = s;
         let repository = match repository.as_deref().unwrap_or("local") {
@@ -153,6 +159,26 @@ impl BackupConfig {
                 ))
             }
         };
+        let repository_key_file = match repository_key_file {
+            Some(p) if p.trim().is_empty() => {
+                return Err(invalid("backup.repository_key_file", "must not be empty"))
+            }
+            Some(p) => super::normalize(&base.join(p)),
+            None => data_dir.join("repository.key"),
+        };
+        if let RepositoryConfig::Local { path } = &repository {
+            // Whoever writes the repository must not be able to read or plant its key.
+            if repository_key_file.starts_with(path) {
+                return Err(invalid(
+                    "backup.repository_key_file",
+                    format!(
+                        "`{}` is inside the repository {}; keep the key outside it",
+                        repository_key_file.display(),
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let parallel = parallel.unwrap_or(2);
         if !(1..=64).contains(&parallel) {
             return Err(invalid("backup.parallel", "must be between 1 and 64"));
@@ -193,6 +219,7 @@ impl BackupConfig {
             retention_days: retention_days.unwrap_or(0),
             dump_retention,
             dumps: dump_schedules,
+            repository_key_file,
         })
     }
 }
@@ -234,4 +261,36 @@ fn s3_config(s: S3Section, base: &Path) -> Result<S3Config, ConfigError> {
         credentials_file: credentials_file.map(|f| super::normalize(&base.join(f))),
         timeout: std::time::Duration::from_secs(timeout),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(toml_text: &str) -> BackupSection {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn the_repository_key_lives_outside_the_repository() {
+        let (base, data) = (Path::new("/etc/pgplatform"), Path::new("/var/lib/pgp"));
+        let config = BackupConfig::from_section(section(""), base, data).unwrap();
+        assert_eq!(
+            config.repository_key_file,
+            PathBuf::from("/var/lib/pgp/repository.key")
+        );
+        let config =
+            BackupConfig::from_section(section("repository_key_file = \"repo.key\""), base, data)
+                .unwrap();
+        assert_eq!(
+            config.repository_key_file,
+            PathBuf::from("/etc/pgplatform/repo.key")
+        );
+        let inside = section("path = \"/srv/backups\"\nrepository_key_file = \"/srv/backups/k\"");
+        let err = BackupConfig::from_section(inside, base, data).unwrap_err();
+        assert!(
+            err.to_string().contains("backup.repository_key_file"),
+            "{err}"
+        );
+    }
 }

@@ -442,13 +442,18 @@ fn a_new_replica_starts_from_the_backup_repository_when_it_holds_this_cluster() 
     )
     .unwrap();
     let secret = shared.path().join("cluster.secret");
+    // Like the cluster secret, every node has the same repository key (the first creates
+    // it); without it a node cannot verify the others' backups.
+    let repository_key = shared.path().join("repository.key");
     let toml = |name: &str| {
         format!(
             "[ha]\netcd = [\"{}\"]\nname = \"{name}\"\nsecret_file = \"{}\"\nread_only_port = 0\n\
-             [backup]\npath = \"{}\"\nschedule = \"\"\ndrill_schedule = \"\"\n",
+             [backup]\npath = \"{}\"\nrepository_key_file = \"{}\"\nschedule = \"\"\n\
+             drill_schedule = \"\"\n",
             etcd.endpoint,
             secret.display(),
-            shared.path().join("repo").display()
+            shared.path().join("repo").display(),
+            repository_key.display()
         )
     };
     let node1 = crate::support::TestAgent::start_with(&toml("node1"));
