@@ -55,7 +55,12 @@ fn recovered_client_key_logs_in_to_postgresql_by_passthrough() {
     let client_final = pooler.server_first(&server_first).unwrap();
     let (server_final, seen_by_postgres) = postgres.client_final(&client_final).unwrap();
     assert_eq!(seen_by_postgres, client_key);
+    assert!(
+        !pooler.is_complete(),
+        "not complete before the server's proof"
+    );
     assert_eq!(pooler.server_final(&server_final), Ok(()));
+    assert!(pooler.is_complete());
     assert!(
         pooler.server_final(&server_final).is_err(),
         "a finished exchange takes no more messages"
@@ -82,6 +87,10 @@ fn passthrough_rejects_a_server_that_cannot_prove_the_server_key() {
         pooler.server_final(&server_final),
         Err(ScramError::Protocol(_))
     ));
+    assert!(
+        !pooler.is_complete(),
+        "a failed proof never completes the exchange"
+    );
 }
 
 #[test]
