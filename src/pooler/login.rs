@@ -359,10 +359,10 @@ async fn authenticate(
     buf: &mut BytesMut,
     user: &str,
 ) -> Result<(ClientStream, Credentials), (ClientStream, Fatal)> {
-    let verifier = match Box::pin(pooler.auth.verifier(user)).await {
-        Ok(v) => v,
+    let secret = match Box::pin(pooler.auth.secret(user)).await {
+        Ok(secret) => secret,
         Err(e) => {
-            tracing::error!("look up the password verifier of {user}: {e:#}");
+            tracing::error!(user, "look up the password verifier: {e:#}");
             fail!(
                 stream,
                 SqlState::CANNOT_CONNECT_NOW,
@@ -370,11 +370,11 @@ async fn authenticate(
             );
         }
     };
-    let server_key = verifier.as_ref().map(|v| v.server_key());
-    let mut exchange = match verifier {
-        Some(v) => ServerExchange::new(v, scram::new_nonce()),
-        None => ServerExchange::mock(user, scram::new_nonce()),
+    let server_key = match &secret {
+        scram::Secret::Real(verifier) => Some(verifier.server_key()),
+        scram::Secret::Mock(_) => None,
     };
+    let mut exchange = ServerExchange::with_secret(secret, scram::new_nonce());
     let mut out = BytesMut::new();
     be::authentication_sasl(&mut out, &[scram::MECHANISM]);
     if stream.write_all(&out).await.is_err() {
