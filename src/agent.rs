@@ -101,6 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             reload: reload_tx.clone(),
             agent_shutdown: shutdown.clone(),
             verifiers: verifiers.clone(),
+            run_dir: data_dir.run(),
         })
         .await?;
         Some(listening)
@@ -121,6 +122,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 reload: reload_tx.clone(),
                 agent_shutdown: shutdown.clone(),
                 verifiers: verifiers.clone(),
+                run_dir: data_dir.run(),
             })
             .await?,
         ),

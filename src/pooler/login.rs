@@ -14,10 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::pool::{Credentials, PoolKey};
 use super::protocol::backend::encode as be;
 use super::protocol::error_fields::{ErrorReport, Severity};
-use super::protocol::frontend::{self, FrontendMessage};
+use super::protocol::frontend;
 use super::protocol::sql_state::SqlState;
 use super::protocol::startup::{self, StartupPacket};
-use super::protocol::{split_frame_limited, Frame, ProtocolError};
+use super::protocol::{Frame, ProtocolError};
 use super::scram::{self, ScramError, ServerExchange};
 use super::server::ServerError;
 use super::stats::Activity;
@@ -359,10 +359,10 @@ async fn authenticate(
     buf: &mut BytesMut,
     user: &str,
 ) -> Result<(ClientStream, Credentials), (ClientStream, Fatal)> {
-    let verifier = match Box::pin(pooler.auth.verifier(user)).await {
-        Ok(v) => v,
+    let secret = match Box::pin(pooler.auth.secret(user)).await {
+        Ok(secret) => secret,
         Err(e) => {
-            tracing::error!("look up the password verifier of {user}: {e:#}");
+            tracing::error!(user, "look up the password verifier: {e:#}");
             fail!(
                 stream,
                 SqlState::CANNOT_CONNECT_NOW,
@@ -370,22 +370,20 @@ async fn authenticate(
             );
         }
     };
-    let server_key = verifier.as_ref().map(|v| v.server_key());
-    let mut exchange = match verifier {
-        Some(v) => ServerExchange::new(v, scram::new_nonce()),
-        None => ServerExchange::mock(user, scram::new_nonce()),
+    let server_key = match &secret {
+        scram::Secret::Real(verifier) => Some(verifier.server_key()),
+        scram::Secret::Mock(_) => None,
     };
+    let mut exchange = ServerExchange::with_secret(secret, scram::new_nonce());
     let mut out = BytesMut::new();
     be::authentication_sasl(&mut out, &[scram::MECHANISM]);
     if stream.write_all(&out).await.is_err() {
         fail!(stream, SqlState::CONNECTION_FAILURE, "client went away");
     }
-    let Some(first) = read_password_message(&mut stream, buf).await else {
-        fail!(
-            stream,
-            SqlState::PROTOCOL_VIOLATION,
-            "expected SASL response"
-        );
+    let first = match read_password_message(&mut stream, buf).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => fail!(stream, SqlState::CONNECTION_FAILURE, "client went away"),
+        Err(e) => fail!(stream, SqlState::PROTOCOL_VIOLATION, "{e}"),
     };
     let server_first = frontend::decode_sasl_initial_response(first.body())
         .map_err(|e| e.to_string())
@@ -407,12 +405,10 @@ async fn authenticate(
     if stream.write_all(&out).await.is_err() {
         fail!(stream, SqlState::CONNECTION_FAILURE, "client went away");
     }
-    let Some(last) = read_password_message(&mut stream, buf).await else {
-        fail!(
-            stream,
-            SqlState::PROTOCOL_VIOLATION,
-            "expected SASL response"
-        );
+    let last = match read_password_message(&mut stream, buf).await {
+        Ok(Some(frame)) => frame,
+        Ok(None) => fail!(stream, SqlState::CONNECTION_FAILURE, "client went away"),
+        Err(e) => fail!(stream, SqlState::PROTOCOL_VIOLATION, "{e}"),
     };
     let (server_final, client_key) = match exchange.client_final(last.body()) {
         Ok(done) => done,
@@ -451,20 +447,19 @@ async fn authenticate(
     ))
 }
 
-async fn read_password_message(stream: &mut ClientStream, buf: &mut BytesMut) -> Option<Frame> {
+/// Reads the client's next SASL message. Before authentication nothing else is framed:
+/// another tag or an oversized message is a protocol error decided from the header, so an
+/// unauthenticated client never makes the pooler buffer more than the auth limit.
+async fn read_password_message(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<Option<Frame>, ProtocolError> {
     loop {
-        match split_frame_limited(buf, frontend::max_body_length) {
-            Ok(Some(frame)) => {
-                return match frontend::decode(&frame) {
-                    Ok(FrontendMessage::PasswordMessage { .. }) => Some(frame),
-                    _ => None,
-                }
-            }
-            Ok(None) => {}
-            Err(_) => return None,
+        if let Some(frame) = frontend::split_auth_response(buf)? {
+            return Ok(Some(frame));
         }
         match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => return None,
+            Ok(0) | Err(_) => return Ok(None),
             Ok(_) => {}
         }
     }

@@ -5,6 +5,7 @@
 //! I/O shell that reads sockets and calls them. `Pooler` is the state every client task
 //! shares: pools, the cancel registry, the statement catalog, the client list.
 
+mod accept;
 mod admin;
 pub mod auth;
 mod cancel;
@@ -60,6 +61,11 @@ pub struct PoolerSetup {
     pub agent_shutdown: CancellationToken,
     /// Shared with the tenant service, which evicts a role when its password changes.
     pub verifiers: Arc<auth::VerifierCache>,
+    /// The agent's own directory (`<data>/run`, written by the agent alone, on the same
+    /// file system as the socket directory): it holds the key unknown roles' fake SCRAM
+    /// salts derive from, and the unix socket is made there before it moves beside
+    /// PostgreSQL's.
+    pub run_dir: PathBuf,
 }
 
 /// One connected client, as SHOW CLIENTS lists it. Kept small and free of per-client
@@ -198,8 +204,9 @@ impl Pooler {
             .clone()
     }
 
-    /// Drops a pool whose first login PostgreSQL refused (wrong database, pg_hba), so
-    /// that guessing names cannot pile up pools.
+    /// Drops a pool whose first login PostgreSQL refused (wrong database, pg_hba), and
+    /// the connection limits only it used, so that guessing names cannot pile up pools or
+    /// limits.
     fn forget_unvalidated(&self, key: &PoolKey) {
         let mut pools = lock(&self.pools);
         if pools
@@ -207,6 +214,11 @@ impl Pooler {
             .is_some_and(|p| !p.validated.load(Ordering::Relaxed))
         {
             pools.remove(key);
+            // A limit is shared by its pools (and by connections they hold): one that
+            // only this map holds belongs to no pool any more.
+            for limits in [&self.db_limits, &self.user_limits] {
+                lock(limits).retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+            }
         }
     }
 
@@ -310,8 +322,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         .await
         .with_context(|| format!("listen on {addr} (pooler.listen_addr/listen_port)"))?;
     let socket_path = setup.pg_socket_dir.join(format!(".s.PGSQL.{port}"));
-    let _ = std::fs::remove_file(&socket_path);
-    let unix = UnixListener::bind(&socket_path)
+    let unix = bind_unix_socket(&setup.run_dir, &socket_path, port)
         .with_context(|| format!("listen on {}", socket_path.display()))?;
     let tls = match config.client_tls {
         ClientTls::Disable => None,
@@ -324,6 +335,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
             Some(tls::acceptor(files, &setup.tls_dir, &setup.tls_hosts)?)
         }
     };
+    let mock_key = auth::load_or_create_mock_key(&setup.run_dir.join("scram_mock_key"))?;
     // One lounge per worker thread, so that idle clients are spread over the workers.
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     let (lounges, inboxes) = (0..workers.max(1))
@@ -344,6 +356,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
             setup.pg_socket_dir.clone(),
             setup.pg_port,
             setup.verifiers.clone(),
+            mock_key,
         ),
         catalog: prepared::Catalog::default(),
         clients: cancel::ClientRegistry::default(),
@@ -372,6 +385,32 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         unix,
         socket_path,
     })
+}
+
+/// Binds the unix socket at `socket_path` with mode 0777 (PgBouncer's default
+/// unix_socket_mode: every local user may connect, SCRAM or peer identity decides). The
+/// socket directory belongs to the PostgreSQL user, who could swap the name for a symlink
+/// between a bind and a chmod there; so the socket is made and moded in `run_dir`, which
+/// only the agent writes, then renamed into place (a rename replaces whatever is at the
+/// name and never follows it).
+fn bind_unix_socket(
+    run_dir: &std::path::Path,
+    socket_path: &std::path::Path,
+    port: u16,
+) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let staged = run_dir.join(format!(".pooler-{port}.sock"));
+    match std::fs::remove_file(&staged) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove {}", staged.display())),
+    }
+    let unix = UnixListener::bind(&staged).with_context(|| format!("bind {}", staged.display()))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o777))
+        .with_context(|| format!("set the mode of {}", staged.display()))?;
+    std::fs::rename(&staged, socket_path)
+        .with_context(|| format!("move {} to {}", staged.display(), socket_path.display()))?;
+    Ok(unix)
 }
 
 /// Accepts clients until `shutdown`, then lets running transactions finish (up to
@@ -419,22 +458,29 @@ pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> any
     if let Some(primary) = pooler.target.route.clone() {
         tokio::spawn(follow_primary(pooler.clone(), primary, shutdown.clone()));
     }
+    let mut errors = accept::AcceptErrors::default();
     loop {
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
-            accepted = tcp.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    ClientStream::Tcp(stream)
-                }
-                Err(e) => { tracing::warn!("pooler accept: {e}"); continue; }
-            },
-            accepted = unix.accept() => match accepted {
-                Ok((stream, _)) => ClientStream::Unix(stream),
-                Err(e) => { tracing::warn!("pooler accept: {e}"); continue; }
-            },
+            accepted = tcp.accept() => accepted.map(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                ClientStream::Tcp(stream)
+            }),
+            accepted = unix.accept() => accepted.map(|(stream, _)| ClientStream::Unix(stream)),
         };
-        tracker.spawn(login::serve(pooler.clone(), stream));
+        match accepted {
+            Ok(stream) => {
+                errors.succeeded();
+                tracker.spawn(login::serve(pooler.clone(), stream));
+            }
+            Err(e) => {
+                let pause = errors.failed(&e, Instant::now());
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
     }
     drop(tcp);
     drop(unix);

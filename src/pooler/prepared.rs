@@ -23,27 +23,68 @@ pub struct Statement {
 }
 
 /// Interns statement texts pooler-wide: the same text always gets the same server name
-/// (exact match, no hashing, so two texts can never share a name).
-#[derive(Debug, Default)]
+/// (exact match, no hashing, so two texts can never share a name). Texts are chosen by
+/// clients, so texts no client holds any more are pruned whenever the map has doubled;
+/// names come from a counter and are never reused, so a pruned text that comes back gets a
+/// new name and a server connection's old one just ages out of its LRU.
+#[derive(Debug)]
 pub struct Catalog {
-    by_text: Mutex<HashMap<StatementText, Arc<Statement>>>,
+    by_text: Mutex<Interned>,
+}
+
+#[derive(Debug)]
+struct Interned {
+    map: HashMap<StatementText, Arc<Statement>>,
+    next_name: u64,
+    prune_at: usize,
+}
+
+/// The catalog is not pruned below this many texts.
+const MIN_PRUNE_AT: usize = 1024;
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog {
+            by_text: Mutex::new(Interned {
+                map: HashMap::new(),
+                next_name: 0,
+                prune_at: MIN_PRUNE_AT,
+            }),
+        }
+    }
 }
 
 impl Catalog {
     pub fn intern(&self, text: StatementText) -> Arc<Statement> {
-        let mut map = match self.by_text.lock() {
+        let mut interned = match self.by_text.lock() {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let next = map.len();
-        map.entry(text.clone())
-            .or_insert_with(|| {
-                Arc::new(Statement {
-                    server_name: format!("pgplatform_{next}"),
-                    text,
-                })
-            })
-            .clone()
+        let Interned {
+            map,
+            next_name,
+            prune_at,
+        } = &mut *interned;
+        if let Some(statement) = map.get(&text) {
+            return statement.clone();
+        }
+        if map.len() >= *prune_at {
+            // Only the catalog holds it: no client has it prepared.
+            map.retain(|_, statement| Arc::strong_count(statement) > 1);
+            *prune_at = (map.len() * 2).max(MIN_PRUNE_AT);
+        }
+        let statement = Arc::new(Statement {
+            server_name: format!("pgplatform_{next_name}"),
+            text: text.clone(),
+        });
+        *next_name += 1;
+        map.insert(text, statement.clone());
+        statement
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_text.lock().map(|i| i.map.len()).unwrap_or_default()
     }
 }
 
@@ -155,6 +196,28 @@ mod tests {
             ..text("select 1")
         });
         assert_ne!(a.server_name, typed.server_name);
+    }
+
+    #[test]
+    fn texts_no_client_holds_are_pruned_and_names_are_never_reused() {
+        let catalog = Catalog::default();
+        let held = catalog.intern(text("select 'held'"));
+        let mut names = std::collections::HashSet::new();
+        names.insert(held.server_name.clone());
+        for i in 0..(MIN_PRUNE_AT * 4) {
+            let query = Bytes::from(format!("select {i}"));
+            let statement = catalog.intern(StatementText {
+                query,
+                param_types: vec![],
+            });
+            assert!(names.insert(statement.server_name.clone()), "name reused");
+        }
+        assert!(catalog.len() <= MIN_PRUNE_AT * 2, "{} texts", catalog.len());
+        // A text a client still holds keeps its name.
+        assert_eq!(
+            catalog.intern(text("select 'held'")).server_name,
+            held.server_name
+        );
     }
 
     #[test]

@@ -219,11 +219,27 @@ impl ServerConn {
         );
         conn.stream.write_all(&out).await?;
         let mut exchange: Option<ClientExchange> = None;
+        // Set by AuthenticationOk only after the server proved, in a verified SCRAM
+        // server-final message, that it holds the role's ServerKey: a peer that just says
+        // "ok" (a fake primary named in etcd, say) never gets a client's traffic.
+        let mut authenticated = false;
         loop {
             let frame = conn.read_frame().await?;
             match backend::decode(&frame)? {
-                BackendMessage::Authentication(Authentication::Ok) => {}
+                BackendMessage::Authentication(Authentication::Ok) => {
+                    if !exchange.as_ref().is_some_and(ClientExchange::is_complete) {
+                        return Err(ServerError::Protocol(
+                            "the server accepted the login without completing SCRAM \
+                             authentication; refusing to use it"
+                                .into(),
+                        ));
+                    }
+                    authenticated = true;
+                }
                 BackendMessage::Authentication(Authentication::Sasl { mechanisms }) => {
+                    if exchange.is_some() {
+                        return Err(ServerError::Protocol("a second SASL request".into()));
+                    }
                     if !mechanisms.iter().any(|m| m == scram::MECHANISM) {
                         return Err(ServerError::Protocol(format!(
                             "server offers no {}",
@@ -292,6 +308,11 @@ impl ServerConn {
                     })
                 }
                 BackendMessage::ReadyForQuery { .. } => {
+                    if !authenticated {
+                        return Err(ServerError::Protocol(
+                            "ReadyForQuery before authentication".into(),
+                        ));
+                    }
                     conn.info = std::sync::Arc::new(ServerInfo {
                         connect_time: std::time::SystemTime::now(),
                         remote_pid: conn.key.process_id,
@@ -392,3 +413,7 @@ impl ServerConn {
         self.broken
     }
 }
+
+#[cfg(test)]
+#[path = "server_login_tests.rs"]
+mod login_tests;

@@ -13,6 +13,7 @@ mod support;
 
 mod agent_lifecycle;
 mod attack_files;
+mod attack_pooler_login;
 mod attack_repository;
 mod attack_superuser;
 mod backup_ops;

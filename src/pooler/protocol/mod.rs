@@ -72,6 +72,11 @@ pub enum ProtocolError {
     #[error("unknown startup request code {code}")]
     UnknownStartupCode { code: u32 },
 
+    /// A message other than the one the current phase allows (before authentication, anything
+    /// but a password or SASL response).
+    #[error("expected {expected}, got message type {:?}", char::from(*tag))]
+    UnexpectedMessage { tag: u8, expected: &'static str },
+
     /// A tagged message whose tag is not defined for its direction.
     #[error("unknown message type {:?}", char::from(*tag))]
     UnknownTag { tag: u8 },

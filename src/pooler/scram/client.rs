@@ -5,7 +5,12 @@ use super::*;
 
 enum ClientState {
     AwaitingServerFirst,
-    AwaitingServerFinal { server_signature: Key },
+    AwaitingServerFinal {
+        server_signature: Key,
+    },
+    /// The server's signature matched.
+    Verified,
+    /// An exchange that failed or was used out of order.
     Done,
 }
 
@@ -90,6 +95,12 @@ impl ClientExchange {
         Ok(without_proof)
     }
 
+    /// Whether the server-final-message was received and its signature verified: the only
+    /// state in which the server has proved it knows the role's secret.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.state, ClientState::Verified)
+    }
+
     /// Checks the server-final-message: the server must prove it holds the ServerKey too.
     pub fn server_final(&mut self, data: &[u8]) -> Result<(), ScramError> {
         let ClientState::AwaitingServerFinal { server_signature } =
@@ -108,6 +119,7 @@ impl ClientExchange {
             .and_then(|v| BASE64.decode(v).ok())
             .ok_or_else(|| violation("malformed server-final-message"))?;
         if bool::from(verifier.ct_eq(&server_signature)) {
+            self.state = ClientState::Verified;
             Ok(())
         } else {
             Err(violation("server signature does not match"))

@@ -7,8 +7,6 @@
 //! PostgreSQL's deviations (the username in client-first is ignored, channel binding only with
 //! `-PLUS`): <https://www.postgresql.org/docs/current/sasl-authentication.html>.
 
-use std::sync::OnceLock;
-
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
@@ -115,6 +113,53 @@ impl Verifier {
     /// What [`ClientExchange`] needs besides the client key.
     pub fn server_key(&self) -> Key {
         self.server_key
+    }
+}
+
+/// What a login is checked against: the role's verifier, or for a role that does not exist,
+/// cannot log in or has no SCRAM secret, a made-up one (like PostgreSQL's `scram_mock_salt`),
+/// so the exchange runs the same way, takes as long, and fails at the proof: probing cannot
+/// tell unknown roles from wrong passwords.
+#[derive(Clone, Debug)]
+pub enum Secret {
+    Real(Verifier),
+    Mock(Verifier),
+}
+
+impl Secret {
+    pub fn verifier(&self) -> &Verifier {
+        match self {
+            Secret::Real(verifier) | Secret::Mock(verifier) => verifier,
+        }
+    }
+}
+
+/// The key from which mock verifiers are derived. Kept on disk so that a role's fake salt is
+/// the same across restarts, as a real role's salt is; nobody without the file can predict it.
+#[derive(Clone)]
+pub struct MockKey(Key);
+
+impl MockKey {
+    pub fn new(bytes: Key) -> Self {
+        MockKey(bytes)
+    }
+
+    /// The made-up verifier of `username`: the same for the same name and key, and shaped as
+    /// PostgreSQL's own (4096 iterations, a 16-byte salt).
+    pub fn mock(&self, username: &str) -> Secret {
+        let derive = |purpose: &[u8]| hmac(&self.0, &[purpose, username.as_bytes()].concat());
+        Secret::Mock(Verifier {
+            iterations: DEFAULT_ITERATIONS,
+            salt: derive(b"salt:")[..MOCK_SALT_LENGTH].to_vec(),
+            stored_key: derive(b"stored-key:"),
+            server_key: derive(b"server-key:"),
+        })
+    }
+}
+
+impl std::fmt::Debug for MockKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MockKey(..)")
     }
 }
 

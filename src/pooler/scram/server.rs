@@ -3,14 +3,6 @@
 
 use super::*;
 
-enum Secret {
-    Real(Verifier),
-    /// For a role that does not exist or has no SCRAM secret: a made-up verifier, so the
-    /// exchange runs (and takes as long) as a real one and fails at the proof, like
-    /// PostgreSQL's `scram_mock_salt`; probing cannot tell unknown roles from wrong passwords.
-    Mock(Verifier),
-}
-
 enum ServerState {
     AwaitingClientFirst,
     AwaitingClientFinal {
@@ -35,23 +27,9 @@ impl ServerExchange {
         Self::with_secret(Secret::Real(verifier), server_nonce)
     }
 
-    /// An exchange that always ends in [`ScramError::WrongPassword`], with a salt derived from
-    /// `username` and a per-process secret: the same role always gets the same salt, as a real
-    /// role would, and nobody outside the process can predict it.
-    pub fn mock(username: &str, server_nonce: String) -> Self {
-        static SECRET: OnceLock<Key> = OnceLock::new();
-        let secret = SECRET.get_or_init(rand::random::<Key>);
-        let derive = |purpose: &[u8]| hmac(secret, &[purpose, username.as_bytes()].concat());
-        let verifier = Verifier {
-            iterations: DEFAULT_ITERATIONS,
-            salt: derive(b"salt:")[..MOCK_SALT_LENGTH].to_vec(),
-            stored_key: derive(b"stored-key:"),
-            server_key: derive(b"server-key:"),
-        };
-        Self::with_secret(Secret::Mock(verifier), server_nonce)
-    }
-
-    fn with_secret(secret: Secret, server_nonce: String) -> Self {
+    /// An exchange against a role's secret, real or mock (a mock one always ends in
+    /// [`ScramError::WrongPassword`]).
+    pub fn with_secret(secret: Secret, server_nonce: String) -> Self {
         ServerExchange {
             secret,
             server_nonce,
@@ -60,9 +38,7 @@ impl ServerExchange {
     }
 
     fn verifier(&self) -> &Verifier {
-        match &self.secret {
-            Secret::Real(verifier) | Secret::Mock(verifier) => verifier,
-        }
+        self.secret.verifier()
     }
 
     /// Takes the `SASLInitialResponse` and returns the server-first-message for

@@ -55,7 +55,12 @@ fn recovered_client_key_logs_in_to_postgresql_by_passthrough() {
     let client_final = pooler.server_first(&server_first).unwrap();
     let (server_final, seen_by_postgres) = postgres.client_final(&client_final).unwrap();
     assert_eq!(seen_by_postgres, client_key);
+    assert!(
+        !pooler.is_complete(),
+        "not complete before the server's proof"
+    );
     assert_eq!(pooler.server_final(&server_final), Ok(()));
+    assert!(pooler.is_complete());
     assert!(
         pooler.server_final(&server_final).is_err(),
         "a finished exchange takes no more messages"
@@ -82,6 +87,10 @@ fn passthrough_rejects_a_server_that_cannot_prove_the_server_key() {
         pooler.server_final(&server_final),
         Err(ScramError::Protocol(_))
     ));
+    assert!(
+        !pooler.is_complete(),
+        "a failed proof never completes the exchange"
+    );
 }
 
 #[test]
@@ -209,15 +218,16 @@ fn malformed_server_messages_are_protocol_errors() {
 
 #[test]
 fn mock_exchange_looks_real_and_always_fails() {
+    let key = MockKey::new([5; 32]);
     for password in [&b"pw"[..], b""] {
-        let mut mock = ServerExchange::mock("nobody", new_nonce());
+        let mut mock = ServerExchange::with_secret(key.mock("nobody"), new_nonce());
         assert_eq!(
             login(&mut mock, password, ChannelBinding::unsupported()).unwrap_err(),
             ScramError::WrongPassword
         );
     }
     let salt_of = |user: &str| {
-        let first = ServerExchange::mock(user, "srv".into())
+        let first = ServerExchange::with_secret(key.mock(user), "srv".into())
             .client_first(MECHANISM, b"n,,n=,r=cli")
             .unwrap();
         String::from_utf8(first).unwrap()
@@ -225,4 +235,13 @@ fn mock_exchange_looks_real_and_always_fails() {
     assert_eq!(salt_of("nobody"), salt_of("nobody"));
     assert_ne!(salt_of("nobody"), salt_of("somebody"));
     assert!(salt_of("nobody").ends_with(",i=4096"));
+    // Shaped like a real verifier's: same salt length, same iterations.
+    let real = ServerExchange::new(verifier(b"pw"), "srv".into())
+        .client_first(MECHANISM, b"n,,n=,r=cli")
+        .map(|m| String::from_utf8(m).unwrap())
+        .unwrap();
+    assert_eq!(salt_of("nobody").len(), real.len());
+    // Another key (another installation) gives other salts.
+    let other = MockKey::new([6; 32]).mock("nobody");
+    assert_ne!(other.verifier(), key.mock("nobody").verifier());
 }

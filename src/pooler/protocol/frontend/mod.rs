@@ -116,6 +116,22 @@ pub enum FrontendMessage {
     },
 }
 
+/// Splits the one message a client may send while it authenticates: a `'p'` (password or SASL
+/// response) of at most [`AUTH_MESSAGE_LIMIT`] bytes. Any other tag is refused from its first
+/// byte and an oversized `'p'` from its header, so before authentication nothing larger than
+/// the auth limit is ever buffered, whatever the tag (PostgreSQL's `pq_getmessage` with
+/// `PG_MAX_AUTH_TOKEN_LENGTH` does the same).
+pub fn split_auth_response(buf: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+    match buf.first() {
+        None => Ok(None),
+        Some(&tag::PASSWORD_MESSAGE) => super::frame::split_frame(buf, AUTH_MESSAGE_LIMIT),
+        Some(&tag) => Err(ProtocolError::UnexpectedMessage {
+            tag,
+            expected: "a password or SASL response",
+        }),
+    }
+}
+
 /// The largest body PostgreSQL accepts for each message type (`SocketBackend` in
 /// src/backend/tcop/postgres.c), for use with [`super::split_frame_limited`]: large for
 /// messages that carry SQL or data, small for control messages. Unknown tags get the small

@@ -235,3 +235,37 @@ fn per_message_limits_follow_postgresql() {
     assert_eq!(max_body_length(tag::SYNC), SMALL_MESSAGE_LIMIT);
     assert_eq!(max_body_length(tag::PASSWORD_MESSAGE), AUTH_MESSAGE_LIMIT);
 }
+
+#[test]
+fn before_authentication_only_a_small_password_message_is_framed() {
+    // A Query header announcing 1 GiB is refused from its tag alone, before any body.
+    let mut query = BytesMut::from(&[tag::QUERY, 0x40, 0, 0, 4][..]);
+    assert_eq!(
+        split_auth_response(&mut query),
+        Err(ProtocolError::UnexpectedMessage {
+            tag: tag::QUERY,
+            expected: "a password or SASL response"
+        })
+    );
+    // Even a small message of another kind is refused, from its first byte.
+    for other in [tag::SYNC, tag::TERMINATE, tag::COPY_DATA, 0] {
+        assert!(split_auth_response(&mut BytesMut::from(&[other][..])).is_err());
+    }
+    // An oversized password message is refused from its header.
+    let too_long = u32::try_from(AUTH_MESSAGE_LIMIT + 5).unwrap().to_be_bytes();
+    let mut password = BytesMut::from(&[tag::PASSWORD_MESSAGE][..]);
+    password.extend_from_slice(&too_long);
+    assert!(matches!(
+        split_auth_response(&mut password),
+        Err(ProtocolError::MessageTooLarge { .. })
+    ));
+    // A well-formed one is framed; a partial one waits.
+    let mut ok = BytesMut::new();
+    encode::sasl_response(&mut ok, b"c=biws,r=abc,p=xyz");
+    let whole = ok.clone();
+    let mut partial = BytesMut::from(&whole[..whole.len() - 1]);
+    assert_eq!(split_auth_response(&mut partial), Ok(None));
+    assert_eq!(split_auth_response(&mut BytesMut::new()), Ok(None));
+    let frame = split_auth_response(&mut ok).unwrap().unwrap();
+    assert_eq!(frame.as_bytes(), &whole);
+}
