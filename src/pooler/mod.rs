@@ -20,7 +20,7 @@ mod server;
 mod server_stream;
 mod stats;
 mod stream;
-mod tls;
+pub(crate) mod tls;
 mod txn;
 
 use std::collections::HashMap;

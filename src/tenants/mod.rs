@@ -10,7 +10,7 @@ mod error;
 mod name;
 mod registry;
 mod rotate;
-mod secrets;
+pub(crate) mod secrets;
 
 use std::path::PathBuf;
 
@@ -37,6 +37,8 @@ pub struct Tenants {
     /// HA: the pooler's read-only listener, for `replica_url`.
     pub url_replica_port: Option<u16>,
     pub url_sslmode: Option<&'static str>,
+    /// Whether tenants may reach PostgreSQL from other hosts without TLS (HA only).
+    pub hba_remote: crate::pg::hba::RemoteTenants,
     /// Host the agent uses to prove a tenant's login works (TCP, or the socket dir).
     pub local_host: String,
     pub server_version: String,
@@ -135,8 +137,11 @@ impl Tenants {
             })
             .collect();
         let path = self.pgdata.join("pg_hba.conf");
-        let changed =
-            crate::pg::conf::write_if_changed(&path, &render_hba(&access), self.run_as.as_ref())?;
+        let changed = crate::pg::conf::write_if_changed(
+            &path,
+            &render_hba(&access, self.hba_remote),
+            self.run_as.as_ref(),
+        )?;
         if changed {
             admin
                 .execute("SELECT pg_reload_conf()", &[])
