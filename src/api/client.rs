@@ -80,8 +80,9 @@ impl AgentClient {
         };
         let response = request.send().await.map_err(|e| {
             anyhow::anyhow!(
-                "cannot reach the pgplatform agent at {}: is `pgplatform up` running for this data directory? ({e})",
-                self.base
+                "cannot reach the pgplatform agent at {}: is `pgplatform up` running for this data directory? ({})",
+                self.base,
+                with_causes(&e)
             )
         })?;
         let status = response.status();
@@ -98,6 +99,17 @@ impl AgentClient {
         }
         serde_json::from_slice(&body).context("parse the agent's answer")
     }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text omits why TLS failed).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
 }
 
 /// A TLS client configuration that accepts exactly the certificate in `cert_file` (the

@@ -12,6 +12,7 @@
 mod support;
 
 mod agent_lifecycle;
+mod attack_api;
 mod backup_ops;
 mod backup_pitr;
 mod backup_s3;
@@ -42,3 +43,4 @@ mod tenant_isolation;
 mod tenant_readonly;
 mod tenant_rotate_drop;
 mod tidy;
+mod tls_defaults;

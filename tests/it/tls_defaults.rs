@@ -1,0 +1,158 @@
+//! TLS where the network can reach: tenants' URLs require it once the pooler listens
+//! beyond loopback, PostgreSQL serves the agent's certificate (and pg_hba.conf lets other
+//! hosts in only over TLS), the generated certificate verifies with `verify-full`, and the
+//! API can serve TLS with the CLI trusting exactly the agent's certificate.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use crate::support::psql::{query, query_fails};
+use crate::support::{mode, TestAgent};
+
+#[test]
+fn tenant_urls_require_tls_beyond_loopback_and_postgres_serves_it() {
+    let agent = TestAgent::start_with("[pooler]\nlisten_addr = \"0.0.0.0\"\n");
+    agent.cli_ok(&["tenant", "create", "shop"]);
+
+    // The URL an application is given refuses to fall back to clear text…
+    let url = agent.tenant_url("shop");
+    assert!(url.ends_with("?sslmode=require"), "database_url: {url}");
+    assert!(
+        agent.secret("shop", "env").contains("PGSSLMODE=require"),
+        "env file"
+    );
+    assert!(agent
+        .secret("shop", "jdbc_url")
+        .ends_with("&sslmode=require"));
+    // …and works, over TLS.
+    let conninfo = query(&url, "\\conninfo");
+    assert!(conninfo.contains("SSL connection"), "{conninfo}");
+    assert_eq!(query(&url, "select current_user"), "shop");
+
+    // The generated certificate is its own issuer: verify-full with it as the root.
+    let root = agent.data_dir().join("tls/server.crt");
+    let verified = format!(
+        "{}&sslmode=verify-full&sslrootcert={}",
+        url.trim_end_matches("&sslmode=require")
+            .trim_end_matches("?sslmode=require"),
+        root.display()
+    )
+    .replacen("&sslmode=verify-full", "?sslmode=verify-full", 1);
+    assert_eq!(query(&verified, "select current_user"), "shop");
+    // Another certificate as the root: refused, so verify-full really checks.
+    let other = agent.dir().join("other.crt");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    fs::write(&other, certified.cert.pem()).unwrap();
+    let wrong_root = verified.replace(&root.display().to_string(), &other.display().to_string());
+    let refused = query_fails(&wrong_root, "select 1");
+    assert!(refused.contains("certificate"), "{refused}");
+
+    // PostgreSQL serves TLS with a copy of the same certificate, private to its user.
+    assert_eq!(agent.admin_psql("show ssl"), "on");
+    let pgdata = agent.pgdata();
+    let copied = pgdata.join("pgplatform-server.crt");
+    assert_eq!(
+        fs::read(&copied).unwrap(),
+        fs::read(&root).unwrap(),
+        "PostgreSQL serves the agent's certificate"
+    );
+    let key = pgdata.join("pgplatform-server.key");
+    assert_eq!(mode(&key), 0o600, "{}", key.display());
+    assert_eq!(
+        fs::metadata(&key).unwrap().uid(),
+        fs::metadata(&pgdata).unwrap().uid(),
+        "the key belongs to PostgreSQL's user"
+    );
+
+    // Straight to PostgreSQL's TCP port with sslmode=require: TLS, and it works.
+    let password = agent.secret("shop", "password");
+    let direct = format!(
+        "postgresql://shop:{}@127.0.0.1:{}/shop?sslmode=require",
+        urlencode(&password),
+        agent.pg_port()
+    );
+    assert_eq!(
+        query(
+            &direct,
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()"
+        ),
+        "t"
+    );
+    let direct_verified = format!(
+        "{}&sslmode=verify-full&sslrootcert={}",
+        direct.trim_end_matches("?sslmode=require"),
+        root.display()
+    )
+    .replacen("&sslmode=verify-full", "?sslmode=verify-full", 1);
+    assert_eq!(query(&direct_verified, "select current_user"), "shop");
+
+    // Other hosts reach the tenant only over TLS: no line admits them in clear text.
+    let hba = fs::read_to_string(pgdata.join("pg_hba.conf")).unwrap();
+    assert!(
+        hba.lines()
+            .any(|l| l.starts_with("hostssl") && l.contains("\"shop\"")),
+        "{hba}"
+    );
+    for line in hba.lines().filter(|l| l.starts_with("host ")) {
+        assert!(
+            line.contains(" samehost ") || line.trim_end().ends_with("reject"),
+            "a clear-text line for other hosts: {line}\n{hba}"
+        );
+    }
+}
+
+#[test]
+fn the_api_serves_tls_and_the_cli_trusts_only_the_agents_certificate() {
+    let agent = TestAgent::start_with("[api]\ntls = \"generated\"\n");
+    let info: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(agent.data_dir().join("run/agent.json")).unwrap())
+            .unwrap();
+    let api_url = info["api_url"].as_str().unwrap_or_default().to_owned();
+    assert!(api_url.starts_with("https://"), "agent.json: {info}");
+    let cert = agent.data_dir().join("tls/server.crt");
+    assert_eq!(info["api_cert_file"], cert.display().to_string());
+
+    // The CLI speaks TLS to it, pinned to that certificate.
+    agent.cli_ok(&["tenant", "create", "shop"]);
+    assert!(agent.cli_ok(&["tenant", "list"]).contains("shop"));
+
+    // Clear text is not served.
+    let plain = api_url.replacen("https://", "http://", 1);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answer = runtime.block_on(async {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap()
+            .get(format!("{plain}/health"))
+            .send()
+            .await
+    });
+    assert!(
+        answer.is_err(),
+        "plain HTTP answered: {:?}",
+        answer.map(|r| r.status())
+    );
+
+    // A CLI told to trust another certificate refuses the agent (a man in the middle
+    // looks just like this to it).
+    let info_path = agent.data_dir().join("run/agent.json");
+    let original = fs::read_to_string(&info_path).unwrap();
+    let other = agent.dir().join("other.crt");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    fs::write(&other, certified.cert.pem()).unwrap();
+    let mut forged = info.clone();
+    forged["api_cert_file"] = other.display().to_string().into();
+    fs::write(&info_path, forged.to_string()).unwrap();
+    let refused = agent.cli_err(&["tenant", "list"]);
+    assert!(refused.contains("certificate"), "{refused}");
+    fs::write(&info_path, original).unwrap();
+    assert!(agent.cli_ok(&["tenant", "list"]).contains("shop"));
+}
+
+fn urlencode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
