@@ -77,7 +77,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = Arc::new(PerAddress::new(limits.max_connections_per_address));
     let connections = TaskTracker::new();
-    let mut accept_errors = Throttle::default();
+    let mut accept_errors = AcceptErrors::default();
     let mut refusals = Throttle::default();
     loop {
         let permit = tokio::select! {
@@ -91,20 +91,7 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                let scarce = is_resource_exhaustion(&e);
-                if let Some(repeats) = accept_errors.ready() {
-                    tracing::warn!(
-                        listener = what,
-                        repeats,
-                        "accepting a connection failed: {e}{}",
-                        if scarce { "; backing off" } else { "" }
-                    );
-                }
-                if scarce {
-                    // The descriptors come back when connections close; spinning on
-                    // the error only burns the CPU those connections need.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                accept_errors.failed(what, &e).await;
                 continue;
             }
         };
@@ -222,6 +209,32 @@ fn refuse(status: StatusCode, message: &str) -> Response {
         axum::Json(serde_json::json!({ "error": message })),
     )
         .into_response()
+}
+
+/// What an accept loop does when `accept` fails: log once per interval (with how many
+/// were not logged), and when the process is out of descriptors or memory wait a
+/// little, since they come back only as connections close and retrying at once only
+/// spins. Any accept loop can use it (the pooler's too).
+#[derive(Default)]
+pub struct AcceptErrors {
+    log: Throttle,
+}
+
+impl AcceptErrors {
+    pub async fn failed(&mut self, listener: &str, e: &io::Error) {
+        let scarce = is_resource_exhaustion(e);
+        if let Some(repeats) = self.log.ready() {
+            tracing::warn!(
+                listener,
+                repeats,
+                "accepting a connection failed: {e}{}",
+                if scarce { "; backing off" } else { "" }
+            );
+        }
+        if scarce {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {

@@ -86,6 +86,18 @@ fn tenant_urls_require_tls_beyond_loopback_and_postgres_serves_it() {
     .replacen("&sslmode=verify-full", "?sslmode=verify-full", 1);
     assert_eq!(query(&direct_verified, "select current_user"), "shop");
 
+    // A client at another address (127.0.0.2 is not one of this host's interface
+    // addresses, so PostgreSQL's `samehost` does not cover it) is refused in clear text;
+    // the same login from this host's own address gets in.
+    let refused = plain_login_from([127, 0, 0, 2], agent.pg_port(), "shop", &password)
+        .expect_err("a clear-text login from another address got in");
+    assert!(
+        refused.contains("pg_hba.conf rejects") && refused.contains("no encryption"),
+        "{refused}"
+    );
+    plain_login_from([127, 0, 0, 1], agent.pg_port(), "shop", &password)
+        .expect("a clear-text login from this host's own address");
+
     // Other hosts reach the tenant only over TLS: no line admits them in clear text.
     let hba = fs::read_to_string(pgdata.join("pg_hba.conf")).unwrap();
     assert!(
@@ -151,6 +163,38 @@ fn the_api_serves_tls_and_the_cli_trusts_only_the_agents_certificate() {
     assert!(refused.contains("certificate"), "{refused}");
     fs::write(&info_path, original).unwrap();
     assert!(agent.cli_ok(&["tenant", "list"]).contains("shop"));
+}
+
+/// Logs in to PostgreSQL without TLS from `source` (tokio-postgres over a socket bound
+/// there); the server's error text if it refuses.
+fn plain_login_from(source: [u8; 4], port: u16, user: &str, password: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let stream = socket
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut config = tokio_postgres::Config::new();
+        config.user(user).password(password).dbname(user);
+        let (client, connection) = config
+            .connect_raw(stream, tokio_postgres::NoTls)
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => db.message().to_owned(),
+                None => e.to_string(),
+            })?;
+        tokio::spawn(connection);
+        client
+            .simple_query("select 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
 }
 
 fn urlencode(text: &str) -> String {
