@@ -453,7 +453,8 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let router = Router::new()
             .route("/", axum::routing::get(|| async { "ok" }))
-            .route("/echo", axum::routing::post(|body: String| async { body }));
+            .route("/echo", axum::routing::post(|body: String| async { body }))
+            .route("/big", axum::routing::get(|| async { vec![b'x'; BIG] }));
         let shutdown = CancellationToken::new();
         tokio::spawn(serve(
             listener,
@@ -527,6 +528,29 @@ mod tests {
         .await
         .expect("closed by the server");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        shutdown.cancel();
+    }
+
+    const BIG: usize = 64 << 20;
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_is_cut_off() {
+        let (addr, shutdown) = start(limits(10)).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Far longer than the limit (500 ms) with the socket buffers full.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closed the connection");
+        assert!(
+            read.is_err() || answer.len() < BIG,
+            "the whole answer arrived: the stalled writer was not cut off"
+        );
         shutdown.cancel();
     }
 
