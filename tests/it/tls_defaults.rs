@@ -115,7 +115,7 @@ fn tenant_urls_require_tls_beyond_loopback_and_postgres_serves_it() {
 
 #[test]
 fn the_api_serves_tls_and_the_cli_trusts_only_the_agents_certificate() {
-    let agent = TestAgent::start_with("[api]\ntls = \"generated\"\n");
+    let agent = TestAgent::start_with("[api]\ntls = \"generated\"\nheader_timeout_seconds = 2\n");
     let info: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(agent.data_dir().join("run/agent.json")).unwrap())
             .unwrap();
@@ -147,6 +147,24 @@ fn the_api_serves_tls_and_the_cli_trusts_only_the_agents_certificate() {
         answer.is_err(),
         "plain HTTP answered: {:?}",
         answer.map(|r| r.status())
+    );
+
+    // A client that never starts its TLS handshake is closed after the header timeout.
+    let address = api_url.trim_start_matches("https://").to_owned();
+    let closed_after = runtime.block_on(async {
+        use tokio::io::AsyncReadExt;
+        let mut silent = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), silent.read(&mut buf))
+            .await
+            .expect("the server closed the silent connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        started.elapsed()
+    });
+    assert!(
+        closed_after >= std::time::Duration::from_millis(1500),
+        "closed after {closed_after:?}, before the header timeout"
     );
 
     // A CLI told to trust another certificate refuses the agent (a man in the middle
