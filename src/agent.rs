@@ -76,6 +76,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     write_access_files(&data_dir, run_as.as_ref())?;
     let admin_token = data_dir.admin_token()?;
     let api_tls = api::tls_acceptor(&config)?;
+    // What HA member records pin (and the log shows) when the API serves TLS.
+    let api_cert = api::served_certificate_der(&config)?;
     let listener = api::bind(config.api_listen, "api.listen").await?;
     let metrics_listener = match config.metrics.listen {
         Some(addr) => Some(api::bind(addr, "metrics.listen").await?),
@@ -286,7 +288,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         api_url: api_url.clone(),
         api_cert_file: config.api.cert_file(&config.data_dir),
     })?;
-    tracing::info!(api = %api_url, "pgplatform is ready");
+    match &api_cert {
+        Some(der) => tracing::info!(api = %api_url, api_cert_sha256 = %sha256_hex(der),
+            "pgplatform is ready"),
+        None => tracing::info!(api = %api_url, "pgplatform is ready"),
+    }
 
     let mut config = config;
     let mut result = Ok(());
@@ -335,6 +341,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     data_dir.remove_agent_info();
     tracing::info!("pgplatform stopped");
     result
+}
+
+/// Lowercase hex SHA-256, as `openssl x509 -noout -fingerprint -sha256` shows it (without colons).
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn task_result(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

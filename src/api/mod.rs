@@ -120,6 +120,29 @@ pub async fn metrics_task_main(
         .context("serve metrics")
 }
 
+/// The DER of the certificate the API serves (the first of its file), which an HA
+/// member record pins so that peers trust exactly it; `None` without TLS. Makes the
+/// agent's certificate if `api.tls = "generated"` and it does not exist yet.
+pub fn served_certificate_der(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
+    let path = match &config.api.tls {
+        ApiTls::Off => return Ok(None),
+        ApiTls::Generated => {
+            crate::pooler::tls::ensure_generated(
+                &config.data_dir.join("tls"),
+                &crate::pooler::tls::certificate_hosts(config),
+            )?
+            .0
+        }
+        ApiTls::Files { cert, .. } => cert.clone(),
+    };
+    let first = crate::pooler::tls::read_certificates(&path)
+        .context("api.tls")?
+        .into_iter()
+        .next()
+        .context("api.tls: no certificate")?;
+    Ok(Some(first.as_ref().to_vec()))
+}
+
 /// The API's TLS acceptor per `api.tls`, or `None` for plain HTTP. Built before the
 /// agent announces itself, so a bad certificate fails `up`.
 pub fn tls_acceptor(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {

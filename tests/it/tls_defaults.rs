@@ -124,6 +124,23 @@ fn the_api_serves_tls_and_the_cli_trusts_only_the_agents_certificate() {
     let cert = agent.data_dir().join("tls/server.crt");
     assert_eq!(info["api_cert_file"], cert.display().to_string());
 
+    // The log names the certificate's fingerprint (what HA member records pin).
+    let der = {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateDer::from_pem_file(&cert).unwrap()
+    };
+    let fingerprint: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(der.as_ref())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert!(
+        agent.log_contents().contains(&fingerprint),
+        "the log does not show the API certificate's SHA-256 {fingerprint}"
+    );
+
     // The CLI speaks TLS to it, pinned to that certificate.
     agent.cli_ok(&["tenant", "create", "shop"]);
     assert!(agent.cli_ok(&["tenant", "list"]).contains("shop"));
