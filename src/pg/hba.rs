@@ -26,8 +26,13 @@ pub enum RemoteTenants {
     PlainToo,
 }
 
+/// Renders pg_hba.conf with tenants reachable from other hosts over TLS only.
+pub fn render_hba(tenants: &[TenantAccess]) -> String {
+    render_hba_for(tenants, RemoteTenants::TlsOnly)
+}
+
 /// Renders pg_hba.conf. Anything not listed is rejected explicitly.
-pub fn render_hba(tenants: &[TenantAccess], remote: RemoteTenants) -> String {
+pub fn render_hba_for(tenants: &[TenantAccess], remote: RemoteTenants) -> String {
     let remote_tenants = match remote {
         RemoteTenants::TlsOnly => "hostssl",
         RemoteTenants::PlainToo => "host   ",
@@ -111,7 +116,7 @@ mod tests {
 
     #[test]
     fn other_hosts_get_in_only_over_tls() {
-        let hba = render_hba(&shop(), RemoteTenants::TlsOnly);
+        let hba = render_hba(&shop());
         for (database, user) in [
             ("shop", "shop"),
             ("shop", "shop_ro"),
@@ -137,7 +142,7 @@ mod tests {
             );
         }
         // HA keeps plain TCP for tenants (other nodes' poolers), and only for them.
-        let ha = render_hba(&shop(), RemoteTenants::PlainToo);
+        let ha = render_hba_for(&shop(), RemoteTenants::PlainToo);
         assert_eq!(
             first_match_from_network(&ha, "shop", "shop", false),
             Some(("host", "scram-sha-256"))
@@ -150,7 +155,7 @@ mod tests {
 
     #[test]
     fn tenants_get_their_own_database_only() {
-        let hba = render_hba(&shop(), RemoteTenants::TlsOnly);
+        let hba = render_hba(&shop());
         assert!(hba.contains("hostssl \"shop\"  \"shop\",\"shop_ro\"  all  scram-sha-256\n"));
         assert!(hba.contains("host    \"shop\"  \"shop\",\"shop_ro\"  samehost  scram-sha-256\n"));
         assert!(hba.contains("local   all           \"pgplatform\"  peer map=pgplatform\n"));

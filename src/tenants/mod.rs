@@ -22,7 +22,7 @@ pub use self::error::TenantError;
 pub use self::name::TenantName;
 use self::registry::Tenant;
 use self::secrets::Credentials;
-use crate::pg::hba::{render_hba, TenantAccess};
+use crate::pg::hba::{render_hba_for, TenantAccess};
 use crate::pg::process::RunAs;
 
 /// The tenant service: owned by the agent, used by the API.
@@ -139,7 +139,7 @@ impl Tenants {
         let path = self.pgdata.join("pg_hba.conf");
         let changed = crate::pg::conf::write_if_changed(
             &path,
-            &render_hba(&access, self.hba_remote),
+            &render_hba_for(&access, self.hba_remote),
             self.run_as.as_ref(),
         )?;
         if changed {
