@@ -508,6 +508,7 @@ async fn reload(
         ("postgres.user", new.postgres.user != old.postgres.user),
         ("postgres.port", new.postgres.port != old.postgres.port),
         ("api.listen", new.api_listen != old.api_listen),
+        ("api.tls", new.api.tls != old.api.tls),
     ] {
         if changed {
             tracing::warn!("{key} changed; it takes effect when the agent restarts");
@@ -520,6 +521,7 @@ async fn reload(
     effective.postgres.user = old.postgres.user.clone();
     effective.postgres.port = old.postgres.port;
     effective.api_listen = old.api_listen;
+    effective.api = old.api.clone();
     if write_settings(&effective, data_dir, run_as, preload)? {
         let client =
             crate::pg::connect::superuser(&data_dir.socket_dir(), old.postgres.port, "postgres")
