@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::config::{ClientTls, Config};
+use crate::config::Config;
 use crate::data_dir::{AgentInfo, DataDir};
 use crate::metrics::Sources;
 use crate::pg::bin::Binaries;
@@ -75,6 +75,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     write_settings(&config, &data_dir, run_as.as_ref(), preload)?;
     write_access_files(&data_dir, run_as.as_ref())?;
     let admin_token = data_dir.admin_token()?;
+    let api_tls = api::tls_acceptor(&config)?;
+    // What HA member records pin (and the log shows) when the API serves TLS.
+    let api_cert = api::served_certificate_der(&config)?;
     let listener = api::bind(config.api_listen, "api.listen").await?;
     let metrics_listener = match config.metrics.listen {
         Some(addr) => Some(api::bind(addr, "metrics.listen").await?),
@@ -97,7 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             route: primary_rx.clone(),
             listen_port: None,
             tls_dir: config.data_dir.join("tls"),
-            tls_hosts: vec![config.tenant_host.clone()],
+            tls_hosts: crate::pooler::tls::certificate_hosts(&config),
             reload: reload_tx.clone(),
             agent_shutdown: shutdown.clone(),
             verifiers: verifiers.clone(),
@@ -118,7 +121,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 route: Some(replicas_rx),
                 listen_port: Some(port),
                 tls_dir: config.data_dir.join("tls"),
-                tls_hosts: vec![config.tenant_host.clone()],
+                tls_hosts: crate::pooler::tls::certificate_hosts(&config),
                 reload: reload_tx.clone(),
                 agent_shutdown: shutdown.clone(),
                 verifiers: verifiers.clone(),
@@ -172,14 +175,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.postgres.port
         },
         url_replica_port: read_only_port.filter(|_| config.pooler.enabled),
-        url_sslmode: config
-            .pooler
-            .enabled
-            .then_some(match config.pooler.client_tls {
-                ClientTls::Disable => "disable",
-                ClientTls::Allow => "prefer",
-                ClientTls::Require => "require",
-            }),
+        url_sslmode: crate::tenants::secrets::url_sslmode(&config),
+        hba_remote: if config.ha.is_some() {
+            hba::RemoteTenants::PlainToo
+        } else {
+            hba::RemoteTenants::TlsOnly
+        },
         local_host: local_host(&config, &data_dir),
         server_version: binaries.version.text.clone(),
         run_as: run_as.clone(),
@@ -251,7 +252,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         pooler: pooler_listening.as_ref().map(|l| l.handle()),
     });
     let api_url = format!(
-        "http://{}",
+        "{}://{}",
+        config.api.scheme(),
         listener.local_addr().context("read API address")?
     );
     if let Some(listening) = pooler_listening {
@@ -260,7 +262,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(listening) = read_only_listening {
         tasks.spawn(crate::pooler::task_main(listening, shutdown.clone()));
     }
-    tasks.spawn(api::task_main(listener, state, shutdown.clone()));
+    let api_limits = api::serve::Limits::from_config(&config.api);
+    tasks.spawn(api::task_main(
+        listener,
+        state,
+        api_tls,
+        api_limits.clone(),
+        shutdown.clone(),
+    ));
     let backup = &config.backup;
     if backup.schedule.is_some() || backup.drill_schedule.is_some() || !backup.dumps.is_empty() {
         tasks.spawn(crate::backup::schedule::task_main(
@@ -269,13 +278,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ));
     }
     if let Some(listener) = metrics_listener {
-        tasks.spawn(api::metrics_task_main(listener, sources, shutdown.clone()));
+        tasks.spawn(api::metrics_task_main(
+            listener,
+            sources,
+            api_limits,
+            shutdown.clone(),
+        ));
     }
     data_dir.write_agent_info(&AgentInfo {
         pid: std::process::id(),
         api_url: api_url.clone(),
+        api_cert_file: config.api.cert_file(&config.data_dir),
     })?;
-    tracing::info!(api = %api_url, "pgplatform is ready");
+    match &api_cert {
+        Some(der) => tracing::info!(api = %api_url, api_cert_sha256 = %sha256_hex(der),
+            "pgplatform is ready"),
+        None => tracing::info!(api = %api_url, "pgplatform is ready"),
+    }
 
     let mut config = config;
     let mut result = Ok(());
@@ -326,6 +345,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     result
 }
 
+/// Lowercase hex SHA-256, as `openssl x509 -noout -fingerprint -sha256` shows it (without colons).
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn task_result(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
     match done {
         Ok(result) => result,
@@ -359,7 +387,12 @@ async fn ha_node(
         socket_dir: data_dir.socket_dir(),
         port: config.postgres.port,
         run_as,
-        api_url: format!("http://{}:{}", ha.advertise_host, config.api_listen.port()),
+        api_url: format!(
+            "{}://{}:{}",
+            config.api.scheme(),
+            ha.advertise_host,
+            config.api_listen.port()
+        ),
         pooler_port: config.pooler.enabled.then_some(config.pooler.listen_port),
         failsafe_acked: std::sync::Mutex::new(None),
     })
@@ -400,8 +433,17 @@ fn write_settings(
             None
         },
         ha: config.ha.is_some(),
+        tls_files: Some((
+            crate::pooler::tls::POSTGRES_CERT_FILE,
+            crate::pooler::tls::POSTGRES_KEY_FILE,
+        )),
     };
-    conf::write(&data_dir.pgdata(), &conf::render(&settings), run_as)
+    // PostgreSQL serves the pooler's certificate; a reload re-reads it.
+    let (cert, key) = crate::pooler::tls::server_files(config)?;
+    let tls_changed =
+        crate::pooler::tls::install_for_postgres(&data_dir.pgdata(), (&cert, &key), run_as)?;
+    let conf_changed = conf::write(&data_dir.pgdata(), &conf::render(&settings), run_as)?;
+    Ok(tls_changed || conf_changed)
 }
 
 /// pg_ident.conf always; pg_hba.conf only when it is not ours yet (first start), since the
@@ -459,6 +501,7 @@ async fn reload(
         ("postgres.user", new.postgres.user != old.postgres.user),
         ("postgres.port", new.postgres.port != old.postgres.port),
         ("api.listen", new.api_listen != old.api_listen),
+        ("api.tls", new.api.tls != old.api.tls),
     ] {
         if changed {
             tracing::warn!("{key} changed; it takes effect when the agent restarts");
@@ -471,6 +514,7 @@ async fn reload(
     effective.postgres.user = old.postgres.user.clone();
     effective.postgres.port = old.postgres.port;
     effective.api_listen = old.api_listen;
+    effective.api = old.api.clone();
     if write_settings(&effective, data_dir, run_as, preload)? {
         let client =
             crate::pg::connect::superuser(&data_dir.socket_dir(), old.postgres.port, "postgres")

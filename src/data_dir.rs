@@ -28,6 +28,9 @@ pub struct DataDir {
 pub struct AgentInfo {
     pub pid: u32,
     pub api_url: String,
+    /// With an `https` API: the certificate it serves, which the CLI pins.
+    #[serde(default)]
+    pub api_cert_file: Option<PathBuf>,
 }
 
 impl DataDir {

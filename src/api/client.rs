@@ -1,6 +1,10 @@
 //! The CLI's client for a running agent: finds it through the data directory and speaks
-//! the admin API with its token.
+//! the admin API with its token. An agent serving TLS is trusted by its certificate
+//! alone: the one `run/agent.json` names is pinned, so no CA and no host name is needed
+//! and no other certificate is accepted.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -20,17 +24,27 @@ impl AgentClient {
     /// agent has not published itself (only unauthenticated endpoints work then).
     pub fn discover(config: &Config) -> anyhow::Result<AgentClient> {
         let data_dir = DataDir::new(&config.data_dir);
-        let base = match data_dir.read_agent_info() {
-            Ok(info) => info.api_url,
-            Err(_) => format!("http://{}", config.api_listen),
+        let (base, cert) = match data_dir.read_agent_info() {
+            Ok(info) => (info.api_url, info.api_cert_file),
+            Err(_) => (
+                format!("{}://{}", config.api.scheme(), config.api_listen),
+                config.api.cert_file(&config.data_dir),
+            ),
         };
         let token = std::fs::read_to_string(data_dir.admin_token_file())
             .ok()
             .map(|t| t.trim().to_owned());
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .context("build the HTTP client")?;
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(300));
+        if base.starts_with("https://") {
+            let cert = cert.with_context(|| {
+                format!(
+                    "{} names no certificate for the agent's https API",
+                    data_dir.agent_info_file().display()
+                )
+            })?;
+            builder = builder.use_preconfigured_tls(pinned_tls(&cert)?);
+        }
+        let http = builder.build().context("build the HTTP client")?;
         Ok(AgentClient { base, token, http })
     }
 
@@ -66,8 +80,9 @@ impl AgentClient {
         };
         let response = request.send().await.map_err(|e| {
             anyhow::anyhow!(
-                "cannot reach the pgplatform agent at {}: is `pgplatform up` running for this data directory? ({e})",
-                self.base
+                "cannot reach the pgplatform agent at {}: is `pgplatform up` running for this data directory? ({})",
+                self.base,
+                with_causes(&e)
             )
         })?;
         let status = response.status();
@@ -83,5 +98,100 @@ impl AgentClient {
             return serde_json::from_value(serde_json::Value::Null).context("empty answer");
         }
         serde_json::from_slice(&body).context("parse the agent's answer")
+    }
+}
+
+/// An error and its causes, `: `-separated (reqwest's own text omits why TLS failed).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(&format!(": {e}"));
+        cause = e.source();
+    }
+    text
+}
+
+/// A TLS client configuration that accepts exactly the certificate in `cert_file` (the
+/// first one of the PEM file: the server's own), checking that the server holds its key.
+pub fn pinned_tls(cert_file: &Path) -> anyhow::Result<rustls::ClientConfig> {
+    let pinned = crate::pooler::tls::read_certificates(cert_file)?
+        .into_iter()
+        .next()
+        .context("no certificate")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(PinnedCertificate {
+        pinned,
+        file: cert_file.to_owned(),
+        provider: provider.clone(),
+    });
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("choose TLS versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+/// Trusts one certificate, byte for byte, whatever its issuer and names.
+#[derive(Debug)]
+struct PinnedCertificate {
+    pinned: rustls_pki_types::CertificateDer<'static>,
+    file: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.pinned.as_ref() {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "the agent's TLS certificate is not the one in {}",
+                self.file.display()
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -4,6 +4,7 @@
 pub mod client;
 mod error;
 mod routes;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use axum::Router;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::StatusConfig;
+use crate::config::{ApiTls, Config, StatusConfig};
 use crate::metrics::Sources;
 use crate::supervisor::PostgresStatus;
 use crate::tenants::Tenants;
@@ -103,19 +104,60 @@ fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// The dedicated metrics listener (`metrics.listen`): `/metrics` only.
+/// The dedicated metrics listener (`metrics.listen`): `/metrics` only, plain HTTP, under
+/// the API's bounds.
 pub async fn metrics_task_main(
     listener: tokio::net::TcpListener,
     sources: Arc<Sources>,
+    limits: serve::Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let router = Router::new()
         .route("/metrics", get(routes::metrics::metrics_only))
         .with_state(sources);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    serve::serve(listener, router, None, limits, shutdown, "metrics.listen")
         .await
         .context("serve metrics")
+}
+
+/// The DER of the certificate the API serves (the first of its file), which an HA
+/// member record pins so that peers trust exactly it; `None` without TLS. Makes the
+/// agent's certificate if `api.tls = "generated"` and it does not exist yet.
+pub fn served_certificate_der(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
+    let path = match &config.api.tls {
+        ApiTls::Off => return Ok(None),
+        ApiTls::Generated => {
+            crate::pooler::tls::ensure_generated(
+                &config.data_dir.join("tls"),
+                &crate::pooler::tls::certificate_hosts(config),
+            )?
+            .0
+        }
+        ApiTls::Files { cert, .. } => cert.clone(),
+    };
+    let first = crate::pooler::tls::read_certificates(&path)
+        .context("api.tls")?
+        .into_iter()
+        .next()
+        .context("api.tls: no certificate")?;
+    Ok(Some(first.as_ref().to_vec()))
+}
+
+/// The API's TLS acceptor per `api.tls`, or `None` for plain HTTP. Built before the
+/// agent announces itself, so a bad certificate fails `up`.
+pub fn tls_acceptor(config: &Config) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let acceptor = match &config.api.tls {
+        ApiTls::Off => return Ok(None),
+        ApiTls::Generated => {
+            let (cert, key) = crate::pooler::tls::ensure_generated(
+                &config.data_dir.join("tls"),
+                &crate::pooler::tls::certificate_hosts(config),
+            )?;
+            crate::pooler::tls::acceptor_from_files(&cert, &key)
+        }
+        ApiTls::Files { cert, key } => crate::pooler::tls::acceptor_from_files(cert, key),
+    };
+    acceptor.context("api.tls").map(Some)
 }
 
 /// Binds the listener; done before anything is announced so a taken port fails `up`.
@@ -129,10 +171,11 @@ pub async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<tokio::net::Tcp
 pub async fn task_main(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: serve::Limits,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    serve::serve(listener, router(state), tls, limits, shutdown, "api.listen")
         .await
         .context("serve the HTTP API")
 }

@@ -14,7 +14,7 @@ pub struct ConfigFile {
     /// Relative paths resolve against the config file's directory.
     pub data_dir: Option<String>,
     pub postgres: PostgresSection,
-    pub api: ApiSection,
+    pub api: super::api::ApiSection,
     pub tenants: TenantsSection,
     pub pooler: super::pooler::PoolerSection,
     pub backup: super::backup::BackupSection,
@@ -40,13 +40,6 @@ pub struct PostgresSection {
     pub stop_timeout_seconds: Option<u64>,
     /// Any postgresql.conf setting; overrides the agent's derived values.
     pub parameters: BTreeMap<String, toml::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ApiSection {
-    /// Address of the HTTP API (health, status, admin).
-    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,5 +1,6 @@
 //! Configuration: the raw TOML (`file`) validated into the `Config` the rest of the agent reads.
 
+mod api;
 mod backup;
 mod file;
 mod ha;
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use self::api::{ApiConfig, ApiTls};
 pub use self::backup::{BackupConfig, RepositoryConfig, S3Config, Schedule};
 pub use self::file::ConfigFile;
 pub use self::ha::HaConfig;
@@ -51,6 +53,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub postgres: PostgresConfig,
     pub api_listen: SocketAddr,
+    /// The API's TLS and connection bounds.
+    pub api: ApiConfig,
     /// Host written into tenants' connection URLs.
     pub tenant_host: String,
     pub pooler: PoolerConfig,
@@ -197,14 +201,25 @@ impl Config {
         }
         let stop_timeout = Duration::from_secs(stop_timeout_seconds.unwrap_or(60));
         let parameters = Parameters::from_toml(parameters)?;
+        if parameters.iter().any(|(k, _)| k == "ssl") {
+            return Err(invalid(
+                "postgres.parameters.ssl",
+                "is managed by pgplatform: PostgreSQL always serves TLS, and connections \
+                 from other hosts must use it (pg_hba.conf lists them as hostssl)",
+            ));
+        }
 
-        let listen = api.listen.unwrap_or_else(|| "127.0.0.1:8008".to_owned());
+        let listen = api
+            .listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8008".to_owned());
         let api_listen: SocketAddr = listen.parse().map_err(|_| {
             invalid(
                 "api.listen",
                 format!("`{listen}` is not an address like 127.0.0.1:8008"),
             )
         })?;
+        let api = ApiConfig::from_section(api, base)?;
 
         let backup = BackupConfig::from_section(backup, base, &data_dir)?;
         if backup.archive {
@@ -244,6 +259,20 @@ impl Config {
         let status = status_config(status)?;
 
         let pooler = PoolerConfig::from_section(pooler)?;
+        if pooler.enabled
+            && pooler.client_tls == ClientTls::Disable
+            && beyond_loopback(&pooler.listen_addr)
+        {
+            return Err(invalid(
+                "pooler.client_tls",
+                format!(
+                    "\"disable\" would send tenants' traffic in clear text to other hosts \
+                     (pooler.listen_addr is {}); use \"allow\" or \"require\", or listen on \
+                     127.0.0.1",
+                    pooler.listen_addr
+                ),
+            ));
+        }
         if let Some(ha) = &mut ha {
             ha.read_only_port = match ha.read_only_port {
                 Some(0) => None,
@@ -277,6 +306,7 @@ impl Config {
                 parameters,
             },
             api_listen,
+            api,
             tenant_host,
             pooler,
             backup,
@@ -383,6 +413,19 @@ pub(crate) fn normalize(path: &Path) -> PathBuf {
     path.components()
         .filter(|c| !matches!(c, std::path::Component::CurDir))
         .collect()
+}
+
+/// Whether a listen list (`127.0.0.1`, `*`, `10.0.0.5,::1`, …) reaches beyond this
+/// machine's loopback interface: anything but loopback addresses and `localhost` does.
+pub fn beyond_loopback(addresses: &str) -> bool {
+    addresses.split(',').map(str::trim).any(|a| {
+        let loopback = a == "localhost"
+            || a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        !loopback
+    })
 }
 
 fn default_tenant_host(listen_addresses: &str) -> String {
@@ -512,6 +555,40 @@ mod tests {
         assert!(err.contains("status.connections_warn_percent"), "{err}");
         let err = from_str("[pooler]\ndefault_pool_size = 5\nmin_pool_size = 6\n").unwrap_err();
         assert!(err.contains("pooler.min_pool_size"), "{err}");
+    }
+
+    #[test]
+    fn loopback_is_told_apart_from_the_network() {
+        for local in [
+            "127.0.0.1",
+            "localhost",
+            "::1",
+            "127.0.0.1, ::1",
+            "127.0.0.2",
+        ] {
+            assert!(!beyond_loopback(local), "{local}");
+        }
+        for network in [
+            "*",
+            "0.0.0.0",
+            "::",
+            "10.0.0.5",
+            "127.0.0.1,10.0.0.5",
+            "db.example",
+        ] {
+            assert!(beyond_loopback(network), "{network}");
+        }
+    }
+
+    #[test]
+    fn plain_text_beyond_loopback_and_ssl_off_are_refused() {
+        let err = from_str("[pooler]\nlisten_addr = \"0.0.0.0\"\nclient_tls = \"disable\"\n")
+            .unwrap_err();
+        assert!(err.contains("pooler.client_tls"), "{err}");
+        assert!(from_str("[pooler]\nclient_tls = \"disable\"\n").is_ok());
+        assert!(from_str("[pooler]\nlisten_addr = \"0.0.0.0\"\n").is_ok());
+        let err = from_str("[postgres.parameters]\nssl = \"off\"\n").unwrap_err();
+        assert!(err.contains("postgres.parameters.ssl"), "{err}");
     }
 
     #[test]

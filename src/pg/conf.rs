@@ -31,6 +31,10 @@ pub struct ManagedSettings<'a> {
     pub wal_commands: Option<(String, String)>,
     /// A member of an HA cluster.
     pub ha: bool,
+    /// Serve TLS with the agent's certificate, copied into PGDATA under these names
+    /// (`pooler::tls::install_for_postgres`). pg_hba.conf lets other hosts in only over
+    /// TLS (`hostssl`), so this is on whenever the agent runs.
+    pub tls_files: Option<(&'a str, &'a str)>,
 }
 
 /// Renders the managed settings file.
@@ -47,6 +51,9 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
         quote_value(&settings.socket_dir.to_string_lossy()),
     );
     line("password_encryption", quote_value("scram-sha-256"));
+    if settings.tls_files.is_some() {
+        line("ssl", "on".into());
+    }
     line("logging_collector", "off".into());
     line("log_destination", quote_value("stderr"));
     line(
@@ -69,6 +76,10 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
     if settings.wal_commands.is_some() {
         // A quiet server still closes a segment a minute, bounding what PITR can lose.
         derived.push(("archive_timeout", quote_value("60s")));
+    }
+    if let Some((cert, key)) = settings.tls_files {
+        derived.push(("ssl_cert_file", quote_value(cert)));
+        derived.push(("ssl_key_file", quote_value(key)));
     }
     derived.push((
         "shared_preload_libraries",
@@ -190,6 +201,25 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[test]
+    fn tls_is_on_with_the_copied_certificate() {
+        let parameters = Parameters::from_toml(BTreeMap::new()).unwrap();
+        let text = render(&ManagedSettings {
+            listen_addresses: "*",
+            port: 5432,
+            socket_dir: Path::new("/data/run/socket"),
+            memory_bytes: 1 << 30,
+            preload: &[],
+            parameters: &parameters,
+            wal_commands: None,
+            ha: false,
+            tls_files: Some(("server.crt", "server.key")),
+        });
+        assert!(text.contains("ssl = on\n"), "{text}");
+        assert!(text.contains("ssl_cert_file = 'server.crt'\n"), "{text}");
+        assert!(text.contains("ssl_key_file = 'server.key'\n"), "{text}");
+    }
+
+    #[test]
     fn values_are_escaped_per_the_conf_grammar() {
         assert_eq!(quote_value("plain"), "'plain'");
         assert_eq!(quote_value("it's"), "'it''s'");
@@ -225,7 +255,9 @@ mod tests {
                 "'/bin/pgp' wal fetch %f %p".into(),
             )),
             ha: true,
+            tls_files: None,
         });
+        assert!(!text.contains("ssl"), "{text}");
         assert!(
             text.ends_with("include_if_exists 'pgplatform.ha.conf'\n"),
             "{text}"

@@ -1,7 +1,9 @@
 //! The generated pg_hba.conf and pg_ident.conf: the agent's superuser only over the local
 //! socket by peer authentication; each tenant's roles only to its own database, by SCRAM;
 //! each tenant's agent role (`tenant_agent_role`) only over the socket, by peer, mapped
-//! from the agent's OS user.
+//! from the agent's OS user. TCP from this machine's own addresses (`samehost`: loopback, and the address the agent
+//! itself checks tenants' logins on) may be plain; from any other host it must be TLS
+//! (`hostssl`), so an active man-in-the-middle on the network cannot strip it.
 
 use super::sql::quote_ident;
 
@@ -15,8 +17,27 @@ pub struct TenantAccess {
 /// Name of the pg_ident map that lets the agent's OS user in as the superuser.
 const IDENT_MAP: &str = "pgplatform";
 
-/// Renders pg_hba.conf. Anything not listed is rejected explicitly.
+/// How tenants' roles may reach PostgreSQL over TCP from other hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteTenants {
+    /// Only over TLS (`hostssl`).
+    TlsOnly,
+    /// Plain TCP too. HA only: the other nodes' poolers relay tenants to the primary's
+    /// PostgreSQL, and they do not speak TLS to servers yet.
+    PlainToo,
+}
+
+/// Renders pg_hba.conf with tenants reachable from other hosts over TLS only.
 pub fn render_hba(tenants: &[TenantAccess]) -> String {
+    render_hba_for(tenants, RemoteTenants::TlsOnly)
+}
+
+/// Renders pg_hba.conf. Anything not listed is rejected explicitly.
+pub fn render_hba_for(tenants: &[TenantAccess], remote: RemoteTenants) -> String {
+    let remote_tenants = match remote {
+        RemoteTenants::TlsOnly => "hostssl",
+        RemoteTenants::PlainToo => "host   ",
+    };
     let superuser = quote_ident(super::SUPERUSER);
     // HA replicas stream and pg_rewind reads files as this role (it exists only in HA).
     let replication = quote_ident(super::REPLICATION_ROLE);
@@ -25,8 +46,10 @@ pub fn render_hba(tenants: &[TenantAccess]) -> String {
          # TYPE  DATABASE      USER          ADDRESS  METHOD\n\
          local   all           {superuser}  peer map={IDENT_MAP}\n\
          local   replication   {superuser}  peer map={IDENT_MAP}\n\
-         host    replication   {replication}  all  scram-sha-256\n\
-         host    postgres      {replication}  all  scram-sha-256\n"
+         host    replication   {replication}  samehost  scram-sha-256\n\
+         hostssl replication   {replication}  all  scram-sha-256\n\
+         host    postgres      {replication}  samehost  scram-sha-256\n\
+         hostssl postgres      {replication}  all  scram-sha-256\n"
     );
     for tenant in tenants {
         let database = quote_ident(&tenant.database);
@@ -37,7 +60,8 @@ pub fn render_hba(tenants: &[TenantAccess]) -> String {
         let agent_role = quote_ident(&super::tenant_agent_role(&tenant.database));
         out.push_str(&format!(
             "local   {database}  {roles}  scram-sha-256\n\
-             host    {database}  {roles}  all  scram-sha-256\n\
+             host    {database}  {roles}  samehost  scram-sha-256\n\
+             {remote_tenants} {database}  {roles}  all  scram-sha-256\n\
              local   all           {agent_role}  peer map={IDENT_MAP}\n"
         ));
     }
@@ -82,13 +106,84 @@ pub fn render_ident(os_users: &[&str], tenants: &[TenantAccess]) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tenants_get_their_own_database_only() {
-        let hba = render_hba(&[TenantAccess {
+    fn shop() -> Vec<TenantAccess> {
+        vec![TenantAccess {
             database: "shop".into(),
             roles: vec!["shop".into(), "shop_ro".into()],
-        }]);
-        assert!(hba.contains("host    \"shop\"  \"shop\",\"shop_ro\"  all  scram-sha-256\n"));
+        }]
+    }
+
+    /// The lines PostgreSQL would match for a TCP connection from another host, first
+    /// match wins: (type, database, user, method).
+    fn first_match_from_network<'a>(
+        hba: &'a str,
+        database: &str,
+        user: &str,
+        tls: bool,
+    ) -> Option<(&'a str, &'a str)> {
+        hba.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| {
+                let kind_matches = match f[0] {
+                    "host" => true,
+                    "hostssl" => tls,
+                    "hostnossl" => !tls,
+                    _ => false,
+                };
+                let listed = |field: &str, name: &str| {
+                    field == "all" || field.split(',').any(|n| n.trim_matches('"') == name)
+                };
+                // `samehost` never matches a connection from another host.
+                kind_matches && f[3] != "samehost" && listed(f[1], database) && listed(f[2], user)
+            })
+            .map(|f| (f[0], *f.last().unwrap_or(&"")))
+    }
+
+    #[test]
+    fn other_hosts_get_in_only_over_tls() {
+        let hba = render_hba(&shop());
+        for (database, user) in [
+            ("shop", "shop"),
+            ("shop", "shop_ro"),
+            ("replication", "pgplatform_replication"),
+            ("postgres", "pgplatform_replication"),
+        ] {
+            assert_eq!(
+                first_match_from_network(&hba, database, user, false),
+                Some(("host", "reject")),
+                "plain TCP from the network as {user} to {database}:\n{hba}"
+            );
+            assert_eq!(
+                first_match_from_network(&hba, database, user, true),
+                Some(("hostssl", "scram-sha-256")),
+                "TLS from the network as {user} to {database}:\n{hba}"
+            );
+        }
+        // Every line that admits a TCP connection without TLS is for this host only.
+        for line in hba.lines().filter(|l| l.starts_with("host ")) {
+            assert!(
+                line.contains(" samehost ") || line.ends_with("reject"),
+                "{line}"
+            );
+        }
+        // HA keeps plain TCP for tenants (other nodes' poolers), and only for them.
+        let ha = render_hba_for(&shop(), RemoteTenants::PlainToo);
+        assert_eq!(
+            first_match_from_network(&ha, "shop", "shop", false),
+            Some(("host", "scram-sha-256"))
+        );
+        assert_eq!(
+            first_match_from_network(&ha, "replication", "pgplatform_replication", false),
+            Some(("host", "reject"))
+        );
+    }
+
+    #[test]
+    fn tenants_get_their_own_database_only() {
+        let hba = render_hba(&shop());
+        assert!(hba.contains("hostssl \"shop\"  \"shop\",\"shop_ro\"  all  scram-sha-256\n"));
+        assert!(hba.contains("host    \"shop\"  \"shop\",\"shop_ro\"  samehost  scram-sha-256\n"));
         assert!(hba.contains("local   all           \"pgplatform\"  peer map=pgplatform\n"));
         assert!(!hba.contains("trust"));
         let last = hba.lines().last().unwrap();

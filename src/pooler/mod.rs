@@ -21,7 +21,7 @@ mod server;
 mod server_stream;
 mod stats;
 mod stream;
-mod tls;
+pub(crate) mod tls;
 mod txn;
 
 use std::collections::HashMap;

@@ -10,7 +10,7 @@ mod error;
 mod name;
 mod registry;
 mod rotate;
-mod secrets;
+pub(crate) mod secrets;
 
 use std::path::PathBuf;
 
@@ -22,7 +22,7 @@ pub use self::error::TenantError;
 pub use self::name::TenantName;
 use self::registry::Tenant;
 use self::secrets::Credentials;
-use crate::pg::hba::{render_hba, render_ident, TenantAccess};
+use crate::pg::hba::{render_hba_for, render_ident, TenantAccess};
 use crate::pg::process::RunAs;
 
 /// The tenant service: owned by the agent, used by the API.
@@ -37,6 +37,8 @@ pub struct Tenants {
     /// HA: the pooler's read-only listener, for `replica_url`.
     pub url_replica_port: Option<u16>,
     pub url_sslmode: Option<&'static str>,
+    /// Whether tenants may reach PostgreSQL from other hosts without TLS (HA only).
+    pub hba_remote: crate::pg::hba::RemoteTenants,
     /// Host the agent uses to prove a tenant's login works (TCP, or the socket dir).
     pub local_host: String,
     pub server_version: String,
@@ -165,8 +167,11 @@ impl Tenants {
         let ident_changed =
             crate::pg::conf::write_if_changed(&ident, &render_ident(&os_users, &access), run_as)?;
         let path = self.pgdata.join("pg_hba.conf");
-        let changed = crate::pg::conf::write_if_changed(&path, &render_hba(&access), run_as)?
-            || ident_changed;
+        let changed = crate::pg::conf::write_if_changed(
+            &path,
+            &render_hba_for(&access, self.hba_remote),
+            run_as,
+        )? || ident_changed;
         if changed {
             admin
                 .execute("SELECT pg_reload_conf()", &[])

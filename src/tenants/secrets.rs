@@ -19,10 +19,32 @@ pub struct Credentials {
     pub database: String,
     pub user: String,
     pub password: String,
-    /// libpq's sslmode for the pooler's TLS setting (`prefer`, `require`, `disable`).
+    /// libpq's sslmode (`url_sslmode`).
     pub sslmode: Option<&'static str>,
     /// HA: the read-only listener's port, for `replica_url`.
     pub replica_port: Option<u16>,
+}
+
+/// The sslmode tenants' URLs carry. Where the address they name is reachable from other
+/// hosts, `require`: with `prefer`, an active man-in-the-middle could strip TLS. On
+/// loopback, the pooler's `prefer` (TLS offered, not needed) or nothing (PostgreSQL).
+/// `require` encrypts but does not check who answers; `verify-full` with
+/// `sslrootcert=<data>/tls/server.crt` does (the README shows it).
+pub fn url_sslmode(config: &crate::config::Config) -> Option<&'static str> {
+    use crate::config::{beyond_loopback, ClientTls};
+    if config.pooler.enabled {
+        Some(match config.pooler.client_tls {
+            ClientTls::Disable => "disable",
+            ClientTls::Require => "require",
+            ClientTls::Allow if beyond_loopback(&config.pooler.listen_addr) => "require",
+            ClientTls::Allow => "prefer",
+        })
+    } else if beyond_loopback(&config.postgres.listen_addresses) {
+        // PostgreSQL always serves TLS and pg_hba.conf asks it of other hosts.
+        Some("require")
+    } else {
+        None
+    }
 }
 
 /// Everything but unreserved characters (RFC 3986) is percent-encoded.
@@ -242,6 +264,47 @@ mod tests {
         assert!(tls.database_url().ends_with("/shop?sslmode=require"));
         assert!(tls.jdbc_url().ends_with("&sslmode=require"));
         assert!(tls.env().contains("PGSSLMODE=require\n"));
+    }
+
+    #[test]
+    fn urls_require_tls_whenever_the_network_can_reach_them() {
+        let config = |toml: &str| {
+            let file: crate::config::ConfigFile = toml::from_str(toml).unwrap();
+            crate::config::Config::from_file(file, Path::new("/etc/pgp"), None).unwrap()
+        };
+        let sslmode = |toml: &str| url_sslmode(&config(toml));
+        assert_eq!(sslmode(""), Some("prefer"));
+        assert_eq!(
+            sslmode("[pooler]\nlisten_addr = \"0.0.0.0\""),
+            Some("require")
+        );
+        assert_eq!(
+            sslmode("[pooler]\nlisten_addr = \"10.1.2.3\""),
+            Some("require")
+        );
+        assert_eq!(sslmode("[pooler]\nlisten_addr = \"::\""), Some("require"));
+        assert_eq!(sslmode("[pooler]\nlisten_addr = \"::1\""), Some("prefer"));
+        assert_eq!(
+            sslmode("[pooler]\nclient_tls = \"require\""),
+            Some("require")
+        );
+        assert_eq!(
+            sslmode("[pooler]\nclient_tls = \"disable\""),
+            Some("disable")
+        );
+        // Straight to PostgreSQL when the pooler is off.
+        assert_eq!(sslmode("[pooler]\nenabled = false"), None);
+        assert_eq!(
+            sslmode("[pooler]\nenabled = false\n[postgres]\nlisten_addresses = \"*\""),
+            Some("require")
+        );
+        let creds = Credentials {
+            sslmode: sslmode("[pooler]\nlisten_addr = \"0.0.0.0\""),
+            ..creds()
+        };
+        assert!(creds.database_url().ends_with("?sslmode=require"));
+        assert!(creds.env().contains("PGSSLMODE=require\n"));
+        assert!(creds.jdbc_url().ends_with("&sslmode=require"));
     }
 
     #[test]

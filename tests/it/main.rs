@@ -12,6 +12,7 @@
 mod support;
 
 mod agent_lifecycle;
+mod attack_api;
 mod attack_files;
 mod attack_pooler_login;
 mod attack_repository;
@@ -46,3 +47,4 @@ mod tenant_isolation;
 mod tenant_readonly;
 mod tenant_rotate_drop;
 mod tidy;
+mod tls_defaults;

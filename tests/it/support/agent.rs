@@ -179,7 +179,16 @@ impl TestAgent {
     }
 
     pub fn api_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.ports.api)
+        let scheme = if self.api_tls() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.ports.api)
+    }
+
+    /// Whether the extra TOML turns on the API's TLS (`[api] tls`).
+    fn api_tls(&self) -> bool {
+        toml::from_str::<toml::Table>(&self.extra_toml)
+            .ok()
+            .and_then(|t| Some(t.get("api")?.get("tls")?.as_str()? != "off"))
+            .unwrap_or(false)
     }
 
     /// The postmaster pid from `<data>/pg/postmaster.pid`, if that file exists.
