@@ -340,9 +340,10 @@ async fn ha_node(
     data_dir: &DataDir,
     run_as: Option<RunAs>,
 ) -> anyhow::Result<crate::ha::Node> {
-    let etcd = crate::ha::etcd::Etcd::new(
+    let etcd = crate::ha::etcd::Etcd::secured(
         &ha.etcd,
         (ha.ttl / 4).min(std::time::Duration::from_secs(1)),
+        &ha.etcd_security,
     )?;
     let keys = crate::ha::keys::Keys::new(&ha.cluster);
     let initialized = crate::ha::formation::initialized(&etcd, &keys).await;
