@@ -361,6 +361,7 @@ async fn ha_node(
         api_url: format!("http://{}:{}", ha.advertise_host, config.api_listen.port()),
         pooler_port: config.pooler.enabled.then_some(config.pooler.listen_port),
         failsafe_acked: std::sync::Mutex::new(None),
+        peers: crate::ha::peer::Peers::default(),
     })
 }
 
