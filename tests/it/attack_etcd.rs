@@ -256,3 +256,319 @@ fn etcd_with_auth_is_reachable_only_with_the_password_and_tokens_are_renewed() {
         assert_eq!(etcd.get("/pgp/k").await.unwrap().unwrap().value, b"v");
     });
 }
+
+/// A TCP listener the attacker owns: counts connections and keeps every byte sent to it.
+struct Trap {
+    port: u16,
+    received: std::sync::Arc<std::sync::Mutex<(usize, Vec<u8>)>>,
+}
+
+impl Trap {
+    fn open() -> Trap {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = std::sync::Arc::new(std::sync::Mutex::new((0usize, Vec::new())));
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                sink.lock().unwrap().0 += 1;
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    use std::io::Read;
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        sink.lock().unwrap().1.extend_from_slice(&buf[..n]);
+                    }
+                });
+            }
+        });
+        Trap { port, received }
+    }
+
+    fn connections(&self) -> usize {
+        self.received.lock().unwrap().0
+    }
+
+    fn bytes(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap().1).into_owned()
+    }
+}
+
+/// One HA node (the primary) on a real etcd, and its cluster secret's path.
+struct OneNode {
+    agent: crate::support::TestAgent,
+    read_only_port: u16,
+    secret: PathBuf,
+    etcd: EtcdServer,
+    _secret_dir: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+fn one_node() -> Option<OneNode> {
+    let turn = crate::support::cluster::one_cluster_at_a_time();
+    let etcd = EtcdServer::start()?;
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("cluster.secret");
+    let read_only_port = crate::support::ports::free_port();
+    let agent = crate::support::TestAgent::start_with(&crate::support::cluster::ha_toml(
+        &etcd.endpoint,
+        "node1",
+        &secret,
+        read_only_port,
+        "",
+    ));
+    crate::support::wait_for(Duration::from_secs(30), "node1 leads", || {
+        (agent.cli_json(&["cluster", "status", "--json"])["leader"] == "node1").then_some(())
+    });
+    Some(OneNode {
+        agent,
+        read_only_port,
+        secret,
+        etcd,
+        _secret_dir: secret_dir,
+        _turn: turn,
+    })
+}
+
+#[test]
+fn a_forged_member_record_gets_no_request_no_credential_and_no_tenant_traffic() {
+    let Some(node) = one_node() else {
+        return;
+    };
+    let trap = Trap::open();
+    let attacker = Etcd::new(
+        std::slice::from_ref(&node.etcd.endpoint),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    // As an etcd writer would: replicas that stream, far ahead, whose PostgreSQL and
+    // API are the attacker's listener. One in the old plain form, one in the sealed form
+    // with a MAC the attacker had to make up.
+    let forged = |name: &str| {
+        json!({
+            "name": name, "role": "replica", "state": "streaming",
+            "host": "127.0.0.1", "postgres_port": trap.port,
+            "api_url": format!("http://127.0.0.1:{}", trap.port), "pooler_port": trap.port,
+            "timeline": 1, "wal_position": u64::MAX / 2, "replay_position": u64::MAX / 2,
+            "nofailover": false, "following": "node1", "system_identifier": "",
+        })
+    };
+    let sealed_guess = json!({
+        "record": forged("evil2").to_string(),
+        "mac": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]),
+    });
+    runtime().block_on(async {
+        attacker
+            .put(
+                "/pgplatform/main/members/evil",
+                forged("evil").to_string().as_bytes(),
+                None,
+            )
+            .await
+            .unwrap();
+        attacker
+            .put(
+                "/pgplatform/main/members/evil2",
+                sealed_guess.to_string().as_bytes(),
+                None,
+            )
+            .await
+            .unwrap();
+    });
+
+    // The HA loop reads etcd every 0.25 s: let it see the forgeries many times.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // A tenant change on the primary notifies every replica's agent (signed): none
+    // goes to the forged ones.
+    node.agent.cli_ok(&["tenant", "create", "shop"]);
+    let url = node.agent.tenant_url("shop");
+    // The read-only listener spreads over streaming replicas: none is the forged one.
+    let read_only = url.replace(
+        &format!(":{}/", node.agent.pooler_port()),
+        &format!(":{}/", node.read_only_port),
+    );
+    assert_ne!(read_only, url);
+    let answers: Vec<Option<String>> = (0..6)
+        .map(|_| crate::support::psql::run_query(&read_only, "SELECT pg_is_in_recovery()"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        trap.connections(),
+        0,
+        "the forged record's address was contacted; it received: {:?}",
+        trap.bytes()
+    );
+    // Reads were served by the real primary.
+    assert!(
+        answers.iter().all(|a| a.as_deref() == Some("f")),
+        "{answers:?}"
+    );
+    // The forgery is seen, and logged.
+    crate::support::wait_for(
+        Duration::from_secs(20),
+        "the forgeries to be logged",
+        || {
+            let log = node.agent.log_contents();
+            let warned: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("did not write"))
+                .collect();
+            let evil2 = warned.iter().any(|l| l.contains("members/evil2"));
+            let evil = warned
+                .iter()
+                .any(|l| l.contains("members/evil") && !l.contains("members/evil2"));
+            (evil && evil2).then_some(())
+        },
+    );
+    // It is not a member.
+    let status = node.agent.cli_json(&["cluster", "status", "--json"]);
+    let names: Vec<&str> = status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["node1"], "{status:#}");
+}
+
+/// The signed headers for `path`, as an agent of the cluster makes them.
+fn signed(
+    secret: &pgplatform::ha::secret::ClusterSecret,
+    to: &str,
+    path: &str,
+    body: &[u8],
+    time: Option<i64>,
+) -> Vec<(&'static str, String)> {
+    use pgplatform::ha::peer::{sign, sign_at, Request};
+    let request = Request {
+        from: "node2",
+        to,
+        method: "POST",
+        path_and_query: path,
+        body,
+    };
+    match time {
+        Some(t) => sign_at(secret, &request, t),
+        None => sign(secret, &request),
+    }
+}
+
+fn post(url: &str, headers: &[(&'static str, String)], bearer: Option<&str>, body: &[u8]) -> u16 {
+    runtime().block_on(async {
+        let mut request = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().status().as_u16()
+    })
+}
+
+#[test]
+fn replayed_signed_requests_and_the_old_bearer_token_are_refused() {
+    let Some(node) = one_node() else {
+        return;
+    };
+    let secret = pgplatform::ha::secret::ClusterSecret::load(&node.secret, false).unwrap();
+    let api = node.agent.api_url();
+    let etcd = Etcd::new(
+        std::slice::from_ref(&node.etcd.endpoint),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    let paused = || {
+        runtime()
+            .block_on(etcd.get("/pgplatform/main/paused"))
+            .unwrap()
+            .is_some()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+
+    // The token agents used to send each other, derived from the cluster secret as the
+    // old code did: no longer accepted.
+    let old_token = {
+        use hmac::{KeyInit, Mac};
+        let raw = std::fs::read(&node.secret).unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(raw.trim_ascii()).unwrap();
+        mac.update(b"pgplatform agent token");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    };
+    assert_eq!(
+        post(&format!("{api}/cluster/pause"), &[], Some(&old_token), b""),
+        401
+    );
+    assert!(!paused(), "the old bearer token paused the cluster");
+
+    // A request signed 31 s ago (a capture replayed after the window): refused.
+    let late = signed(&secret, "node1", "/cluster/pause", b"", Some(now - 31));
+    assert_eq!(post(&format!("{api}/cluster/pause"), &late, None, b""), 401);
+    assert!(!paused());
+    // Signed for another node, or with the body or path changed: refused.
+    let elsewhere = signed(&secret, "node2", "/cluster/pause", b"", None);
+    assert_eq!(
+        post(&format!("{api}/cluster/pause"), &elsewhere, None, b""),
+        401
+    );
+    let resume = signed(&secret, "node1", "/cluster/resume", b"", None);
+    assert_eq!(
+        post(&format!("{api}/cluster/pause"), &resume, None, b""),
+        401
+    );
+    let body = signed(&secret, "node1", "/pooler/resume", b"{}", None);
+    assert_eq!(
+        post(
+            &format!("{api}/pooler/resume"),
+            &body,
+            None,
+            br#"{"primary":"evil"}"#
+        ),
+        401
+    );
+    assert!(!paused());
+
+    // A fresh, genuine request works once (so the refusals above are the checks, not a
+    // broken signature); the same request captured and sent again is refused.
+    let genuine = signed(&secret, "node1", "/cluster/pause", b"", None);
+    assert_eq!(
+        post(&format!("{api}/cluster/pause"), &genuine, None, b""),
+        200
+    );
+    assert!(paused());
+    let resume = signed(&secret, "node1", "/cluster/resume", b"", None);
+    assert_eq!(
+        post(&format!("{api}/cluster/resume"), &resume, None, b""),
+        200
+    );
+    assert!(!paused());
+    assert_eq!(
+        post(&format!("{api}/cluster/pause"), &genuine, None, b""),
+        401,
+        "a replayed signed request was accepted"
+    );
+    assert!(!paused(), "the replay paused the cluster");
+    let log = node.agent.log_contents();
+    assert!(
+        log.contains("already received once"),
+        "{}",
+        node.agent.log_tail(30)
+    );
+    assert!(
+        log.contains("outside the 30s window"),
+        "{}",
+        node.agent.log_tail(30)
+    );
+}
