@@ -94,6 +94,7 @@ impl Node {
             name: member.name.clone(),
             host: member.host.clone(),
             port: member.postgres_port,
+            tls: self.config.replication_tls.clone(),
         }
     }
 }
