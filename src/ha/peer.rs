@@ -218,6 +218,28 @@ pub async fn call(
     body: Vec<u8>,
     timeout: Duration,
 ) -> anyhow::Result<reqwest::Response> {
+    let from = Sender {
+        secret: &node.secret,
+        name: &node.config.name,
+    };
+    call_as(&from, member, method, path_and_query, body, timeout).await
+}
+
+/// Who signs a request: a member's name and the cluster secret.
+pub struct Sender<'a> {
+    pub secret: &'a ClusterSecret,
+    pub name: &'a str,
+}
+
+/// As `call`, for `from`.
+pub async fn call_as(
+    from: &Sender<'_>,
+    member: &MemberRecord,
+    method: reqwest::Method,
+    path_and_query: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Response> {
     let base = member.api_url.trim_end_matches('/');
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
@@ -244,13 +266,13 @@ pub async fn call(
         .request(method.clone(), format!("{base}{path_and_query}"))
         .header(reqwest::header::CONTENT_TYPE, "application/json");
     let signed = Request {
-        from: &node.config.name,
+        from: from.name,
         to: &member.name,
         method: method.as_str(),
         path_and_query,
         body: &body,
     };
-    for (name, value) in sign(&node.secret, &signed) {
+    for (name, value) in sign(from.secret, &signed) {
         request = request.header(name, value);
     }
     request

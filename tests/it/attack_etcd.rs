@@ -572,3 +572,108 @@ fn replayed_signed_requests_and_the_old_bearer_token_are_refused() {
         node.agent.log_tail(30)
     );
 }
+
+/// An https "agent" with its own self-signed certificate: the decrypted bytes of every
+/// request it received, and the SHA-256 of its certificate.
+async fn tls_agent() -> (u16, String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let der = certified.cert.der().to_vec();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(
+        certified.signing_key.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut buf = vec![0u8; 8192];
+            if let Ok(n) = tls.read(&mut buf).await {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+            let _ = tls
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    (port, pgplatform::ha::peer::sha256_hex(&der), received)
+}
+
+#[test]
+fn an_https_peer_gets_a_signed_request_only_with_the_certificate_its_record_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret =
+        pgplatform::ha::secret::ClusterSecret::load(&dir.path().join("cluster.secret"), true)
+            .unwrap();
+    let from = pgplatform::ha::peer::Sender {
+        secret: &secret,
+        name: "node1",
+    };
+    runtime().block_on(async {
+        let (port, pin, received) = tls_agent().await;
+        let record = |pin: Option<String>| pgplatform::ha::MemberRecord {
+            name: "node2".into(),
+            role: "replica".into(),
+            state: "streaming".into(),
+            host: "127.0.0.1".into(),
+            postgres_port: 1,
+            api_url: format!("https://127.0.0.1:{port}"),
+            pooler_port: None,
+            timeline: 1,
+            wal_position: 0,
+            replay_position: 0,
+            nofailover: false,
+            following: None,
+            system_identifier: String::new(),
+            api_cert_sha256: pin,
+        };
+        let call = |member: pgplatform::ha::MemberRecord| {
+            let from = &from;
+            async move {
+                pgplatform::ha::peer::call_as(
+                    from,
+                    &member,
+                    reqwest::Method::POST,
+                    "/pooler/pause",
+                    b"{}".to_vec(),
+                    Duration::from_secs(3),
+                )
+                .await
+            }
+        };
+        // A man in the middle (any other certificate), or a record that pins nothing:
+        // no request leaves.
+        let e = call(record(Some("ab".repeat(32)))).await.unwrap_err();
+        assert!(format!("{e:#}").contains("node2"), "{e:#}");
+        let e = call(record(None)).await.unwrap_err();
+        assert!(format!("{e:#}").contains("pins no certificate"), "{e:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            received.lock().unwrap().is_empty(),
+            "a request reached an unpinned server: {:?}",
+            String::from_utf8_lossy(&received.lock().unwrap())
+        );
+        // The pinned certificate: the signed request arrives.
+        let answer = call(record(Some(pin))).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+        let text = String::from_utf8_lossy(&received.lock().unwrap()).to_lowercase();
+        assert!(text.contains("x-pgplatform-signature"), "{text}");
+        assert!(!text.contains("authorization"), "{text}");
+    });
+}
