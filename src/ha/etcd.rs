@@ -219,11 +219,18 @@ impl Etcd {
             match request.send().await {
                 Ok(response) => {
                     let status = response.status();
-                    let value: Value = response
-                        .json()
+                    let text = response
+                        .text()
                         .await
                         .with_context(|| format!("read etcd's answer from {url}"))
                         .map_err(Refusal::Other)?;
+                    let value: Value = serde_json::from_str(&text).map_err(|_| {
+                        // The gateway answers some refusals in plain text.
+                        let text: String = text.trim().chars().take(200).collect();
+                        Refusal::Other(anyhow::anyhow!(
+                            "etcd at {endpoint} refused {path} ({status}): {text}"
+                        ))
+                    })?;
                     if status.is_success() {
                         return Ok(value);
                     }
@@ -393,7 +400,7 @@ fn is_auth_refusal(status: reqwest::StatusCode, message: &str) -> bool {
 
 /// TLS toward etcd: only the configured CA is trusted; the client certificate is shown
 /// when configured.
-fn tls_config(security: &EtcdSecurity) -> anyhow::Result<rustls::ClientConfig> {
+pub fn tls_config(security: &EtcdSecurity) -> anyhow::Result<rustls::ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();

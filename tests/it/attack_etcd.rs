@@ -38,6 +38,8 @@ fn make_pki(dir: &Path, tag: &str) -> Pki {
     let leaf = |names: Vec<String>, usage: Vec<rcgen::ExtendedKeyUsagePurpose>| {
         let mut params = CertificateParams::new(names).unwrap();
         params.extended_key_usages = usage;
+        // etcd's gateway refuses a client certificate with a CommonName when auth is on.
+        params.distinguished_name = rcgen::DistinguishedName::new();
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &ca).unwrap();
         (cert.pem(), key.serialize_pem())
@@ -168,8 +170,7 @@ fn etcd_with_client_certificates_is_reachable_only_with_them() {
 
 /// Enables etcd's auth through the JSON gateway: root (required by etcd) and a user
 /// `pgp` with read/write on every key.
-async fn enable_auth(endpoint: &str, password: &str) {
-    let http = reqwest::Client::new();
+async fn enable_auth(http: &reqwest::Client, endpoint: &str, password: &str) {
     let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
     let call = |path: &'static str, body: serde_json::Value| {
         let request = http.post(format!("{endpoint}{path}")).json(&body);
@@ -231,7 +232,7 @@ fn etcd_with_auth_is_reachable_only_with_the_password_and_tokens_are_renewed() {
     runtime().block_on(async {
         let anonymous = Etcd::new(&endpoints, timeout).unwrap();
         ready(&anonymous).await;
-        enable_auth(&server.endpoint, "s3cret-pw").await;
+        enable_auth(&reqwest::Client::new(), &server.endpoint, "s3cret-pw").await;
 
         let etcd = Etcd::secured(&endpoints, timeout, &with(&password_file)).unwrap();
         etcd.put("/pgp/k", b"v", None).await.unwrap();
@@ -676,4 +677,77 @@ fn an_https_peer_gets_a_signed_request_only_with_the_certificate_its_record_pins
         assert!(text.contains("x-pgplatform-signature"), "{text}");
         assert!(!text.contains("authorization"), "{text}");
     });
+}
+
+#[test]
+fn an_agent_runs_on_an_etcd_that_requires_a_client_certificate_and_a_password() {
+    let turn = crate::support::cluster::one_cluster_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(dir.path(), "etcd");
+    let path = |p: &Path| p.display().to_string();
+    let Some(server) = EtcdServer::start_custom(
+        "127.0.0.1",
+        "https",
+        &[
+            "--cert-file".into(),
+            path(&pki.server_cert),
+            "--key-file".into(),
+            path(&pki.server_key),
+            "--client-cert-auth".into(),
+            "--trusted-ca-file".into(),
+            path(&pki.ca),
+        ],
+    ) else {
+        return;
+    };
+    let tls = EtcdSecurity {
+        ca_file: Some(pki.ca.clone()),
+        cert_file: Some(pki.client_cert.clone()),
+        key_file: Some(pki.client_key.clone()),
+        ..EtcdSecurity::default()
+    };
+    let password_file = dir.path().join("etcd.password");
+    std::fs::write(&password_file, "agent-pw\n").unwrap();
+    let endpoints = vec![server.endpoint.clone()];
+    runtime().block_on(async {
+        ready(&Etcd::secured(&endpoints, Duration::from_secs(3), &tls).unwrap()).await;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(pgplatform::ha::etcd::tls_config(&tls).unwrap())
+            .build()
+            .unwrap();
+        enable_auth(&http, &server.endpoint, "agent-pw").await;
+    });
+    let secret = dir.path().join("cluster.secret");
+    let agent = crate::support::TestAgent::start_with(&crate::support::cluster::ha_toml(
+        &server.endpoint,
+        "node1",
+        &secret,
+        crate::support::ports::free_port(),
+        &format!(
+            "etcd_ca_file = \"{}\"\netcd_cert_file = \"{}\"\netcd_key_file = \"{}\"\n\
+             etcd_user = \"pgp\"\netcd_password_file = \"{}\"\n",
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display(),
+            password_file.display()
+        ),
+    ));
+    crate::support::wait_for(Duration::from_secs(30), "node1 leads", || {
+        (agent.cli_json(&["cluster", "status", "--json"])["leader"] == "node1").then_some(())
+    });
+    runtime().block_on(async {
+        // The agent's keys are there, readable with the credentials, not without.
+        let with_password = EtcdSecurity {
+            user: Some("pgp".into()),
+            password_file: Some(password_file.clone()),
+            ..tls.clone()
+        };
+        let etcd = Etcd::secured(&endpoints, Duration::from_secs(3), &with_password).unwrap();
+        let leader = etcd.get("/pgplatform/main/leader").await.unwrap().unwrap();
+        assert_eq!(leader.value, b"node1");
+        let anonymous = Etcd::secured(&endpoints, Duration::from_secs(3), &tls).unwrap();
+        assert!(anonymous.get("/pgplatform/main/leader").await.is_err());
+    });
+    drop(agent);
+    drop(turn);
 }
