@@ -751,3 +751,90 @@ fn an_agent_runs_on_an_etcd_that_requires_a_client_certificate_and_a_password() 
     drop(agent);
     drop(turn);
 }
+
+#[test]
+fn replication_verifies_the_primary_certificate_and_requires_scram_channel_binding() {
+    let turn = crate::support::cluster::one_cluster_at_a_time();
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pki = make_pki(dir.path(), "pg");
+    // PostgreSQL (running as postgres) reads its key and the replica's root certificate.
+    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    for file in [&pki.server_key, &pki.server_cert, &pki.ca] {
+        nix::unistd::chown(file, Some(postgres.uid), Some(postgres.gid)).unwrap();
+    }
+    std::fs::set_permissions(
+        &pki.server_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let secret = dir.path().join("cluster.secret");
+    let toml = |name: &str| {
+        format!(
+            "{}\n[postgres.parameters]\nssl = true\nssl_cert_file = \"{}\"\nssl_key_file = \"{}\"\n",
+            crate::support::cluster::ha_toml(
+                &etcd.endpoint,
+                name,
+                &secret,
+                0,
+                &format!(
+                    "replication_sslmode = \"verify-full\"\nreplication_sslrootcert = \"{}\"\n",
+                    pki.ca.display()
+                ),
+            ),
+            pki.server_cert.display(),
+            pki.server_key.display(),
+        )
+    };
+    let node1 = crate::support::TestAgent::start_with(&toml("node1"));
+    crate::support::wait_for(Duration::from_secs(30), "node1 leads", || {
+        (node1.cli_json(&["cluster", "status", "--json"])["leader"] == "node1").then_some(())
+    });
+    let node2 = crate::support::TestAgent::start_with(&toml("node2"));
+    crate::support::wait_for(Duration::from_secs(60), "node2 streams", || {
+        let status = node1.cli_json(&["cluster", "status", "--json"]);
+        (crate::support::cluster::streaming_replicas(&status) == 1).then_some(())
+    });
+    // The walsender's connection is TLS, and the replica asked for verify-full with
+    // channel binding (SCRAM-SHA-256-PLUS, or no connection at all).
+    let ssl = node1.admin_psql_in(
+        "postgres",
+        "SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)",
+    );
+    assert_eq!(ssl, "t");
+    let conninfo = node2.admin_psql_in("postgres", "SHOW primary_conninfo");
+    assert!(conninfo.contains("sslmode=verify-full"), "{conninfo}");
+    assert!(conninfo.contains("channel_binding=require"), "{conninfo}");
+
+    // A primary whose certificate the replica's root does not vouch for (what an impostor
+    // at the primary's address would show) gets no replication connection.
+    let other = make_pki(dir.path(), "other");
+    nix::unistd::chown(&other.ca, Some(postgres.uid), Some(postgres.gid)).unwrap();
+    let mut node2 = node2;
+    let distrusting = node2.extra_toml().replace(
+        &pki.ca.display().to_string(),
+        &other.ca.display().to_string(),
+    );
+    node2.set_extra_toml(&distrusting);
+    node2.restart();
+    std::thread::sleep(Duration::from_secs(8));
+    let streaming = node1.admin_psql_in("postgres", "SELECT count(*) FROM pg_stat_replication");
+    assert_eq!(
+        streaming, "0",
+        "node2 streams from a primary its root does not trust"
+    );
+    assert!(
+        node2.log_contents().contains("certificate verify failed"),
+        "{}",
+        node2.log_tail(30)
+    );
+    drop((node2, node1));
+    drop(turn);
+}
