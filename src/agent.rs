@@ -78,6 +78,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let api_tls = api::tls_acceptor(&config)?;
     // What HA member records pin (and the log shows) when the API serves TLS.
     let api_cert = api::served_certificate_der(&config)?;
+    if let (Some(node), Some(der)) = (&ha_node, &api_cert) {
+        node.peers.set_api_certificate(der);
+    }
     let listener = api::bind(config.api_listen, "api.listen").await?;
     let metrics_listener = match config.metrics.listen {
         Some(addr) => Some(api::bind(addr, "metrics.listen").await?),
@@ -370,9 +373,10 @@ async fn ha_node(
     data_dir: &DataDir,
     run_as: Option<RunAs>,
 ) -> anyhow::Result<crate::ha::Node> {
-    let etcd = crate::ha::etcd::Etcd::new(
+    let etcd = crate::ha::etcd::Etcd::secured(
         &ha.etcd,
         (ha.ttl / 4).min(std::time::Duration::from_secs(1)),
+        &ha.etcd_security,
     )?;
     let keys = crate::ha::keys::Keys::new(&ha.cluster);
     let initialized = crate::ha::formation::initialized(&etcd, &keys).await;
@@ -395,6 +399,7 @@ async fn ha_node(
         ),
         pooler_port: config.pooler.enabled.then_some(config.pooler.listen_port),
         failsafe_acked: std::sync::Mutex::new(None),
+        peers: crate::ha::peer::Peers::default(),
     })
 }
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::{invalid, ConfigError};
 use crate::ha::decide::SyncMode;
+use crate::ha::etcd::EtcdSecurity;
 
 /// `[ha]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +46,18 @@ pub struct HaSection {
     pub read_only_port: Option<u16>,
     /// Replicas replaying further than this many bytes behind get no read-only traffic.
     pub read_only_max_lag: Option<u64>,
+    /// PEM CA that signs etcd's server certificate (required for https endpoints).
+    pub etcd_ca_file: Option<String>,
+    /// PEM client certificate and key shown to etcd (`--client-cert-auth`).
+    pub etcd_cert_file: Option<String>,
+    pub etcd_key_file: Option<String>,
+    /// etcd user (etcd's auth enabled) and the file holding its password.
+    pub etcd_user: Option<String>,
+    pub etcd_password_file: Option<String>,
+    /// libpq sslmode of replication and pg_rewind connections (e.g. verify-full).
+    pub replication_sslmode: Option<String>,
+    /// The CA file verify-ca / verify-full check the primary's certificate against.
+    pub replication_sslrootcert: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +77,17 @@ pub struct HaConfig {
     /// As written; `Config` resolves the default against the pooler's port.
     pub read_only_port: Option<u16>,
     pub read_only_max_lag: u64,
+    /// TLS and credentials toward etcd.
+    pub etcd_security: EtcdSecurity,
+    /// sslmode (and root certificate) of replication and pg_rewind connections; `None`
+    /// leaves libpq's default.
+    pub replication_tls: Option<ReplicationTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationTls {
+    pub sslmode: String,
+    pub sslrootcert: Option<PathBuf>,
 }
 
 impl HaConfig {
@@ -84,6 +108,13 @@ impl HaConfig {
             failsafe,
             read_only_port,
             read_only_max_lag,
+            etcd_ca_file,
+            etcd_cert_file,
+            etcd_key_file,
+            etcd_user,
+            etcd_password_file,
+            replication_sslmode,
+            replication_sslrootcert,
         } = s;
         if etcd.is_empty() {
             return Ok(None);
@@ -96,6 +127,18 @@ impl HaConfig {
                 ));
             }
         }
+        let etcd_security = etcd_security(
+            &etcd,
+            base,
+            EtcdSecurityKeys {
+                ca: etcd_ca_file,
+                cert: etcd_cert_file,
+                key: etcd_key_file,
+                user: etcd_user,
+                password: etcd_password_file,
+            },
+        )?;
+        let replication_tls = replication_tls(base, replication_sslmode, replication_sslrootcert)?;
         let cluster = cluster.unwrap_or_else(|| "main".to_owned());
         check_name("ha.cluster", &cluster)?;
         let name = match name {
@@ -171,8 +214,135 @@ impl HaConfig {
             failsafe: failsafe.unwrap_or(false),
             read_only_port,
             read_only_max_lag: read_only_max_lag.unwrap_or(16 * 1024 * 1024),
+            etcd_security,
+            replication_tls,
         }))
     }
+}
+
+struct EtcdSecurityKeys {
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+}
+
+fn file(key: &str, value: Option<String>, base: &Path) -> Result<Option<PathBuf>, ConfigError> {
+    match value {
+        Some(p) if p.trim().is_empty() => Err(invalid(key, "must not be empty")),
+        Some(p) => Ok(Some(super::normalize(&base.join(p)))),
+        None => Ok(None),
+    }
+}
+
+/// TLS only with https endpoints (and https only with a CA: no system roots are used);
+/// certificate with key; user with password file.
+fn etcd_security(
+    endpoints: &[String],
+    base: &Path,
+    keys: EtcdSecurityKeys,
+) -> Result<EtcdSecurity, ConfigError> {
+    let security = EtcdSecurity {
+        ca_file: file("ha.etcd_ca_file", keys.ca, base)?,
+        cert_file: file("ha.etcd_cert_file", keys.cert, base)?,
+        key_file: file("ha.etcd_key_file", keys.key, base)?,
+        user: keys.user,
+        password_file: file("ha.etcd_password_file", keys.password, base)?,
+    };
+    let https = endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    if https > 0 && security.ca_file.is_none() {
+        return Err(invalid(
+            "ha.etcd_ca_file",
+            "is required with https:// etcd endpoints (the CA that signs etcd's certificate)",
+        ));
+    }
+    if https < endpoints.len() && (security.ca_file.is_some() || security.cert_file.is_some()) {
+        return Err(invalid(
+            "ha.etcd",
+            "mixes http:// endpoints with TLS settings (ha.etcd_ca_file / ha.etcd_cert_file): \
+             use https:// for every endpoint",
+        ));
+    }
+    match (&security.cert_file, &security.key_file) {
+        (Some(_), None) => {
+            return Err(invalid(
+                "ha.etcd_key_file",
+                "is required with ha.etcd_cert_file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "ha.etcd_cert_file",
+                "is required with ha.etcd_key_file",
+            ))
+        }
+        _ => {}
+    }
+    match (&security.user, &security.password_file) {
+        (Some(user), _) if user.is_empty() || user.chars().any(char::is_control) => {
+            return Err(invalid("ha.etcd_user", "must be a non-empty user name"))
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                "ha.etcd_password_file",
+                "is required with ha.etcd_user",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "ha.etcd_user",
+                "is required with ha.etcd_password_file",
+            ))
+        }
+        _ => {}
+    }
+    Ok(security)
+}
+
+const SSLMODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+fn replication_tls(
+    base: &Path,
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
+) -> Result<Option<ReplicationTls>, ConfigError> {
+    let sslrootcert = file("ha.replication_sslrootcert", sslrootcert, base)?;
+    let Some(sslmode) = sslmode else {
+        if sslrootcert.is_some() {
+            return Err(invalid(
+                "ha.replication_sslrootcert",
+                "is only used with ha.replication_sslmode = \"verify-ca\" or \"verify-full\"",
+            ));
+        }
+        return Ok(None);
+    };
+    if !SSLMODES.contains(&sslmode.as_str()) {
+        return Err(invalid(
+            "ha.replication_sslmode",
+            format!("`{sslmode}` is not one of {}", SSLMODES.join(", ")),
+        ));
+    }
+    if sslmode.starts_with("verify-") && sslrootcert.is_none() {
+        return Err(invalid(
+            "ha.replication_sslrootcert",
+            format!("is required with ha.replication_sslmode = \"{sslmode}\" (the CA of the nodes' PostgreSQL certificates)"),
+        ));
+    }
+    Ok(Some(ReplicationTls {
+        sslmode,
+        sslrootcert,
+    }))
 }
 
 /// Names become etcd keys and PostgreSQL application names: keep them plain.
@@ -242,5 +412,68 @@ mod tests {
         s.synchronous = Some("maybe".into());
         let e = HaConfig::from_section(s, Path::new("/")).unwrap_err();
         assert!(e.to_string().contains("ha.synchronous"), "{e}");
+    }
+
+    fn error_of(s: HaSection) -> String {
+        HaConfig::from_section(s, Path::new("/etc"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn etcd_security_is_complete_or_refused_by_key() {
+        let mut s = section(&["https://e:2379"]);
+        assert!(error_of(s).contains("ha.etcd_ca_file"));
+        s = section(&["https://e:2379", "http://f:2379"]);
+        s.etcd_ca_file = Some("ca.pem".into());
+        assert!(error_of(s).contains("`ha.etcd`"));
+        s = section(&["https://e:2379"]);
+        s.etcd_ca_file = Some("ca.pem".into());
+        s.etcd_cert_file = Some("c.pem".into());
+        assert!(error_of(s).contains("ha.etcd_key_file"));
+        s = section(&["http://e:2379"]);
+        s.etcd_user = Some("pgp".into());
+        assert!(error_of(s).contains("ha.etcd_password_file"));
+        s = section(&["http://e:2379"]);
+        s.etcd_password_file = Some("pw".into());
+        assert!(error_of(s).contains("ha.etcd_user"));
+        s = section(&["https://e:2379"]);
+        s.etcd_ca_file = Some("ca.pem".into());
+        s.etcd_cert_file = Some("c.pem".into());
+        s.etcd_key_file = Some("/k.pem".into());
+        s.etcd_user = Some("pgp".into());
+        s.etcd_password_file = Some("pw".into());
+        let ha = HaConfig::from_section(s, Path::new("/etc"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(ha.etcd_security.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(ha.etcd_security.key_file, Some(PathBuf::from("/k.pem")));
+        assert_eq!(ha.etcd_security.user.as_deref(), Some("pgp"));
+    }
+
+    #[test]
+    fn replication_sslmode_is_checked_and_verify_needs_a_root() {
+        let mut s = section(&["http://e:2379"]);
+        s.replication_sslmode = Some("verify-everything".into());
+        assert!(error_of(s).contains("ha.replication_sslmode"));
+        s = section(&["http://e:2379"]);
+        s.replication_sslmode = Some("verify-full".into());
+        assert!(error_of(s).contains("ha.replication_sslrootcert"));
+        s = section(&["http://e:2379"]);
+        s.replication_sslrootcert = Some("ca.pem".into());
+        assert!(error_of(s).contains("ha.replication_sslrootcert"));
+        s = section(&["http://e:2379"]);
+        s.replication_sslmode = Some("verify-full".into());
+        s.replication_sslrootcert = Some("ca.pem".into());
+        let ha = HaConfig::from_section(s, Path::new("/etc"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ha.replication_tls,
+            Some(ReplicationTls {
+                sslmode: "verify-full".into(),
+                sslrootcert: Some(PathBuf::from("/etc/ca.pem"))
+            })
+        );
     }
 }

@@ -2,7 +2,15 @@
 //! reads, writes, the create-if-absent transaction leader election needs, deletes that
 //! only succeed on an unchanged key, and leases. It speaks HTTP through reqwest, so the
 //! build needs no protobuf compiler. Each call tries the endpoints in order.
+//!
+//! Secured etcd (`EtcdSecurity`): https endpoints are trusted only through the configured
+//! CA (no system roots), a client certificate is presented when configured, and with a
+//! user the client logs in (`/v3/auth/authenticate`) and sends the token etcd gives in
+//! the `Authorization` header, logging in again when etcd says the token is no longer
+//! valid.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,6 +37,27 @@ pub struct Lease {
 pub struct Etcd {
     http: reqwest::Client,
     endpoints: Vec<String>,
+    login: Option<Login>,
+    /// The token of the last login; `None` until the first call (or after etcd refused it).
+    token: std::sync::Mutex<Option<String>>,
+}
+
+/// How this node proves itself to etcd and knows it talks to the real etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdSecurity {
+    /// PEM CA certificates that sign etcd's server certificate (https endpoints).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for etcd's `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd's role-based access: user name and a file holding the password.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+struct Login {
+    user: String,
+    password: String,
 }
 
 /// etcd's int64 fields arrive as JSON strings; absent means 0.
@@ -74,49 +103,156 @@ fn key_value(kv: &Value) -> anyhow::Result<KeyValue> {
 impl Etcd {
     /// `endpoints` like `http://10.0.0.1:2379`; `timeout` bounds each request.
     pub fn new(endpoints: &[String], timeout: Duration) -> anyhow::Result<Etcd> {
+        Etcd::secured(endpoints, timeout, &EtcdSecurity::default())
+    }
+
+    /// As `new`, with TLS and user/password as `security` says.
+    pub fn secured(
+        endpoints: &[String],
+        timeout: Duration,
+        security: &EtcdSecurity,
+    ) -> anyhow::Result<Etcd> {
         anyhow::ensure!(!endpoints.is_empty(), "no etcd endpoint configured");
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(2)))
-            .build()
-            .context("build the etcd HTTP client")?;
+            .connect_timeout(timeout.min(Duration::from_secs(2)));
+        if security.ca_file.is_some() || security.cert_file.is_some() {
+            builder = builder.use_preconfigured_tls(tls_config(security)?);
+        } else if endpoints.iter().any(|e| e.starts_with("https://")) {
+            anyhow::bail!(
+                "https etcd endpoints need ha.etcd_ca_file (the CA that signs etcd's certificate)"
+            );
+        }
+        let http = builder.build().context("build the etcd HTTP client")?;
+        let login = match (&security.user, &security.password_file) {
+            (Some(user), Some(file)) => {
+                let password = std::fs::read_to_string(file).with_context(|| {
+                    format!(
+                        "read the etcd password (ha.etcd_password_file) {}",
+                        file.display()
+                    )
+                })?;
+                let password = password.trim_end_matches(['\n', '\r']).to_owned();
+                anyhow::ensure!(
+                    !password.is_empty(),
+                    "the etcd password file (ha.etcd_password_file) {} is empty",
+                    file.display()
+                );
+                Some(Login {
+                    user: user.clone(),
+                    password,
+                })
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("ha.etcd_user and ha.etcd_password_file go together"),
+        };
         Ok(Etcd {
             http,
             endpoints: endpoints
                 .iter()
                 .map(|e| e.trim_end_matches('/').to_owned())
                 .collect(),
+            login,
+            token: std::sync::Mutex::new(None),
         })
     }
 
-    /// POSTs `body` to `path` on the first endpoint that answers.
+    /// POSTs `body` to `path`, logged in when a user is configured: a token etcd no longer
+    /// accepts (expired, or etcd restarted) is replaced by a new login, once.
     async fn call(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let Some(login) = &self.login else {
+            return self
+                .send(path, &body, None)
+                .await
+                .map_err(Refusal::into_error);
+        };
+        // The lock is held only to read or replace the token, never across a request.
+        let mut fresh = false;
+        loop {
+            let known = self.token.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let current = match known {
+                Some(t) => t,
+                None => {
+                    fresh = true;
+                    let t = self.authenticate(login).await?;
+                    *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+                    t
+                }
+            };
+            match self.send(path, &body, Some(&current)).await {
+                Err(Refusal::Auth(e)) if !fresh => {
+                    tracing::debug!("etcd refused the token ({e:#}); logging in again");
+                    *self.token.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+                other => return other.map_err(Refusal::into_error),
+            }
+        }
+    }
+
+    /// `/v3/auth/authenticate`: the token for `login`.
+    async fn authenticate(&self, login: &Login) -> anyhow::Result<String> {
+        let answer = self
+            .send(
+                "/v3/auth/authenticate",
+                &json!({ "name": login.user, "password": login.password }),
+                None,
+            )
+            .await
+            .map_err(Refusal::into_error)
+            .with_context(|| format!("log in to etcd as {}", login.user))?;
+        answer["token"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .context("etcd's login answer has no token")
+    }
+
+    /// POSTs `body` to `path` on the first endpoint that answers.
+    async fn send(&self, path: &str, body: &Value, token: Option<&str>) -> Result<Value, Refusal> {
         let mut failures = Vec::new();
         for endpoint in &self.endpoints {
             let url = format!("{endpoint}{path}");
-            match self.http.post(&url).json(&body).send().await {
+            let mut request = self.http.post(&url).json(body);
+            if let Some(token) = token {
+                request = request.header(reqwest::header::AUTHORIZATION, token);
+            }
+            match request.send().await {
                 Ok(response) => {
                     let status = response.status();
-                    let value: Value = response
-                        .json()
+                    let text = response
+                        .text()
                         .await
-                        .with_context(|| format!("read etcd's answer from {url}"))?;
+                        .with_context(|| format!("read etcd's answer from {url}"))
+                        .map_err(Refusal::Other)?;
+                    let value: Value = serde_json::from_str(&text).map_err(|_| {
+                        // The gateway answers some refusals in plain text.
+                        let text: String = text.trim().chars().take(200).collect();
+                        Refusal::Other(anyhow::anyhow!(
+                            "etcd at {endpoint} refused {path} ({status}): {text}"
+                        ))
+                    })?;
                     if status.is_success() {
                         return Ok(value);
                     }
                     // An answer that is an error (bad request, lease not found) is final.
-                    anyhow::bail!(
-                        "etcd at {endpoint} refused {path}: {}",
-                        value["message"]
-                            .as_str()
-                            .or(value["error"].as_str())
-                            .unwrap_or("unknown error")
-                    );
+                    let message = value["message"]
+                        .as_str()
+                        .or(value["error"].as_str())
+                        .unwrap_or("unknown error");
+                    let error = anyhow::anyhow!("etcd at {endpoint} refused {path}: {message}");
+                    return Err(if is_auth_refusal(status, message) {
+                        Refusal::Auth(error)
+                    } else {
+                        Refusal::Other(error)
+                    });
                 }
                 Err(e) => failures.push(format!("{endpoint}: {e}")),
             }
         }
-        anyhow::bail!("no etcd endpoint answered {path}: {}", failures.join("; "))
+        Err(Refusal::Other(anyhow::anyhow!(
+            "no etcd endpoint answered {path}: {}",
+            failures.join("; ")
+        )))
     }
 
     pub async fn get(&self, key: &str) -> anyhow::Result<Option<KeyValue>> {
@@ -238,6 +374,75 @@ impl Etcd {
         self.call("/v3/lease/revoke", json!({ "ID": lease.to_string() }))
             .await?;
         Ok(())
+    }
+}
+
+/// Why a call failed: etcd refused the credentials, or anything else.
+enum Refusal {
+    Auth(anyhow::Error),
+    Other(anyhow::Error),
+}
+
+impl Refusal {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Refusal::Auth(e) | Refusal::Other(e) => e,
+        }
+    }
+}
+
+/// etcd's answers when a token is missing, expired or unknown (gRPC Unauthenticated).
+fn is_auth_refusal(status: reqwest::StatusCode, message: &str) -> bool {
+    status == reqwest::StatusCode::UNAUTHORIZED
+        || message.contains("invalid auth token")
+        || message.contains("user name is empty")
+}
+
+/// TLS toward etcd: only the configured CA is trusted; the client certificate is shown
+/// when configured.
+pub fn tls_config(security: &EtcdSecurity) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = &security.ca_file {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("read ha.etcd_ca_file {}", ca.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| {
+                format!("parse the certificates in ha.etcd_ca_file {}", ca.display())
+            })?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "ha.etcd_ca_file {} holds no certificate",
+            ca.display()
+        );
+        for cert in certs {
+            roots
+                .add(cert)
+                .with_context(|| format!("use the CA in ha.etcd_ca_file {}", ca.display()))?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("choose TLS versions")?
+    .with_root_certificates(roots);
+    match (&security.cert_file, &security.key_file) {
+        (Some(cert), Some(key)) => {
+            let certs = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("read ha.etcd_cert_file {}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("parse ha.etcd_cert_file {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+                format!("read the private key in ha.etcd_key_file {}", key.display())
+            })?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .context("use ha.etcd_cert_file and ha.etcd_key_file")
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => anyhow::bail!("ha.etcd_cert_file and ha.etcd_key_file go together"),
     }
 }
 

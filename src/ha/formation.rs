@@ -121,12 +121,9 @@ pub async fn reclone(node: &Node) -> anyhow::Result<()> {
 }
 
 async fn read(node: &Node) -> anyhow::Result<ClusterKeys> {
-    let kvs = node
-        .etcd
-        .get_prefix(node.keys.prefix())
+    node.read_cluster()
         .await
-        .context("read the cluster from etcd")?;
-    Ok(ClusterKeys::parse(&node.keys, kvs))
+        .context("read the cluster from etcd")
 }
 
 /// The primary to stream from: the leader key's holder, when it runs as primary.

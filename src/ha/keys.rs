@@ -3,7 +3,10 @@
 //! Under `/pgplatform/<cluster>/`:
 //! - `initialize`: the node that bootstrapped the cluster (created once, by a transaction);
 //! - `leader`: the primary's name, under the primary's lease (its expiry is the failover);
-//! - `members/<name>`: each node's [`MemberRecord`], under its own lease;
+//! - `members/<name>`: each node's [`MemberRecord`], under its own lease, sealed with an
+//!   HMAC from the cluster secret over the key and the record (anyone who can write to
+//!   etcd can write here: a record that does not verify is ignored and logged, so no
+//!   address in it is ever used);
 //! - `optime`: the last WAL position the primary published (the lag rule's reference);
 //! - `paused`: present while automatic failover is off (`cluster pause`);
 //! - `switchover`: the target of a planned switchover while it runs.
@@ -11,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::etcd::KeyValue;
+use super::secret::{ClusterSecret, Purpose};
 
 pub struct Keys {
     prefix: String,
@@ -79,6 +83,62 @@ pub struct MemberRecord {
     /// pg_control's system identifier (a clone from a backup must match the primary's).
     #[serde(default)]
     pub system_identifier: String,
+    /// Lowercase hex SHA-256 of the API's TLS certificate (DER) when `api_url` is https:
+    /// the only certificate other agents accept from this node.
+    #[serde(default)]
+    pub api_cert_sha256: Option<String>,
+}
+
+/// A member record as stored in etcd: the record's JSON text and its MAC.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealedRecord {
+    record: String,
+    mac: String,
+}
+
+/// What the MAC covers: the etcd key too, so a record cannot be moved to another name.
+fn mac_input(key: &str, record: &str) -> Vec<u8> {
+    format!("{key}\n{record}").into_bytes()
+}
+
+/// The value this node writes at `key` for `record`.
+pub fn seal(secret: &ClusterSecret, key: &str, record: &MemberRecord) -> anyhow::Result<Vec<u8>> {
+    let record = serde_json::to_string(record)?;
+    let mac = secret.sign(Purpose::MemberRecord, &mac_input(key, &record));
+    Ok(serde_json::to_vec(&SealedRecord { record, mac })?)
+}
+
+/// The record at `key` if its MAC verifies and it names itself as the key does.
+fn open(
+    secret: &ClusterSecret,
+    key: &str,
+    name: &str,
+    value: &[u8],
+) -> Result<MemberRecord, String> {
+    let sealed: SealedRecord =
+        serde_json::from_slice(value).map_err(|e| format!("not a sealed member record ({e})"))?;
+    if !secret.verify(
+        Purpose::MemberRecord,
+        &mac_input(key, &sealed.record),
+        &sealed.mac,
+    ) {
+        return Err("its MAC does not verify with the cluster secret".into());
+    }
+    let record: MemberRecord =
+        serde_json::from_str(&sealed.record).map_err(|e| format!("a malformed record ({e})"))?;
+    if record.name != name {
+        return Err(format!("it names itself {}", record.name));
+    }
+    Ok(record)
+}
+
+/// A member record that was ignored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forged {
+    pub key: String,
+    pub mod_revision: i64,
+    pub why: String,
 }
 
 /// Everything under the cluster's prefix, read in one request.
@@ -93,10 +153,13 @@ pub struct ClusterKeys {
     /// The synchronous standbys the primary published (only these may be promoted when
     /// synchronous replication is on).
     pub sync: Vec<String>,
+    /// Member records that did not verify (ignored; the caller logs them).
+    pub forged: Vec<Forged>,
 }
 
 impl ClusterKeys {
-    pub fn parse(keys: &Keys, kvs: Vec<KeyValue>) -> ClusterKeys {
+    /// Only member records sealed with `secret` count; the others go to `forged`.
+    pub fn parse(keys: &Keys, kvs: Vec<KeyValue>, secret: &ClusterSecret) -> ClusterKeys {
         let mut out = ClusterKeys::default();
         let members_prefix = keys.member("");
         for kv in kvs {
@@ -113,12 +176,14 @@ impl ClusterKeys {
                 out.sync = serde_json::from_slice(&kv.value).unwrap_or_default();
             } else if kv.key == keys.initialize() {
                 out.initialized = true;
-            } else if kv.key.starts_with(&members_prefix) {
-                match serde_json::from_slice::<MemberRecord>(&kv.value) {
+            } else if let Some(name) = kv.key.strip_prefix(&members_prefix) {
+                match open(secret, &kv.key, name, &kv.value) {
                     Ok(record) => out.members.push(record),
-                    Err(e) => {
-                        tracing::warn!(key = %kv.key, "ignoring a malformed member record: {e}")
-                    }
+                    Err(why) => out.forged.push(Forged {
+                        key: kv.key.clone(),
+                        mod_revision: kv.mod_revision,
+                        why,
+                    }),
                 }
             }
         }
@@ -151,8 +216,14 @@ mod tests {
         }
     }
 
+    fn secret() -> ClusterSecret {
+        let dir = tempfile::tempdir().unwrap();
+        ClusterSecret::load(&dir.path().join("s"), true).unwrap()
+    }
+
     #[test]
     fn one_range_read_becomes_the_cluster_picture() {
+        let secret = secret();
         let keys = Keys::new("main");
         let record = MemberRecord {
             name: "b".into(),
@@ -168,24 +239,76 @@ mod tests {
             nofailover: false,
             following: Some("a".into()),
             system_identifier: "7301".into(),
+            api_cert_sha256: None,
         };
+        let sealed = seal(&secret, "/pgplatform/main/members/b", &record).unwrap();
         let parsed = ClusterKeys::parse(
             &keys,
             vec![
                 kv("/pgplatform/main/leader", b"a"),
                 kv("/pgplatform/main/optime", b"120"),
-                kv(
-                    "/pgplatform/main/members/b",
-                    &serde_json::to_vec(&record).unwrap(),
-                ),
+                kv("/pgplatform/main/members/b", &sealed),
                 kv("/pgplatform/main/members/c", b"not json"),
                 kv("/pgplatform/main/paused", b""),
             ],
+            &secret,
         );
         assert_eq!(parsed.leader_name().as_deref(), Some("a"));
         assert_eq!(parsed.optime, 120);
         assert!(parsed.paused);
         assert_eq!(parsed.members, vec![record]);
         assert!(parsed.switchover.is_none());
+        assert_eq!(parsed.forged.len(), 1);
+    }
+
+    #[test]
+    fn forged_moved_or_tampered_records_are_ignored() {
+        let secret = secret();
+        let other = self::secret();
+        let keys = Keys::new("main");
+        let mut record = MemberRecord {
+            name: "b".into(),
+            role: "primary".into(),
+            state: "running".into(),
+            host: "10.0.0.2".into(),
+            postgres_port: 5432,
+            api_url: "http://10.0.0.2:8008".into(),
+            pooler_port: None,
+            timeline: 1,
+            wal_position: 1,
+            replay_position: 1,
+            nofailover: false,
+            following: None,
+            system_identifier: String::new(),
+            api_cert_sha256: None,
+        };
+        let b = "/pgplatform/main/members/b";
+        let plain = serde_json::to_vec(&record).unwrap();
+        let wrong_secret = seal(&other, b, &record).unwrap();
+        let moved = seal(&secret, "/pgplatform/main/members/c", &record).unwrap();
+        let mut tampered: serde_json::Value =
+            serde_json::from_slice(&seal(&secret, b, &record).unwrap()).unwrap();
+        record.host = "10.6.6.6".into();
+        tampered["record"] = serde_json::to_string(&record).unwrap().into();
+        let tampered = serde_json::to_vec(&tampered).unwrap();
+        for value in [&plain, &wrong_secret, &tampered] {
+            let parsed = ClusterKeys::parse(&keys, vec![kv(b, value)], &secret);
+            assert!(parsed.members.is_empty());
+            assert_eq!(parsed.forged.len(), 1, "{:?}", parsed.forged);
+        }
+        // A genuine record of b copied under c's key.
+        let parsed = ClusterKeys::parse(
+            &keys,
+            vec![kv("/pgplatform/main/members/c", &moved.clone())],
+            &secret,
+        );
+        assert!(parsed.members.is_empty());
+        let copied = seal(&secret, b, &record).unwrap();
+        let parsed = ClusterKeys::parse(
+            &keys,
+            vec![kv("/pgplatform/main/members/c", &copied)],
+            &secret,
+        );
+        assert!(parsed.members.is_empty(), "a record moved to another key");
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! - `etcd.rs`: the etcd v3 client; `keys.rs`: the key layout and member records.
 //! - `local.rs`: the local PostgreSQL in SQL; `replica.rs`: standby files, clone, rewind.
-//! - `secret.rs`: the shared cluster secret and what derives from it.
+//! - `secret.rs`: the shared cluster secret and what derives from it; `peer.rs`: signed
+//!   requests between agents (no bearer token), only to verified member records.
 
 pub mod decide;
 pub mod etcd;
@@ -14,6 +15,7 @@ pub mod formation;
 pub mod keys;
 pub mod local;
 pub mod node;
+pub mod peer;
 pub mod replica;
 pub mod secret;
 pub mod switchover;
@@ -44,9 +46,20 @@ pub struct Node {
     pub pooler_port: Option<u16>,
     /// When this replica last confirmed a primary's failsafe request.
     pub failsafe_acked: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Nonces of signed requests seen, forged records reported, this API's certificate.
+    pub peers: peer::Peers,
 }
 
 impl Node {
+    /// Everything under the cluster's prefix; member records that do not verify are
+    /// left out (and logged).
+    pub async fn read_cluster(&self) -> anyhow::Result<keys::ClusterKeys> {
+        let kvs = self.etcd.get_prefix(self.keys.prefix()).await?;
+        let cluster = keys::ClusterKeys::parse(&self.keys, kvs, &self.secret);
+        self.peers.report_forged(&cluster.forged);
+        Ok(cluster)
+    }
+
     /// Whether this node confirmed a failsafe primary within two lease times.
     pub fn failsafe_recent(&self) -> bool {
         let acked = match self.failsafe_acked.lock() {
@@ -81,6 +94,7 @@ impl Node {
             name: member.name.clone(),
             host: member.host.clone(),
             port: member.postgres_port,
+            tls: self.config.replication_tls.clone(),
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::decide::{self, Action, Member, Observation, Policy, Role};
-use super::keys::{ClusterKeys, MemberRecord};
+use super::keys::{self, ClusterKeys, MemberRecord};
 use super::local::{self, LocalState};
 use super::switchover::{self, PAUSE_TIMEOUT};
 use super::{replica, ClusterView, Node};
@@ -200,15 +200,11 @@ impl Loop {
         };
         lease.renewed_at = Some(sent);
         let record = self.record(local);
+        let key = node.keys.member(&node.config.name);
         node.etcd
-            .put(
-                &node.keys.member(&node.config.name),
-                &serde_json::to_vec(&record)?,
-                Some(id),
-            )
+            .put(&key, &keys::seal(&node.secret, &key, &record)?, Some(id))
             .await?;
-        let kvs = node.etcd.get_prefix(node.keys.prefix()).await?;
-        Ok(ClusterKeys::parse(&node.keys, kvs))
+        node.read_cluster().await
     }
 
     fn record(&self, local: &LocalState) -> MemberRecord {
@@ -237,6 +233,7 @@ impl Loop {
             replay_position: local.replay_position,
             nofailover: node.config.nofailover,
             system_identifier: local.system_identifier.clone(),
+            api_cert_sha256: node.peers.api_cert_sha256(),
             following: (local.role == Role::Replica)
                 .then(|| self.view.borrow().leader.clone())
                 .flatten(),

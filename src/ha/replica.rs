@@ -16,10 +16,15 @@ pub struct Upstream {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// `[ha] replication_sslmode` / `replication_sslrootcert`.
+    pub tls: Option<crate::config::ReplicationTls>,
 }
 
 impl Upstream {
     /// A libpq connection string as the replication role (the password goes separately).
+    /// The role authenticates by SCRAM (pg_hba.conf); with TLS required, channel binding
+    /// is required too, so a server that skips SCRAM (or a man in the middle) fails the
+    /// connection instead of being trusted.
     fn conninfo(&self, application_name: &str, dbname: Option<&str>) -> String {
         let mut s = format!(
             "host={} port={} user={} application_name={application_name} connect_timeout=3",
@@ -30,8 +35,28 @@ impl Upstream {
         if let Some(db) = dbname {
             s.push_str(&format!(" dbname={db}"));
         }
+        if let Some(tls) = &self.tls {
+            s.push_str(&format!(" sslmode={}", tls.sslmode));
+            if let Some(root) = &tls.sslrootcert {
+                s.push_str(&format!(
+                    " sslrootcert={}",
+                    conninfo_value(&root.to_string_lossy())
+                ));
+            }
+            if matches!(
+                tls.sslmode.as_str(),
+                "require" | "verify-ca" | "verify-full"
+            ) {
+                s.push_str(" channel_binding=require");
+            }
+        }
         s
     }
+}
+
+/// A conninfo value in single quotes, `\` and `'` escaped (paths may hold spaces).
+fn conninfo_value(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 pub fn is_standby(pgdata: &Path) -> bool {
@@ -369,6 +394,7 @@ mod tests {
             name: "a".into(),
             host: "10.0.0.1".into(),
             port: 5432,
+            tls: None,
         };
         assert!(write_standby(dir.path(), "b", Some(&up), "pw", None).unwrap());
         assert!(is_standby(dir.path()));
@@ -382,6 +408,7 @@ mod tests {
             name: "c".into(),
             host: "10.0.0.3".into(),
             port: 5432,
+            tls: None,
         };
         assert!(write_standby(dir.path(), "b", Some(&other), "pw", None).unwrap());
     }
@@ -521,5 +548,32 @@ mod tests {
         assert!(std::fs::symlink_metadata(dir.path().join(HA_FILE))
             .unwrap()
             .is_file());
+    }
+
+    #[test]
+    fn verified_tls_requires_channel_binding_so_scram_cannot_be_skipped() {
+        let up = Upstream {
+            name: "a".into(),
+            host: "db1.example".into(),
+            port: 5432,
+            tls: Some(crate::config::ReplicationTls {
+                sslmode: "verify-full".into(),
+                sslrootcert: Some(PathBuf::from("/etc/pg ca/it's.pem")),
+            }),
+        };
+        assert_eq!(
+            up.conninfo("b", None),
+            "host=db1.example port=5432 user=pgplatform_replication application_name=b \
+             connect_timeout=3 sslmode=verify-full sslrootcert='/etc/pg ca/it\\'s.pem' \
+             channel_binding=require"
+        );
+        let prefer = Upstream {
+            tls: Some(crate::config::ReplicationTls {
+                sslmode: "prefer".into(),
+                sslrootcert: None,
+            }),
+            ..up
+        };
+        assert!(prefer.conninfo("b", None).ends_with(" sslmode=prefer"));
     }
 }

@@ -1,6 +1,7 @@
 //! The cluster secret: random bytes in a 0600 file that every node has. Each node derives
-//! from it, locally, the replication role's password and the token agents present to each
-//! other, so neither ever travels through etcd.
+//! from it, locally, the replication role's password and the keys that authenticate the
+//! agents to each other (signed requests, `peer.rs`) and their member records in etcd
+//! (`keys.rs`), so none of them ever travels through etcd or over the network.
 
 use std::path::Path;
 
@@ -67,9 +68,47 @@ impl ClusterSecret {
         self.derive("pgplatform replication role")
     }
 
-    /// The bearer token agents of one cluster accept from each other.
-    pub fn agent_token(&self) -> String {
-        self.derive("pgplatform agent token")
+    /// HMAC-SHA256 of `message` under the key derived for `purpose`: purposes never share
+    /// a key, so a record's MAC is never a valid request signature and vice versa.
+    fn mac(&self, purpose: Purpose, message: &[u8]) -> Hmac<Sha256> {
+        let key = self.derive(purpose.label());
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(message);
+        mac
+    }
+
+    /// The MAC of `message` for `purpose`, base64url.
+    pub fn sign(&self, purpose: Purpose, message: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(self.mac(purpose, message).finalize().into_bytes())
+    }
+
+    /// Whether `signature` (base64url) is the MAC of `message` for `purpose`; compared in
+    /// constant time.
+    pub fn verify(&self, purpose: Purpose, message: &[u8], signature: &str) -> bool {
+        let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature) else {
+            return false;
+        };
+        self.mac(purpose, message).verify_slice(&bytes).is_ok()
+    }
+}
+
+/// What a MAC made with the cluster secret vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A request from one agent to another (`peer.rs`).
+    Request,
+    /// A member record published in etcd (`keys.rs`).
+    MemberRecord,
+}
+
+impl Purpose {
+    fn label(self) -> &'static str {
+        match self {
+            Purpose::Request => "pgplatform agent request signing",
+            Purpose::MemberRecord => "pgplatform member record",
+        }
     }
 }
 
@@ -89,7 +128,12 @@ mod tests {
         let a = ClusterSecret::load(&path, true).unwrap();
         let b = ClusterSecret::load(&path, false).unwrap();
         assert_eq!(a.replication_password(), b.replication_password());
-        assert_ne!(a.replication_password(), a.agent_token());
+        let signature = a.sign(Purpose::Request, b"message");
+        assert!(b.verify(Purpose::Request, b"message", &signature));
+        assert!(!b.verify(Purpose::Request, b"messagE", &signature));
+        assert!(!b.verify(Purpose::MemberRecord, b"message", &signature));
+        assert!(!b.verify(Purpose::Request, b"message", "not base64!"));
+        assert_ne!(a.replication_password(), signature);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

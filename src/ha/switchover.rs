@@ -68,7 +68,8 @@ pub fn choose_target(
     }
 }
 
-/// Calls `path` on every member's agent with the cluster's agent token.
+/// POSTs `body` to `path` on every member's agent, signed with the cluster secret. The
+/// members are verified records (`ClusterKeys` holds no other).
 pub async fn call_everyone(
     node: &Node,
     cluster: &ClusterKeys,
@@ -76,21 +77,12 @@ pub async fn call_everyone(
     body: serde_json::Value,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        .build()
-        .context("build the HTTP client")?;
-    let token = node.secret.agent_token();
+    let body = serde_json::to_vec(&body)?;
     let calls = cluster.members.iter().map(|m| {
-        let request = http
-            .post(format!("{}{path}", m.api_url))
-            .bearer_auth(&token)
-            .json(&body);
+        let body = body.clone();
         async move {
-            let answer = request
-                .send()
-                .await
-                .with_context(|| format!("{}: {path}", m.name))?;
+            let answer =
+                super::peer::call(node, m, reqwest::Method::POST, path, body, timeout).await?;
             let status = answer.status();
             if !status.is_success() {
                 let text = answer.text().await.unwrap_or_default();
@@ -109,8 +101,7 @@ pub async fn call_everyone(
 pub async fn wait_for_leader(node: &Node, target: &str) -> anyhow::Result<ClusterKeys> {
     let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
     loop {
-        if let Ok(kvs) = node.etcd.get_prefix(node.keys.prefix()).await {
-            let cluster = ClusterKeys::parse(&node.keys, kvs);
+        if let Ok(cluster) = node.read_cluster().await {
             let primary = cluster.member(target).is_some_and(|m| m.role == "primary");
             if cluster.leader_name().as_deref() == Some(target) && primary {
                 return Ok(cluster);

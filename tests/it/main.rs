@@ -13,6 +13,7 @@ mod support;
 
 mod agent_lifecycle;
 mod attack_api;
+mod attack_etcd;
 mod attack_files;
 mod attack_pooler_login;
 mod attack_repository;

@@ -1,7 +1,12 @@
-//! The admin bearer token check, in constant time.
+//! Who may use the admin endpoints: the CLI with the local admin bearer token (compared in
+//! constant time), or another agent of this HA cluster with a request signed by the
+//! cluster secret (`ha::peer`: method, path, body digest, names, time, nonce; refused
+//! outside its window or when seen before). No token derived from the cluster secret is
+//! accepted: it would travel, and could be replayed.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
@@ -9,26 +14,47 @@ use axum::response::Response;
 
 use crate::api::error::ApiError;
 use crate::api::ApiState;
+use crate::ha::peer;
 
 pub async fn require_admin_token(
     State(state): State<Arc<ApiState>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = request
+    if let Some(presented) = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    // Agents of one HA cluster present the token derived from the cluster secret.
-    let cluster_token = state.ha_node.as_ref().map(|n| n.secret.agent_token());
-    let ok = constant_time_eq(presented.as_bytes(), state.admin_token.as_bytes())
-        || cluster_token.is_some_and(|t| constant_time_eq(presented.as_bytes(), t.as_bytes()));
-    if !ok {
+    {
+        if constant_time_eq(presented.as_bytes(), state.admin_token.as_bytes()) {
+            return Ok(next.run(request).await);
+        }
         return Err(ApiError::Unauthorized);
     }
-    Ok(next.run(request).await)
+    match &state.ha_node {
+        Some(node) if peer::is_signed(request.headers()) => {
+            let (parts, body) = request.into_parts();
+            let body = axum::body::to_bytes(body, peer::MAX_BODY)
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("read the request: {e}")))?;
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            if let Err(e) = peer::verify(
+                &node.secret,
+                &node.config.name,
+                &node.peers,
+                parts.method.as_str(),
+                path,
+                &parts.headers,
+                &body,
+            ) {
+                tracing::warn!(path = %parts.uri.path(), "refused an agent request: {e:#}");
+                return Err(ApiError::Unauthorized);
+            }
+            Ok(next.run(Request::from_parts(parts, Body::from(body))).await)
+        }
+        _ => Err(ApiError::Unauthorized),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

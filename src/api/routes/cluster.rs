@@ -105,7 +105,7 @@ pub async fn switchover(
             .ok_or_else(|| {
                 ApiError::Unavailable(format!("the primary {leader} is not reachable"))
             })?;
-        return forward(node, &member.api_url, "/cluster/switchover", &target).await;
+        return forward(node, member, "/cluster/switchover", &target).await;
     }
     let sender = state.switchover.as_ref().ok_or_else(not_ha)?;
     let (reply, answer) = tokio::sync::oneshot::channel();
@@ -164,20 +164,25 @@ pub async fn failover(
     Ok(Json(json!({ "primary": to })))
 }
 
+/// Sends the request on to the primary's agent (a verified member record), signed.
 async fn forward(
     node: &crate::ha::Node,
-    api_url: &str,
+    primary: &crate::ha::MemberRecord,
     path: &str,
     body: &Target,
 ) -> Result<Json<Value>, ApiError> {
-    let answer = reqwest::Client::new()
-        .post(format!("{api_url}{path}"))
-        .bearer_auth(node.secret.agent_token())
-        .json(&json!({ "to": body.to }))
-        .timeout(std::time::Duration::from_secs(120))
-        .send()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("the primary's agent: {e}")))?;
+    let body = serde_json::to_vec(&json!({ "to": body.to }))
+        .map_err(|e| ApiError::BadRequest(format!("{e}")))?;
+    let answer = crate::ha::peer::call(
+        node,
+        primary,
+        reqwest::Method::POST,
+        path,
+        body,
+        std::time::Duration::from_secs(120),
+    )
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("the primary's agent: {e:#}")))?;
     let status = answer.status();
     let value: Value = answer
         .json()

@@ -1,6 +1,7 @@
 //! HA: tenant changes are made on the primary. On a replica, this middleware sends the
-//! request on to the primary's agent (with the cluster's agent token) and relays its
-//! answer, so tenant commands work from any node.
+//! request on to the primary's agent (signed with the cluster secret, only to the
+//! primary's verified member record) and relays its answer, so tenant commands work from
+//! any node.
 
 use std::sync::Arc;
 
@@ -31,11 +32,11 @@ pub async fn to_primary(
     if leader == node.config.name {
         return Ok(next.run(request).await);
     }
-    let api_url = view
+    let primary = view
         .members
         .iter()
         .find(|m| m.name == leader)
-        .map(|m| m.api_url.clone())
+        .cloned()
         .ok_or_else(|| ApiError::Unavailable(format!("the primary {leader} is not reachable")))?;
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY)
@@ -46,15 +47,16 @@ pub async fn to_primary(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let answer = reqwest::Client::new()
-        .request(parts.method.clone(), format!("{api_url}{path}"))
-        .bearer_auth(node.secret.agent_token())
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .timeout(std::time::Duration::from_secs(300))
-        .send()
-        .await
-        .map_err(|e| ApiError::Unavailable(format!("forward to the primary {leader}: {e}")))?;
+    let answer = crate::ha::peer::call(
+        node,
+        &primary,
+        parts.method.clone(),
+        &path,
+        body.to_vec(),
+        std::time::Duration::from_secs(300),
+    )
+    .await
+    .map_err(|e| ApiError::Unavailable(format!("forward to the primary {leader}: {e:#}")))?;
     let status =
         StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let bytes = answer

@@ -21,6 +21,12 @@ impl EtcdServer {
 
     /// Listening for clients on `host` (a partition test's bridge address).
     pub fn start_on(host: &str) -> Option<EtcdServer> {
+        EtcdServer::start_custom(host, "http", &[])
+    }
+
+    /// With `scheme` ("http" or "https") for clients and `extra` etcd flags (TLS files,
+    /// `--client-cert-auth`, token TTL).
+    pub fn start_custom(host: &str, scheme: &str, extra: &[String]) -> Option<EtcdServer> {
         if !std::path::Path::new("/usr/bin/etcd").exists() {
             let reason = "etcd is not installed (apt-get install etcd-server); etcd test skipped";
             assert!(!require_all(), "PGPLATFORM_TEST_REQUIRE_ALL=1 but {reason}");
@@ -29,7 +35,7 @@ impl EtcdServer {
         }
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://{host}:{client}");
+        let endpoint = format!("{scheme}://{host}:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let child = command("/usr/bin/etcd")
             .arg("--data-dir")
@@ -47,6 +53,7 @@ impl EtcdServer {
                 &peer_url,
             ])
             .args(["--initial-cluster", &format!("default={peer_url}")])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
