@@ -399,3 +399,44 @@ fn a_clone_keeps_none_of_the_sources_configuration_or_access_files() {
     assert!(!marker.exists());
     drop((node2, node1));
 }
+
+/// postmaster.pid is the PostgreSQL user's to write. Naming a root process there (whose
+/// command line says "postgres") must not make the root agent signal it as an orphaned
+/// postmaster.
+#[test]
+fn a_planted_postmaster_pid_cannot_aim_the_agent_at_another_process() {
+    let mut agent = TestAgent::start();
+    let pgdata = agent.pgdata();
+    agent.stop();
+    let mut bystander = command("/usr/bin/sleep")
+        .arg0("postgres: a root process")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let pid = bystander.id();
+    let pid_file = pgdata.join("postmaster.pid");
+    as_postgres(
+        "/bin/sh",
+        &[
+            "-c",
+            &format!(
+                "printf '%s\\n%s\\n' {pid} '{}' > '{}'",
+                pgdata.display(),
+                pid_file.display()
+            ),
+        ],
+    );
+    agent.start_again();
+    let alive = matches!(bystander.try_wait(), Ok(None));
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(
+        alive,
+        "the agent signalled pid {pid}, named by a planted postmaster.pid"
+    );
+    assert!(
+        !agent.log_contents().contains("still running; stopping it"),
+        "{}",
+        agent.log_tail(20)
+    );
+}
