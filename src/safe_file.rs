@@ -90,8 +90,9 @@ pub fn read_to_string(path: &Path) -> std::io::Result<String> {
     })
 }
 
-/// Opens `path` for reading if it is a regular file (not through a link).
-fn open_regular(path: &Path) -> std::io::Result<File> {
+/// Opens `path` for reading if it is a regular file (not through a link); otherwise an
+/// error of kind `InvalidInput`.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         // O_NONBLOCK: opening a FIFO planted at `path` must not hang the agent.
