@@ -72,6 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         &[]
     };
+    crate::safe_file::remove_stale_temps(&pgdata);
     write_settings(&config, &data_dir, run_as.as_ref(), preload)?;
     write_access_files(&data_dir, run_as.as_ref())?;
     let admin_token = data_dir.admin_token()?;
