@@ -366,7 +366,8 @@ async fn ha_node(
 
 /// A cluster made by another major version cannot be started by these binaries.
 fn check_major(pgdata: &std::path::Path, binaries: &Binaries) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(pgdata.join("PG_VERSION")).context("read PG_VERSION")?;
+    let text =
+        crate::safe_file::read_to_string(&pgdata.join("PG_VERSION")).context("read PG_VERSION")?;
     let major: u32 = text.trim().parse().context("parse PG_VERSION")?;
     if major != binaries.version.major {
         anyhow::bail!(
