@@ -72,6 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         &[]
     };
+    crate::safe_file::remove_stale_temps(&pgdata);
     write_settings(&config, &data_dir, run_as.as_ref(), preload)?;
     write_access_files(&data_dir, run_as.as_ref())?;
     let admin_token = data_dir.admin_token()?;
@@ -405,7 +406,8 @@ async fn ha_node(
 
 /// A cluster made by another major version cannot be started by these binaries.
 fn check_major(pgdata: &std::path::Path, binaries: &Binaries) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(pgdata.join("PG_VERSION")).context("read PG_VERSION")?;
+    let text =
+        crate::safe_file::read_to_string(&pgdata.join("PG_VERSION")).context("read PG_VERSION")?;
     let major: u32 = text.trim().parse().context("parse PG_VERSION")?;
     if major != binaries.version.major {
         anyhow::bail!(

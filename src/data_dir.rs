@@ -61,7 +61,8 @@ impl DataDir {
     /// Creates the directories with their owners and modes; checks the PostgreSQL user can
     /// reach PGDATA and that the socket path fits the kernel's limit.
     pub fn prepare(&self, run_as: Option<&RunAs>, port: u16) -> anyhow::Result<()> {
-        make_dir(&self.root, 0o755, None)?;
+        // The operator's data_dir may be a link to where the data lives: followed, this once.
+        make_operator_dir(&self.root, 0o755)?;
         make_dir(&self.run(), 0o755, None)?;
         make_dir(&self.secrets(), 0o700, None)?;
         make_dir(&self.socket_dir(), 0o755, run_as)?;
@@ -138,6 +139,19 @@ fn make_dir(dir: &Path, mode: u32, owner: Option<&RunAs>) -> anyhow::Result<()> 
         .create(dir)
         .with_context(|| format!("create {}", dir.display()))?;
     crate::safe_file::set_dir_owner_mode(dir, mode, owner)
+}
+
+/// `make_dir` for a path the operator chose, which may be a link.
+fn make_operator_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .with_context(|| format!("create {}", dir.display()))?;
+    let resolved = dir
+        .canonicalize()
+        .with_context(|| format!("resolve {}", dir.display()))?;
+    crate::safe_file::set_dir_owner_mode(&resolved, mode, None)
 }
 
 /// PostgreSQL (as `account`) must be able to walk from `/` to the data directory; a 0700
@@ -220,5 +234,33 @@ pub fn try_lock_mode(path: &Path, exclusive: bool) -> anyhow::Result<Option<Floc
         Ok(lock) => Ok(Some(lock)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, errno)) => Err(errno).with_context(|| format!("lock {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn data_dir_may_be_a_link_but_its_own_directories_may_not() {
+        let base = tempfile::tempdir().unwrap();
+        let real = base.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let linked = base.path().join("data");
+        std::os::unix::fs::symlink(&real, &linked).unwrap();
+        DataDir::new(&linked).prepare(None, 5432).unwrap();
+        assert!(real.join("run/socket").is_dir());
+
+        // A link planted at run/socket (to a directory whose mode must not change) is refused.
+        let outside = base.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::remove_dir(real.join("run/socket")).unwrap();
+        std::os::unix::fs::symlink(&outside, real.join("run/socket")).unwrap();
+        let err = DataDir::new(&linked).prepare(None, 5432).unwrap_err();
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        let mode = std::fs::metadata(&outside).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
     }
 }

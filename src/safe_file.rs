@@ -90,8 +90,9 @@ pub fn read_to_string(path: &Path) -> std::io::Result<String> {
     })
 }
 
-/// Opens `path` for reading if it is a regular file (not through a link).
-fn open_regular(path: &Path) -> std::io::Result<File> {
+/// Opens `path` for reading if it is a regular file (not through a link); otherwise an
+/// error of kind `InvalidInput`.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         // O_NONBLOCK: opening a FIFO planted at `path` must not hang the agent.
@@ -120,6 +121,30 @@ fn open_regular(path: &Path) -> std::io::Result<File> {
         ));
     }
     Ok(file)
+}
+
+/// Removes temp files `replace` left in `dir` when a process died between creating and
+/// renaming them. Only for a directory no one else writes through `replace` right now
+/// (the agent's start, before PostgreSQL runs). Unlinking never follows a link.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if is_temp_name(&entry.file_name().to_string_lossy()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// `.<name>.<16 hex digits>.tmp`, as `create_temp` names them.
+fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    rest.rsplit_once('.').is_some_and(|(base, hex)| {
+        !base.is_empty() && hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// Gives the existing directory `dir` exactly `mode` and, when set, `owner`, through a
@@ -278,6 +303,23 @@ mod tests {
         let err = read(&fifo).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
         assert_eq!(read_to_string(&outside).unwrap(), "secret");
+    }
+
+    #[test]
+    fn stale_temps_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stale, _file) = create_temp(&dir.path().join("pg_hba.conf")).unwrap();
+        for keep in [
+            ".pg_hba.conf.tmp",
+            ".s.PGSQL.5432",
+            "pg_hba.conf",
+            ".x.0123.tmp",
+        ] {
+            std::fs::write(dir.path().join(keep), "").unwrap();
+        }
+        remove_stale_temps(dir.path());
+        assert!(!stale.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub fn prepare_repository(config: &Config, run_as: Option<&RunAs>) -> anyhow::Re
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("chmod {}", path.display()))?;
+    // chown_to never follows a link; the operator's path may be one, so resolve it first.
+    let path = &path
+        .canonicalize()
+        .with_context(|| format!("resolve {}", path.display()))?;
     crate::pg::process::chown_to(path, run_as)?;
     match run_as {
         Some(account) => crate::data_dir::check_reachable(path, account),

@@ -146,7 +146,8 @@ pub fn produce(
             continue;
         }
         let path = pgdata.join(&entry.path);
-        let file = match File::open(&path) {
+        // Not through a link the PostgreSQL user swapped in since the walk.
+        let file = match crate::safe_file::open_regular(&path) {
             Ok(f) => f,
             // Dropped since the walk: PostgreSQL will not need it.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

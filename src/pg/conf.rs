@@ -281,4 +281,31 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn postgresql_conf_gets_the_include_once_and_links_are_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("postgresql.conf");
+        std::fs::write(&main, "max_connections = 100").unwrap();
+        assert!(write(dir.path(), "port = 1\n", None).unwrap());
+        let text = std::fs::read_to_string(&main).unwrap();
+        assert!(
+            text.starts_with("max_connections = 100\n")
+                && text.ends_with("\ninclude 'pgplatform.conf'\n"),
+            "{text}"
+        );
+        assert_eq!(std::fs::metadata(&main).unwrap().mode() & 0o777, 0o600);
+        assert!(!write(dir.path(), "port = 1\n", None).unwrap());
+        assert_eq!(std::fs::read_to_string(&main).unwrap(), text);
+
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::fs::remove_file(&main).unwrap();
+        std::os::unix::fs::symlink(&victim, &main).unwrap();
+        let err = write(dir.path(), "port = 1\n", None).unwrap_err();
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
 }

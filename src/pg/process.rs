@@ -93,24 +93,23 @@ pub fn chown_to(path: &Path, run_as: Option<&RunAs>) -> anyhow::Result<()> {
 /// must belong to the PostgreSQL user, and that user may plant links in it meanwhile.
 /// The walk goes by descriptors (each directory opened `O_NOFOLLOW` relative to its
 /// parent, entries changed with `fchownat(AT_SYMLINK_NOFOLLOW)`), so swapping a directory
-/// for a link mid-walk leads nowhere.
+/// for a link mid-walk leads nowhere. Contents change before their directory, the top
+/// last: a tree that root kept 0700 stays closed to that user until the walk is done.
 pub fn chown_tree(path: &Path, run_as: Option<&RunAs>) -> anyhow::Result<()> {
     let Some(account) = run_as else {
         return Ok(());
     };
-    chown_to(path, run_as)?;
     let meta =
         std::fs::symlink_metadata(path).with_context(|| format!("inspect {}", path.display()))?;
-    if !meta.is_dir() {
-        return Ok(());
+    if meta.is_dir() {
+        match Dir::open(path, DIR_FLAGS, Mode::empty()) {
+            Ok(dir) => chown_entries(dir, path, account)?,
+            // Replaced by a link or a file since we looked: not followed.
+            Err(Errno::ELOOP | Errno::ENOTDIR) => {}
+            Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+        }
     }
-    let dir = match Dir::open(path, DIR_FLAGS, Mode::empty()) {
-        Ok(dir) => dir,
-        // Replaced by a link or a file since we looked: it was changed itself, not followed.
-        Err(Errno::ELOOP | Errno::ENOTDIR) => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
-    };
-    chown_entries(dir, path, account)
+    chown_to(path, run_as)
 }
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
@@ -118,32 +117,37 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 
-/// Changes every entry of the open directory `dir` (at `shown`, for messages), recursively.
+/// Changes every entry of the open directory `dir` (at `shown`, for messages), each
+/// directory's contents before the directory itself.
 fn chown_entries(mut dir: Dir, shown: &Path, account: &RunAs) -> anyhow::Result<()> {
     let fd = dir.as_raw_fd();
-    let (uid, gid) = (Some(account.uid), Some(account.gid));
-    let mut subdirs = Vec::new();
+    let mut entries = Vec::new();
     for entry in dir.iter() {
         let entry = entry.with_context(|| format!("list {}", shown.display()))?;
         let name = entry.file_name();
-        if name.to_bytes() == b"." || name.to_bytes() == b".." {
-            continue;
-        }
-        let shown_entry = || shown.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
-        fchownat(Some(fd), name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)
-            .with_context(|| format!("chown {} to {}", shown_entry().display(), account.name))?;
-        // An unknown type may be a directory: opening it O_NOFOLLOW|O_DIRECTORY tells.
-        if matches!(entry.file_type(), Some(Type::Directory) | None) {
-            subdirs.push(name.to_owned());
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            // An unknown type may be a directory: opening it O_NOFOLLOW|O_DIRECTORY tells.
+            let maybe_dir = matches!(entry.file_type(), Some(Type::Directory) | None);
+            entries.push((name.to_owned(), maybe_dir));
         }
     }
-    for name in subdirs {
-        let shown_sub = shown.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
-        match Dir::openat(Some(fd), name.as_c_str(), DIR_FLAGS, Mode::empty()) {
-            Ok(sub) => chown_entries(sub, &shown_sub, account)?,
-            Err(Errno::ELOOP | Errno::ENOTDIR) => {}
-            Err(e) => return Err(e).with_context(|| format!("open {}", shown_sub.display())),
+    for (name, maybe_dir) in entries {
+        let shown_entry = shown.join(std::ffi::OsStr::from_bytes(name.to_bytes()));
+        if maybe_dir {
+            match Dir::openat(Some(fd), name.as_c_str(), DIR_FLAGS, Mode::empty()) {
+                Ok(sub) => chown_entries(sub, &shown_entry, account)?,
+                Err(Errno::ELOOP | Errno::ENOTDIR) => {}
+                Err(e) => return Err(e).with_context(|| format!("open {}", shown_entry.display())),
+            }
         }
+        fchownat(
+            Some(fd),
+            name.as_c_str(),
+            Some(account.uid),
+            Some(account.gid),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .with_context(|| format!("chown {} to {}", shown_entry.display(), account.name))?;
     }
     Ok(())
 }

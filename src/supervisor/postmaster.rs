@@ -140,8 +140,12 @@ pub async fn stop_orphan(pgdata: &Path, stop_timeout: Duration) -> anyhow::Resul
 }
 
 /// The pid in postmaster.pid if that process is alive and is a postgres for this PGDATA.
+/// The file is the PostgreSQL user's to write, so its word is not enough: the process must
+/// belong to PGDATA's owner and run in PGDATA, or a planted pid would have root signal
+/// any process it names.
 fn running_postmaster(pgdata: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    let text = crate::safe_file::read_to_string(&pgdata.join("postmaster.pid")).ok()?;
     let mut lines = text.lines();
     let pid: i32 = lines.next()?.trim().parse().ok()?;
     let dir = lines.next()?.trim();
@@ -149,6 +153,13 @@ fn running_postmaster(pgdata: &Path) -> Option<i32> {
         return None;
     }
     kill(Pid::from_raw(pid), None).ok()?;
+    let owner = std::fs::metadata(pgdata).ok()?.uid();
+    if std::fs::metadata(format!("/proc/{pid}")).ok()?.uid() != owner
+        || std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?
+            != std::fs::canonicalize(pgdata).ok()?
+    {
+        return None;
+    }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let is_postgres = String::from_utf8_lossy(&cmdline).contains("postgres");
     is_postgres.then_some(pid)

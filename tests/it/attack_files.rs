@@ -399,3 +399,132 @@ fn a_clone_keeps_none_of_the_sources_configuration_or_access_files() {
     assert!(!marker.exists());
     drop((node2, node1));
 }
+
+/// postmaster.pid is the PostgreSQL user's to write. Naming a root process there (whose
+/// command line says "postgres") must not make the root agent signal it as an orphaned
+/// postmaster.
+#[test]
+fn a_planted_postmaster_pid_cannot_aim_the_agent_at_another_process() {
+    let mut agent = TestAgent::start();
+    let pgdata = agent.pgdata();
+    agent.stop();
+    let mut bystander = command("/usr/bin/sleep")
+        .arg0("postgres: a root process")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let pid = bystander.id();
+    let pid_file = pgdata.join("postmaster.pid");
+    as_postgres(
+        "/bin/sh",
+        &[
+            "-c",
+            &format!(
+                "printf '%s\\n%s\\n' {pid} '{}' > '{}'",
+                pgdata.display(),
+                pid_file.display()
+            ),
+        ],
+    );
+    agent.start_again();
+    let alive = matches!(bystander.try_wait(), Ok(None));
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(
+        alive,
+        "the agent signalled pid {pid}, named by a planted postmaster.pid"
+    );
+    assert!(
+        !agent.log_contents().contains("still running; stopping it"),
+        "{}",
+        agent.log_tail(20)
+    );
+}
+
+/// pg_rewind copies the source's configuration files over this node's. A former primary
+/// that diverged (it committed what its replica never received) rejoins the new primary,
+/// which ships settings in postgresql.auto.conf and a trust line in pg_hba.conf; after
+/// the rewind the node runs on its own files.
+#[test]
+fn a_rewind_keeps_none_of_the_sources_configuration_or_access_files() {
+    let _turn = crate::support::cluster::one_cluster_at_a_time();
+    let etcd = crate::support::etcd::EtcdServer::start()
+        .expect("etcd is needed to form a cluster for this test");
+    let shared = tempfile::tempdir().unwrap();
+    let secret = shared.path().join("cluster.secret");
+    let toml = |name: &str| crate::support::cluster::ha_toml(&etcd.endpoint, name, &secret, 0, "");
+    let mut node1 = TestAgent::start_with(&toml("node1"));
+    wait_for(Duration::from_secs(30), "node1 leads", || {
+        (node1.cli_json(&["cluster", "status", "--json"])["leader"] == "node1").then_some(())
+    });
+    let node2 = TestAgent::start_with(&toml("node2"));
+    wait_for(Duration::from_secs(60), "node2 streams", || {
+        let status = node1.cli_json(&["cluster", "status", "--json"]);
+        (crate::support::cluster::streaming_replicas(&status) == 1).then_some(())
+    });
+
+    // Diverge: node2 stops receiving, node1 commits, then node1 is lost.
+    let receiver: i32 = node2
+        .admin_psql_in("postgres", "SELECT pid FROM pg_stat_wal_receiver")
+        .parse()
+        .unwrap();
+    kill(Pid::from_raw(receiver), Signal::SIGSTOP).unwrap();
+    node1.admin_psql_in(
+        "postgres",
+        "CREATE TABLE only_on_node1 AS SELECT generate_series(1, 1000) AS id",
+    );
+    let postmaster = node1.postmaster_pid().unwrap();
+    node1.kill9_agent();
+    let _ = kill(Pid::from_raw(postmaster), Signal::SIGKILL);
+    let _ = kill(Pid::from_raw(receiver), Signal::SIGCONT);
+    wait_for(Duration::from_secs(90), "node2 leads", || {
+        (node2.cli_json(&["cluster", "status", "--json"])["leader"] == "node2").then_some(())
+    });
+    wait_for(Duration::from_secs(30), "node2 writes", || {
+        (node2.admin_psql_in("postgres", "SELECT pg_is_in_recovery()") == "f").then_some(())
+    });
+
+    // The new primary's files, as whoever controls it would ship them.
+    let marker = shared.path().join("ran-on-the-rewound-node");
+    node2.admin_psql(&format!(
+        "ALTER SYSTEM SET archive_command = 'touch {}'",
+        marker.display()
+    ));
+    node2.admin_psql("ALTER SYSTEM SET work_mem = '13MB'");
+    let mut hba = fs::OpenOptions::new()
+        .append(true)
+        .open(node2.pgdata().join("pg_hba.conf"))
+        .unwrap();
+    std::io::Write::write_all(&mut hba, b"host all all 127.0.0.1/32 trust # source\n").unwrap();
+    drop(hba);
+
+    node1.start_again();
+    assert!(
+        node1.log_contents().contains("pg_rewind: Done!"),
+        "pg_rewind did not rewind (the test needs a real divergence): {}",
+        node1.log_tail(30)
+    );
+    let pgdata = node1.pgdata();
+    let auto = fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        !auto.contains("archive_command") && !auto.contains("work_mem"),
+        "the source's postgresql.auto.conf survived the rewind: {auto}"
+    );
+    let hba = fs::read_to_string(pgdata.join("pg_hba.conf")).unwrap();
+    assert!(
+        !hba.contains("trust"),
+        "the source's pg_hba.conf survived: {hba}"
+    );
+    for name in [
+        "postgresql.auto.conf",
+        "postgresql.conf",
+        "pg_hba.conf",
+        "pg_ident.conf",
+    ] {
+        assert_agents_file(&pgdata.join(name), "#");
+    }
+    assert_ne!(node1.admin_psql("SHOW work_mem"), "13MB");
+    assert!(!node1.admin_psql("SHOW archive_command").contains("touch"));
+    assert!(!marker.exists());
+    drop((node2, node1));
+}
