@@ -120,25 +120,35 @@ pub async fn choose_verified(
 
 /// Puts this node's configuration files (`NODE_FILES`) in place of the archive's: from
 /// the previous data directory in place, from the live one for a copy. A copy on a
-/// host without a cluster keeps the archive's, which the verified manifest vouches for.
+/// host without a cluster keeps the archive's, which the verified manifest vouches for;
+/// a copy never gets an HA file.
 fn own_files(ctx: &Context, dir: &Path, usage: Use<'_>) -> anyhow::Result<()> {
     let source = match usage {
         Use::InPlace { previous } => previous.to_owned(),
         Use::Copy => ctx.pgdata.clone(),
     };
-    if !source.join("PG_VERSION").exists() {
+    let has_cluster = source.join("PG_VERSION").exists();
+    if !has_cluster {
         tracing::info!(
             "no cluster in {}: the restore keeps the backup's own configuration files",
             source.display()
         );
-        return Ok(());
     }
     for name in NODE_FILES {
+        // A copy is never an HA member: no upstream to stream from (nor its password), no
+        // synchronous standbys its commits would wait for.
+        let ha_in_copy = *name == crate::pg::conf::HA_FILE && usage == Use::Copy;
+        if !has_cluster && !ha_in_copy {
+            continue;
+        }
         let restored = dir.join(name);
         match std::fs::remove_file(&restored) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("remove {}", restored.display())),
+        }
+        if ha_in_copy {
+            continue;
         }
         if let Some(bytes) = read_regular_file(&source.join(name))? {
             std::fs::write(&restored, bytes)

@@ -1,6 +1,12 @@
 //! The local repository: files under a directory, each written to a hidden temporary
 //! name, fsynced, renamed into place and its directory fsynced, so a crash leaves either
 //! the whole object or none. Hidden names are never listed.
+//!
+//! The directory belongs to PostgreSQL's user (its `wal push` writes here) while the agent
+//! may run as root: no path below the root is followed through a symbolic link, objects
+//! are opened with O_NOFOLLOW and must be regular files, and temporary files are created
+//! new, so a link planted here never makes root read, create or remove anything
+//! elsewhere.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -28,8 +34,32 @@ impl LocalRepo {
     }
 
     fn path(&self, key: &str) -> anyhow::Result<PathBuf> {
-        check_key(key)?;
-        Ok(self.root.join(key))
+        resolve(&self.root, key)
+    }
+
+    /// The object as a regular file, opened without following a link (and without
+    /// blocking on a FIFO); `None` if there is none.
+    fn open(&self, key: &str) -> anyhow::Result<Option<File>> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.path(key)?;
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+        };
+        let meta = file
+            .metadata()
+            .with_context(|| format!("inspect {}", path.display()))?;
+        anyhow::ensure!(
+            meta.is_file(),
+            "{} in the repository is not a regular file",
+            path.display()
+        );
+        Ok(Some(file))
     }
 
     pub async fn put(&self, key: &str, data: Bytes) -> anyhow::Result<()> {
@@ -39,19 +69,25 @@ impl LocalRepo {
     }
 
     pub async fn get(&self, key: &str) -> anyhow::Result<Option<Bytes>> {
-        let path = self.path(key)?;
-        match tokio::fs::read(&path).await {
-            Ok(data) => Ok(Some(Bytes::from(data))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
-        }
+        let path = self.root.join(key);
+        let Some(mut file) = self.open(key)? else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut data)
+                .with_context(|| format!("read {}", path.display()))?;
+            Ok(Some(Bytes::from(data)))
+        })
+        .await?
     }
 
     pub async fn get_stream(&self, key: &str) -> anyhow::Result<ByteStream> {
-        let path = self.path(key)?;
-        let file = tokio::fs::File::open(&path)
-            .await
-            .with_context(|| format!("open {}", path.display()))?;
+        let path = self.root.join(key);
+        let file = self
+            .open(key)?
+            .with_context(|| format!("open {}: not found", path.display()))?;
+        let file = tokio::fs::File::from_std(file);
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
         Ok(stream
             .map(move |r| r.with_context(|| format!("read {}", path.display())))
@@ -104,8 +140,11 @@ impl LocalRepo {
         ));
         let file = tokio::task::spawn_blocking({
             let (dir, temp) = (dir.clone(), temp.clone());
+            let (root, key) = (self.root.clone(), key.to_owned());
             move || -> anyhow::Result<File> {
                 fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+                // Again now that the directories exist: none of them is a link.
+                resolve(&root, &key)?;
                 crate::safe_file::create_new(&temp, 0o644)
                     .with_context(|| format!("create {}", temp.display()))
             }
@@ -118,6 +157,29 @@ impl LocalRepo {
             renamed: false,
         })
     }
+}
+
+/// The path of `key` under `root`; every directory below the root on the way must be a
+/// real directory (or not exist yet), never a symbolic link.
+fn resolve(root: &Path, key: &str) -> anyhow::Result<PathBuf> {
+    check_key(key)?;
+    let mut dir = root.to_owned();
+    let mut parts: Vec<&str> = key.split('/').collect();
+    parts.pop();
+    for part in parts {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => anyhow::bail!(
+                "{} in the repository is not a directory (a symbolic link?); refusing to go \
+                 through it",
+                dir.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e).with_context(|| format!("inspect {}", dir.display())),
+        }
+    }
+    Ok(root.join(key))
 }
 
 /// Appends `root`-relative keys under `dir` that start with `prefix`, skipping hidden
@@ -139,9 +201,13 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectInfo>) -> any
             .unwrap_or(&path)
             .to_string_lossy()
             .into_owned();
+        // Not followed: a link is neither a directory to walk nor an object.
         let meta = entry
             .metadata()
             .with_context(|| format!("stat {}", path.display()))?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
         if meta.is_dir() {
             // Only descend where keys with this prefix can be.
             if prefix.starts_with(&format!("{key}/"))
@@ -242,5 +308,47 @@ impl Drop for LocalWriter {
             self.file.take();
             let _ = fs::remove_file(&self.temp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn links_planted_in_the_repository_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, elsewhere) = (dir.path().join("repo"), dir.path().join("elsewhere"));
+        fs::create_dir_all(root.join("base/20260101T000000Z")).unwrap();
+        fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(elsewhere.join("precious"), "keep").unwrap();
+        let repo = LocalRepo::new(&root);
+        // A directory of the repository replaced by a link to somewhere else.
+        std::os::unix::fs::symlink(&elsewhere, root.join("wal")).unwrap();
+        assert!(repo.put("wal/precious", Bytes::from("x")).await.is_err());
+        assert!(repo.get("wal/precious").await.is_err());
+        assert!(repo.delete("wal/precious").await.is_err());
+        assert!(repo.list("wal/").await.unwrap().is_empty());
+        // An object that is a link, or a FIFO.
+        let id = root.join("base/20260101T000000Z");
+        std::os::unix::fs::symlink(elsewhere.join("precious"), id.join("manifest")).unwrap();
+        assert!(repo.get("base/20260101T000000Z/manifest").await.is_err());
+        nix::unistd::mkfifo(&id.join("pgdata.tar.zst"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(repo
+            .get_stream("base/20260101T000000Z/pgdata.tar.zst")
+            .await
+            .is_err());
+        assert_eq!(
+            repo.list("base/").await.unwrap(),
+            vec![ObjectInfo {
+                key: "base/20260101T000000Z/pgdata.tar.zst".into(),
+                size: 0
+            }],
+            "links are not listed"
+        );
+        assert_eq!(
+            fs::read_to_string(elsewhere.join("precious")).unwrap(),
+            "keep"
+        );
     }
 }
