@@ -426,7 +426,7 @@ fn a_forged_member_record_gets_no_request_no_credential_and_no_tenant_traffic() 
             let log = node.agent.log_contents();
             let warned: Vec<&str> = log
                 .lines()
-                .filter(|l| l.contains("did not write"))
+                .filter(|l| l.contains("untrusted member record"))
                 .collect();
             let evil2 = warned.iter().any(|l| l.contains("members/evil2"));
             let ghost = warned.iter().any(|l| l.contains("members/ghost"));
