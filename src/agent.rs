@@ -380,8 +380,8 @@ async fn ha_node(
         &ha.etcd_security,
     )?;
     let keys = crate::ha::keys::Keys::new(&ha.cluster);
-    let initialized = crate::ha::formation::initialized(&etcd, &keys).await;
-    let secret = crate::ha::secret::ClusterSecret::load(&ha.secret_file, !initialized)?;
+    let create = crate::ha::formation::may_create_secret(&etcd, &keys, &ha.secret_file).await?;
+    let secret = crate::ha::secret::ClusterSecret::load(&ha.secret_file, create)?;
     Ok(crate::ha::Node {
         config: ha.clone(),
         etcd,

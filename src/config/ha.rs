@@ -300,6 +300,21 @@ fn etcd_security(
         }
         _ => {}
     }
+    // The password (and etcd's token) would cross the network in clear text.
+    let remote_http = endpoints.iter().any(|e| {
+        e.strip_prefix("http://").is_some_and(|rest| {
+            !["127.0.0.1:", "localhost:", "[::1]:"]
+                .iter()
+                .any(|local| rest.starts_with(local))
+        })
+    });
+    if security.user.is_some() && remote_http {
+        return Err(invalid(
+            "ha.etcd_user",
+            "would send the etcd password in clear text to an http:// endpoint that is not \
+             loopback: use https:// endpoints (ha.etcd_ca_file)",
+        ));
+    }
     Ok(security)
 }
 
@@ -431,9 +446,17 @@ mod tests {
         s.etcd_ca_file = Some("ca.pem".into());
         s.etcd_cert_file = Some("c.pem".into());
         assert!(error_of(s).contains("ha.etcd_key_file"));
-        s = section(&["http://e:2379"]);
+        s = section(&["http://127.0.0.1:2379"]);
         s.etcd_user = Some("pgp".into());
         assert!(error_of(s).contains("ha.etcd_password_file"));
+        s = section(&["http://10.0.0.1:2379"]);
+        s.etcd_user = Some("pgp".into());
+        s.etcd_password_file = Some("pw".into());
+        assert!(error_of(s).contains("clear text"));
+        s = section(&["http://127.0.0.1:2379"]);
+        s.etcd_user = Some("pgp".into());
+        s.etcd_password_file = Some("pw".into());
+        assert!(HaConfig::from_section(s, Path::new("/etc")).is_ok());
         s = section(&["http://e:2379"]);
         s.etcd_password_file = Some("pw".into());
         assert!(error_of(s).contains("ha.etcd_user"));

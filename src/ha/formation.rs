@@ -11,9 +11,33 @@ use tokio_util::sync::CancellationToken;
 use super::keys::ClusterKeys;
 use super::{replica, Node};
 
-/// Whether the cluster has been bootstrapped (so this node must not create a secret).
-pub async fn initialized(node_etcd: &super::etcd::Etcd, keys: &super::keys::Keys) -> bool {
-    matches!(node_etcd.get(&keys.initialize()).await, Ok(Some(_)))
+/// Whether this node may create the cluster secret at `path`: only when the file is
+/// missing and etcd says the cluster was never bootstrapped. An etcd that does not
+/// answer (down, or refusing this node's credentials) is not a "no": a node that cannot
+/// tell must not invent a secret of its own. Waits up to a minute for an answer.
+pub async fn may_create_secret(
+    etcd: &super::etcd::Etcd,
+    keys: &super::keys::Keys,
+    path: &std::path::Path,
+) -> anyhow::Result<bool> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match etcd.get(&keys.initialize()).await {
+            Ok(found) => return Ok(found.is_none()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e).context(format!(
+                    "the cluster secret {} is missing and etcd does not say whether the \
+                     cluster exists, so it is not created",
+                    path.display()
+                ))
+            }
+            Err(e) => tracing::warn!("etcd does not answer ({e:#}); retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Prepares the data directory. `Ok(false)` when shutdown came first.

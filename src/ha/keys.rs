@@ -87,6 +87,21 @@ pub struct MemberRecord {
     /// the only certificate other agents accept from this node.
     #[serde(default)]
     pub api_cert_sha256: Option<String>,
+    /// Unix seconds when the member wrote this record (every loop): an old genuine record
+    /// written back by someone else is recognised as such.
+    #[serde(default)]
+    pub published_at: u64,
+}
+
+/// A record older than this is a replay, not a live member: a member rewrites its record
+/// every loop, and its lease (at most 120 s) removes it when it stops. Clocks of the
+/// nodes must agree within `peer::WINDOW` anyway.
+pub const RECORD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(180);
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A member record as stored in etcd: the record's JSON text and its MAC.
@@ -109,12 +124,14 @@ pub fn seal(secret: &ClusterSecret, key: &str, record: &MemberRecord) -> anyhow:
     Ok(serde_json::to_vec(&SealedRecord { record, mac })?)
 }
 
-/// The record at `key` if its MAC verifies and it names itself as the key does.
+/// The record at `key` if its MAC verifies, it names itself as the key does, and it is
+/// recent (written within `RECORD_MAX_AGE` of `now`).
 fn open(
     secret: &ClusterSecret,
     key: &str,
     name: &str,
     value: &[u8],
+    now: u64,
 ) -> Result<MemberRecord, String> {
     let sealed: SealedRecord =
         serde_json::from_slice(value).map_err(|e| format!("not a sealed member record ({e})"))?;
@@ -129,6 +146,12 @@ fn open(
         serde_json::from_str(&sealed.record).map_err(|e| format!("a malformed record ({e})"))?;
     if record.name != name {
         return Err(format!("it names itself {}", record.name));
+    }
+    let age = now.abs_diff(record.published_at);
+    if age > RECORD_MAX_AGE.as_secs() {
+        return Err(format!(
+            "it was written {age}s from now (an old record written back, or clocks apart)"
+        ));
     }
     Ok(record)
 }
@@ -162,6 +185,7 @@ impl ClusterKeys {
     pub fn parse(keys: &Keys, kvs: Vec<KeyValue>, secret: &ClusterSecret) -> ClusterKeys {
         let mut out = ClusterKeys::default();
         let members_prefix = keys.member("");
+        let now = unix_now();
         for kv in kvs {
             let text = String::from_utf8_lossy(&kv.value).into_owned();
             if kv.key == keys.leader() {
@@ -177,7 +201,7 @@ impl ClusterKeys {
             } else if kv.key == keys.initialize() {
                 out.initialized = true;
             } else if let Some(name) = kv.key.strip_prefix(&members_prefix) {
-                match open(secret, &kv.key, name, &kv.value) {
+                match open(secret, &kv.key, name, &kv.value, now) {
                     Ok(record) => out.members.push(record),
                     Err(why) => out.forged.push(Forged {
                         key: kv.key.clone(),
@@ -240,6 +264,7 @@ mod tests {
             following: Some("a".into()),
             system_identifier: "7301".into(),
             api_cert_sha256: None,
+            published_at: unix_now(),
         };
         let sealed = seal(&secret, "/pgplatform/main/members/b", &record).unwrap();
         let parsed = ClusterKeys::parse(
@@ -281,8 +306,12 @@ mod tests {
             following: None,
             system_identifier: String::new(),
             api_cert_sha256: None,
+            published_at: unix_now(),
         };
         let b = "/pgplatform/main/members/b";
+        let mut old = record.clone();
+        old.published_at -= RECORD_MAX_AGE.as_secs() + 1;
+        let replayed = seal(&secret, b, &old).unwrap();
         let plain = serde_json::to_vec(&record).unwrap();
         let wrong_secret = seal(&other, b, &record).unwrap();
         let moved = seal(&secret, "/pgplatform/main/members/c", &record).unwrap();
@@ -291,7 +320,7 @@ mod tests {
         record.host = "10.6.6.6".into();
         tampered["record"] = serde_json::to_string(&record).unwrap().into();
         let tampered = serde_json::to_vec(&tampered).unwrap();
-        for value in [&plain, &wrong_secret, &tampered] {
+        for value in [&plain, &wrong_secret, &tampered, &replayed] {
             let parsed = ClusterKeys::parse(&keys, vec![kv(b, value)], &secret);
             assert!(parsed.members.is_empty());
             assert_eq!(parsed.forged.len(), 1, "{:?}", parsed.forged);

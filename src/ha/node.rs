@@ -234,6 +234,7 @@ impl Loop {
             nofailover: node.config.nofailover,
             system_identifier: local.system_identifier.clone(),
             api_cert_sha256: node.peers.api_cert_sha256(),
+            published_at: keys::unix_now(),
             following: (local.role == Role::Replica)
                 .then(|| self.view.borrow().leader.clone())
                 .flatten(),

@@ -66,8 +66,8 @@ impl Peers {
             if reported.insert(f.key.clone(), f.mod_revision) != Some(f.mod_revision) {
                 tracing::warn!(
                     key = %f.key,
-                    "ignoring a member record in etcd that this cluster did not write: {}; \
-                     nothing is sent to the addresses it names",
+                    "ignoring an untrusted member record in etcd: {}; nothing is sent \
+                     to the addresses it names",
                     f.why
                 );
             }

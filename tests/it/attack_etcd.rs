@@ -363,7 +363,15 @@ fn a_forged_member_record_gets_no_request_no_credential_and_no_tenant_traffic() 
         "record": forged("evil2").to_string(),
         "mac": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]),
     });
+    // And a genuine record of a member long gone (a decommissioned node whose address
+    // the attacker now holds), kept and written back: sealed, but old.
+    let secret = pgplatform::ha::secret::ClusterSecret::load(&node.secret, false).unwrap();
+    let mut ghost: pgplatform::ha::MemberRecord = serde_json::from_value(forged("ghost")).unwrap();
+    ghost.published_at = pgplatform::ha::keys::unix_now() - 3600;
+    let ghost_key = "/pgplatform/main/members/ghost";
+    let ghost = pgplatform::ha::keys::seal(&secret, ghost_key, &ghost).unwrap();
     runtime().block_on(async {
+        attacker.put(ghost_key, &ghost, None).await.unwrap();
         attacker
             .put(
                 "/pgplatform/main/members/evil",
@@ -418,13 +426,14 @@ fn a_forged_member_record_gets_no_request_no_credential_and_no_tenant_traffic() 
             let log = node.agent.log_contents();
             let warned: Vec<&str> = log
                 .lines()
-                .filter(|l| l.contains("did not write"))
+                .filter(|l| l.contains("untrusted member record"))
                 .collect();
             let evil2 = warned.iter().any(|l| l.contains("members/evil2"));
+            let ghost = warned.iter().any(|l| l.contains("members/ghost"));
             let evil = warned
                 .iter()
                 .any(|l| l.contains("members/evil") && !l.contains("members/evil2"));
-            (evil && evil2).then_some(())
+            (evil && evil2 && ghost).then_some(())
         },
     );
     // It is not a member.
@@ -643,6 +652,7 @@ fn an_https_peer_gets_a_signed_request_only_with_the_certificate_its_record_pins
             following: None,
             system_identifier: String::new(),
             api_cert_sha256: pin,
+            published_at: 0,
         };
         let call = |member: pgplatform::ha::MemberRecord| {
             let from = &from;
