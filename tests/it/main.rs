@@ -13,6 +13,7 @@ mod support;
 
 mod agent_lifecycle;
 mod attack_pooler_login;
+mod attack_pooler_tls;
 mod backup_ops;
 mod backup_pitr;
 mod backup_s3;
