@@ -375,8 +375,11 @@ async fn authenticate(
         scram::Secret::Mock(_) => None,
     };
     let mut exchange = ServerExchange::with_secret(secret, scram::new_nonce());
+    if let (true, Some(binding)) = (stream.is_tls(), &pooler.channel_binding) {
+        exchange = exchange.with_channel_binding(binding.clone());
+    }
     let mut out = BytesMut::new();
-    be::authentication_sasl(&mut out, &[scram::MECHANISM]);
+    be::authentication_sasl(&mut out, exchange.mechanisms());
     if stream.write_all(&out).await.is_err() {
         fail!(stream, SqlState::CONNECTION_FAILURE, "client went away");
     }

@@ -101,6 +101,9 @@ pub struct Pooler {
     client_count: AtomicUsize,
     next_client_id: AtomicU64,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The served certificate's `tls-server-end-point` data: SCRAM-SHA-256-PLUS is offered
+    /// on TLS connections when it is known.
+    channel_binding: Option<Arc<[u8]>>,
     reload: mpsc::Sender<()>,
     agent_shutdown: CancellationToken,
     /// Cancelled when the pooler stops accepting; clients finish their transaction.
@@ -324,15 +327,17 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
     let socket_path = setup.pg_socket_dir.join(format!(".s.PGSQL.{port}"));
     let unix = bind_unix_socket(&setup.run_dir, &socket_path, port)
         .with_context(|| format!("listen on {}", socket_path.display()))?;
-    let tls = match config.client_tls {
-        ClientTls::Disable => None,
+    let (tls, channel_binding) = match config.client_tls {
+        ClientTls::Disable => (None, None),
         ClientTls::Allow | ClientTls::Require => {
             let files = config
                 .client_tls_cert_file
                 .as_deref()
                 .zip(config.client_tls_key_file.as_deref())
                 .map(|(c, k)| (std::path::Path::new(c), std::path::Path::new(k)));
-            Some(tls::acceptor(files, &setup.tls_dir, &setup.tls_hosts)?)
+            let acceptor = tls::acceptor(files, &setup.tls_dir, &setup.tls_hosts)?;
+            let cert_file = files.map_or_else(|| setup.tls_dir.join("server.crt"), |f| f.0.into());
+            (Some(acceptor), channel_binding_of(&cert_file))
         }
     };
     let mock_key = auth::load_or_create_mock_key(&setup.run_dir.join("scram_mock_key"))?;
@@ -363,6 +368,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         client_count: AtomicUsize::new(0),
         next_client_id: AtomicU64::new(1),
         tls,
+        channel_binding,
         reload: setup.reload,
         agent_shutdown: setup.agent_shutdown,
         draining: CancellationToken::new(),
@@ -385,6 +391,25 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         unix,
         socket_path,
     })
+}
+
+/// The `tls-server-end-point` data of the first certificate in `cert_file` (the one TLS
+/// serves), or `None` (with a warning: -PLUS is then not offered) if it cannot be had.
+fn channel_binding_of(cert_file: &std::path::Path) -> Option<Arc<[u8]>> {
+    use rustls_pki_types::pem::PemObject;
+    let first = rustls_pki_types::CertificateDer::pem_file_iter(cert_file)
+        .ok()
+        .and_then(|mut certs| certs.next())
+        .and_then(Result::ok);
+    let binding = first.and_then(|cert| scram::tls_server_end_point(&cert));
+    if binding.is_none() {
+        tracing::warn!(
+            cert = %cert_file.display(),
+            "no channel binding data for this certificate (unreadable, or a signature \
+             algorithm without a hash for tls-server-end-point); SCRAM-SHA-256-PLUS is not offered"
+        );
+    }
+    binding.map(Arc::from)
 }
 
 /// Binds the unix socket at `socket_path` with mode 0777 (PgBouncer's default

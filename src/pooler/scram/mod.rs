@@ -13,9 +13,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// The only mechanism the pooler offers: without TLS channel binding there is no `-PLUS`.
+/// The mechanism the pooler offers everywhere; on TLS it offers `-PLUS` (channel binding
+/// `tls-server-end-point`) first.
 pub const MECHANISM: &str = "SCRAM-SHA-256";
-const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// PostgreSQL's default `scram_iterations`, used for mock exchanges so that they look like the
 /// verifiers PostgreSQL creates.
@@ -29,14 +30,18 @@ const MOCK_SALT_LENGTH: usize = 16;
 /// the client must echo in `c=`: `biws` and `eSws`.
 const GS2_NO_BINDING: &[u8] = b"n,,";
 const GS2_BINDING_UNUSED: &[u8] = b"y,,";
+/// The gs2 header of -PLUS with the only binding type PostgreSQL (and the pooler) supports.
+const GS2_TLS_SERVER_END_POINT: &[u8] = b"p=tls-server-end-point,,";
 
 type Key = [u8; 32];
 
+mod binding;
 mod client;
 mod server;
 #[cfg(test)]
 mod tests;
 
+pub use self::binding::tls_server_end_point;
 pub use self::client::ClientExchange;
 pub use self::server::ServerExchange;
 

@@ -1,12 +1,17 @@
 //! The pooler as SCRAM server toward a client: verify its proof against the role's
 //! verifier and recover its client key.
 
+use std::sync::Arc;
+
 use super::*;
 
 enum ServerState {
     AwaitingClientFirst,
     AwaitingClientFinal {
+        /// The client-final's `c=` must decode to this, followed for -PLUS by the
+        /// channel binding data.
         gs2_header: &'static [u8],
+        plus: bool,
         client_first_bare: Vec<u8>,
         server_first: Vec<u8>,
         nonce: Vec<u8>,
@@ -18,6 +23,8 @@ enum ServerState {
 pub struct ServerExchange {
     secret: Secret,
     server_nonce: String,
+    /// The TLS connection's `tls-server-end-point` data when -PLUS was offered.
+    channel_binding: Option<Arc<[u8]>>,
     state: ServerState,
 }
 
@@ -33,7 +40,24 @@ impl ServerExchange {
         ServerExchange {
             secret,
             server_nonce,
+            channel_binding: None,
             state: ServerState::AwaitingClientFirst,
+        }
+    }
+
+    /// Offers SCRAM-SHA-256-PLUS with this `tls-server-end-point` data (see
+    /// [`super::tls_server_end_point`]); only on a TLS connection.
+    pub fn with_channel_binding(mut self, binding: Arc<[u8]>) -> Self {
+        self.channel_binding = Some(binding);
+        self
+    }
+
+    /// The mechanisms to offer in AuthenticationSASL, preferred first.
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        if self.channel_binding.is_some() {
+            &[MECHANISM_PLUS, MECHANISM]
+        } else {
+            &[MECHANISM]
         }
     }
 
@@ -50,23 +74,40 @@ impl ServerExchange {
         ) {
             return Err(violation("unexpected client-first-message"));
         }
-        match mechanism {
-            MECHANISM => {}
+        let plus = match mechanism {
+            MECHANISM => false,
+            MECHANISM_PLUS if self.channel_binding.is_some() => true,
             MECHANISM_PLUS => return Err(violation("channel binding was not offered")),
             _ => return Err(violation("unsupported SASL mechanism")),
-        }
-        let gs2_header = match data.get(..3) {
-            Some(GS2_NO_BINDING) => GS2_NO_BINDING,
-            Some(GS2_BINDING_UNUSED) => GS2_BINDING_UNUSED,
-            _ if data.starts_with(b"p=") => {
-                return Err(violation("channel binding is not supported"))
-            }
-            _ if data.starts_with(b"n,a=") || data.starts_with(b"y,a=") => {
-                return Err(violation("authorization identity is not supported"))
-            }
-            _ => return Err(violation("malformed gs2 header")),
         };
-        let client_first_bare = data.get(3..).unwrap_or_default();
+        // RFC 5802 §6 and PostgreSQL: -PLUS must name the binding type; without -PLUS, "y"
+        // (the client could bind but thinks the server cannot) is a downgrade when the
+        // server offered -PLUS, and "p" is not allowed.
+        let gs2_header = if plus {
+            if !data.starts_with(GS2_TLS_SERVER_END_POINT) {
+                return Err(violation("unsupported or missing channel binding type"));
+            }
+            GS2_TLS_SERVER_END_POINT
+        } else {
+            match data.get(..3) {
+                Some(GS2_NO_BINDING) => GS2_NO_BINDING,
+                Some(GS2_BINDING_UNUSED) if self.channel_binding.is_some() => {
+                    return Err(violation(
+                        "the client supports channel binding but thinks the server does not; \
+                         this server does",
+                    ))
+                }
+                Some(GS2_BINDING_UNUSED) => GS2_BINDING_UNUSED,
+                _ if data.starts_with(b"p=") => {
+                    return Err(violation("channel binding requires SCRAM-SHA-256-PLUS"))
+                }
+                _ if data.starts_with(b"n,a=") || data.starts_with(b"y,a=") => {
+                    return Err(violation("authorization identity is not supported"))
+                }
+                _ => return Err(violation("malformed gs2 header")),
+            }
+        };
+        let client_first_bare = data.get(gs2_header.len()..).unwrap_or_default();
         let mut attributes = client_first_bare.split(|&b| b == b',');
         match attributes.next() {
             Some(user) if user.starts_with(b"n=") => {} // PostgreSQL uses the startup packet's user.
@@ -89,6 +130,7 @@ impl ServerExchange {
         server_first.extend_from_slice(format!(",s={salt},i={}", verifier.iterations).as_bytes());
         self.state = ServerState::AwaitingClientFinal {
             gs2_header,
+            plus,
             client_first_bare: client_first_bare.to_vec(),
             server_first: server_first.clone(),
             nonce,
@@ -101,6 +143,7 @@ impl ServerExchange {
     pub fn client_final(&mut self, data: &[u8]) -> Result<(Vec<u8>, ClientKey), ScramError> {
         let ServerState::AwaitingClientFinal {
             gs2_header,
+            plus,
             client_first_bare,
             server_first,
             nonce,
@@ -115,8 +158,18 @@ impl ServerExchange {
             .and_then(|attribute| attribute.strip_prefix(b"c="))
             .and_then(|value| BASE64.decode(value).ok())
             .ok_or_else(|| violation("missing channel binding attribute"))?;
-        if binding != gs2_header {
-            return Err(violation("channel binding does not match the gs2 header"));
+        let bound = binding.strip_prefix(gs2_header).is_some_and(|data| {
+            if plus {
+                let expected = self.channel_binding.as_deref().unwrap_or_default();
+                !expected.is_empty() && bool::from(data.ct_eq(expected))
+            } else {
+                data.is_empty()
+            }
+        });
+        if !bound {
+            return Err(violation(
+                "channel binding does not match (the TLS connection is not the client's)",
+            ));
         }
         if attributes
             .next()

@@ -245,3 +245,70 @@ fn mock_exchange_looks_real_and_always_fails() {
     let other = MockKey::new([6; 32]).mock("nobody");
     assert_ne!(other.verifier(), key.mock("nobody").verifier());
 }
+
+/// rust-postgres's client choosing -PLUS with `client_binding`, against a server whose TLS
+/// connection has `server_binding`.
+fn login_plus(
+    password: &[u8],
+    server_binding: &[u8],
+    client_binding: &[u8],
+) -> Result<ClientKey, ScramError> {
+    let mut server = ServerExchange::new(verifier(password), new_nonce())
+        .with_channel_binding(std::sync::Arc::from(server_binding));
+    assert_eq!(server.mechanisms(), [MECHANISM_PLUS, MECHANISM]);
+    let mut client = ScramSha256::new(
+        password,
+        ChannelBinding::tls_server_end_point(client_binding.to_vec()),
+    );
+    let server_first = server.client_first(MECHANISM_PLUS, client.message())?;
+    client.update(&server_first).unwrap();
+    let (server_final, client_key) = server.client_final(client.message())?;
+    client.finish(&server_final).unwrap();
+    Ok(client_key)
+}
+
+#[test]
+fn plus_succeeds_only_with_the_servers_own_certificate_hash() {
+    let ours = [7u8; 32];
+    assert!(login_plus(b"pw", &ours, &ours).is_ok());
+    // A man in the middle terminates TLS with its own certificate: the hashes differ.
+    assert!(matches!(
+        login_plus(b"pw", &ours, &[8u8; 32]),
+        Err(ScramError::Protocol(_))
+    ));
+}
+
+#[test]
+fn plus_offered_still_accepts_plain_scram_but_not_a_downgrade() {
+    let binding: std::sync::Arc<[u8]> = std::sync::Arc::from(&[7u8; 32][..]);
+    // A client without channel binding support ("n") logs in as before.
+    let mut server =
+        ServerExchange::new(verifier(b"pw"), new_nonce()).with_channel_binding(binding.clone());
+    assert!(login(&mut server, b"pw", ChannelBinding::unsupported()).is_ok());
+    // "y": the client could bind but was told the server cannot — someone stripped -PLUS.
+    let mut server =
+        ServerExchange::new(verifier(b"pw"), new_nonce()).with_channel_binding(binding.clone());
+    assert!(matches!(
+        login(&mut server, b"pw", ChannelBinding::unrequested()),
+        Err(ScramError::Protocol(_))
+    ));
+    // -PLUS with another binding type, or a "p=" header without -PLUS.
+    for (mechanism, data) in [
+        (MECHANISM_PLUS, &b"p=tls-unique,,n=,r=abc"[..]),
+        (MECHANISM_PLUS, b"n,,n=,r=abc"),
+        (MECHANISM, b"p=tls-server-end-point,,n=,r=abc"),
+    ] {
+        let mut server =
+            ServerExchange::new(verifier(b"pw"), new_nonce()).with_channel_binding(binding.clone());
+        assert!(
+            server.client_first(mechanism, data).is_err(),
+            "{mechanism} {data:?}"
+        );
+    }
+    // Without TLS, -PLUS is neither offered nor accepted.
+    let mut plain = ServerExchange::new(verifier(b"pw"), new_nonce());
+    assert_eq!(plain.mechanisms(), [MECHANISM]);
+    assert!(plain
+        .client_first(MECHANISM_PLUS, b"p=tls-server-end-point,,n=,r=abc")
+        .is_err());
+}
