@@ -72,8 +72,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         &[]
     };
+    if !binaries.ssl {
+        tracing::warn!(
+            "PostgreSQL in {} was built without TLS: it serves none, and other hosts cannot reach it directly (hostssl)",
+            binaries.dir.display()
+        );
+    }
+    let served = Served {
+        preload,
+        ssl: binaries.ssl,
+    };
     crate::safe_file::remove_stale_temps(&pgdata);
-    write_settings(&config, &data_dir, run_as.as_ref(), preload)?;
+    write_settings(&config, &data_dir, run_as.as_ref(), served)?;
     write_access_files(&data_dir, run_as.as_ref())?;
     let admin_token = data_dir.admin_token()?;
     let api_tls = api::tls_acceptor(&config)?;
@@ -204,7 +214,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         return Err(e);
     }
 
-    if preload.contains(&"pg_stat_statements") && !standby {
+    if served.preload.contains(&"pg_stat_statements") && !standby {
         if let Err(e) = crate::metrics::prepare(&data_dir.socket_dir(), config.postgres.port).await
         {
             tracing::warn!("pg_stat_statements metrics unavailable: {e:#}");
@@ -305,7 +315,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             Some(()) = reload_rx.recv() => {
-                match reload(&config, &data_dir, run_as.as_ref(), preload).await {
+                match reload(&config, &data_dir, run_as.as_ref(), served).await {
                     Ok(new) => {
                         pooler_config.send_replace(Arc::new(new.pooler.clone()));
                         config = new;
@@ -421,18 +431,25 @@ fn check_major(pgdata: &std::path::Path, binaries: &Binaries) -> anyhow::Result<
     Ok(())
 }
 
+/// What these PostgreSQL binaries can serve, decided once at start.
+#[derive(Clone, Copy)]
+struct Served {
+    preload: &'static [&'static str],
+    ssl: bool,
+}
+
 fn write_settings(
     config: &Config,
     data_dir: &DataDir,
     run_as: Option<&RunAs>,
-    preload: &[&str],
+    served: Served,
 ) -> anyhow::Result<bool> {
     let settings = ManagedSettings {
         listen_addresses: &config.postgres.listen_addresses,
         port: config.postgres.port,
         socket_dir: &data_dir.socket_dir(),
         memory_bytes: conf::machine_memory_bytes(),
-        preload,
+        preload: served.preload,
         parameters: &config.postgres.parameters,
         wal_commands: if config.backup.archive {
             Some(crate::backup::context::wal_commands(config)?)
@@ -440,15 +457,18 @@ fn write_settings(
             None
         },
         ha: config.ha.is_some(),
-        tls_files: Some((
+        tls_files: served.ssl.then_some((
             crate::pooler::tls::POSTGRES_CERT_FILE,
             crate::pooler::tls::POSTGRES_KEY_FILE,
         )),
     };
     // PostgreSQL serves the pooler's certificate; a reload re-reads it.
-    let (cert, key) = crate::pooler::tls::server_files(config)?;
-    let tls_changed =
-        crate::pooler::tls::install_for_postgres(&data_dir.pgdata(), (&cert, &key), run_as)?;
+    let tls_changed = if served.ssl {
+        let (cert, key) = crate::pooler::tls::server_files(config)?;
+        crate::pooler::tls::install_for_postgres(&data_dir.pgdata(), (&cert, &key), run_as)?
+    } else {
+        false
+    };
     let conf_changed = conf::write(&data_dir.pgdata(), &conf::render(&settings), run_as)?;
     Ok(tls_changed || conf_changed)
 }
@@ -493,7 +513,7 @@ async fn reload(
     old: &Config,
     data_dir: &DataDir,
     run_as: Option<&RunAs>,
-    preload: &[&str],
+    served: Served,
 ) -> anyhow::Result<Config> {
     let Some(path) = &old.source else {
         anyhow::bail!("the agent runs on built-in defaults; there is no config file to reload");
@@ -522,7 +542,7 @@ async fn reload(
     effective.postgres.port = old.postgres.port;
     effective.api_listen = old.api_listen;
     effective.api = old.api.clone();
-    if write_settings(&effective, data_dir, run_as, preload)? {
+    if write_settings(&effective, data_dir, run_as, served)? {
         let client =
             crate::pg::connect::superuser(&data_dir.socket_dir(), old.postgres.port, "postgres")
                 .await?;

@@ -12,6 +12,9 @@ pub const SUPPORTED_MAJORS: std::ops::RangeInclusive<u32> = 13..=18;
 pub struct Binaries {
     pub dir: PathBuf,
     pub version: Version,
+    /// Whether this build serves TLS (`pg_config --configure` names OpenSSL); the
+    /// `pgserver` wheel's build does not.
+    pub ssl: bool,
 }
 
 /// A PostgreSQL version as printed by `postgres --version`.
@@ -65,7 +68,8 @@ impl Binaries {
                 SUPPORTED_MAJORS.end()
             );
         }
-        Ok(Binaries { dir, version })
+        let ssl = built_with_openssl(&dir).await;
+        Ok(Binaries { dir, version, ssl })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -79,6 +83,22 @@ impl Binaries {
         ["../lib/postgresql", "../lib"]
             .iter()
             .any(|lib| self.dir.join(lib).join(&file).is_file())
+    }
+}
+
+/// What `pg_config --configure` says of OpenSSL; without pg_config, assume the common
+/// build (PostgreSQL's own refusal then names the problem).
+async fn built_with_openssl(dir: &Path) -> bool {
+    let output = super::process::command(&dir.join("pg_config"), None)
+        .arg("--configure")
+        .output()
+        .await;
+    match output {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.contains("--with-openssl") || text.contains("--with-ssl=openssl")
+        }
+        _ => true,
     }
 }
 

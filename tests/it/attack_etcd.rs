@@ -15,60 +15,8 @@ use pgplatform::ha::etcd::{Etcd, EtcdSecurity};
 use serde_json::json;
 
 use crate::support::etcd::EtcdServer;
+use crate::support::pki::make_pki;
 use crate::support::pooler::runtime;
-
-/// A test CA, etcd's server certificate (for 127.0.0.1) and a client certificate, as PEM
-/// files in `dir`.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn make_pki(dir: &Path, tag: &str) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("test CA {tag}"));
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |names: Vec<String>, usage: Vec<rcgen::ExtendedKeyUsagePurpose>| {
-        let mut params = CertificateParams::new(names).unwrap();
-        params.extended_key_usages = usage;
-        // etcd's gateway refuses a client certificate with a CommonName when auth is on.
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(
-        vec!["127.0.0.1".into(), "localhost".into()],
-        // etcd's JSON gateway dials etcd's gRPC with the server certificate as a client.
-        vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ],
-    );
-    let (client_cert, client_key) = leaf(
-        vec!["pgplatform".into()],
-        vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
-    );
-    let write = |name: &str, text: &str| {
-        let path = dir.join(format!("{tag}-{name}"));
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    Pki {
-        ca: write("ca.pem", &ca.as_ref().pem()),
-        server_cert: write("server.pem", &server_cert),
-        server_key: write("server.key", &server_key),
-        client_cert: write("client.pem", &client_cert),
-        client_key: write("client.key", &client_key),
-    }
-}
 
 /// Waits until `etcd` serves reads (etcd listens before it has a leader).
 async fn ready(etcd: &Etcd) {
@@ -788,7 +736,7 @@ fn replication_verifies_the_primary_certificate_and_requires_scram_channel_bindi
     let secret = dir.path().join("cluster.secret");
     let toml = |name: &str| {
         format!(
-            "{}\n[postgres.parameters]\nssl = true\nssl_cert_file = \"{}\"\nssl_key_file = \"{}\"\n",
+            "{}\n[postgres.parameters]\nssl_cert_file = \"{}\"\nssl_key_file = \"{}\"\n",
             crate::support::cluster::ha_toml(
                 &etcd.endpoint,
                 name,

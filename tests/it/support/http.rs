@@ -22,8 +22,12 @@ impl Http {
         // Every request has a deadline, so a hung agent fails the test instead of hanging it.
         // An agent serving TLS has a self-signed certificate; the harness only needs its
         // answers (tls_defaults.rs checks that the CLI pins that certificate).
+        // No idle connections kept: this runtime only runs during a request, so a kept
+        // connection cannot see the agent close it after its keep-alive limit
+        // (`api.header_timeout_seconds`) and the next request would meet a dead socket.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(0)
             .danger_accept_invalid_certs(true)
             .build()
             .unwrap();

@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod http;
 pub mod metrics;
 pub mod netns;
+pub mod pki;
 pub mod pooler;
 pub mod ports;
 pub mod psql;
