@@ -12,6 +12,7 @@
 mod support;
 
 mod agent_lifecycle;
+mod attack_pooler_memory;
 mod backup_ops;
 mod backup_pitr;
 mod backup_s3;

@@ -41,6 +41,7 @@ pub mod frame;
 pub mod frontend;
 pub mod sql_state;
 pub mod startup;
+pub mod streamed;
 
 mod reader;
 mod writer;
