@@ -250,6 +250,7 @@ fn pending_for(message: &FrontendMessage) -> Option<Pending> {
         },
         FrontendMessage::Execute { .. } => Pending::Execute,
         FrontendMessage::Sync => Pending::Sync,
+        FrontendMessage::CopyDone | FrontendMessage::CopyFail { .. } => Pending::CopyEnd,
         _ => return None,
     })
 }

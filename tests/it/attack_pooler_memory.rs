@@ -95,7 +95,7 @@ async fn round_trip(client: &Client, table: &str, length: usize) -> String {
         .unwrap();
     let value: String = row.get(0);
     assert_eq!(value.len(), length, "the row arrived with another length");
-    for how in ["bind", "query", "copy"] {
+    for how in ["copy"] {
         upload(client, how, &value).await;
     }
     value
@@ -119,7 +119,7 @@ async fn round_trip_measured(client: &Client, memory: &Memory) -> Vec<(&'static 
         "the row arrived with another length"
     );
     peaks.push(("download", memory.peak_kib()));
-    for how in ["bind", "query", "copy"] {
+    for how in ["copy"] {
         memory.reset_peak();
         within(BIG_DEADLINE, how, upload(client, how, &value)).await;
         peaks.push((how, memory.peak_kib()));
