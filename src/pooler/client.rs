@@ -317,8 +317,11 @@ impl Active {
             return Ok(());
         };
         let conn = guard.conn();
-        let idle_in_transaction =
-            conn.tracker.nothing_pending() && conn.tracker.status() != TxStatus::Idle;
+        // A server waiting for the rest of a client's large message waits on the client as
+        // much as one idle in a transaction: a client cannot hold it by stopping half-way.
+        let idle_in_transaction = (conn.tracker.nothing_pending()
+            && conn.tracker.status() != TxStatus::Idle)
+            || self.from_client.owed > 0;
         let timeout = sleep_or_never(idle_transaction_timeout.filter(|_| idle_in_transaction));
         let backlog = !self.to_server.is_empty();
         let (mut server_read, mut server_write) = conn.stream.split();

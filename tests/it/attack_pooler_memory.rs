@@ -5,10 +5,14 @@
 //! PgBouncer's meaning: a larger message, either way, closes the connection with 08P01.
 
 use std::fs;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::SinkExt;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::{backend, frontend};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::support::pooler::{
@@ -275,6 +279,112 @@ async fn assert_client_closed(client: &Client) {
         after.is_err(),
         "the connection stayed open after the refusal"
     );
+}
+
+#[test]
+fn a_client_that_stops_half_way_through_a_large_message_holds_no_server_connection() {
+    // One server connection: whoever holds it blocks everyone else.
+    let agent = TestAgent::start_with_shop(
+        "[pooler]\ndefault_pool_size = 1\nidle_transaction_timeout = 2\n",
+    );
+    let password = agent.secret("shop", "password");
+    let mut attacker = logged_in_raw_client(agent.pooler_port(), &password);
+    // A query, then the first 100 kB of a 1 MB CopyData (ignored by PostgreSQL outside
+    // COPY), and silence. The query's ReadyForQuery must not release the connection with
+    // half a message in it, and the silence must not hold it for ever.
+    let mut out = BytesMut::new();
+    frontend::query("select 1", &mut out).unwrap();
+    out.extend_from_slice(&[b'd']);
+    out.extend_from_slice(&(1_000_000u32 + 4).to_be_bytes());
+    out.extend_from_slice(&[b'x'; 100_000]);
+    attacker.write_all(&out).unwrap();
+
+    let started = Instant::now();
+    runtime().block_on(async {
+        let client = connect(&agent.tenant_url("shop")).await;
+        let answer = within(
+            Duration::from_secs(30),
+            "a query after the stalled client",
+            one(&client, "select 'next'"),
+        )
+        .await;
+        assert_eq!(answer, "next");
+    });
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the next client was served in {:?}, on the stalled client's connection",
+        started.elapsed()
+    );
+    let reply = read_until_closed(&mut attacker);
+    assert!(
+        String::from_utf8_lossy(&reply).contains("idle transaction timeout"),
+        "the stalled client was not told why: {:?}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
+/// A TCP client logged in as `shop` by SCRAM, speaking the protocol by hand.
+fn logged_in_raw_client(port: u16, password: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut out = BytesMut::new();
+    frontend::startup_message([("user", "shop"), ("database", "shop")], &mut out).unwrap();
+    stream.write_all(&out).unwrap();
+    let mut scram = None;
+    let mut buf = BytesMut::new();
+    loop {
+        let message = loop {
+            if let Some(message) = backend::Message::parse(&mut buf).unwrap() {
+                break message;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the pooler closed the connection during login");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let mut out = BytesMut::new();
+        match message {
+            backend::Message::AuthenticationSasl(_) => {
+                let exchange = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response("SCRAM-SHA-256", exchange.message(), &mut out)
+                    .unwrap();
+                scram = Some(exchange);
+            }
+            backend::Message::AuthenticationSaslContinue(body) => {
+                let exchange = scram.as_mut().expect("SASL started");
+                exchange.update(body.data()).unwrap();
+                frontend::sasl_response(exchange.message(), &mut out).unwrap();
+            }
+            backend::Message::AuthenticationSaslFinal(body) => {
+                scram
+                    .as_mut()
+                    .expect("SASL started")
+                    .finish(body.data())
+                    .unwrap();
+            }
+            backend::Message::ErrorResponse(_) => panic!("login refused"),
+            backend::Message::ReadyForQuery(_) => return stream,
+            _ => {}
+        }
+        if !out.is_empty() {
+            stream.write_all(&out).unwrap();
+        }
+    }
+}
+
+fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut reply = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return reply,
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return reply,
+            Err(e) => panic!("the stalled client's connection stayed open: {e}"),
+        }
+    }
 }
 
 /// The agent process's memory, from /proc.
