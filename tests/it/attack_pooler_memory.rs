@@ -294,7 +294,7 @@ fn a_client_that_stops_half_way_through_a_large_message_holds_no_server_connecti
     // half a message in it, and the silence must not hold it for ever.
     let mut out = BytesMut::new();
     frontend::query("select 1", &mut out).unwrap();
-    out.extend_from_slice(&[b'd']);
+    out.extend_from_slice(b"d");
     out.extend_from_slice(&(1_000_000u32 + 4).to_be_bytes());
     out.extend_from_slice(&[b'x'; 100_000]);
     attacker.write_all(&out).unwrap();
