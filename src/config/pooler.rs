@@ -45,6 +45,8 @@ pub struct PoolerSection {
     pub server_check_delay: Option<f64>,
     /// Named prepared statements tracked per client in transaction mode; 0 disables.
     pub max_prepared_statements: Option<u32>,
+    /// Largest message let through either way, counting tag, length and body (PgBouncer's
+    /// meaning: one query or one result row); a larger one ends the client with 08P01.
     pub max_packet_size: Option<u32>,
     /// Seconds SIGTERM waits for running transactions before closing.
     pub shutdown_timeout: Option<f64>,

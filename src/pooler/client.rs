@@ -15,7 +15,7 @@ use super::params::ClientParams;
 use super::pool::{CheckoutError, Guard, Pool};
 use super::prepared::ClientStatements;
 use super::protocol::backend::{encode as be, tag as bt, TransactionStatus};
-use super::protocol::frame::peek_frame;
+use super::protocol::frame::{peek_frame, HEADER_LENGTH};
 use super::protocol::frontend::{self, FrontendMessage};
 use super::protocol::sql_state::SqlState;
 use super::protocol::{split_frame, split_frame_limited};
@@ -26,6 +26,10 @@ use super::stream::ClientStream;
 use super::txn::{Synthetic, TxStatus};
 use super::{Call, ClientInfo, Pooler};
 use crate::config::PoolMode;
+
+mod large;
+
+use large::{client_message_refused, let_go_if_grown, server_message_refused, Passing};
 
 const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 
@@ -52,6 +56,9 @@ enum End {
     ServerLost,
     /// PostgreSQL refused a new connection; its error frame goes to the client.
     Refused(bytes::Bytes),
+    /// The server sent what the pooler refuses to relay (over max_packet_size): its
+    /// connection is closed and the client told why.
+    BadServerMessage(Fatal),
 }
 
 /// A logged-in client between transactions: what it keeps wherever it waits, in a
@@ -112,6 +119,10 @@ struct Active {
     /// A later call of the pooler (KILL, draining, the once-a-second move to a lounge)
     /// ends the client's wait between transactions.
     call: Call,
+    /// The rest of a large client message relayed in pieces (`large.rs`).
+    from_client: Passing,
+    /// The rest of a large server message relayed in pieces.
+    from_server: Passing,
 }
 
 /// The task of a client that just logged in: it gets the login's replies and is served
@@ -189,6 +200,8 @@ impl Active {
             server: None,
             xact_started: Instant::now(),
             query_started: Instant::now(),
+            from_client: Passing::default(),
+            from_server: Passing::default(),
         }
     }
 
@@ -252,9 +265,7 @@ impl Active {
             &mut self.to_client,
             &mut self.to_server,
         ] {
-            if buf.is_empty() && buf.capacity() > MAX_KEPT_BUFFER {
-                *buf = BytesMut::new();
-            }
+            let_go_if_grown(buf, 0);
         }
         // The config's Arc is shared by every client: refreshed only when it changed, so
         // that its reference count is not bounced between cores on every transaction.
@@ -306,8 +317,11 @@ impl Active {
             return Ok(());
         };
         let conn = guard.conn();
-        let idle_in_transaction =
-            conn.tracker.nothing_pending() && conn.tracker.status() != TxStatus::Idle;
+        // A server waiting for the rest of a client's large message waits on the client as
+        // much as one idle in a transaction: a client cannot hold it by stopping half-way.
+        let idle_in_transaction = (conn.tracker.nothing_pending()
+            && conn.tracker.status() != TxStatus::Idle)
+            || self.from_client.owed > 0;
         let timeout = sleep_or_never(idle_transaction_timeout.filter(|_| idle_in_transaction));
         let backlog = !self.to_server.is_empty();
         let (mut server_read, mut server_write) = conn.stream.split();
@@ -344,23 +358,29 @@ impl Active {
                 .bytes_received
                 .fetch_add(n as u64, Relaxed),
         };
-        let max_packet = self.config.max_packet_size as usize;
+        let max_packet = self.config.max_packet_size;
+        // PgBouncer's max_packet_size counts the whole message: tag, length and body.
+        let max_body = (max_packet as usize).saturating_sub(HEADER_LENGTH);
         let max_prepared = self.config.max_prepared_statements as usize;
         let rewrite_on = self.client.mode == PoolMode::Transaction && max_prepared > 0;
         // A server assigned for this request: its clock reading starts the query too.
         let mut assigned = false;
+        if self.from_client.owed > 0 {
+            self.from_client
+                .pass(&mut self.client.buf, &mut self.to_server);
+        }
         loop {
             let frame = match split_frame_limited(&mut self.client.buf, |tag| {
-                frontend::max_body_length(tag).min(max_packet)
+                frontend::max_body_length(tag).min(max_body)
             }) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    return Err(End::Fatal(fatal(
-                        SqlState::PROTOCOL_VIOLATION,
-                        e.to_string(),
-                    )))
+                Ok(None) => {
+                    if self.client.buf.len() >= HEADER_LENGTH && self.from_client.owed == 0 {
+                        assigned |= self.stream_from_client(rewrite_on, max_prepared).await?;
+                    }
+                    break;
                 }
+                Err(e) => return Err(client_message_refused(e, max_packet)),
             };
             let message = frontend::decode(&frame)
                 .map_err(|e| End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())))?;
@@ -428,13 +448,24 @@ impl Active {
         };
         let conn = guard.conn();
         let mut ready_count = 0u64;
+        let max_packet = self.config.max_packet_size;
+        let max_body = MAX_BACKEND_MESSAGE.min((max_packet as usize).saturating_sub(HEADER_LENGTH));
+        if self.from_server.owed > 0 {
+            self.from_server
+                .pass(&mut conn.read_buf, &mut self.to_client);
+        }
         loop {
             // Each message is looked at in place and forwarded from the read buffer:
             // splitting it off would cost two reference count updates per message.
-            let (tag, total) = match peek_frame(&conn.read_buf, |_| MAX_BACKEND_MESSAGE) {
+            let (tag, total) = match peek_frame(&conn.read_buf, |_| max_body) {
                 Ok(Some(found)) => found,
-                Ok(None) => break,
-                Err(_) => return Err(End::ServerLost),
+                Ok(None) => {
+                    if conn.read_buf.len() >= HEADER_LENGTH && self.from_server.owed == 0 {
+                        large::stream_from_server(conn, &mut self.to_client, &mut self.from_server);
+                    }
+                    break;
+                }
+                Err(e) => return Err(server_message_refused(e, max_packet)),
             };
             let status = (tag == bt::READY_FOR_QUERY)
                 .then(|| conn.read_buf.get(5).copied())
@@ -474,7 +505,7 @@ impl Active {
         }
         let ready = conn.tracker.take_ready_synthetic();
         write_synthetic(&mut self.to_client, &ready);
-        let releasable = conn.tracker.is_idle() && self.to_server.is_empty();
+        let releasable = conn.tracker.is_idle() && self.to_server.is_empty() && !self.mid_message();
         let now = Instant::now();
         if ready_count > 0 {
             let stats = &self.client.pool.stats;
@@ -486,6 +517,9 @@ impl Active {
             );
         }
         self.flush_client().await?;
+        if releasable && self.client.mode == PoolMode::Session {
+            self.let_go_of_grown_buffers();
+        }
         // KILL shuts down the connections in use; one that finished its transaction just
         // before ends here.
         let draining = self.client.pooler.is_draining();
@@ -605,6 +639,8 @@ impl Active {
             now.saturating_duration_since(self.xact_started).as_micros() as u64,
             Relaxed,
         );
+        // A read buffer grown for a large message is not kept in the pool.
+        let_go_if_grown(&mut guard.conn().read_buf, ACTIVE_BUFFER);
         let reusable =
             if self.client.mode == PoolMode::Session || self.config.server_reset_query_always {
                 let config = self.config.clone();
@@ -634,13 +670,23 @@ impl Active {
             End::Refused(frame) => {
                 let _ = self.client.stream.write_all(frame).await;
             }
+            End::BadServerMessage(error) => {
+                if let Some(mut guard) = self.server.take() {
+                    guard.conn().mark_broken();
+                }
+                self.client.info.cancel.set(None);
+                tracing::warn!(database = %self.client.pool.key.database, "closing a server connection: {}", error.message);
+                send_fatal(&mut self.client.stream, error).await;
+            }
             End::Left => {}
         }
         // A client gone mid-transaction must not leave a dirty connection in the pool.
+        let mid_message = self.mid_message();
         if let Some(mut guard) = self.server.take() {
             self.client.info.cancel.set(None);
             let conn = guard.conn();
-            let clean = conn.tracker.nothing_pending()
+            let clean = !mid_message
+                && conn.tracker.nothing_pending()
                 && (conn.tracker.status() == TxStatus::Idle
                     || Box::pin(conn.run_internal("ROLLBACK")).await.is_ok());
             if clean {

@@ -3,10 +3,12 @@
 //! statement), or answered by the pooler itself. Every decision queues what the server
 //! will answer, in `txn::Tracker`.
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 
 use super::prepared::{Catalog, ClientStatements, StatementText};
-use super::protocol::frontend::{self, encode as fe, FrontendMessage, ObjectKind};
+use super::protocol::frame::HEADER_LENGTH;
+use super::protocol::frontend::{self, encode as fe, tag as ft, FrontendMessage, ObjectKind};
+use super::protocol::streamed::{ClientHead, Fields};
 use super::protocol::{Frame, ProtocolError};
 use super::server::ServerConn;
 use super::txn::{Pending, Reply};
@@ -17,6 +19,9 @@ pub enum Routed {
     Sent,
     /// A simple query that drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
     SentForgetStatements,
+    /// A streamed simple query that might be one of those (only its start was seen): the
+    /// server connection's statements are forgotten, to be prepared again if needed.
+    SentMaybeForgetStatements,
 }
 
 /// Statement-rewriting context; `None` in session mode or with max_prepared_statements 0,
@@ -105,6 +110,74 @@ pub fn route(
     Ok(Routed::Sent)
 }
 
+/// Routes the head of a client message whose body is streamed after it (see
+/// `protocol::streamed`): the tracker learns what the message is owed, and `out` gets its
+/// header and leading names, the statement renamed for a Bind of a pooler-wide statement.
+/// The body that follows the names is the caller's to copy through unchanged. The caller
+/// streams a named Parse only without `rewrite` (with it, the text is kept whole).
+pub fn route_streamed(
+    head: &ClientHead<'_>,
+    server: &mut ServerConn,
+    rewrite: Option<Rewrite<'_>>,
+    out: &mut BytesMut,
+) -> Result<Routed, ProtocolError> {
+    let rest = head.body_length - head.fields.length();
+    match head.fields {
+        Fields::Opaque { text } => {
+            put_header(out, head.tag, rest)?;
+            if head.tag == ft::COPY_DATA {
+                return Ok(Routed::Sent);
+            }
+            server.tracker.push(Pending::Query);
+            // Only DISCARD ALL or DEALLOCATE ALL drowned in blanks could be that large.
+            let first = text.iter().find(|b| !b.is_ascii_whitespace());
+            if head.tag == ft::QUERY && first.is_none_or(|b| matches!(b, b'd' | b'D')) {
+                return Ok(Routed::SentMaybeForgetStatements);
+            }
+        }
+        Fields::Parse { name } => {
+            put_header(out, head.tag, rest + name.len() + 1)?;
+            put_cstr(out, name);
+            server.tracker.push(Pending::Parse {
+                reply: Reply::Forward,
+                server_name: (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()),
+            });
+        }
+        Fields::Bind { portal, statement } => {
+            let renamed = match rewrite {
+                Some(rw) if !statement.is_empty() => ensure(server, &rw, statement, out),
+                _ => None,
+            };
+            let statement = renamed.as_ref().map_or(statement, |name| name.as_bytes());
+            put_header(out, head.tag, portal.len() + 1 + statement.len() + 1 + rest)?;
+            put_cstr(out, portal);
+            put_cstr(out, statement);
+            server.tracker.push(Pending::Bind);
+        }
+    }
+    Ok(Routed::Sent)
+}
+
+/// A message header announcing `body_length` bytes of body.
+fn put_header(out: &mut BytesMut, tag: u8, body_length: usize) -> Result<(), ProtocolError> {
+    let len = body_length
+        .checked_add(4)
+        .and_then(|len| i32::try_from(len).ok())
+        .ok_or(ProtocolError::MessageTooLarge {
+            len: body_length,
+            max: i32::MAX as usize - 4,
+        })?;
+    out.reserve(HEADER_LENGTH);
+    out.put_u8(tag);
+    out.put_i32(len);
+    Ok(())
+}
+
+fn put_cstr(out: &mut BytesMut, value: &[u8]) {
+    out.extend_from_slice(value);
+    out.put_u8(0);
+}
+
 /// The server-side name for a client statement, preparing it on `server` first if needed;
 /// `None` for a name the client never parsed (PostgreSQL will report it).
 fn ensure(
@@ -177,6 +250,7 @@ fn pending_for(message: &FrontendMessage) -> Option<Pending> {
         },
         FrontendMessage::Execute { .. } => Pending::Execute,
         FrontendMessage::Sync => Pending::Sync,
+        FrontendMessage::CopyDone | FrontendMessage::CopyFail { .. } => Pending::CopyEnd,
         _ => return None,
     })
 }

@@ -35,6 +35,9 @@ pub enum Pending {
     Sync,
     /// A simple Query (or FunctionCall): ends with ReadyForQuery.
     Query,
+    /// CopyDone or CopyFail: owes nothing and is never queued, but ends the stretch in
+    /// which PostgreSQL ignores the client's Syncs (see `Tracker::copy_open`).
+    CopyEnd,
 }
 
 /// Who answers a Parse or Close.
@@ -71,6 +74,9 @@ pub struct Tracker {
     status: TxStatus,
     /// In COPY FROM STDIN: the client streams data until CopyDone/CopyFail.
     copy_in: bool,
+    /// COPY FROM STDIN began and the client has not ended it: PostgreSQL ignores Sync (and
+    /// Flush) in copy-in mode, so a Sync now owes no ReadyForQuery.
+    copy_open: bool,
     /// Something was sent since the last ReadyForQuery. Extended-protocol messages before
     /// a Sync run in an implicit transaction even when every reply has arrived, so the
     /// connection is not free until a Sync has been answered.
@@ -88,6 +94,7 @@ impl Default for Tracker {
             queue: VecDeque::new(),
             status: TxStatus::Idle,
             copy_in: false,
+            copy_open: false,
             unsynced: false,
             skipping: false,
             discarded: Vec::new(),
@@ -97,6 +104,14 @@ impl Default for Tracker {
 
 impl Tracker {
     pub fn push(&mut self, pending: Pending) {
+        match pending {
+            Pending::CopyEnd => {
+                self.copy_open = false;
+                return;
+            }
+            Pending::Sync if self.copy_open => return,
+            _ => {}
+        }
         if self.skipping {
             match pending {
                 Pending::Sync => self.skipping = false,
@@ -182,10 +197,22 @@ impl Tracker {
             b'C' | b'I' | b's' => {
                 self.pop_if(|p| *p == Pending::Execute);
             }
-            b'G' => self.copy_in = true,
+            b'G' => {
+                // Syncs the client sent behind the COPY before it saw this (libpq and
+                // tokio-postgres send Bind, Execute, Sync at once) reach PostgreSQL in
+                // copy-in mode and are ignored: no ReadyForQuery answers them.
+                self.copy_in = true;
+                self.copy_open = true;
+                let front = self.queue.pop_front();
+                self.queue.retain(|p| *p != Pending::Sync);
+                if let Some(front) = front {
+                    self.queue.push_front(front);
+                }
+            }
             b'E' => outcome.failed_statements = self.on_error(),
             b'Z' => {
                 self.copy_in = false;
+                self.copy_open = false;
                 self.pop_if(|p| matches!(p, Pending::Sync | Pending::Query));
                 if self.queue.is_empty() {
                     self.unsynced = false;
@@ -206,6 +233,7 @@ impl Tracker {
     /// only the current statement.
     fn on_error(&mut self) -> Vec<String> {
         self.copy_in = false;
+        self.copy_open = false;
         let mut failed = Vec::new();
         while let Some(front) = self.queue.front() {
             match front {
@@ -405,6 +433,45 @@ mod tests {
         t.on_backend(b'G', None);
         assert!(!t.nothing_pending());
         t.on_backend(b'C', None);
+        t.on_backend(b'Z', Some(TxStatus::Idle));
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn syncs_sent_into_an_extended_protocol_copy_owe_nothing() {
+        // tokio-postgres: Bind, Execute, Sync; CopyInResponse; CopyData, CopyDone, Sync;
+        // then Close (kept by the pooler) and Sync. PostgreSQL ignores the first Sync.
+        let mut t = Tracker::default();
+        for p in [Pending::Bind, Pending::Execute, Pending::Sync] {
+            t.push(p);
+        }
+        t.on_backend(b'2', None);
+        t.on_backend(b'G', None);
+        t.push(Pending::Sync); // in copy-in mode: ignored by PostgreSQL too
+        t.push(Pending::CopyEnd);
+        t.push(Pending::Sync);
+        t.push(Pending::Close {
+            reply: Reply::Synthesize,
+        });
+        t.push(Pending::Sync);
+        t.on_backend(b'C', None);
+        assert!(!t.is_idle());
+        let after_copy = t.on_backend(b'Z', Some(TxStatus::Idle));
+        assert!(after_copy.before.is_empty());
+        assert_eq!(t.take_ready_synthetic(), [Synthetic::CloseComplete]);
+        assert!(!t.is_idle());
+        t.on_backend(b'Z', Some(TxStatus::Idle));
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn a_simple_query_copy_is_tracked_as_before() {
+        let mut t = Tracker::default();
+        t.push(Pending::Query);
+        t.on_backend(b'G', None);
+        t.push(Pending::CopyEnd);
+        t.on_backend(b'C', None);
+        assert!(!t.is_idle());
         t.on_backend(b'Z', Some(TxStatus::Idle));
         assert!(t.is_idle());
     }

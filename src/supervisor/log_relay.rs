@@ -4,7 +4,12 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
+
+/// The longest line relayed. PostgreSQL logs a slow statement with its text and parameters,
+/// which a tenant chooses (a 150 MB literal): the rest of a longer line is dropped as it is
+/// read, so that no line costs the agent more than this, in the relay or in the tail.
+const MAX_LINE: usize = 16 * 1024;
 
 /// The most recent PostgreSQL log lines, shared between the relay and the supervisor.
 #[derive(Debug, Clone, Default)]
@@ -75,9 +80,12 @@ impl ArchiveFailures {
 
 /// Reads `stream` to its end, logging each line.
 pub async fn relay(stream: impl AsyncRead + Unpin, tail: LogTail) {
-    let mut lines = BufReader::new(stream).lines();
+    let mut reader = BufReader::new(stream);
+    let mut bytes = Vec::new();
     let mut archive_failures = ArchiveFailures::default();
-    while let Ok(Some(line)) = lines.next_line().await {
+    while let Ok(true) = read_line(&mut reader, &mut bytes).await {
+        // Not UTF-8 (a database in another encoding): shown, not a reason to stop reading.
+        let line = String::from_utf8_lossy(&bytes);
         tail.push(&line);
         if ArchiveFailures::is_one(&line) {
             match archive_failures.admit(std::time::Instant::now()) {
@@ -121,6 +129,35 @@ pub async fn relay(stream: impl AsyncRead + Unpin, tail: LogTail) {
             Severity::Debug => {
                 tracing::debug!(component = "postgres", pid, user, database, "{message}")
             }
+        }
+    }
+}
+
+/// Reads one line into `line` (without its newline), keeping at most `MAX_LINE` bytes of it
+/// and marking a cut line; false at the end of the stream.
+async fn read_line(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    line.clear();
+    let mut cut = false;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(!line.is_empty() || cut);
+        }
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let part = newline.map_or(buf, |end| buf.get(..end).unwrap_or_default());
+        let room = MAX_LINE.saturating_sub(line.len());
+        line.extend_from_slice(part.get(..room.min(part.len())).unwrap_or_default());
+        cut |= part.len() > room;
+        let used = newline.map_or(buf.len(), |end| end + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            if cut {
+                line.extend_from_slice(b" [cut]");
+            }
+            return Ok(true);
         }
     }
 }
@@ -298,6 +335,22 @@ mod tests {
             "error: wal push pg_wal/0001: upload failed"
         ));
         assert!(!ArchiveFailures::is_one("[7] LOG:  checkpoint starting"));
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_as_they_are_read() {
+        let mut input = vec![b'a'; 3 * MAX_LINE];
+        input.extend_from_slice(b"\nnext\nlast");
+        let mut reader = BufReader::new(&input[..]);
+        let mut line = Vec::new();
+        assert!(read_line(&mut reader, &mut line).await.unwrap());
+        assert_eq!(line.len(), MAX_LINE + b" [cut]".len());
+        assert!(line.ends_with(b"a [cut]"));
+        assert!(read_line(&mut reader, &mut line).await.unwrap());
+        assert_eq!(line, b"next");
+        assert!(read_line(&mut reader, &mut line).await.unwrap());
+        assert_eq!(line, b"last");
+        assert!(!read_line(&mut reader, &mut line).await.unwrap());
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod attack_api;
 mod attack_etcd;
 mod attack_files;
 mod attack_pooler_login;
+mod attack_pooler_memory;
 mod attack_pooler_tls;
 mod attack_repository;
 mod attack_superuser;

@@ -22,7 +22,7 @@ pub const LARGE_MESSAGE_LIMIT: usize = 0x3fff_fffe;
 pub const AUTH_MESSAGE_LIMIT: usize = 512;
 
 /// Bytes before the body: the tag and the length word.
-const HEADER_LENGTH: usize = 5;
+pub const HEADER_LENGTH: usize = 5;
 
 /// One complete tagged message, kept whole (tag, length and body) so the pooler can forward it
 /// without re-encoding. Only [`split_frame`] builds one, so `bytes` always holds at least the
@@ -116,6 +116,16 @@ pub fn peek_frame(
     Ok(Some((tag, total)))
 }
 
+/// The tag and body length the header at the front of `buf` announces, whether or not the
+/// body has arrived; `None` without a whole header or with a length below four. Callers check
+/// the length with [`peek_frame`] first; this is for relaying a large body in pieces.
+pub fn peek_header(buf: &[u8]) -> Option<(u8, usize)> {
+    let &[tag, l0, l1, l2, l3] = buf.first_chunk::<HEADER_LENGTH>()?;
+    let len = u32::from_be_bytes([l0, l1, l2, l3]);
+    let body_length = usize::try_from(len).ok()?.checked_sub(4)?;
+    Some((tag, body_length))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +194,13 @@ mod tests {
         );
         let mut at_limit = BytesMut::from(&[b'Q', 0, 0, 0x27, 0x14][..]);
         assert_eq!(split_frame(&mut at_limit, SMALL_MESSAGE_LIMIT), Ok(None));
+    }
+
+    #[test]
+    fn header_is_read_before_the_body_arrives() {
+        assert_eq!(peek_header(&[b'D', 0, 1, 0, 4, 1, 2]), Some((b'D', 65536)));
+        assert_eq!(peek_header(&[b'D', 0, 1, 0]), None);
+        assert_eq!(peek_header(&[b'D', 0, 0, 0, 3]), None);
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! - [`backend`]: messages from server to client. [`backend::decode`] gives a
 //!   [`backend::BackendMessage`]; [`backend::encode`] writes what the pooler synthesizes for
 //!   clients (authentication, `ReadyForQuery`, errors, admin-console rows).
+//! - [`streamed`]: which messages larger than [`streamed::STREAM_ABOVE`] the pooler relays in
+//!   pieces, and the leading names of a `Parse` or `Bind` it reads before the body passes.
 //! - [`error_fields`]: `ErrorResponse` / `NoticeResponse` fields, both decoded
 //!   ([`error_fields::ErrorFields`]) and to encode ([`error_fields::ErrorReport`]);
 //!   [`sql_state::SqlState`] holds the error codes the pooler uses.
@@ -41,6 +43,7 @@ pub mod frame;
 pub mod frontend;
 pub mod sql_state;
 pub mod startup;
+pub mod streamed;
 
 mod reader;
 mod writer;
