@@ -21,3 +21,4 @@ mod shutdown;
 mod status;
 mod supervisor;
 mod tenants;
+mod tls_pin;
