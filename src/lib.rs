@@ -5,6 +5,7 @@
 //! (`api`) that every other subcommand (`cli`) talks to. `pg` is the only place that runs
 //! PostgreSQL binaries and renders its configuration. ARCHITECTURE.md is the map.
 
+mod accept_errors;
 mod agent;
 mod api;
 mod backup;
@@ -21,3 +22,4 @@ mod shutdown;
 mod status;
 mod supervisor;
 mod tenants;
+mod tls_pin;

@@ -5,7 +5,8 @@
 //! response without stalling for `body_timeout`. At most `max_connections` are served
 //! at once (the rest wait in the kernel's backlog) and `max_connections_per_address` per
 //! client address (IPv6 by /64); more are closed at once. Accept errors such as EMFILE
-//! back off and are logged once per interval, not once per error.
+//! back off and are logged once per interval, not once per error (`accept_errors.rs`,
+//! shared with the pooler).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::accept_errors::AcceptErrors;
 use crate::config::ApiConfig;
 
 /// The largest request body any endpoint takes (they take small JSON documents).
@@ -38,7 +40,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// The largest request head (request line and headers) read before answering 431.
 const MAX_HEAD_BYTES: usize = 64 << 10;
 
-/// How often a repeated problem (accept errors, refused addresses) reaches the log.
+/// How often a repeated problem (refused addresses) reaches the log.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The bounds a listener serves under.
@@ -77,7 +79,7 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = Arc::new(PerAddress::new(limits.max_connections_per_address));
     let connections = TaskTracker::new();
-    let mut accept_errors = AcceptErrors::default();
+    let mut accept_errors = AcceptErrors::new(what);
     let mut refusals = Throttle::default();
     loop {
         let permit = tokio::select! {
@@ -89,10 +91,16 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                accept_errors.succeeded();
+                accepted
+            }
             Err(e) => {
-                accept_errors.failed(what, &e).await;
-                continue;
+                let pause = accept_errors.failed(&e, Instant::now());
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    () = shutdown.cancelled() => break,
+                }
             }
         };
         let Some(address_slot) = per_address.take(peer.ip()) else {
@@ -209,39 +217,6 @@ fn refuse(status: StatusCode, message: &str) -> Response {
         axum::Json(serde_json::json!({ "error": message })),
     )
         .into_response()
-}
-
-/// What an accept loop does when `accept` fails: log once per interval (with how many
-/// were not logged), and when the process is out of descriptors or memory wait a
-/// little, since they come back only as connections close and retrying at once only
-/// spins. Any accept loop can use it (the pooler's too).
-#[derive(Default)]
-pub struct AcceptErrors {
-    log: Throttle,
-}
-
-impl AcceptErrors {
-    pub async fn failed(&mut self, listener: &str, e: &io::Error) {
-        let scarce = is_resource_exhaustion(e);
-        if let Some(repeats) = self.log.ready() {
-            tracing::warn!(
-                listener,
-                repeats,
-                "accepting a connection failed: {e}{}",
-                if scarce { "; backing off" } else { "" }
-            );
-        }
-        if scarce {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-fn is_resource_exhaustion(e: &io::Error) -> bool {
-    use nix::errno::Errno;
-    [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
-        .iter()
-        .any(|errno| e.raw_os_error() == Some(*errno as i32))
 }
 
 /// Lets one occurrence of a repeated event through per `LOG_INTERVAL`, counting the rest.

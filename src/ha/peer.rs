@@ -11,7 +11,7 @@
 //! verified record.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
@@ -250,14 +250,18 @@ pub async fn call_as(
         let pin = member
             .api_cert_sha256
             .as_deref()
-            .filter(|p| p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(crate::tls_pin::parse_sha256_hex)
             .with_context(|| {
                 format!(
                     "{}'s member record names an https API but pins no certificate",
                     member.name
                 )
             })?;
-        builder = builder.use_preconfigured_tls(pinned_tls(pin)?);
+        // Any certificate but the pinned one (the agents' are self-signed) is refused.
+        builder = builder.use_preconfigured_tls(crate::tls_pin::client_config(
+            pin,
+            "the agent's certificate is not the one its member record pins".into(),
+        )?);
     } else if !base.starts_with("http://") {
         bail!("{}'s API URL {base} is not http(s)", member.name);
     }
@@ -280,81 +284,6 @@ pub async fn call_as(
         .send()
         .await
         .with_context(|| format!("{}: {path_and_query}", member.name))
-}
-
-/// TLS that accepts exactly the certificate whose SHA-256 is `pin` (the verified member
-/// record's), whatever name or issuer it has: the agents' certificates are self-signed.
-fn pinned_tls(pin: &str) -> anyhow::Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Pinned {
-        sha256: pin.to_ascii_lowercase(),
-        provider: provider.clone(),
-    };
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("choose TLS versions")?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth())
-}
-
-#[derive(Debug)]
-struct Pinned {
-    sha256: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls_pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
-        _server_name: &rustls_pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if sha256_hex(end_entity.as_ref()) == self.sha256 {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "the agent's certificate is not the one its member record pins".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 //! I/O shell that reads sockets and calls them. `Pooler` is the state every client task
 //! shares: pools, the cancel registry, the statement catalog, the client list.
 
-mod accept;
 mod admin;
 pub mod auth;
 mod cancel;
@@ -483,7 +482,7 @@ pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> any
     if let Some(primary) = pooler.target.route.clone() {
         tokio::spawn(follow_primary(pooler.clone(), primary, shutdown.clone()));
     }
-    let mut errors = accept::AcceptErrors::default();
+    let mut errors = crate::accept_errors::AcceptErrors::new("pooler");
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,

@@ -1,8 +1,8 @@
-//! What the accept loop does when `accept` fails. Out of file descriptors (`EMFILE`,
-//! `ENFILE`) the listen queue stays readable, so retrying at once spins a core and logs
-//! one line per try; instead the loop pauses (10 ms, doubling up to 1 s, as PgBouncer
-//! pauses its listeners) and logs once per `LOG_INTERVAL` with a count of the failures
-//! it did not log.
+//! What an accept loop (the pooler's, the API's) does when `accept` fails. Out of file
+//! descriptors (`EMFILE`, `ENFILE`) the listen queue stays readable, so retrying at once
+//! spins a core and logs one line per try; instead the loop pauses (10 ms, doubling up
+//! to 1 s, as PgBouncer pauses its listeners) and logs once per `LOG_INTERVAL` with a
+//! count of the failures it did not log.
 
 use std::time::{Duration, Instant};
 
@@ -11,9 +11,11 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// At most one log line per this long while accepts keep failing.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The state of consecutive accept failures; `Default` is "no failure".
-#[derive(Debug, Default)]
+/// The state of one listener's consecutive accept failures.
+#[derive(Debug)]
 pub struct AcceptErrors {
+    /// The listener's name, for the log ("pooler", "api.listen").
+    listener: &'static str,
     pause: Duration,
     /// Failures since the last log line.
     unlogged: u64,
@@ -23,6 +25,17 @@ pub struct AcceptErrors {
 }
 
 impl AcceptErrors {
+    /// No failure yet.
+    pub fn new(listener: &'static str) -> AcceptErrors {
+        AcceptErrors {
+            listener,
+            pause: Duration::ZERO,
+            unlogged: 0,
+            failures: 0,
+            last_logged: None,
+        }
+    }
+
     /// Records a failed accept: logs it unless a line went out less than `LOG_INTERVAL`
     /// ago, and returns how long to pause before accepting again.
     pub fn failed(&mut self, error: &std::io::Error, now: Instant) -> Duration {
@@ -39,7 +52,8 @@ impl AcceptErrors {
             tracing::warn!(
                 failures = self.unlogged,
                 out_of_files,
-                "pooler: accepting a connection failed: {error}; pausing accepts"
+                "{}: accepting a connection failed: {error}; pausing accepts",
+                self.listener
             );
             self.unlogged = 0;
             self.last_logged = Some(now);
@@ -57,9 +71,10 @@ impl AcceptErrors {
         if self.failures > 0 {
             tracing::info!(
                 failures = self.failures,
-                "pooler: accepting connections again"
+                "{}: accepting connections again",
+                self.listener
             );
-            *self = AcceptErrors::default();
+            *self = AcceptErrors::new(self.listener);
         }
     }
 }
@@ -70,7 +85,7 @@ mod tests {
 
     #[test]
     fn pauses_grow_to_a_second_and_reset_after_a_success() {
-        let mut errors = AcceptErrors::default();
+        let mut errors = AcceptErrors::new("test");
         let emfile = std::io::Error::from_raw_os_error(nix::libc::EMFILE);
         let now = Instant::now();
         let pauses: Vec<Duration> = (0..10).map(|_| errors.failed(&emfile, now)).collect();
@@ -83,7 +98,7 @@ mod tests {
 
     #[test]
     fn logs_once_per_interval_and_counts_the_rest() {
-        let mut errors = AcceptErrors::default();
+        let mut errors = AcceptErrors::new("test");
         let emfile = std::io::Error::from_raw_os_error(nix::libc::EMFILE);
         let start = Instant::now();
         errors.failed(&emfile, start);
