@@ -90,6 +90,15 @@ pub fn read_to_string(path: &Path) -> std::io::Result<String> {
     })
 }
 
+/// [`open_regular`], with `None` when nothing is at `path`.
+pub fn open_regular_if_exists(path: &Path) -> std::io::Result<Option<File>> {
+    match open_regular(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Opens `path` for reading if it is a regular file (not through a link); otherwise an
 /// error of kind `InvalidInput`.
 pub fn open_regular(path: &Path) -> std::io::Result<File> {

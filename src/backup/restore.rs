@@ -162,22 +162,18 @@ fn own_files(ctx: &Context, dir: &Path, usage: Use<'_>) -> anyhow::Result<()> {
 /// the PostgreSQL user's, and this may run as root); `None` if there is none.
 fn read_regular_file(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-        .open(path);
-    let file = match file {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+    let Some(file) = crate::safe_file::open_regular_if_exists(path)
+        .with_context(|| format!("open {}", path.display()))?
+    else {
+        return Ok(None);
     };
-    let meta = file
+    let size = file
         .metadata()
-        .with_context(|| format!("inspect {}", path.display()))?;
+        .with_context(|| format!("inspect {}", path.display()))?
+        .len();
     anyhow::ensure!(
-        meta.is_file() && meta.len() <= 16 << 20,
-        "{} is not a regular configuration file",
+        size <= 16 << 20,
+        "{} is too large for a configuration file",
         path.display()
     );
     let mut bytes = Vec::new();

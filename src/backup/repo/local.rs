@@ -40,26 +40,9 @@ impl LocalRepo {
     /// The object as a regular file, opened without following a link (and without
     /// blocking on a FIFO); `None` if there is none.
     fn open(&self, key: &str) -> anyhow::Result<Option<File>> {
-        use std::os::unix::fs::OpenOptionsExt;
         let path = self.path(key)?;
-        let file = match fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .open(&path)
-        {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
-        };
-        let meta = file
-            .metadata()
-            .with_context(|| format!("inspect {}", path.display()))?;
-        anyhow::ensure!(
-            meta.is_file(),
-            "{} in the repository is not a regular file",
-            path.display()
-        );
-        Ok(Some(file))
+        crate::safe_file::open_regular_if_exists(&path)
+            .with_context(|| format!("open {} in the repository", path.display()))
     }
 
     pub async fn put(&self, key: &str, data: Bytes) -> anyhow::Result<()> {
