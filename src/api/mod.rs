@@ -16,7 +16,7 @@ use axum::Router;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ApiTls, Config, StatusConfig};
+use crate::config::{ApiTls, Config};
 use crate::metrics::Sources;
 use crate::supervisor::PostgresStatus;
 use crate::tenants::Tenants;
@@ -28,7 +28,6 @@ pub struct ApiState {
     pub admin_token: String,
     /// What `/metrics` and `/status` read.
     pub sources: Arc<Sources>,
-    pub status_limits: StatusConfig,
     /// Asks the supervisor to stop PostgreSQL for maintenance.
     pub maintenance: tokio::sync::mpsc::Sender<crate::supervisor::Maintenance>,
     /// While PostgreSQL is held stopped: what starts it again.

@@ -4,8 +4,10 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::base::{self, Progress};
@@ -52,30 +54,66 @@ fn earliest(config: &Config, after: DateTime<Utc>) -> Option<(DateTime<Utc>, Job
     jobs.into_iter().min_by_key(|(at, _)| *at)
 }
 
-pub async fn task_main(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let ctx = Context::new(&config).await?;
+/// Runs the jobs of the configuration `config` holds, following its reloads: a changed
+/// schedule takes effect at once (a job running then finishes first). With no job
+/// scheduled it waits for a reload; it ends only at shutdown.
+pub async fn task_main(
+    mut config: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut current = config.borrow_and_update().clone();
     let mut after = Utc::now();
-    while let Some((at, job)) = earliest(&config, after) {
-        let wait = (at - Utc::now()).to_std().unwrap_or_default();
-        if shutdown
-            .run_until_cancelled(tokio::time::sleep(wait))
-            .await
-            .is_none()
-        {
-            break;
+    loop {
+        let next = earliest(&current, after);
+        let wait = match &next {
+            Some((at, job)) => {
+                tracing::debug!(job = ?job, at = %at, "backup scheduler: next job");
+                (*at - Utc::now()).to_std().unwrap_or_default()
+            }
+            None => {
+                tracing::info!("backup scheduler: no job is scheduled; waiting for a reload");
+                Duration::MAX
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            changed = config.changed() => {
+                if changed.is_err() {
+                    // The agent is going away; shutdown follows.
+                    shutdown.cancelled().await;
+                    return Ok(());
+                }
+                current = config.borrow_and_update().clone();
+                after = Utc::now();
+                tracing::info!("backup scheduler: schedules reloaded");
+                continue;
+            }
+            () = sleep(wait) => {}
         }
-
+        let Some((at, job)) = next else { continue };
         tracing::info!(job = ?job, "scheduled backup job starting");
-        let outcome = shutdown.run_until_cancelled(run(&ctx, &job)).await;
+        let outcome = shutdown
+            .run_until_cancelled(async {
+                let ctx = Context::new(&current).await?;
+                run(&ctx, &job).await
+            })
+            .await;
         match outcome {
-            None => break,
+            None => return Ok(()),
             Some(Ok(summary)) => tracing::info!(job = ?job, "{summary}"),
             Some(Err(e)) => tracing::error!(job = ?job, "scheduled backup job failed: {e:#}"),
         }
         // Occurrences missed while the job ran are skipped, not run back to back.
         after = at.max(Utc::now());
     }
-    Ok(())
+}
+
+/// `tokio::time::sleep` for any duration (`Duration::MAX` is forever).
+async fn sleep(wait: Duration) {
+    match tokio::time::Instant::now().checked_add(wait) {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn run(ctx: &Context, job: &Job) -> anyhow::Result<String> {

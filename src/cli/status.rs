@@ -92,6 +92,29 @@ fn render(status: &Value) -> Vec<String> {
             text(&pg["restarts"])
         ),
     ];
+    let pending: Vec<String> = status["pending_restart"]
+        .as_array()
+        .map(|keys| keys.iter().map(text).collect())
+        .unwrap_or_default();
+    if !pending.is_empty() {
+        lines.push(format!(
+            "agent       pending restart: {}",
+            pending.join(", ")
+        ));
+    }
+    let died: Vec<String> = status["task_restarts"]
+        .as_object()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter(|(_, n)| n.as_u64().is_some_and(|n| n > 0))
+                .map(|(task, n)| format!("{task} {n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !died.is_empty() {
+        lines.push(format!("agent       task restarts: {}", died.join(", ")));
+    }
     let c = &status["connections"];
     if !c.is_null() {
         lines.push(format!(
@@ -212,6 +235,8 @@ mod tests {
     fn the_screen_shows_tenants_and_warnings() {
         let status = json!({
             "version": "0.1.0", "uptime_seconds": 300, "data_dir": "/d", "role": "primary",
+            "pending_restart": ["api.listen", "postgres.port"],
+            "task_restarts": {"api": 0, "ha_loop": 2},
             "postgres": {"state": "running", "version": "15.4", "pid": 7, "port": 5432,
                          "uptime_seconds": 290, "restarts": 0},
             "connections": {"used": 90, "max": 100, "percent": 90},
@@ -223,6 +248,14 @@ mod tests {
         });
         let screen = super::render(&status).join("\n");
         assert!(screen.contains("role        primary"), "{screen}");
+        assert!(
+            screen.contains("agent       pending restart: api.listen, postgres.port"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("agent       task restarts: ha_loop 2\n"),
+            "{screen}"
+        );
         assert!(screen.contains("connections 90 of 100 (90%)"), "{screen}");
         assert!(
             screen.contains("wal archive off (archive_mode)"),

@@ -117,6 +117,17 @@ fn schedule(
         .with_seconds_optional()
         .parse()
         .map_err(|e| invalid(key, format!("`{text}` is not a cron schedule: {e}")))?;
+    // A valid expression may still name no real date (`0 0 30 2 *`): refuse it here
+    // rather than keep a job that silently never runs.
+    if cron
+        .find_next_occurrence(&chrono::Utc::now(), false)
+        .is_err()
+    {
+        return Err(invalid(
+            key,
+            format!("`{text}` never fires: no date matches it"),
+        ));
+    }
     Ok(Some(Schedule { text, cron }))
 }
 
@@ -292,5 +303,19 @@ mod tests {
             err.to_string().contains("backup.repository_key_file"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_cron_that_never_fires_is_refused_naming_the_key() {
+        let (base, data) = (Path::new("/etc/pgplatform"), Path::new("/var/lib/pgp"));
+        let never = section("drill_schedule = \"0 4 30 2 *\"");
+        let err = BackupConfig::from_section(never, base, data).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("backup.drill_schedule") && text.contains("never fires"),
+            "{text}"
+        );
+        let leap_day = section("drill_schedule = \"0 4 29 2 *\"");
+        assert!(BackupConfig::from_section(leap_day, base, data).is_ok());
     }
 }

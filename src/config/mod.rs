@@ -6,6 +6,7 @@ mod file;
 mod ha;
 mod parameters;
 mod pooler;
+pub mod reload;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -25,6 +25,7 @@ use crate::supervisor::{Maintenance, PostgresState, PostgresStatus};
 /// (a primary still starting) does not cost a restart.
 const REJOIN_AFTER: Duration = Duration::from_secs(12);
 
+#[derive(Clone)]
 pub struct Loop {
     pub node: Arc<Node>,
     pub supervisor: mpsc::Sender<Maintenance>,
@@ -62,11 +63,17 @@ struct Memory {
     postgres: Option<tokio_postgres::Client>,
 }
 
+/// Test-only fault injection: when this variable names a file, the loop panics at the
+/// first round that finds the file there (removing it first, so the restarted loop runs).
+/// The integration tests use it to check that a dead loop fences the node.
+const PANIC_FILE_VAR: &str = "PGPLATFORM_TEST_HA_LOOP_PANIC_FILE";
+
 pub async fn task_main(
     ha: Loop,
-    mut requests: mpsc::Receiver<switchover::Request>,
+    requests: &mut mpsc::Receiver<switchover::Request>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let panic_file = std::env::var_os(PANIC_FILE_VAR).map(std::path::PathBuf::from);
     let node = ha.node.clone();
     let policy = Policy {
         maximum_lag_on_failover: node.config.maximum_lag_on_failover,
@@ -94,12 +101,42 @@ pub async fn task_main(
             }
             () = shutdown.cancelled() => break,
         }
+        if let Some(file) = &panic_file {
+            if std::fs::remove_file(file).is_ok() {
+                panic!("test-only fault injection ({PANIC_FILE_VAR})");
+            }
+        }
         if let Err(e) = ha.round(&policy, &mut lease, &mut memory).await {
             tracing::error!("HA loop: {e:#}");
         }
     }
     ha.hand_over(&lease, &memory).await;
     Ok(())
+}
+
+/// When the loop itself died (it renews the lease, and fences in `Demote`): stop writes
+/// at once, exactly as a leader that cannot reach etcd does, and come back as a standby;
+/// the restarted loop then finds its own leader key and takes it again (or follows).
+pub async fn fence_without_loop(node: &Node, supervisor: &mpsc::Sender<Maintenance>) {
+    if replica::is_standby(&node.pgdata) {
+        return;
+    }
+    tracing::warn!("stepping down: the HA loop is not running, so the leader lease is not renewed");
+    let (stopped_tx, stopped_rx) = oneshot::channel();
+    let (resume_tx, resume_rx) = oneshot::channel();
+    let request = Maintenance {
+        stopped: stopped_tx,
+        resume: resume_rx,
+        immediate: true,
+    };
+    if supervisor.send(request).await.is_err() || stopped_rx.await.is_err() {
+        tracing::error!("fencing: the PostgreSQL supervisor is gone");
+        return;
+    }
+    if let Err(e) = node.write_standby(None) {
+        tracing::error!("fencing: make PostgreSQL a standby: {e:#}");
+    }
+    drop(resume_tx);
 }
 
 impl Loop {

@@ -12,6 +12,7 @@ mod postgres;
 mod settings;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 
 use self::exposition::Exposition;
 pub use self::platform::filesystem;
-use crate::config::MetricsConfig;
+use crate::config::{Config, MetricsConfig};
 use crate::supervisor::{PostgresState, PostgresStatus};
 
 /// Where a scrape reads from.
@@ -30,21 +31,33 @@ pub struct Sources {
     pub pooler_port: Option<u16>,
     pub data_dir: PathBuf,
     pub started: SystemTime,
-    pub config: MetricsConfig,
+    /// The running configuration, as reloads change it (metrics and status settings).
+    pub config: watch::Receiver<Arc<Config>>,
+    /// Changed keys that wait for an agent restart.
+    pub pending_restart: watch::Receiver<Vec<&'static str>>,
+    pub task_restarts: Arc<crate::agent::Restarts>,
     pub postgres: watch::Receiver<PostgresStatus>,
     /// The HA cluster as this node sees it; `None` without HA.
     pub cluster: Option<watch::Receiver<crate::ha::ClusterView>>,
 }
 
+impl Sources {
+    /// The metrics settings now (a reload may have changed them).
+    pub fn settings(&self) -> MetricsConfig {
+        self.config.borrow().metrics.clone()
+    }
+}
+
 /// One scrape, as Prometheus text.
 pub async fn scrape(sources: &Sources) -> String {
+    let settings = sources.settings();
     let mut out = Exposition::default();
     let status = sources.postgres.borrow().clone();
     let mut pg = Exposition::default();
     let up = status.state == PostgresState::Running
         && match tokio::time::timeout(
-            sources.config.scrape_timeout,
-            read_postgres(&mut pg, sources),
+            settings.scrape_timeout,
+            read_postgres(&mut pg, sources, &settings),
         )
         .await
         {
@@ -56,7 +69,7 @@ pub async fn scrape(sources: &Sources) -> String {
             Err(_) => {
                 tracing::warn!(
                     "metrics: PostgreSQL did not answer within {:?} (metrics.scrape_timeout_seconds)",
-                    sources.config.scrape_timeout
+                    settings.scrape_timeout
                 );
                 false
             }
@@ -73,7 +86,7 @@ pub async fn scrape(sources: &Sources) -> String {
     if let Some(port) = sources.pooler_port {
         let mut pooled = Exposition::default();
         let read = pooler::collect(&mut pooled, &sources.socket_dir, port);
-        if tokio::time::timeout(sources.config.scrape_timeout, read)
+        if tokio::time::timeout(settings.scrape_timeout, read)
             .await
             .is_ok()
         {
@@ -88,6 +101,7 @@ pub async fn scrape(sources: &Sources) -> String {
         }
     }
     platform::agent(&mut out, sources.started, &status);
+    platform::task_restarts(&mut out, &sources.task_restarts.snapshot());
     platform::disk(&mut out, &sources.data_dir);
     platform::backups(&mut out, &sources.data_dir.join("run"));
     if let Some(cluster) = &sources.cluster {
@@ -97,7 +111,11 @@ pub async fn scrape(sources: &Sources) -> String {
     out.render()
 }
 
-async fn read_postgres(out: &mut Exposition, sources: &Sources) -> anyhow::Result<()> {
+async fn read_postgres(
+    out: &mut Exposition,
+    sources: &Sources,
+    settings: &MetricsConfig,
+) -> anyhow::Result<()> {
     let client = crate::pg::connect::superuser(
         &sources.socket_dir,
         sources.postgres_port,
@@ -106,10 +124,7 @@ async fn read_postgres(out: &mut Exposition, sources: &Sources) -> anyhow::Resul
     .await?;
     // The server enforces the budget too, so a slow query is cancelled there rather
     // than left running after the scrape gave up on it.
-    let budget = sources
-        .config
-        .scrape_timeout
-        .max(Duration::from_millis(100));
+    let budget = settings.scrape_timeout.max(Duration::from_millis(100));
     client
         .batch_execute(&format!(
             "SET statement_timeout = {ms}; SET lock_timeout = {ms}; SET application_name = 'pgplatform-metrics'",
@@ -117,7 +132,7 @@ async fn read_postgres(out: &mut Exposition, sources: &Sources) -> anyhow::Resul
         ))
         .await
         .context("set the scrape's timeouts")?;
-    postgres::collect(out, &client, sources.config.statements_top).await?;
+    postgres::collect(out, &client, settings.statements_top).await?;
     platform::tenants(out, &client).await?;
     Ok(())
 }

@@ -38,6 +38,19 @@ pub fn agent(out: &mut Exposition, started: SystemTime, postgres: &PostgresStatu
     );
 }
 
+/// The agent's supervised tasks: how often each died and was restarted (every task is
+/// listed from the start, at 0).
+pub fn task_restarts(out: &mut Exposition, restarts: &[(&str, u64)]) {
+    for (task, count) in restarts {
+        out.counter(
+            "pgplatform_agent_task_restarts_total",
+            "Times an agent task (HA loop, API, pooler, scheduler, ...) died and was restarted",
+            &[("task", task)],
+            *count as f64,
+        );
+    }
+}
+
 /// Free and total bytes of the filesystem holding `path`.
 pub fn filesystem(path: &Path) -> Option<(u64, u64)> {
     let stat = nix::sys::statvfs::statvfs(path).ok()?;

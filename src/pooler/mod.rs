@@ -43,6 +43,7 @@ use self::stream::ClientStream;
 use crate::config::{ClientTls, PoolerConfig};
 
 /// What the agent hands the pooler.
+#[derive(Clone)]
 pub struct PoolerSetup {
     pub config: watch::Receiver<Arc<PoolerConfig>>,
     pub pg_socket_dir: PathBuf,
@@ -295,7 +296,6 @@ impl PoolerHandle {
 pub struct Listening {
     pooler: Arc<Pooler>,
     inboxes: Vec<lounge::Inbox>,
-    config: watch::Receiver<Arc<PoolerConfig>>,
     tcp: TcpListener,
     unix: UnixListener,
     socket_path: PathBuf,
@@ -385,7 +385,6 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
     Ok(Listening {
         pooler,
         inboxes,
-        config: setup.config,
         tcp,
         unix,
         socket_path,
@@ -437,8 +436,6 @@ fn bind_unix_socket(
     Ok(unix)
 }
 
-/// Accepts clients until `shutdown`, then lets running transactions finish (up to
-/// shutdown_timeout) before closing.
 /// HA: when the primary moves, server connections to the old one are closed (idle ones
 /// now, busy ones when released), as RECONNECT does; new ones go to the new primary.
 async fn follow_primary(
@@ -465,23 +462,91 @@ async fn follow_primary(
     }
 }
 
-pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Starts the lounges; the accept loop and the housekeeping (`PoolerHandle::maintain`,
+/// `PoolerHandle::follow_primary`) are the agent's supervised tasks.
+pub fn start(listening: Listening) -> Accepting {
     let Listening {
         pooler,
         inboxes,
-        config,
         tcp,
         unix,
         socket_path,
     } = listening;
-    let tracker = pooler.tracker.clone();
     for inbox in inboxes {
-        tracker.spawn(lounge::run(pooler.clone(), inbox));
+        pooler.tracker.spawn(lounge::run(pooler.clone(), inbox));
     }
-    tokio::spawn(maintain(pooler.clone(), config, shutdown.clone()));
-    if let Some(primary) = pooler.target.route.clone() {
-        tokio::spawn(follow_primary(pooler.clone(), primary, shutdown.clone()));
+    Accepting {
+        pooler,
+        listeners: Arc::new(Mutex::new(Some((tcp, unix)))),
+        socket_path,
     }
+}
+
+/// The pooler and its listeners, so that a restarted accept loop serves the same pooler.
+#[derive(Clone)]
+pub struct Accepting {
+    pooler: Arc<Pooler>,
+    /// Taken by the running accept loop; given back if it panics, closed at shutdown.
+    listeners: Arc<Mutex<Option<(TcpListener, UnixListener)>>>,
+    socket_path: PathBuf,
+}
+
+/// The listeners while an accept loop holds them.
+struct Lent {
+    slot: Arc<Mutex<Option<(TcpListener, UnixListener)>>>,
+    listeners: Option<(TcpListener, UnixListener)>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // A panicking loop leaves them for its successor; a loop that ends closes them.
+        if std::thread::panicking() {
+            *lock(&self.slot) = self.listeners.take();
+        }
+    }
+}
+
+impl Accepting {
+    pub fn handle(&self) -> PoolerHandle {
+        PoolerHandle(self.pooler.clone())
+    }
+}
+
+impl PoolerHandle {
+    /// The pooler's housekeeping (see `maintain`), until shutdown.
+    pub async fn maintain(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let config = self.0.config.clone();
+        maintain(self.0, config, shutdown).await;
+        Ok(())
+    }
+
+    /// HA: follows the primary (or the replicas) as they move; without a route it has
+    /// nothing to follow and ends.
+    pub async fn follow_primary(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if let Some(route) = self.0.target.route.clone() {
+            follow_primary(self.0, route, shutdown).await;
+        }
+        Ok(())
+    }
+}
+
+/// Accepts clients until `shutdown`, then lets running transactions finish (up to
+/// shutdown_timeout) before closing.
+pub async fn task_main(accepting: Accepting, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Accepting {
+        pooler,
+        listeners,
+        socket_path,
+    } = accepting;
+    let taken = lock(&listeners).take();
+    let mut lent = Lent {
+        slot: listeners,
+        listeners: taken,
+    };
+    let Some((tcp, unix)) = lent.listeners.as_ref() else {
+        anyhow::bail!("the pooler's listeners were lost");
+    };
+    let tracker = pooler.tracker.clone();
     let mut errors = crate::accept_errors::AcceptErrors::new("pooler");
     loop {
         let accepted = tokio::select! {
@@ -506,8 +571,7 @@ pub async fn task_main(listening: Listening, shutdown: CancellationToken) -> any
             }
         }
     }
-    drop(tcp);
-    drop(unix);
+    drop(lent.listeners.take());
     let _ = std::fs::remove_file(&socket_path);
     pooler.drain_started.store(true, Ordering::Release);
     pooler.draining.cancel();

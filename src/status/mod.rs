@@ -16,6 +16,13 @@ use crate::metrics::console::{number, text, Console};
 use crate::metrics::Sources;
 use crate::supervisor::PostgresState;
 
+/// Builds the report with the thresholds of the running configuration (a reload
+/// changes them).
+pub async fn report_now(sources: &Sources) -> Value {
+    let limits = sources.config.borrow().status.clone();
+    report(sources, &limits).await
+}
+
 /// Builds the report; a PostgreSQL that does not answer within 5 s leaves its parts
 /// empty and shows as a warning, never as a hung request.
 pub async fn report(sources: &Sources, limits: &StatusConfig) -> Value {
@@ -91,10 +98,20 @@ pub async fn report(sources: &Sources, limits: &StatusConfig) -> Value {
         "last_failure": backups.last_failure,
     });
     let warnings = warnings::warnings(&facts, limits);
+    // Changed keys the agent reads only at start (listeners, paths, HA).
+    let pending_restart = sources.pending_restart.borrow().clone();
+    let task_restarts: serde_json::Map<String, Value> = sources
+        .task_restarts
+        .snapshot()
+        .into_iter()
+        .map(|(task, n)| (task.to_owned(), json!(n)))
+        .collect();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "data_dir": sources.data_dir.display().to_string(),
         "uptime_seconds": uptime.as_secs(),
+        "pending_restart": pending_restart,
+        "task_restarts": task_restarts,
         "role": live.get("role").cloned().unwrap_or(Value::Null),
         "postgres": {
             "state": postgres.state,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::log_relay::{LogTail, LOG_LINE_PREFIX};
 pub use self::postmaster::{spawn, stop, PostmasterSpec};
-use self::state::Backoff;
+pub use self::state::Backoff;
 pub use self::state::{PostgresState, PostgresStatus};
 
 /// A PostgreSQL that has started once and accepts connections.

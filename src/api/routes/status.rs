@@ -9,5 +9,5 @@ use serde_json::Value;
 use crate::api::ApiState;
 
 pub async fn status(State(state): State<Arc<ApiState>>) -> Json<Value> {
-    Json(crate::status::report(&state.sources, &state.status_limits).await)
+    Json(crate::status::report_now(&state.sources).await)
 }
