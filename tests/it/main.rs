@@ -12,6 +12,8 @@
 mod support;
 
 mod agent_lifecycle;
+mod agent_reload;
+mod agent_supervision;
 mod attack_api;
 mod attack_etcd;
 mod attack_files;

@@ -29,6 +29,8 @@ pub struct TestAgent {
     /// A network namespace to run `up` in (partition tests).
     netns: Option<String>,
     extra_toml: String,
+    /// Environment variables set for `up` (test-only switches of the agent).
+    env: Vec<(String, String)>,
     /// Where the current run's output starts in the log file (the file is appended to on restart).
     log_offset: usize,
     pub(super) http: Http,
@@ -49,6 +51,20 @@ impl TestAgent {
 
     /// Like `start_with`, listening on `host`, and inside network namespace `netns`.
     pub fn start_at(host: &str, netns: Option<&str>, extra_toml: &str) -> TestAgent {
+        TestAgent::start_full(host, netns, extra_toml, &[])
+    }
+
+    /// Like `start_with`, with `env` set in the agent's environment.
+    pub fn start_with_env(extra_toml: &str, env: &[(&str, &str)]) -> TestAgent {
+        TestAgent::start_full("127.0.0.1", None, extra_toml, env)
+    }
+
+    fn start_full(
+        host: &str,
+        netns: Option<&str>,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> TestAgent {
         let dir = tempfile::Builder::new()
             .prefix("pgplatform-it-")
             .tempdir()
@@ -61,6 +77,10 @@ impl TestAgent {
             host: host.to_owned(),
             netns: netns.map(str::to_owned),
             extra_toml: extra_toml.to_owned(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             log_offset: 0,
             http: Http::new(),
             dir,
@@ -329,6 +349,7 @@ format = "json"
             .arg("--config")
             .arg(self.config_path())
             .args(["up", "--log-format", "json"])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
