@@ -6,27 +6,25 @@
 //! reloads until a signal. Shutdown: the API, the pooler and the other tasks drain
 //! first, PostgreSQL stops last, and the HA loop hands its key over after it.
 
+mod keeper;
 mod prepare;
 mod reload;
 mod tasks;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+pub use self::keeper::Restarts;
 use self::prepare::Host;
 use self::reload::Reloader;
-pub use self::tasks::Restarts;
-use self::tasks::Tasks;
-use crate::api::{self, ApiState};
+use self::tasks::Running;
+use crate::api;
 use crate::config::Config;
-use crate::data_dir::AgentInfo;
 use crate::ha::PgTarget;
-use crate::metrics::Sources;
 use crate::pg::hba;
 use crate::pooler::PoolerSetup;
 use crate::supervisor::{self, Maintenance, PostgresStatus, PostmasterSpec};
@@ -64,7 +62,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let running = start_tasks(
+    let running = tasks::start(
         &config, &host, &reloader, routes, listeners, &postgres, tenants, ha_node, &shutdown,
     )
     .await?;
@@ -82,7 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Where the HA loop tells the poolers the primary and the replicas are; until it
 /// does, they wait (`Unknown`).
-struct Routes {
+pub(super) struct Routes {
     primary: watch::Sender<Vec<PgTarget>>,
     replicas: watch::Sender<Vec<PgTarget>>,
 }
@@ -97,7 +95,7 @@ impl Routes {
 }
 
 /// Every socket the agent serves, bound before PostgreSQL starts.
-struct Listeners {
+pub(super) struct Listeners {
     api: std::net::TcpListener,
     api_tls: Option<tokio_rustls::TlsAcceptor>,
     /// The API's certificate, which HA member records pin.
@@ -165,7 +163,7 @@ async fn bind_listeners(
 
 /// PostgreSQL under the supervisor (its own restarts and backoff), on a token of its
 /// own: it stops last.
-struct Postgres {
+pub(super) struct Postgres {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     stop: CancellationToken,
     status: watch::Receiver<PostgresStatus>,
@@ -279,187 +277,6 @@ async fn bootstrap_tenants(
         }
     }
     Ok(tenants)
-}
-
-/// The supervised tasks, in two groups: `front` stops on the shutdown signal (and
-/// drains) before PostgreSQL stops; `ha` (the HA loop) hands its key over after.
-struct Running {
-    front: Tasks,
-    ha: Tasks,
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn start_tasks(
-    config: &Config,
-    host: &Host,
-    reloader: &Reloader,
-    routes: Routes,
-    listeners: Listeners,
-    postgres: &Postgres,
-    tenants: Arc<Tenants>,
-    ha_node: Option<Arc<crate::ha::Node>>,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Running> {
-    let restarts = Arc::new(Restarts::default());
-    let mut front = Tasks::new(shutdown.clone(), restarts.clone());
-    let mut ha = Tasks::new(shutdown.clone(), restarts.clone());
-    let (cluster_tx, cluster_rx) = watch::channel(crate::ha::ClusterView::default());
-    let cluster_rx = ha_node.as_ref().map(|_| cluster_rx);
-    let sources = Arc::new(Sources {
-        socket_dir: host.data_dir.socket_dir(),
-        postgres_port: config.postgres.port,
-        pooler_port: config.pooler.enabled.then_some(config.pooler.listen_port),
-        data_dir: config.data_dir.clone(),
-        started: SystemTime::now(),
-        config: reloader.config.subscribe(),
-        pending_restart: reloader.pending_restart.subscribe(),
-        task_restarts: restarts,
-        postgres: postgres.status.clone(),
-        cluster: cluster_rx.clone(),
-    });
-    let (switchover_tx, switchover_rx) = mpsc::channel(1);
-    if let Some(node) = &ha_node {
-        if let Some(der) = &listeners.api_cert {
-            node.peers.set_api_certificate(der);
-        }
-        let ha_loop = crate::ha::node::Loop {
-            node: node.clone(),
-            supervisor: postgres.maintenance.clone(),
-            postgres: postgres.status.clone(),
-            view: cluster_tx,
-            primary: routes.primary.clone(),
-            replicas: routes.replicas.clone(),
-            tenants: tenants.clone(),
-        };
-        let requests = Arc::new(tokio::sync::Mutex::new(switchover_rx));
-        let stop = shutdown.clone();
-        let (fence_node, fence_supervisor) = (node.clone(), postgres.maintenance.clone());
-        ha.spawn_with_hook(
-            "ha_loop",
-            move || {
-                let (ha_loop, requests, stop) = (ha_loop.clone(), requests.clone(), stop.clone());
-                async move {
-                    let mut requests = requests.lock_owned().await;
-                    crate::ha::node::task_main(ha_loop, &mut requests, stop).await
-                }
-            },
-            tasks::hook(move || {
-                let (node, supervisor) = (fence_node.clone(), fence_supervisor.clone());
-                async move { crate::ha::node::fence_without_loop(&node, &supervisor).await }
-            }),
-        );
-    }
-    let pooler_handle = listeners.pooler.as_ref().map(|l| l.handle());
-    for (listening, names) in [
-        (
-            listeners.pooler,
-            ["pooler", "pooler_maintenance", "pooler_follow_primary"],
-        ),
-        (
-            listeners.read_only_pooler,
-            [
-                "pooler_read_only",
-                "pooler_read_only_maintenance",
-                "pooler_read_only_follow_replicas",
-            ],
-        ),
-    ] {
-        let Some(listening) = listening else { continue };
-        let accepting = crate::pooler::start(listening);
-        let handle = accepting.handle();
-        front.spawn(
-            names[0],
-            supervised(shutdown, move |stop| {
-                crate::pooler::task_main(accepting.clone(), stop)
-            }),
-        );
-        let maintained = handle.clone();
-        front.spawn(
-            names[1],
-            supervised(shutdown, move |stop| maintained.clone().maintain(stop)),
-        );
-        if ha_node.is_some() {
-            front.spawn(
-                names[2],
-                supervised(shutdown, move |stop| handle.clone().follow_primary(stop)),
-            );
-        }
-    }
-    let state = Arc::new(ApiState {
-        tenants,
-        postgres: postgres.status.clone(),
-        admin_token: host.data_dir.admin_token()?,
-        sources: sources.clone(),
-        maintenance: postgres.maintenance.clone(),
-        paused: tokio::sync::Mutex::new(None),
-        cluster: cluster_rx,
-        ha_node: ha_node.clone(),
-        switchover: ha_node.as_ref().map(|_| switchover_tx),
-        pooler: pooler_handle,
-    });
-    let api_url = format!(
-        "{}://{}",
-        config.api.scheme(),
-        listeners.api.local_addr().context("read API address")?
-    );
-    let limits = api::serve::Limits::from_config(&config.api);
-    let (api_listener, api_tls, api_limits) = (listeners.api, listeners.api_tls, limits.clone());
-    front.spawn(
-        "api",
-        supervised(shutdown, move |stop| {
-            let (state, tls, limits) = (state.clone(), api_tls.clone(), api_limits.clone());
-            let listener = tokio_listener(&api_listener);
-            async move { api::task_main(listener?, state, tls, limits, stop).await }
-        }),
-    );
-    if let Some(metrics) = listeners.metrics {
-        let sources = sources.clone();
-        front.spawn(
-            "metrics",
-            supervised(shutdown, move |stop| {
-                let (sources, limits) = (sources.clone(), limits.clone());
-                let listener = tokio_listener(&metrics);
-                async move { api::metrics_task_main(listener?, sources, limits, stop).await }
-            }),
-        );
-    }
-    let schedules = reloader.config.subscribe();
-    front.spawn(
-        "backup_scheduler",
-        supervised(shutdown, move |stop| {
-            crate::backup::schedule::task_main(schedules.clone(), stop)
-        }),
-    );
-    host.data_dir.write_agent_info(&AgentInfo {
-        pid: std::process::id(),
-        api_url: api_url.clone(),
-        api_cert_file: config.api.cert_file(&config.data_dir),
-    })?;
-    match &listeners.api_cert {
-        Some(der) => tracing::info!(api = %api_url, api_cert_sha256 = %prepare::sha256_hex(der),
-            "pgplatform is ready"),
-        None => tracing::info!(api = %api_url, "pgplatform is ready"),
-    }
-    Ok(Running { front, ha })
-}
-
-/// A factory for `Tasks::spawn` that hands each run the shutdown token.
-fn supervised<F, Fut>(
-    shutdown: &CancellationToken,
-    mut make: F,
-) -> impl FnMut() -> Fut + Send + 'static
-where
-    F: FnMut(CancellationToken) -> Fut + Send + 'static,
-{
-    let shutdown = shutdown.clone();
-    move || make(shutdown.clone())
-}
-
-/// A tokio listener on the same socket as `listener`, for one run of a serving task.
-fn tokio_listener(listener: &std::net::TcpListener) -> anyhow::Result<tokio::net::TcpListener> {
-    let listener = listener.try_clone().context("share the listening socket")?;
-    listener.set_nonblocking(true)?;
-    Ok(tokio::net::TcpListener::from_std(listener)?)
 }
 
 /// The documented order: the API, the pooler and the other tasks drain; PostgreSQL stops;

@@ -1,224 +1,249 @@
-//! The supervisor of the agent's long-lived tasks (the API, the metrics listener, the
-//! pooler's accept loops, maintenance and primary following, the backup scheduler, the HA
-//! loop). Each runs under a keeper: a task that panics or returns an error is logged,
-//! counted (`pgplatform_agent_task_restarts_total{task}`), handed to its failure hook
-//! (the HA loop's fences the node) and started again after a backoff. A task that ends
-//! normally is logged and left ended: only shutdown stops the agent.
+//! The agent's task list: every long-lived task, each under the supervisor in `keeper`
+//! (restarted with backoff when it dies, counted in `/metrics`). Two groups: `front`
+//! (API, metrics listener, poolers, their housekeeping, backup scheduler) stops and
+//! drains on the shutdown signal before PostgreSQL stops; `ha` (the HA loop) hands its
+//! leader key over after PostgreSQL has stopped.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use tokio::task::JoinSet;
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::supervisor::Backoff;
+use super::keeper::{self, Restarts, Tasks};
+use super::prepare::{self, Host};
+use super::reload::Reloader;
+use super::{Listeners, Postgres, Routes};
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::data_dir::AgentInfo;
+use crate::metrics::Sources;
+use crate::tenants::Tenants;
 
-type Run = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-type Hook = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// Restarts per task since the agent started; every task is listed from its spawn, at 0.
-#[derive(Debug, Default)]
-pub struct Restarts(Mutex<BTreeMap<&'static str, u64>>);
-
-impl Restarts {
-    /// Every task's name and count, by name.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        self.counts().iter().map(|(k, v)| (*k, *v)).collect()
-    }
-
-    fn counts(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, u64>> {
-        // A count is a plain number: a panic elsewhere cannot leave it half-written.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn register(&self, task: &'static str) {
-        self.counts().entry(task).or_insert(0);
-    }
-
-    fn count(&self, task: &'static str) {
-        *self.counts().entry(task).or_insert(0) += 1;
-    }
+pub(super) struct Running {
+    pub front: Tasks,
+    pub ha: Tasks,
 }
 
-/// One group of supervised tasks that stop on the same token.
-pub struct Tasks {
-    set: JoinSet<()>,
-    shutdown: CancellationToken,
-    restarts: Arc<Restarts>,
-}
-
-impl Tasks {
-    pub fn new(shutdown: CancellationToken, restarts: Arc<Restarts>) -> Tasks {
-        Tasks {
-            set: JoinSet::new(),
+/// Starts every task, then announces the agent (`run/agent.json`, "pgplatform is ready").
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn start(
+    config: &Config,
+    host: &Host,
+    reloader: &Reloader,
+    routes: Routes,
+    listeners: Listeners,
+    postgres: &Postgres,
+    tenants: Arc<Tenants>,
+    ha_node: Option<Arc<crate::ha::Node>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Running> {
+    let restarts = Arc::new(Restarts::default());
+    let mut front = Tasks::new(shutdown.clone(), restarts.clone());
+    let mut ha = Tasks::new(shutdown.clone(), restarts.clone());
+    let (cluster_tx, cluster_rx) = watch::channel(crate::ha::ClusterView::default());
+    let cluster_rx = ha_node.as_ref().map(|_| cluster_rx);
+    let sources = Arc::new(Sources {
+        socket_dir: host.data_dir.socket_dir(),
+        postgres_port: config.postgres.port,
+        pooler_port: config.pooler.enabled.then_some(config.pooler.listen_port),
+        data_dir: config.data_dir.clone(),
+        started: SystemTime::now(),
+        config: reloader.config.subscribe(),
+        pending_restart: reloader.pending_restart.subscribe(),
+        task_restarts: restarts,
+        postgres: postgres.status.clone(),
+        cluster: cluster_rx.clone(),
+    });
+    let (switchover_tx, switchover_rx) = mpsc::channel(1);
+    if let Some(node) = &ha_node {
+        if let Some(der) = &listeners.api_cert {
+            node.peers.set_api_certificate(der);
+        }
+        let ha_loop = crate::ha::node::Loop {
+            node: node.clone(),
+            supervisor: postgres.maintenance.clone(),
+            postgres: postgres.status.clone(),
+            view: cluster_tx,
+            primary: routes.primary.clone(),
+            replicas: routes.replicas.clone(),
+            tenants: tenants.clone(),
+        };
+        spawn_ha_loop(&mut ha, ha_loop, switchover_rx, shutdown);
+    }
+    let pooler = listeners.pooler.as_ref().map(|l| l.handle());
+    let follow = ha_node.is_some();
+    if let Some(listening) = listeners.pooler {
+        let names = ["pooler", "pooler_maintenance", "pooler_follow_primary"];
+        spawn_pooler(&mut front, names, listening, follow, shutdown);
+    }
+    if let Some(listening) = listeners.read_only_pooler {
+        let names = [
+            "pooler_read_only",
+            "pooler_read_only_maintenance",
+            "pooler_read_only_follow_replicas",
+        ];
+        spawn_pooler(&mut front, names, listening, follow, shutdown);
+    }
+    let state = Arc::new(ApiState {
+        tenants,
+        postgres: postgres.status.clone(),
+        admin_token: host.data_dir.admin_token()?,
+        sources: sources.clone(),
+        maintenance: postgres.maintenance.clone(),
+        paused: tokio::sync::Mutex::new(None),
+        cluster: cluster_rx,
+        ha_node: ha_node.clone(),
+        switchover: ha_node.as_ref().map(|_| switchover_tx),
+        pooler,
+    });
+    let api_url = format!(
+        "{}://{}",
+        config.api.scheme(),
+        listeners.api.local_addr().context("read API address")?
+    );
+    let limits = api::serve::Limits::from_config(&config.api);
+    let (api_tls, api_limits) = (listeners.api_tls, limits.clone());
+    spawn_serving(
+        &mut front,
+        "api",
+        listeners.api,
+        shutdown,
+        move |listener, stop| {
+            api::task_main(
+                listener,
+                state.clone(),
+                api_tls.clone(),
+                api_limits.clone(),
+                stop,
+            )
+        },
+    );
+    if let Some(metrics) = listeners.metrics {
+        spawn_serving(
+            &mut front,
+            "metrics",
+            metrics,
             shutdown,
-            restarts,
-        }
-    }
-
-    /// Runs `make()`'s task until shutdown, restarting it whenever it dies.
-    pub fn spawn<F, Fut>(&mut self, task: &'static str, make: F)
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        self.spawn_with_hook(task, make, None);
-    }
-
-    /// As `spawn`; `on_failure` runs (and is awaited) each time the task dies, before
-    /// the backoff.
-    pub fn spawn_with_hook<F, Fut>(
-        &mut self,
-        task: &'static str,
-        mut make: F,
-        on_failure: Option<Hook>,
-    ) where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        self.restarts.register(task);
-        let keeper = Keeper {
-            task,
-            shutdown: self.shutdown.clone(),
-            restarts: self.restarts.clone(),
-            on_failure,
-        };
-        self.set
-            .spawn(keeper.run(move || -> Run { Box::pin(make()) }));
-    }
-
-    /// Waits until every task of the group has ended (after the group's shutdown).
-    pub async fn join(mut self) {
-        while self.set.join_next().await.is_some() {}
-    }
-}
-
-/// A hook for `spawn_with_hook`.
-pub fn hook<F, Fut>(f: F) -> Option<Hook>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    Some(Box::new(move || Box::pin(f())))
-}
-
-struct Keeper {
-    task: &'static str,
-    shutdown: CancellationToken,
-    restarts: Arc<Restarts>,
-    on_failure: Option<Hook>,
-}
-
-impl Keeper {
-    async fn run(self, mut make: impl FnMut() -> Run) {
-        let mut backoff = Backoff::default();
-        loop {
-            let started = Instant::now();
-            // Its own tokio task, so that a panic ends only this run.
-            let ended = tokio::spawn(make()).await;
-            let error = match ended {
-                Ok(Ok(())) => {
-                    if !self.shutdown.is_cancelled() {
-                        tracing::info!(task = self.task, "agent task finished; the agent goes on");
-                    }
-                    return;
-                }
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(e) if e.is_panic() => format!("panicked: {}", panic_text(e.into_panic())),
-                Err(e) => format!("{e}"),
-            };
-            if self.shutdown.is_cancelled() {
-                tracing::error!(
-                    task = self.task,
-                    "agent task failed while stopping: {error}"
-                );
-                return;
-            }
-            self.restarts.count(self.task);
-            backoff.ran_for(started.elapsed());
-            let delay = backoff.next_delay();
-            tracing::error!(
-                task = self.task,
-                "agent task died: {error}; restarting it in {delay:?}"
-            );
-            if let Some(hook) = &self.on_failure {
-                hook().await;
-            }
-            if self
-                .shutdown
-                .run_until_cancelled(tokio::time::sleep(delay))
-                .await
-                .is_none()
-            {
-                return;
-            }
-        }
-    }
-}
-
-fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_owned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::time::Duration;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn a_dead_task_is_counted_hooked_and_restarted_and_a_finished_one_stops_nothing() {
-        let shutdown = CancellationToken::new();
-        let restarts = Arc::new(Restarts::default());
-        let mut tasks = Tasks::new(shutdown.clone(), restarts.clone());
-        let runs = Arc::new(AtomicU32::new(0));
-        let hooked = Arc::new(AtomicU32::new(0));
-        let (r, h, stop) = (runs.clone(), hooked.clone(), shutdown.clone());
-        tasks.spawn_with_hook(
-            "flaky",
-            move || {
-                let n = r.fetch_add(1, Ordering::SeqCst);
-                let stop = stop.clone();
-                async move {
-                    match n {
-                        0 => panic!("first run panics"),
-                        1 => anyhow::bail!("second run fails"),
-                        _ => {
-                            stop.cancelled().await;
-                            Ok(())
-                        }
-                    }
-                }
+            move |listener, stop| {
+                api::metrics_task_main(listener, sources.clone(), limits.clone(), stop)
             },
-            hook(move || {
-                h.fetch_add(1, Ordering::SeqCst);
-                async {}
-            }),
         );
-        tasks.spawn("done", || async { Ok(()) });
-        let third_run = async {
-            while runs.load(Ordering::SeqCst) < 3 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        let soon = Duration::from_secs(5);
-        tokio::time::timeout(soon, third_run).await.unwrap();
-        assert_eq!(restarts.snapshot(), [("done", 0), ("flaky", 2)]);
-        assert_eq!(hooked.load(Ordering::SeqCst), 2);
-        shutdown.cancel();
-        tokio::time::timeout(soon, tasks.join()).await.unwrap();
-        assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
+    // Always running: a reload may add a schedule; with none it waits.
+    let schedules = reloader.config.subscribe();
+    front.spawn(
+        "backup_scheduler",
+        supervised(shutdown, move |stop| {
+            crate::backup::schedule::task_main(schedules.clone(), stop)
+        }),
+    );
+    host.data_dir.write_agent_info(&AgentInfo {
+        pid: std::process::id(),
+        api_url: api_url.clone(),
+        api_cert_file: config.api.cert_file(&config.data_dir),
+    })?;
+    match &listeners.api_cert {
+        Some(der) => tracing::info!(api = %api_url, api_cert_sha256 = %prepare::sha256_hex(der),
+            "pgplatform is ready"),
+        None => tracing::info!(api = %api_url, "pgplatform is ready"),
+    }
+    Ok(Running { front, ha })
+}
+
+/// The HA loop. If it dies, the node fences itself at once (it renews the leader lease,
+/// so nothing else would stop writes before the lease expires) and the loop restarts.
+fn spawn_ha_loop(
+    ha: &mut Tasks,
+    ha_loop: crate::ha::node::Loop,
+    switchover: mpsc::Receiver<crate::ha::switchover::Request>,
+    shutdown: &CancellationToken,
+) {
+    let (node, supervisor) = (ha_loop.node.clone(), ha_loop.supervisor.clone());
+    // Switchover requests outlive a run of the loop: each run holds the receiver.
+    let requests = Arc::new(tokio::sync::Mutex::new(switchover));
+    ha.spawn_with_hook(
+        "ha_loop",
+        supervised(shutdown, move |stop| {
+            let (ha_loop, requests) = (ha_loop.clone(), requests.clone());
+            async move {
+                let mut requests = requests.lock_owned().await;
+                crate::ha::node::task_main(ha_loop, &mut requests, stop).await
+            }
+        }),
+        keeper::hook(move || {
+            let (node, supervisor) = (node.clone(), supervisor.clone());
+            async move { crate::ha::node::fence_without_loop(&node, &supervisor).await }
+        }),
+    );
+}
+
+/// A pooler's accept loop, its housekeeping and (HA) its following of PostgreSQL.
+fn spawn_pooler(
+    front: &mut Tasks,
+    [accept, maintain, follow]: [&'static str; 3],
+    listening: crate::pooler::Listening,
+    follows: bool,
+    shutdown: &CancellationToken,
+) {
+    let accepting = crate::pooler::start(listening);
+    let handle = accepting.handle();
+    front.spawn(
+        accept,
+        supervised(shutdown, move |stop| {
+            crate::pooler::task_main(accepting.clone(), stop)
+        }),
+    );
+    let maintained = handle.clone();
+    front.spawn(
+        maintain,
+        supervised(shutdown, move |stop| maintained.clone().maintain(stop)),
+    );
+    if follows {
+        front.spawn(
+            follow,
+            supervised(shutdown, move |stop| handle.clone().follow_primary(stop)),
+        );
+    }
+}
+
+/// An HTTP server on `listener`; each run serves a duplicate of the bound socket, so a
+/// restart needs no new bind.
+fn spawn_serving<F, Fut>(
+    front: &mut Tasks,
+    task: &'static str,
+    listener: std::net::TcpListener,
+    shutdown: &CancellationToken,
+    mut serve: F,
+) where
+    F: FnMut(tokio::net::TcpListener, CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    front.spawn(
+        task,
+        supervised(shutdown, move |stop| {
+            let run = tokio_listener(&listener).map(|listener| serve(listener, stop));
+            async move { run?.await }
+        }),
+    );
+}
+
+/// A factory for `Tasks::spawn` that hands each run the shutdown token.
+fn supervised<F, Fut>(
+    shutdown: &CancellationToken,
+    mut make: F,
+) -> impl FnMut() -> Fut + Send + 'static
+where
+    F: FnMut(CancellationToken) -> Fut + Send + 'static,
+{
+    let shutdown = shutdown.clone();
+    move || make(shutdown.clone())
+}
+
+/// A tokio listener on the same socket as `listener`, for one run of a serving task.
+fn tokio_listener(listener: &std::net::TcpListener) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = listener.try_clone().context("share the listening socket")?;
+    listener.set_nonblocking(true)?;
+    Ok(tokio::net::TcpListener::from_std(listener)?)
 }
