@@ -36,6 +36,19 @@ fn next(schedule: &Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     schedule.cron.find_next_occurrence(&after, false).ok()
 }
 
+/// The next scheduled job after `now`, as `(when, "base" | "drill" | "dump <tenant>")`:
+/// what `status` shows.
+pub fn next_job(config: &Config, now: DateTime<Utc>) -> Option<(DateTime<Utc>, String)> {
+    earliest(config, now).map(|(at, job)| {
+        let name = match job {
+            Job::Base => "base backup".to_owned(),
+            Job::Drill => "restore drill".to_owned(),
+            Job::Dump(tenant) => format!("dump of {tenant}"),
+        };
+        (at, name)
+    })
+}
+
 /// The earliest job due after `after`.
 fn earliest(config: &Config, after: DateTime<Utc>) -> Option<(DateTime<Utc>, Job)> {
     let backup = &config.backup;

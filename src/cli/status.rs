@@ -159,6 +159,13 @@ fn render(status: &Value) -> Vec<String> {
             )
         });
     }
+    if let Some(next) = b.get("next_job").filter(|n| !n.is_null()) {
+        lines.push(format!(
+            "next job    {} at {}",
+            text(&next["job"]),
+            text(&next["at"])
+        ));
+    }
     let drill = &status["drill"];
     if !drill.is_null() {
         lines.push(format!(
@@ -241,6 +248,7 @@ mod tests {
                          "uptime_seconds": 290, "restarts": 0},
             "connections": {"used": 90, "max": 100, "percent": 90},
             "wal_archive": {"archive_mode": false},
+            "backup": {"last_success": null, "next_job": {"job": "base backup", "at": "2026-11-24T03:05:00Z"}},
             "disk": null,
             "tenants": {"count": 1, "list": [{"name": "shop", "size_bytes": 8000, "connections": 2,
                         "pool": {"clients_active": 1, "clients_waiting": 0, "servers_active": 1, "servers_idle": 1}}]},
@@ -248,6 +256,10 @@ mod tests {
         });
         let screen = super::render(&status).join("\n");
         assert!(screen.contains("role        primary"), "{screen}");
+        assert!(
+            screen.contains("next job    base backup at 2026-11-24T03:05:00Z"),
+            "{screen}"
+        );
         assert!(
             screen.contains("agent       pending restart: api.listen, postgres.port"),
             "{screen}"

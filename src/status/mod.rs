@@ -92,7 +92,9 @@ pub async fn report(sources: &Sources, limits: &StatusConfig) -> Value {
             .cloned()
             .unwrap_or_else(|| "no detail".into())
     });
+    let next = crate::backup::schedule::next_job(&sources.config.borrow(), now);
     let backup = json!({
+        "next_job": next.map(|(at, job)| json!({ "job": job, "at": at })),
         "last_success": backups.last_success,
         "last_success_age_seconds": facts.backup_age.map(|a| a.as_secs()),
         "last_failure": backups.last_failure,

@@ -57,6 +57,7 @@ fn sighup_reaches_the_scheduler_and_status_and_names_keys_that_need_a_restart() 
     assert_eq!(agent.health_code(), Some(200));
     let before = agent.status();
     assert!(before["backup"]["last_success"].is_null(), "{before}");
+    assert!(before["backup"]["next_job"].is_null(), "{before}");
     assert_eq!(before["pending_restart"], serde_json::json!([]), "{before}");
     assert!(
         !warnings(&before)
@@ -103,12 +104,17 @@ fn sighup_reaches_the_scheduler_and_status_and_names_keys_that_need_a_restart() 
             .any(|w| w.starts_with("connections at")),
         "the new threshold did not reach status: {status}"
     );
+    let next = &status["backup"]["next_job"];
+    assert_eq!(next["job"], "base backup", "{status}");
+    let next_at = chrono::DateTime::parse_from_rfc3339(next["at"].as_str().unwrap()).unwrap();
+    assert_eq!(next_at, at.with_nanosecond(0).unwrap(), "{status}");
     let screen = agent.cli_ok(&["status"]);
     assert!(
         screen.contains("pending restart: postgres.stop_timeout_seconds, api.max_connections"),
         "{screen}"
     );
     assert!(screen.contains("! connections at"), "{screen}");
+    assert!(screen.contains("next job    base backup at "), "{screen}");
 
     let done = wait_for(Duration::from_secs(90), "the scheduled backup", || {
         let status = agent.status();
