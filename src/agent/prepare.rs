@@ -22,6 +22,8 @@ pub(super) struct Host {
     pub run_as: Option<RunAs>,
     pub binaries: Binaries,
     pub served: Served,
+    /// When this agent started (metrics, status).
+    pub started: std::time::SystemTime,
     /// Held until the agent exits: one agent per data directory.
     _lock: Flock<std::fs::File>,
 }
@@ -29,6 +31,7 @@ pub(super) struct Host {
 /// Lays out and locks the data directory, prepares the backup repository and finds
 /// the PostgreSQL binaries (which must match an existing cluster's major version).
 pub(super) async fn prepare_data_dir(config: &Config) -> anyhow::Result<Host> {
+    let started = std::time::SystemTime::now();
     let data_dir = DataDir::new(&config.data_dir);
     let run_as = RunAs::resolve(&config.postgres.user)?;
     data_dir.prepare(run_as.as_ref(), config.postgres.port)?;
@@ -47,6 +50,7 @@ pub(super) async fn prepare_data_dir(config: &Config) -> anyhow::Result<Host> {
         run_as,
         binaries,
         served,
+        started,
         _lock: lock,
     })
 }

@@ -5,7 +5,6 @@
 //! leader key over after PostgreSQL has stopped.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
@@ -49,7 +48,7 @@ pub(super) async fn start(
         postgres_port: config.postgres.port,
         pooler_port: config.pooler.enabled.then_some(config.pooler.listen_port),
         data_dir: config.data_dir.clone(),
-        started: SystemTime::now(),
+        started: host.started,
         config: reloader.config.subscribe(),
         pending_restart: reloader.pending_restart.subscribe(),
         task_restarts: restarts,

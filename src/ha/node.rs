@@ -129,9 +129,14 @@ pub async fn fence_without_loop(node: &Node, supervisor: &mpsc::Sender<Maintenan
         resume: resume_rx,
         immediate: true,
     };
-    if supervisor.send(request).await.is_err() || stopped_rx.await.is_err() {
-        tracing::error!("fencing: the PostgreSQL supervisor is gone");
-        return;
+    // Bounded, so that a stuck supervisor cannot keep the loop from restarting.
+    let stopped = tokio::time::timeout(node.config.ttl, async {
+        supervisor.send(request).await.is_ok() && stopped_rx.await.is_ok()
+    });
+    match stopped.await {
+        Ok(true) => {}
+        Ok(false) => return tracing::error!("fencing: the PostgreSQL supervisor is gone"),
+        Err(_) => return tracing::error!("fencing: PostgreSQL did not stop within ha.ttl"),
     }
     if let Err(e) = node.write_standby(None) {
         tracing::error!("fencing: make PostgreSQL a standby: {e:#}");
