@@ -58,7 +58,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let tenants = match bootstrap_tenants(&config, &host, &listeners).await {
         Ok(tenants) => tenants,
         Err(e) => {
-            postgres.stop().await;
+            if let Err(stop) = postgres.stop().await {
+                tracing::error!("stopping PostgreSQL: {stop:#}");
+            }
             return Err(e);
         }
     };
@@ -67,15 +69,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
 
-    let result = loop {
+    // Only a signal ends the agent, or PostgreSQL's supervisor failing (its error is
+    // then the agent's).
+    let supervisor_failed = loop {
         tokio::select! {
             Some(()) = reload_rx.recv() => reloader.reload(&host).await,
-            done = postgres.ended() => break done,
-            () = shutdown.cancelled() => break Ok(()),
+            () = postgres.ended() => break true,
+            () = shutdown.cancelled() => break false,
         }
     };
-    shut_down(&shutdown, running, postgres, &host).await;
-    result
+    let stopped = shut_down(&shutdown, running, postgres, &host).await;
+    match (supervisor_failed, stopped) {
+        (true, Err(e)) => Err(e),
+        (true, Ok(())) => Err(anyhow::anyhow!("PostgreSQL's supervisor ended")),
+        (false, Err(e)) => {
+            tracing::error!("stopping PostgreSQL: {e:#}");
+            Ok(())
+        }
+        (false, Ok(())) => Ok(()),
+    }
 }
 
 /// Where the HA loop tells the poolers the primary and the replicas are; until it
@@ -171,20 +183,19 @@ pub(super) struct Postgres {
 }
 
 impl Postgres {
-    /// Waits until the supervisor ends on its own (PostgreSQL cannot be kept running).
-    async fn ended(&self) -> anyhow::Result<()> {
+    /// Waits until the supervisor ends on its own (it failed).
+    async fn ended(&self) {
         let mut status = self.status.clone();
         // The supervisor's status sender lives as long as its task.
         while status.changed().await.is_ok() {}
-        Err(anyhow::anyhow!("the PostgreSQL supervisor ended"))
     }
 
-    async fn stop(self) {
+    /// Stops PostgreSQL; the supervisor's outcome.
+    async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
         match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!("stopping PostgreSQL: {e:#}"),
-            Err(e) => tracing::error!("stopping PostgreSQL: the supervisor panicked: {e}"),
+            Ok(result) => result,
+            Err(e) => Err(e).context("the PostgreSQL supervisor panicked"),
         }
     }
 }
@@ -286,11 +297,12 @@ async fn shut_down(
     running: Running,
     postgres: Postgres,
     host: &Host,
-) {
+) -> anyhow::Result<()> {
     shutdown.cancel();
     running.front.join().await;
-    postgres.stop().await;
+    let stopped = postgres.stop().await;
     running.ha.join().await;
     host.data_dir.remove_agent_info();
     tracing::info!("pgplatform stopped");
+    stopped
 }
