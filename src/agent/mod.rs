@@ -57,17 +57,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let postgres = start_postgres(&config, &host, ha_node.as_deref()).await?;
     let tenants = match bootstrap_tenants(&config, &host, &listeners).await {
         Ok(tenants) => tenants,
-        Err(e) => {
-            if let Err(stop) = postgres.stop().await {
-                tracing::error!("stopping PostgreSQL: {stop:#}");
-            }
-            return Err(e);
-        }
+        Err(e) => return Err(postgres.abandon(e).await),
     };
-    let running = tasks::start(
+    let started = tasks::start(
         &config, &host, &reloader, routes, listeners, &postgres, tenants, ha_node, &shutdown,
     )
-    .await?;
+    .await;
+    let running = match started {
+        Ok(running) => running,
+        Err(e) => {
+            shutdown.cancel();
+            return Err(postgres.abandon(e).await);
+        }
+    };
 
     // Only a signal ends the agent, or PostgreSQL's supervisor failing (its error is
     // then the agent's).
@@ -188,6 +190,14 @@ impl Postgres {
         let mut status = self.status.clone();
         // The supervisor's status sender lives as long as its task.
         while status.changed().await.is_ok() {}
+    }
+
+    /// Stops PostgreSQL after a failed start-up stage; that stage's error.
+    async fn abandon(self, error: anyhow::Error) -> anyhow::Error {
+        if let Err(e) = self.stop().await {
+            tracing::error!("stopping PostgreSQL: {e:#}");
+        }
+        error
     }
 
     /// Stops PostgreSQL; the supervisor's outcome.
