@@ -133,10 +133,14 @@ pub async fn fence_without_loop(node: &Node, supervisor: &mpsc::Sender<Maintenan
     let stopped = tokio::time::timeout(node.config.ttl, async {
         supervisor.send(request).await.is_ok() && stopped_rx.await.is_ok()
     });
-    match stopped.await {
-        Ok(true) => {}
-        Ok(false) => return tracing::error!("fencing: the PostgreSQL supervisor is gone"),
-        Err(_) => return tracing::error!("fencing: PostgreSQL did not stop within ha.ttl"),
+    let failed = match stopped.await {
+        Ok(true) => None,
+        Ok(false) => Some("the PostgreSQL supervisor is gone"),
+        Err(_) => Some("PostgreSQL did not stop within ha.ttl"),
+    };
+    if let Some(why) = failed {
+        tracing::error!("fencing: {why}");
+        return;
     }
     if let Err(e) = node.write_standby(None) {
         tracing::error!("fencing: make PostgreSQL a standby: {e:#}");

@@ -43,7 +43,6 @@ use self::stream::ClientStream;
 use crate::config::{ClientTls, PoolerConfig};
 
 /// What the agent hands the pooler.
-#[derive(Clone)]
 pub struct PoolerSetup {
     pub config: watch::Receiver<Arc<PoolerConfig>>,
     pub pg_socket_dir: PathBuf,
