@@ -100,6 +100,7 @@ impl Parameters {
         Ok(Parameters(out))
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
