@@ -34,7 +34,8 @@ pub use pooler::protocol;
 /// user (`attack_files.rs`). Not an API.
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::ha::etcd::{tls_config, Etcd, EtcdSecurity};
+    pub use crate::config::EtcdSecurity;
+    pub use crate::ha::etcd::{tls_config, Etcd};
     pub use crate::ha::keys::{seal, unix_now};
     pub use crate::ha::peer::{call_as, sha256_hex, sign, sign_at, Request, Sender};
     pub use crate::ha::secret::ClusterSecret;
