@@ -16,6 +16,11 @@ pub const MANAGED_FILE: &str = "pgplatform.conf";
 /// standbys are synchronous); included last from the managed file when HA is on.
 pub const HA_FILE: &str = "pgplatform.ha.conf";
 
+/// PostgreSQL's `log_line_prefix`, owned by the agent because the log relay
+/// (`supervisor/log_relay.rs`) reads it back: the pid, then (for sessions only, `%q`)
+/// `<user@database>`.
+pub const LOG_LINE_PREFIX: &str = "[%p] %q<%u@%d> ";
+
 /// What goes into the managed settings file.
 pub struct ManagedSettings<'a> {
     pub listen_addresses: &'a str,
@@ -56,10 +61,7 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
     }
     line("logging_collector", "off".into());
     line("log_destination", quote_value("stderr"));
-    line(
-        "log_line_prefix",
-        quote_value(crate::supervisor::LOG_LINE_PREFIX),
-    );
+    line("log_line_prefix", quote_value(LOG_LINE_PREFIX));
     if let Some((archive, restore)) = &settings.wal_commands {
         // HA replicas archive what they receive too (pushing a segment twice is a no-op),
         // so the archive has no gap when a primary dies before archiving its last WAL.
