@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::process::RunAs;
-use crate::config::Parameters;
+use crate::config::{ParameterValue, Parameters};
 use crate::safe_file;
 
 /// File inside PGDATA holding the managed settings.
@@ -93,7 +93,7 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
         }
     }
     for (name, value) in settings.parameters.iter() {
-        line(name, value.render());
+        line(name, render_value(value));
     }
     if settings.ha {
         out.push_str(&format!("include_if_exists '{HA_FILE}'\n"));
@@ -124,6 +124,16 @@ fn derived_settings(memory_bytes: u64) -> Vec<(&'static str, String)> {
         ("maintenance_work_mem", format!("'{maintenance}MB'")),
         ("work_mem", format!("'{work_mem}MB'")),
     ]
+}
+
+/// An operator's value in postgresql.conf syntax (strings quoted per guc-file.l).
+fn render_value(value: &ParameterValue) -> String {
+    match value {
+        ParameterValue::Text(s) => quote_value(s),
+        ParameterValue::Integer(i) => i.to_string(),
+        ParameterValue::Float(f) => f.to_string(),
+        ParameterValue::Bool(b) => if *b { "on" } else { "off" }.to_owned(),
+    }
 }
 
 /// Quotes a string value for postgresql.conf (guc-file.l: `''` for a quote, `\\` for a
@@ -219,6 +229,22 @@ mod tests {
         assert!(text.contains("ssl = on\n"), "{text}");
         assert!(text.contains("ssl_cert_file = 'server.crt'\n"), "{text}");
         assert!(text.contains("ssl_key_file = 'server.key'\n"), "{text}");
+    }
+
+    #[test]
+    fn operator_values_render_in_postgresql_conf_syntax() {
+        let raw: BTreeMap<String, toml::Value> =
+            toml::from_str("shared_buffers = \"1GB\"\nmax_connections = 200\njit = false\n")
+                .unwrap();
+        let parameters = Parameters::from_toml(raw).unwrap();
+        let rendered: Vec<_> = parameters
+            .iter()
+            .map(|(k, v)| format!("{k}={}", render_value(v)))
+            .collect();
+        assert_eq!(
+            rendered,
+            ["jit=off", "max_connections=200", "shared_buffers='1GB'"]
+        );
     }
 
     #[test]
