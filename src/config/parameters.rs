@@ -1,4 +1,4 @@
-//! `[postgres.parameters]`: free-form postgresql.conf settings, checked and rendered safely.
+//! `[postgres.parameters]`: free-form postgresql.conf settings, checked (`pg::conf` renders them).
 
 use std::collections::BTreeMap;
 
