@@ -302,7 +302,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     data_dir.write_agent_info(&AgentInfo {
         pid: std::process::id(),
         api_url: api_url.clone(),
-        api_cert_file: config.api.cert_file(&config.data_dir),
+        api_cert_file: api::served_cert_file(&config),
     })?;
     match &api_cert {
         Some(der) => tracing::info!(api = %api_url, api_cert_sha256 = %sha256_hex(der),
