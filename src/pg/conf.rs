@@ -192,12 +192,6 @@ pub fn write_if_changed(
     Ok(true)
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory, fsynced and renamed,
-/// so a reader sees the old content or the new, never half. Owned by the agent's user.
-pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    safe_file::replace(path, bytes, mode, None)
-}
-
 /// pg_ident.conf as the agent writes it before it reads the registry: the agent's OS user
 /// and PostgreSQL's may log in as the agent's superuser. `Tenants::sync_hba` adds the
 /// tenants' agent roles.

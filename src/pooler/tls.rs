@@ -109,12 +109,13 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path, hosts: &[String]) -> 
     }
     let certified =
         rcgen::generate_simple_self_signed(names).context("generate a TLS certificate")?;
-    crate::pg::conf::write_atomically(
+    crate::safe_file::replace(
         key_path,
         certified.signing_key.serialize_pem().as_bytes(),
         0o600,
+        None,
     )?;
-    crate::pg::conf::write_atomically(cert_path, certified.cert.pem().as_bytes(), 0o644)?;
+    crate::safe_file::replace(cert_path, certified.cert.pem().as_bytes(), 0o644, None)?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate");
     Ok(())
 }
