@@ -16,8 +16,8 @@ use crate::metrics::Sources;
 use crate::pg::bin::Binaries;
 use crate::pg::conf::{self, ManagedSettings};
 use crate::pg::hba;
-use crate::pg::process::RunAs;
 use crate::pooler::PoolerSetup;
+use crate::run_as::RunAs;
 use crate::supervisor::{self, PostmasterSpec};
 use crate::tenants::Tenants;
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 /// Paths inside one data directory.
 #[derive(Debug, Clone)]

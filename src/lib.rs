@@ -17,6 +17,7 @@ mod logging;
 mod metrics;
 mod pg;
 mod pooler;
+mod run_as;
 mod safe_file;
 mod shutdown;
 mod status;
@@ -40,5 +41,6 @@ pub mod testing {
     pub use crate::ha::peer::{call_as, sha256_hex, sign, sign_at, Request, Sender};
     pub use crate::ha::secret::ClusterSecret;
     pub use crate::ha::MemberRecord;
-    pub use crate::pg::process::{chown_tree, RunAs};
+    pub use crate::pg::process::chown_tree;
+    pub use crate::run_as::RunAs;
 }

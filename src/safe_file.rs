@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use nix::fcntl::OFlag;
 
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 /// How often a random temp name is drawn again when one already exists.
 const TEMP_ATTEMPTS: usize = 8;

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::process::RunAs;
 use crate::config::{ParameterValue, Parameters};
+use crate::run_as::RunAs;
 use crate::safe_file;
 
 /// File inside PGDATA holding the managed settings.

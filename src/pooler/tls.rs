@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 /// Names of the copies inside PGDATA that PostgreSQL's `ssl_cert_file`/`ssl_key_file` name.
 pub const POSTGRES_CERT_FILE: &str = "pgplatform-server.crt";
