@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::login::{fatal, send_fatal, Counted, Fatal, Session};
 use super::params::ClientParams;
 use super::pool::{CheckoutError, Guard, Pool};
 use super::prepared::ClientStatements;
@@ -21,6 +20,7 @@ use super::protocol::sql_state::SqlState;
 use super::protocol::{split_frame, split_frame_limited};
 use super::route::{self, Rewrite, Routed};
 use super::server::ServerError;
+use super::session::{fatal, send_fatal, Counted, Fatal, Session};
 use super::stats::Activity;
 use super::stream::ClientStream;
 use super::txn::{Synthetic, TxStatus};

@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod scram;
 mod server;
 mod server_stream;
+mod session;
 mod stats;
 mod stream;
 pub(crate) mod tls;
