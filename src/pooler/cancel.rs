@@ -107,7 +107,7 @@ mod tests {
     fn info(key: ClientKey) -> ClientInfo {
         ClientInfo {
             id: 1,
-            key: Arc::new(super::super::pool::PoolKey {
+            key: Arc::new(super::super::pool_key::PoolKey {
                 database: "d".into(),
                 user: "u".into(),
             }),

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::pool::{Credentials, PoolKey};
+use super::pool_key::{Credentials, PoolKey};
 use super::protocol::backend::encode as be;
 use super::protocol::frontend;
 use super::protocol::sql_state::SqlState;

@@ -13,6 +13,7 @@ mod login;
 mod lounge;
 mod params;
 mod pool;
+mod pool_key;
 mod prepared;
 pub mod protocol;
 pub mod scram;
@@ -38,7 +39,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::pool::{Pool, PoolKey, PoolSettings};
+use self::pool::{Pool, PoolSettings};
+use self::pool_key::PoolKey;
 use self::server::ServerTarget;
 use self::stream::ClientStream;
 use crate::config::{ClientTls, PoolerConfig};

@@ -12,7 +12,7 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use super::cancel::ServerKey;
-use super::pool::{Credentials, PoolKey};
+use super::pool_key::{Credentials, PoolKey};
 use super::prepared::ServerStatements;
 use super::protocol::backend::{self, Authentication, BackendMessage};
 use super::protocol::error_fields::ErrorFields;

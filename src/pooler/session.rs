@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use super::pool::PoolKey;
+use super::pool_key::PoolKey;
 use super::protocol::backend::encode as be;
 use super::protocol::error_fields::{ErrorReport, Severity};
 use super::protocol::sql_state::SqlState;
