@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::cancel::ClientInfo;
 use super::params::ClientParams;
 use super::pool::{CheckoutError, Guard, Pool};
 use super::prepared::ClientStatements;
@@ -24,7 +25,7 @@ use super::session::{fatal, send_fatal, Counted, Fatal, Session};
 use super::stats::Activity;
 use super::stream::ClientStream;
 use super::txn::{Synthetic, TxStatus};
-use super::{Call, ClientInfo, Pooler};
+use super::{Call, Pooler};
 use crate::config::PoolMode;
 
 mod large;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::cancel::ClientInfo;
 use super::pool_key::{Credentials, PoolKey};
 use super::protocol::backend::encode as be;
 use super::protocol::frontend;
@@ -22,7 +23,7 @@ use super::server::ServerError;
 use super::session::{fatal, send_fatal, AdminLevel, Counted, Fatal, Session};
 use super::stats::Activity;
 use super::stream::ClientStream;
-use super::{ClientInfo, Pooler};
+use super::Pooler;
 
 /// The pgbouncer-compatible admin console's database name.
 pub const ADMIN_DATABASE: &str = "pgbouncer";

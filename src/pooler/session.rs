@@ -9,12 +9,13 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use super::cancel::ClientInfo;
 use super::pool_key::PoolKey;
 use super::protocol::backend::encode as be;
 use super::protocol::error_fields::{ErrorReport, Severity};
 use super::protocol::sql_state::SqlState;
 use super::stream::ClientStream;
-use super::{ClientInfo, Pooler};
+use super::Pooler;
 
 /// What a client may do on the admin console.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
