@@ -410,8 +410,14 @@ impl Active {
                 statements: &mut self.client.statements,
                 max_prepared,
             });
-            let routed = route::route(&frame, message, guard.conn(), rewrite, &mut self.to_server)
-                .map_err(|e| End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())))?;
+            let routed = route::route(
+                &frame,
+                message,
+                &mut guard.conn().book(),
+                rewrite,
+                &mut self.to_server,
+            )
+            .map_err(|e| End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())))?;
             for name in guard.conn().tracker.take_discarded() {
                 guard.conn().prepared.remove(&name);
             }
