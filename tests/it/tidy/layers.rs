@@ -88,6 +88,43 @@ fn the_pooler_modules_form_no_cycle() {
     }
 }
 
+/// The pooler's pure layers (ARCHITECTURE.md's invariants: no I/O), which name only each
+/// other; `admin/command.rs` too.
+const POOLER_PURE: &[&str] = &["protocol", "scram", "txn", "prepared", "params", "route"];
+
+#[test]
+fn the_pooler_pure_layers_name_nothing_of_its_io_shell() {
+    let pure = |m: &[String]| {
+        m.len() >= 2
+            && m[0] == "pooler"
+            && (POOLER_PURE.contains(&m[1].as_str())
+                || m.get(1..3) == Some(&["admin".into(), "command".into()]))
+    };
+    let mut wrong = Vec::new();
+    let mut checked = 0;
+    for (path, module, text) in sources() {
+        if !pure(&module) {
+            continue;
+        }
+        checked += 1;
+        for named in references(&module, &text) {
+            let inside = named.len() >= 2 && named[0] == "pooler";
+            if !inside || !pure(&named) {
+                wrong.push(format!("{path}: names `{}`", named.join("::")));
+            }
+        }
+    }
+    assert!(
+        checked >= 20,
+        "only {checked} pure files found: is the scanner reading src?"
+    );
+    assert!(
+        wrong.is_empty(),
+        "pure layers name other parts:\n{}",
+        wrong.join("\n")
+    );
+}
+
 /// Every source file under src/ with its module path and text.
 fn sources() -> Vec<(String, Vec<String>, String)> {
     let src = root().join("src");
