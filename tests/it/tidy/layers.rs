@@ -31,8 +31,19 @@ fn rank(module: &str) -> Option<usize> {
 
 #[test]
 fn lower_layers_import_nothing_from_higher_ones() {
+    let sources = sources();
+    let present: BTreeSet<&str> = sources
+        .iter()
+        .filter_map(|(_, m, _)| m.first().map(String::as_str))
+        .collect();
+    for module in LOWER_LAYERS.iter().copied().flatten() {
+        assert!(
+            present.contains(module),
+            "LOWER_LAYERS names `{module}`, not in src/"
+        );
+    }
     let mut wrong = Vec::new();
-    for (path, module, text) in sources() {
+    for (path, module, text) in sources {
         wrong.extend(
             layer_violations(&module, &text)
                 .into_iter()
