@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 /// Paths inside one data directory.
 #[derive(Debug, Clone)]
@@ -109,13 +109,13 @@ impl DataDir {
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         }
         let token = crate::pg::sql::generate_password();
-        crate::pg::conf::write_atomically(&path, token.as_bytes(), 0o600)?;
+        crate::safe_file::replace(&path, token.as_bytes(), 0o600, None)?;
         Ok(token)
     }
 
     pub fn write_agent_info(&self, info: &AgentInfo) -> anyhow::Result<()> {
         let json = serde_json::to_vec_pretty(info).context("encode agent.json")?;
-        crate::pg::conf::write_atomically(&self.agent_info_file(), &json, 0o644)
+        crate::safe_file::replace(&self.agent_info_file(), &json, 0o644, None)
     }
 
     pub fn read_agent_info(&self) -> anyhow::Result<AgentInfo> {

@@ -11,6 +11,9 @@
 //! - it is written, fsynced and renamed over the target (rename replaces a link planted
 //!   at the target; it never writes through it), then the directory is fsynced;
 //! - existing files are read with `O_NOFOLLOW|O_NONBLOCK` and only if they are regular.
+//!
+//! `replace` is also how the agent replaces its own files (admin token, agent.json,
+//! secrets, certificates): one atomic write, wherever the directory is.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -20,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use nix::fcntl::OFlag;
 
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 /// How often a random temp name is drawn again when one already exists.
 const TEMP_ATTEMPTS: usize = 8;

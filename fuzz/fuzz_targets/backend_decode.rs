@@ -5,8 +5,8 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pgplatform::pooler::protocol::frame::LARGE_MESSAGE_LIMIT;
-use pgplatform::pooler::protocol::{backend, split_frame};
+use pgplatform::protocol::frame::LARGE_MESSAGE_LIMIT;
+use pgplatform::protocol::{backend, split_frame};
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(data);

@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pgplatform::pooler::protocol::{frontend, split_frame_limited};
+use pgplatform::protocol::{frontend, split_frame_limited};
 
 fuzz_target!(|data: &[u8]| {
     let _ = frontend::decode_sasl_initial_response(data);

@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use pgplatform::pooler::protocol::{frontend, split_frame_limited, startup};
+use pgplatform::protocol::{frontend, split_frame_limited, startup};
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = BytesMut::from(data);

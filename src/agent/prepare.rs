@@ -13,7 +13,7 @@ use crate::data_dir::DataDir;
 use crate::pg::bin::Binaries;
 use crate::pg::conf::{self, ManagedSettings};
 use crate::pg::hba;
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 /// What every later stage uses: the data directory (locked for this agent), the OS user
 /// PostgreSQL runs as, the binaries and what they can serve.

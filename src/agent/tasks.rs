@@ -141,7 +141,7 @@ pub(super) async fn start(
     host.data_dir.write_agent_info(&AgentInfo {
         pid: std::process::id(),
         api_url: api_url.clone(),
-        api_cert_file: config.api.cert_file(&config.data_dir),
+        api_cert_file: api::served_cert_file(config),
     })?;
     match &listeners.api_cert {
         Some(der) => tracing::info!(api = %api_url, api_cert_sha256 = %prepare::sha256_hex(der),

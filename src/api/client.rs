@@ -27,7 +27,7 @@ impl AgentClient {
             Ok(info) => (info.api_url, info.api_cert_file),
             Err(_) => (
                 format!("{}://{}", config.api.scheme(), config.api_listen),
-                config.api.cert_file(&config.data_dir),
+                super::served_cert_file(config),
             ),
         };
         let token = std::fs::read_to_string(data_dir.admin_token_file())

@@ -7,6 +7,7 @@ mod routes;
 pub mod serve;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -117,6 +118,16 @@ pub async fn metrics_task_main(
     serve::serve(listener, router, None, limits, shutdown, "metrics.listen")
         .await
         .context("serve metrics")
+}
+
+/// The certificate file the API serves, which a client on this machine pins; `None`
+/// without TLS.
+pub fn served_cert_file(config: &Config) -> Option<PathBuf> {
+    match &config.api.tls {
+        ApiTls::Off => None,
+        ApiTls::Generated => Some(crate::pooler::tls::generated_paths(&config.data_dir).0),
+        ApiTls::Files { cert, .. } => Some(cert.clone()),
+    }
 }
 
 /// The DER of the certificate the API serves (the first of its file), which an HA

@@ -9,7 +9,7 @@ use super::repo::Repo;
 use crate::config::{BackupConfig, Config};
 use crate::data_dir::DataDir;
 use crate::pg::bin::Binaries;
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 pub struct Context {
     pub config: BackupConfig,

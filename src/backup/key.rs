@@ -16,7 +16,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 #[derive(Clone)]
 pub struct RepositoryKey([u8; 32]);

@@ -21,7 +21,7 @@ pub mod walk;
 use anyhow::Context as _;
 
 use crate::config::{Config, RepositoryConfig};
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 /// Creates the repository key if there is none yet (`key.rs`), and a local repository's
 /// directory. PostgreSQL's archiver runs `wal push` as PostgreSQL's user: that user must

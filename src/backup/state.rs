@@ -61,7 +61,7 @@ pub fn record(run_dir: &Path, outcome: Result<&BaseManifest, &anyhow::Error>) {
     let path = run_dir.join(FILE);
     let written = serde_json::to_vec_pretty(&state)
         .map_err(anyhow::Error::from)
-        .and_then(|bytes| crate::pg::conf::write_atomically(&path, &bytes, 0o644));
+        .and_then(|bytes| crate::safe_file::replace(&path, &bytes, 0o644, None));
     if let Err(e) = written {
         tracing::warn!("record the backup state in {}: {e:#}", path.display());
     }

@@ -139,15 +139,6 @@ impl ApiConfig {
             ApiTls::Generated | ApiTls::Files { .. } => "https",
         }
     }
-
-    /// The certificate a client on this machine pins: the served one.
-    pub fn cert_file(&self, data_dir: &Path) -> Option<PathBuf> {
-        match &self.tls {
-            ApiTls::Off => None,
-            ApiTls::Generated => Some(crate::pooler::tls::generated_paths(data_dir).0),
-            ApiTls::Files { cert, .. } => Some(cert.clone()),
-        }
-    }
 }
 
 /// A timeout that cannot be switched off: an unbounded wait is what an attacker wants.
@@ -187,10 +178,6 @@ mod tests {
         let api = parse("tls = \"generated\"").unwrap();
         assert_eq!(api.tls, ApiTls::Generated);
         assert_eq!(api.scheme(), "https");
-        assert_eq!(
-            api.cert_file(Path::new("/d")),
-            Some(PathBuf::from("/d/tls/server.crt"))
-        );
         let api =
             parse("tls = \"files\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"").unwrap();
         assert_eq!(

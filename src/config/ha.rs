@@ -7,8 +7,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{invalid, ConfigError};
-use crate::ha::decide::SyncMode;
-use crate::ha::etcd::EtcdSecurity;
 
 /// `[ha]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +80,27 @@ pub struct HaConfig {
     /// sslmode (and root certificate) of replication and pg_rewind connections; `None`
     /// leaves libpq's default.
     pub replication_tls: Option<ReplicationTls>,
+}
+
+/// `[ha] synchronous`: whether the primary waits for standbys to confirm commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    Off,
+    On,
+    Strict,
+}
+
+/// How this node proves itself to etcd and knows it talks to the real etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdSecurity {
+    /// PEM CA certificates that sign etcd's server certificate (https endpoints).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for etcd's `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd's role-based access: user name and a file holding the password.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

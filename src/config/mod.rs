@@ -15,8 +15,8 @@ use std::time::Duration;
 pub use self::api::{ApiConfig, ApiTls};
 pub use self::backup::{BackupConfig, RepositoryConfig, S3Config, Schedule};
 pub use self::file::ConfigFile;
-pub use self::ha::{HaConfig, ReplicationTls};
-pub use self::parameters::Parameters;
+pub use self::ha::{EtcdSecurity, HaConfig, ReplicationTls, SyncMode};
+pub use self::parameters::{ParameterValue, Parameters};
 pub use self::pooler::{ClientTls, PoolMode, PoolerConfig};
 use crate::logging::LogFormat;
 

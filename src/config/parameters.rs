@@ -1,4 +1,4 @@
-//! `[postgres.parameters]`: free-form postgresql.conf settings, checked and rendered safely.
+//! `[postgres.parameters]`: free-form postgresql.conf settings, checked (`pg::conf` renders them).
 
 use std::collections::BTreeMap;
 
@@ -41,18 +41,6 @@ pub enum ParameterValue {
     Integer(i64),
     Float(f64),
     Bool(bool),
-}
-
-impl ParameterValue {
-    /// The value in postgresql.conf syntax (strings quoted per guc-file.l).
-    pub fn render(&self) -> String {
-        match self {
-            ParameterValue::Text(s) => crate::pg::conf::quote_value(s),
-            ParameterValue::Integer(i) => i.to_string(),
-            ParameterValue::Float(f) => f.to_string(),
-            ParameterValue::Bool(b) => if *b { "on" } else { "off" }.to_owned(),
-        }
-    }
 }
 
 /// Validated `[postgres.parameters]`, sorted by name.
@@ -100,6 +88,7 @@ impl Parameters {
         Ok(Parameters(out))
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -116,19 +105,6 @@ mod tests {
     fn params(text: &str) -> Result<Parameters, String> {
         let raw: BTreeMap<String, toml::Value> = toml::from_str(text).unwrap();
         Parameters::from_toml(raw).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn values_render_in_postgresql_conf_syntax() {
-        let p = params("shared_buffers = \"1GB\"\nmax_connections = 200\njit = false\n").unwrap();
-        let rendered: Vec<_> = p
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.render()))
-            .collect();
-        assert_eq!(
-            rendered,
-            ["jit=off", "max_connections=200", "shared_buffers='1GB'"]
-        );
     }
 
     #[test]

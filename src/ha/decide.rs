@@ -9,19 +9,14 @@
 
 use std::time::Duration;
 
+use crate::config::SyncMode;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Primary,
     Replica,
     /// PostgreSQL is not running (starting, crashed, stopped).
     Down,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncMode {
-    Off,
-    On,
-    Strict,
 }
 
 /// Another member, as it last reported itself in etcd.

@@ -3,13 +3,12 @@
 //! only succeed on an unchanged key, and leases. It speaks HTTP through reqwest, so the
 //! build needs no protobuf compiler. Each call tries the endpoints in order.
 //!
-//! Secured etcd (`EtcdSecurity`): https endpoints are trusted only through the configured
+//! Secured etcd (`config::EtcdSecurity`): https endpoints are trusted only through the configured
 //! CA (no system roots), a client certificate is presented when configured, and with a
 //! user the client logs in (`/v3/auth/authenticate`) and sends the token etcd gives in
 //! the `Authorization` header, logging in again when etcd says the token is no longer
 //! valid.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,8 @@ use anyhow::Context;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
+
+use crate::config::EtcdSecurity;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
@@ -40,19 +41,6 @@ pub struct Etcd {
     login: Option<Login>,
     /// The token of the last login; `None` until the first call (or after etcd refused it).
     token: std::sync::Mutex<Option<String>>,
-}
-
-/// How this node proves itself to etcd and knows it talks to the real etcd.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EtcdSecurity {
-    /// PEM CA certificates that sign etcd's server certificate (https endpoints).
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate and key, for etcd's `--client-cert-auth`.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// etcd's role-based access: user name and a file holding the password.
-    pub user: Option<String>,
-    pub password_file: Option<PathBuf>,
 }
 
 struct Login {

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::config::HaConfig;
 use crate::pg::bin::Binaries;
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 pub use self::keys::MemberRecord;
 

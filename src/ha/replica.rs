@@ -8,7 +8,8 @@ use anyhow::{bail, Context};
 
 use super::Node;
 use crate::pg::conf::{quote_value, write_if_changed, HA_FILE};
-use crate::pg::process::{command, RunAs};
+use crate::pg::process::command;
+use crate::run_as::RunAs;
 
 /// Where a replica streams from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,7 +33,7 @@ impl ClusterSecret {
                 // Written aside, then linked into place: it fails if another node on this
                 // machine created the file meanwhile, and that one's secret wins.
                 let temp = path.with_extension(format!("new.{}", std::process::id()));
-                crate::pg::conf::write_atomically(&temp, format!("{text}\n").as_bytes(), 0o600)
+                crate::safe_file::replace(&temp, format!("{text}\n").as_bytes(), 0o600, None)
                     .with_context(|| format!("create the cluster secret {}", path.display()))?;
                 let linked = std::fs::hard_link(&temp, path);
                 let _ = std::fs::remove_file(&temp);

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use super::process::RunAs;
-use crate::config::Parameters;
+use crate::config::{ParameterValue, Parameters};
+use crate::run_as::RunAs;
 use crate::safe_file;
 
 /// File inside PGDATA holding the managed settings.
@@ -15,6 +15,11 @@ pub const MANAGED_FILE: &str = "pgplatform.conf";
 /// File inside PGDATA the HA loop rewrites at run time (whom to stream from, which
 /// standbys are synchronous); included last from the managed file when HA is on.
 pub const HA_FILE: &str = "pgplatform.ha.conf";
+
+/// PostgreSQL's `log_line_prefix`, owned by the agent because the log relay
+/// (`supervisor/log_relay.rs`) reads it back: the pid, then (for sessions only, `%q`)
+/// `<user@database>`.
+pub const LOG_LINE_PREFIX: &str = "[%p] %q<%u@%d> ";
 
 /// What goes into the managed settings file.
 pub struct ManagedSettings<'a> {
@@ -56,10 +61,7 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
     }
     line("logging_collector", "off".into());
     line("log_destination", quote_value("stderr"));
-    line(
-        "log_line_prefix",
-        quote_value(crate::supervisor::LOG_LINE_PREFIX),
-    );
+    line("log_line_prefix", quote_value(LOG_LINE_PREFIX));
     if let Some((archive, restore)) = &settings.wal_commands {
         // HA replicas archive what they receive too (pushing a segment twice is a no-op),
         // so the archive has no gap when a primary dies before archiving its last WAL.
@@ -91,7 +93,7 @@ pub fn render(settings: &ManagedSettings<'_>) -> String {
         }
     }
     for (name, value) in settings.parameters.iter() {
-        line(name, value.render());
+        line(name, render_value(value));
     }
     if settings.ha {
         out.push_str(&format!("include_if_exists '{HA_FILE}'\n"));
@@ -122,6 +124,16 @@ fn derived_settings(memory_bytes: u64) -> Vec<(&'static str, String)> {
         ("maintenance_work_mem", format!("'{maintenance}MB'")),
         ("work_mem", format!("'{work_mem}MB'")),
     ]
+}
+
+/// An operator's value in postgresql.conf syntax (strings quoted per guc-file.l).
+fn render_value(value: &ParameterValue) -> String {
+    match value {
+        ParameterValue::Text(s) => quote_value(s),
+        ParameterValue::Integer(i) => i.to_string(),
+        ParameterValue::Float(f) => f.to_string(),
+        ParameterValue::Bool(b) => if *b { "on" } else { "off" }.to_owned(),
+    }
 }
 
 /// Quotes a string value for postgresql.conf (guc-file.l: `''` for a quote, `\\` for a
@@ -180,12 +192,6 @@ pub fn write_if_changed(
     Ok(true)
 }
 
-/// Writes `bytes` to `path` through a temp file in the same directory, fsynced and renamed,
-/// so a reader sees the old content or the new, never half. Owned by the agent's user.
-pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    safe_file::replace(path, bytes, mode, None)
-}
-
 /// pg_ident.conf as the agent writes it before it reads the registry: the agent's OS user
 /// and PostgreSQL's may log in as the agent's superuser. `Tenants::sync_hba` adds the
 /// tenants' agent roles.
@@ -217,6 +223,22 @@ mod tests {
         assert!(text.contains("ssl = on\n"), "{text}");
         assert!(text.contains("ssl_cert_file = 'server.crt'\n"), "{text}");
         assert!(text.contains("ssl_key_file = 'server.key'\n"), "{text}");
+    }
+
+    #[test]
+    fn operator_values_render_in_postgresql_conf_syntax() {
+        let raw: BTreeMap<String, toml::Value> =
+            toml::from_str("shared_buffers = \"1GB\"\nmax_connections = 200\njit = false\n")
+                .unwrap();
+        let parameters = Parameters::from_toml(raw).unwrap();
+        let rendered: Vec<_> = parameters
+            .iter()
+            .map(|(k, v)| format!("{k}={}", render_value(v)))
+            .collect();
+        assert_eq!(
+            rendered,
+            ["jit=off", "max_connections=200", "shared_buffers='1GB'"]
+        );
     }
 
     #[test]

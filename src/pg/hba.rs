@@ -74,7 +74,7 @@ pub fn render_hba_for(tenants: &[TenantAccess], remote: RemoteTenants) -> String
 
 /// The OS users the agent's sessions come from: its own, and the account PostgreSQL runs
 /// as when the agent is root (the tools it runs as that account).
-pub fn agent_os_users(run_as: Option<&super::process::RunAs>) -> anyhow::Result<Vec<String>> {
+pub fn agent_os_users(run_as: Option<&crate::run_as::RunAs>) -> anyhow::Result<Vec<String>> {
     let agent_user = nix::unistd::User::from_uid(nix::unistd::Uid::effective())
         .ok()
         .flatten()

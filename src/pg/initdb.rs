@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::bin::Binaries;
-use super::process::{command, RunAs};
+use super::process::command;
+use crate::run_as::RunAs;
 
 /// Creates a new cluster at `pgdata`, which must not exist yet.
 ///

@@ -4,12 +4,35 @@
 //! one entry.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use rand::RngCore;
 
-use super::ClientInfo;
+use super::pool_key::PoolKey;
+use super::stats::ConnState;
+
+/// One connected client, as SHOW CLIENTS lists it. Kept small and free of per-client
+/// strings: thousands of idle clients each have one.
+pub struct ClientInfo {
+    pub id: u64,
+    /// Database and user, shared with the client's pool.
+    pub key: Arc<PoolKey>,
+    /// The peer's and the local address; `None` on the unix socket.
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+    pub local_addr: Option<IpAddr>,
+    pub local_port: u16,
+    pub connect_time: SystemTime,
+    pub tls: bool,
+    pub application_name: Box<str>,
+    pub state: ConnState,
+    /// The key the client got in BackendKeyData, and where a cancel with it goes.
+    pub cancel_key: ClientKey,
+    pub cancel: CancelTarget,
+}
 
 /// A server connection's own cancel key, as PostgreSQL issued it: protocol 3.0, which the
 /// pooler speaks to PostgreSQL, has 4-byte secrets.
@@ -107,7 +130,7 @@ mod tests {
     fn info(key: ClientKey) -> ClientInfo {
         ClientInfo {
             id: 1,
-            key: Arc::new(super::super::pool::PoolKey {
+            key: Arc::new(PoolKey {
                 database: "d".into(),
                 user: "u".into(),
             }),
@@ -115,10 +138,10 @@ mod tests {
             port: 0,
             local_addr: None,
             local_port: 0,
-            connect_time: std::time::SystemTime::now(),
+            connect_time: SystemTime::now(),
             tls: false,
             application_name: "".into(),
-            state: super::super::stats::ConnState::new(super::super::stats::Activity::Idle),
+            state: ConnState::new(super::super::stats::Activity::Idle),
             cancel_key: key,
             cancel: CancelTarget::default(),
         }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::login::{fatal, send_fatal, Counted, Fatal, Session};
+use super::cancel::ClientInfo;
 use super::params::ClientParams;
 use super::pool::{CheckoutError, Guard, Pool};
 use super::prepared::ClientStatements;
@@ -21,10 +21,11 @@ use super::protocol::sql_state::SqlState;
 use super::protocol::{split_frame, split_frame_limited};
 use super::route::{self, Rewrite, Routed};
 use super::server::ServerError;
+use super::session::{fatal, send_fatal, Counted, Fatal, Session};
 use super::stats::Activity;
 use super::stream::ClientStream;
 use super::txn::{Synthetic, TxStatus};
-use super::{Call, ClientInfo, Pooler};
+use super::{Call, Pooler};
 use crate::config::PoolMode;
 
 mod large;
@@ -409,8 +410,14 @@ impl Active {
                 statements: &mut self.client.statements,
                 max_prepared,
             });
-            let routed = route::route(&frame, message, guard.conn(), rewrite, &mut self.to_server)
-                .map_err(|e| End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())))?;
+            let routed = route::route(
+                &frame,
+                message,
+                &mut guard.conn().book(),
+                rewrite,
+                &mut self.to_server,
+            )
+            .map_err(|e| End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, e.to_string())))?;
             for name in guard.conn().tracker.take_discarded() {
                 guard.conn().prepared.remove(&name);
             }

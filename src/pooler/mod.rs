@@ -13,18 +13,20 @@ mod login;
 mod lounge;
 mod params;
 mod pool;
+mod pool_key;
 mod prepared;
 pub mod protocol;
 pub mod scram;
 mod server;
 mod server_stream;
+mod session;
 mod stats;
 mod stream;
 pub(crate) mod tls;
 mod txn;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,7 +39,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::pool::{Pool, PoolKey, PoolSettings};
+use self::cancel::ClientInfo;
+use self::pool::{Pool, PoolSettings};
+use self::pool_key::PoolKey;
 use self::server::ServerTarget;
 use self::stream::ClientStream;
 use crate::config::{ClientTls, PoolerConfig};
@@ -65,26 +69,6 @@ pub struct PoolerSetup {
     /// salts derive from, and the unix socket is made there before it moves beside
     /// PostgreSQL's.
     pub run_dir: PathBuf,
-}
-
-/// One connected client, as SHOW CLIENTS lists it. Kept small and free of per-client
-/// strings: thousands of idle clients each have one.
-pub struct ClientInfo {
-    pub id: u64,
-    /// Database and user, shared with the client's pool.
-    pub key: Arc<PoolKey>,
-    /// The peer's and the local address; `None` on the unix socket.
-    pub addr: Option<IpAddr>,
-    pub port: u16,
-    pub local_addr: Option<IpAddr>,
-    pub local_port: u16,
-    pub connect_time: std::time::SystemTime,
-    pub tls: bool,
-    pub application_name: Box<str>,
-    pub state: stats::ConnState,
-    /// The key the client got in BackendKeyData, and where a cancel with it goes.
-    pub cancel_key: cancel::ClientKey,
-    pub cancel: cancel::CancelTarget,
 }
 
 pub struct Pooler {

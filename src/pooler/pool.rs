@@ -14,26 +14,11 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::params::ClientParams;
+use super::pool_key::{Credentials, PoolKey};
 use super::protocol::backend::encode as be;
-use super::scram::ClientKey;
 use super::server::{ServerConn, ServerError, ServerTarget};
 use super::stats::{Activity, PoolCounts, PoolStats};
 use crate::config::{PoolMode, PoolerConfig};
-
-/// Which pool: PostgreSQL database and role.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PoolKey {
-    pub database: String,
-    pub user: String,
-}
-
-/// What the pooler needs to log in to PostgreSQL as the pool's user by SCRAM
-/// passthrough: the client key recovered from a client's proof, and the server key.
-#[derive(Clone)]
-pub struct Credentials {
-    pub client_key: ClientKey,
-    pub server_key: [u8; 32],
-}
 
 /// Settings of one pool, refreshed on reload.
 #[derive(Debug, Clone)]

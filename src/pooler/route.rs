@@ -5,13 +5,12 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::prepared::{Catalog, ClientStatements, StatementText};
+use super::prepared::{Catalog, ClientStatements, ServerStatements, StatementText};
 use super::protocol::frame::HEADER_LENGTH;
 use super::protocol::frontend::{self, encode as fe, tag as ft, FrontendMessage, ObjectKind};
 use super::protocol::streamed::{ClientHead, Fields};
 use super::protocol::{Frame, ProtocolError};
-use super::server::ServerConn;
-use super::txn::{Pending, Reply};
+use super::txn::{Pending, Reply, Tracker};
 
 /// What the client task must do besides writing `out` to the server.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,6 +21,13 @@ pub enum Routed {
     /// A streamed simple query that might be one of those (only its start was seen): the
     /// server connection's statements are forgotten, to be prepared again if needed.
     SentMaybeForgetStatements,
+}
+
+/// What routing changes on a server connection (`ServerConn::book`): the replies it owes
+/// and the statements prepared on it. Two references, so the relay passes it for free.
+pub struct ServerBook<'a> {
+    pub tracker: &'a mut Tracker,
+    pub prepared: &'a mut ServerStatements,
 }
 
 /// Statement-rewriting context; `None` in session mode or with max_prepared_statements 0,
@@ -36,7 +42,7 @@ pub struct Rewrite<'a> {
 pub fn route(
     frame: &Frame,
     message: FrontendMessage,
-    server: &mut ServerConn,
+    server: &mut ServerBook<'_>,
     rewrite: Option<Rewrite<'_>>,
     out: &mut BytesMut,
 ) -> Result<Routed, ProtocolError> {
@@ -117,7 +123,7 @@ pub fn route(
 /// streams a named Parse only without `rewrite` (with it, the text is kept whole).
 pub fn route_streamed(
     head: &ClientHead<'_>,
-    server: &mut ServerConn,
+    server: &mut ServerBook<'_>,
     rewrite: Option<Rewrite<'_>>,
     out: &mut BytesMut,
 ) -> Result<Routed, ProtocolError> {
@@ -181,7 +187,7 @@ fn put_cstr(out: &mut BytesMut, value: &[u8]) {
 /// The server-side name for a client statement, preparing it on `server` first if needed;
 /// `None` for a name the client never parsed (PostgreSQL will report it).
 fn ensure(
-    server: &mut ServerConn,
+    server: &mut ServerBook<'_>,
     rw: &Rewrite<'_>,
     client_name: &[u8],
     out: &mut BytesMut,
@@ -197,7 +203,7 @@ fn ensure(
 }
 
 fn prepare(
-    server: &mut ServerConn,
+    server: &mut ServerBook<'_>,
     statement: &super::prepared::Statement,
     reply: Reply,
     max_prepared: usize,

@@ -12,11 +12,12 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use super::cancel::ServerKey;
-use super::pool::{Credentials, PoolKey};
+use super::pool_key::{Credentials, PoolKey};
 use super::prepared::ServerStatements;
 use super::protocol::backend::{self, Authentication, BackendMessage};
 use super::protocol::error_fields::ErrorFields;
 use super::protocol::{frontend, split_frame, startup, Frame, ProtocolError};
+use super::route::ServerBook;
 use super::scram::{self, ClientExchange};
 use super::server_stream::ServerStream;
 use super::stats::Activity;
@@ -172,6 +173,14 @@ impl Drop for ServerConn {
 }
 
 impl ServerConn {
+    /// What routing a client message onto this connection changes.
+    pub fn book(&mut self) -> ServerBook<'_> {
+        ServerBook {
+            tracker: &mut self.tracker,
+            prepared: &mut self.prepared,
+        }
+    }
+
     pub async fn connect(
         target: &ServerTarget,
         pool: &PoolKey,

@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 /// Names of the copies inside PGDATA that PostgreSQL's `ssl_cert_file`/`ssl_key_file` name.
 pub const POSTGRES_CERT_FILE: &str = "pgplatform-server.crt";
@@ -109,12 +109,13 @@ fn generate(dir: &Path, cert_path: &Path, key_path: &Path, hosts: &[String]) -> 
     }
     let certified =
         rcgen::generate_simple_self_signed(names).context("generate a TLS certificate")?;
-    crate::pg::conf::write_atomically(
+    crate::safe_file::replace(
         key_path,
         certified.signing_key.serialize_pem().as_bytes(),
         0o600,
+        None,
     )?;
-    crate::pg::conf::write_atomically(cert_path, certified.cert.pem().as_bytes(), 0o644)?;
+    crate::safe_file::replace(cert_path, certified.cert.pem().as_bytes(), 0o644, None)?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate");
     Ok(())
 }

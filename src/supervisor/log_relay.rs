@@ -42,10 +42,6 @@ impl LogTail {
     }
 }
 
-/// PostgreSQL's `log_line_prefix`, owned by the agent because `parse` reads it back:
-/// the pid, then (for sessions only, `%q`) `<user@database>`.
-pub const LOG_LINE_PREFIX: &str = "[%p] %q<%u@%d> ";
-
 /// Archiving failures repeat with every retry while a repository is down: they are
 /// logged once per interval, with a count of the lines held back.
 #[derive(Debug, Default)]
@@ -200,7 +196,7 @@ const SEVERITIES: &[&str] = &[
     "LOCATION",
 ];
 
-/// Splits "[1234] <user@db> WARNING:  message" (see `LOG_LINE_PREFIX`); lines without
+/// Splits "[1234] <user@db> WARNING:  message" (see `pg::conf::LOG_LINE_PREFIX`); lines without
 /// the prefix (continuation lines, early startup) pass through whole.
 fn parse(line: &str) -> Line<'_> {
     let (pid, rest) = match line.strip_prefix('[').and_then(|r| r.split_once("] ")) {

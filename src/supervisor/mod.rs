@@ -12,7 +12,7 @@ use tokio::process::Child;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use self::log_relay::{LogTail, LOG_LINE_PREFIX};
+pub use self::log_relay::LogTail;
 pub use self::postmaster::{spawn, stop, PostmasterSpec};
 pub use self::state::Backoff;
 pub use self::state::{PostgresState, PostgresStatus};

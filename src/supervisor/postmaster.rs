@@ -12,7 +12,8 @@ use tokio::process::Child;
 
 use super::log_relay::{self, LogTail};
 use crate::pg::bin::Binaries;
-use crate::pg::process::{command, RunAs};
+use crate::pg::process::command;
+use crate::run_as::RunAs;
 
 /// Everything needed to run PostgreSQL on one data directory.
 #[derive(Debug, Clone)]

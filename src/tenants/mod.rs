@@ -23,7 +23,7 @@ pub use self::name::TenantName;
 use self::registry::Tenant;
 use self::secrets::Credentials;
 use crate::pg::hba::{render_hba_for, render_ident, TenantAccess};
-use crate::pg::process::RunAs;
+use crate::run_as::RunAs;
 
 /// The tenant service: owned by the agent, used by the API.
 pub struct Tenants {

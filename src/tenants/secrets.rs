@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-use crate::pg::conf::write_atomically;
+use crate::safe_file;
 
 /// Where and how a role connects.
 #[derive(Debug, Clone)]
@@ -182,7 +182,7 @@ pub fn stage(dir: &Path, credentials: &Credentials) -> anyhow::Result<Staged> {
     for (name, content) in credentials.files() {
         let final_path = dir.join(name);
         let temp = dir.join(format!(".{name}.new"));
-        if let Err(e) = write_atomically(&temp, content.as_bytes(), 0o600) {
+        if let Err(e) = safe_file::replace(&temp, content.as_bytes(), 0o600, None) {
             staged.discard();
             return Err(e);
         }

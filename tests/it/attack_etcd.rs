@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use pgplatform::ha::etcd::{Etcd, EtcdSecurity};
+use pgplatform::testing::{Etcd, EtcdSecurity};
 use serde_json::json;
 
 use crate::support::etcd::EtcdServer;
@@ -313,11 +313,12 @@ fn a_forged_member_record_gets_no_request_no_credential_and_no_tenant_traffic() 
     });
     // And a genuine record of a member long gone (a decommissioned node whose address
     // the attacker now holds), kept and written back: sealed, but old.
-    let secret = pgplatform::ha::secret::ClusterSecret::load(&node.secret, false).unwrap();
-    let mut ghost: pgplatform::ha::MemberRecord = serde_json::from_value(forged("ghost")).unwrap();
-    ghost.published_at = pgplatform::ha::keys::unix_now() - 3600;
+    let secret = pgplatform::testing::ClusterSecret::load(&node.secret, false).unwrap();
+    let mut ghost: pgplatform::testing::MemberRecord =
+        serde_json::from_value(forged("ghost")).unwrap();
+    ghost.published_at = pgplatform::testing::unix_now() - 3600;
     let ghost_key = "/pgplatform/main/members/ghost";
-    let ghost = pgplatform::ha::keys::seal(&secret, ghost_key, &ghost).unwrap();
+    let ghost = pgplatform::testing::seal(&secret, ghost_key, &ghost).unwrap();
     runtime().block_on(async {
         attacker.put(ghost_key, &ghost, None).await.unwrap();
         attacker
@@ -397,13 +398,13 @@ fn a_forged_member_record_gets_no_request_no_credential_and_no_tenant_traffic() 
 
 /// The signed headers for `path`, as an agent of the cluster makes them.
 fn signed(
-    secret: &pgplatform::ha::secret::ClusterSecret,
+    secret: &pgplatform::testing::ClusterSecret,
     to: &str,
     path: &str,
     body: &[u8],
     time: Option<i64>,
 ) -> Vec<(&'static str, String)> {
-    use pgplatform::ha::peer::{sign, sign_at, Request};
+    use pgplatform::testing::{sign, sign_at, Request};
     let request = Request {
         from: "node2",
         to,
@@ -438,7 +439,7 @@ fn replayed_signed_requests_and_the_old_bearer_token_are_refused() {
     let Some(node) = one_node() else {
         return;
     };
-    let secret = pgplatform::ha::secret::ClusterSecret::load(&node.secret, false).unwrap();
+    let secret = pgplatform::testing::ClusterSecret::load(&node.secret, false).unwrap();
     let api = node.agent.api_url();
     let etcd = Etcd::new(
         std::slice::from_ref(&node.etcd.endpoint),
@@ -570,22 +571,21 @@ async fn tls_agent() -> (u16, String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>)
             let _ = tls.shutdown().await;
         }
     });
-    (port, pgplatform::ha::peer::sha256_hex(&der), received)
+    (port, pgplatform::testing::sha256_hex(&der), received)
 }
 
 #[test]
 fn an_https_peer_gets_a_signed_request_only_with_the_certificate_its_record_pins() {
     let dir = tempfile::tempdir().unwrap();
     let secret =
-        pgplatform::ha::secret::ClusterSecret::load(&dir.path().join("cluster.secret"), true)
-            .unwrap();
-    let from = pgplatform::ha::peer::Sender {
+        pgplatform::testing::ClusterSecret::load(&dir.path().join("cluster.secret"), true).unwrap();
+    let from = pgplatform::testing::Sender {
         secret: &secret,
         name: "node1",
     };
     runtime().block_on(async {
         let (port, pin, received) = tls_agent().await;
-        let record = |pin: Option<String>| pgplatform::ha::MemberRecord {
+        let record = |pin: Option<String>| pgplatform::testing::MemberRecord {
             name: "node2".into(),
             role: "replica".into(),
             state: "streaming".into(),
@@ -602,10 +602,10 @@ fn an_https_peer_gets_a_signed_request_only_with_the_certificate_its_record_pins
             api_cert_sha256: pin,
             published_at: 0,
         };
-        let call = |member: pgplatform::ha::MemberRecord| {
+        let call = |member: pgplatform::testing::MemberRecord| {
             let from = &from;
             async move {
-                pgplatform::ha::peer::call_as(
+                pgplatform::testing::call_as(
                     from,
                     &member,
                     reqwest::Method::POST,
@@ -670,7 +670,7 @@ fn an_agent_runs_on_an_etcd_that_requires_a_client_certificate_and_a_password() 
     runtime().block_on(async {
         ready(&Etcd::secured(&endpoints, Duration::from_secs(3), &tls).unwrap()).await;
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(pgplatform::ha::etcd::tls_config(&tls).unwrap())
+            .use_preconfigured_tls(pgplatform::testing::tls_config(&tls).unwrap())
             .build()
             .unwrap();
         enable_auth(&http, &server.endpoint, "agent-pw").await;

@@ -292,10 +292,10 @@ fn chown_tree_changes_links_not_what_they_point_to() {
     std::os::unix::fs::symlink(&victim_dir, root.join("base/link_to_dir")).unwrap();
     std::os::unix::fs::symlink(&victim_dir, root.join("pg_tblspc")).unwrap();
 
-    let run_as = pgplatform::pg::process::RunAs::resolve("postgres")
+    let run_as = pgplatform::testing::RunAs::resolve("postgres")
         .unwrap()
         .unwrap();
-    pgplatform::pg::process::chown_tree(&root, Some(&run_as)).unwrap();
+    pgplatform::testing::chown_tree(&root, Some(&run_as)).unwrap();
 
     victim.assert_intact("chown_tree");
     let dir_meta = fs::symlink_metadata(&victim_dir).unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use pgplatform::ha::etcd::Etcd;
+use pgplatform::testing::Etcd;
 
 use crate::support::etcd::EtcdServer;
 use crate::support::pooler::runtime;

@@ -1,5 +1,7 @@
 //! Style invariants checked as tests (rust-analyzer's tidy): module headers, file size,
-//! the pure protocol codec, no silent `#[ignore]`.
+//! the pure protocol codec, no silent `#[ignore]`, the layer order (`tidy/layers.rs`).
+
+mod layers;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -48,6 +48,7 @@ impl Repo {
         Ok(Repo { store, key })
     }
 
+    #[cfg(test)]
     pub fn new(store: Store, key: RepositoryKey) -> Repo {
         Repo { store, key }
     }

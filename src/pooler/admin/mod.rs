@@ -12,12 +12,12 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use self::command::AdminCommand;
-use super::login::{AdminLevel, Session};
 use super::protocol::backend::{encode as be, TransactionStatus};
 use super::protocol::error_fields::{ErrorReport, Severity};
 use super::protocol::frontend::{self, FrontendMessage};
 use super::protocol::split_frame_limited;
 use super::protocol::sql_state::SqlState;
+use super::session::{AdminLevel, Session};
 use super::stats::Activity;
 use super::Pooler;
 

@@ -112,7 +112,7 @@ impl Active {
                 statements: &mut self.client.statements,
                 max_prepared,
             });
-            let routed = route_streamed(&head, conn, rewrite, &mut self.to_server)
+            let routed = route_streamed(&head, &mut conn.book(), rewrite, &mut self.to_server)
                 .map_err(protocol_violation)?;
             let fields = head.fields.length();
             (routed, HEADER_LENGTH + fields, head.body_length - fields)

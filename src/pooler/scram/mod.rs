@@ -94,6 +94,7 @@ impl Verifier {
 
     /// Derives the verifier of `password`. PostgreSQL first normalizes passwords with SASLprep,
     /// which leaves printable ASCII unchanged; other passwords must be normalized by the caller.
+    #[cfg(test)]
     pub fn from_password(password: &[u8], salt: &[u8], iterations: u32) -> Verifier {
         let salted_password = hi(password, salt, iterations);
         Verifier {
@@ -105,6 +106,7 @@ impl Verifier {
     }
 
     /// The stored format [`Verifier::parse`] reads.
+    #[cfg(test)]
     pub fn to_rolpassword(&self) -> String {
         format!(
             "SCRAM-SHA-256${}:{}${}:{}",
@@ -175,6 +177,7 @@ impl std::fmt::Debug for MockKey {
 pub struct ClientKey(Key);
 
 impl ClientKey {
+    #[cfg(test)]
     pub fn new(bytes: Key) -> Self {
         ClientKey(bytes)
     }
@@ -241,6 +244,7 @@ fn sha256(data: &[u8]) -> Key {
 }
 
 /// `Hi()` of RFC 5802, which is PBKDF2-HMAC-SHA-256 with one output block.
+#[cfg(test)]
 fn hi(password: &[u8], salt: &[u8], iterations: u32) -> Key {
     let mut block = salt.to_vec();
     block.extend_from_slice(&1u32.to_be_bytes());

@@ -29,7 +29,8 @@ pub struct ServerExchange {
 }
 
 impl ServerExchange {
-    /// An exchange against `verifier`; production passes [`new_nonce`].
+    /// An exchange against `verifier` (tests; the pooler goes through `with_secret`).
+    #[cfg(test)]
     pub fn new(verifier: Verifier, server_nonce: String) -> Self {
         Self::with_secret(Secret::Real(verifier), server_nonce)
     }
