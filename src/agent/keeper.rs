@@ -4,45 +4,19 @@
 //! (the HA loop's fences the node) and started again after a backoff. A task that ends
 //! normally is logged and left ended: only shutdown stops the agent.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Restarts;
 use crate::supervisor::Backoff;
 
 type Run = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 type Hook = Box<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-/// Restarts per task since the agent started; every task is listed from its spawn, at 0.
-#[derive(Debug, Default)]
-pub struct Restarts(Mutex<BTreeMap<&'static str, u64>>);
-
-impl Restarts {
-    /// Every task's name and count, by name.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        self.counts().iter().map(|(k, v)| (*k, *v)).collect()
-    }
-
-    fn counts(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, u64>> {
-        // A count is a plain number: a panic elsewhere cannot leave it half-written.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn register(&self, task: &'static str) {
-        self.counts().entry(task).or_insert(0);
-    }
-
-    fn count(&self, task: &'static str) {
-        *self.counts().entry(task).or_insert(0) += 1;
-    }
-}
 
 /// One group of supervised tasks that stop on the same token.
 pub struct Tasks {

@@ -18,14 +18,13 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use self::keeper::Restarts;
 use self::prepare::Host;
 use self::reload::Reloader;
 use self::tasks::Running;
 use crate::api;
 use crate::config::Config;
-use crate::ha::PgTarget;
 use crate::pg::hba;
+use crate::pooler::PgTarget;
 use crate::pooler::PoolerSetup;
 use crate::supervisor::{self, Maintenance, PostgresStatus, PostmasterSpec};
 use crate::tenants::Tenants;
@@ -228,7 +227,7 @@ async fn start_postgres(
     let (started, status) = match (supervisor::start(&spec).await, ha_node) {
         (Ok(started), _) => started,
         // A replica whose data cannot follow the primary any more: clone it anew, once.
-        (Err(e), Some(node)) if crate::ha::replica::is_standby(&pgdata) => {
+        (Err(e), Some(node)) if crate::pg::is_standby(&pgdata) => {
             tracing::warn!("{e:#}; cloning this replica anew from the primary");
             crate::ha::formation::reclone(node).await?;
             supervisor::start(&spec).await?
@@ -284,7 +283,7 @@ async fn bootstrap_tenants(
         verifiers: listeners.verifiers.clone(),
     });
     // An HA replica is read-only: what the primary creates reaches it by replication.
-    let standby = crate::ha::replica::is_standby(&data_dir.pgdata());
+    let standby = crate::pg::is_standby(&data_dir.pgdata());
     if standby {
         tenants.bootstrap_replica().await
     } else {

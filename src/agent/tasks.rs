@@ -10,13 +10,14 @@ use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::keeper::{self, Restarts, Tasks};
+use super::keeper::{self, Tasks};
 use super::prepare::{self, Host};
 use super::reload::Reloader;
 use super::{Listeners, Postgres, Routes};
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::data_dir::AgentInfo;
+use crate::metrics::Restarts;
 use crate::metrics::Sources;
 use crate::tenants::Tenants;
 

@@ -132,7 +132,7 @@ async fn sleep(wait: Duration) {
 async fn run(ctx: &Context, job: &Job) -> anyhow::Result<String> {
     // In an HA cluster only the primary runs the schedule; after a failover the new
     // primary's agent does.
-    if crate::ha::replica::is_standby(&ctx.pgdata) {
+    if crate::pg::is_standby(&ctx.pgdata) {
         return Ok("skipped: this node is a replica; the primary runs scheduled jobs".into());
     }
     match job {

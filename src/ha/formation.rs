@@ -58,7 +58,7 @@ pub async fn prepare(
                 None
             }
         };
-        if !replica::is_standby(&node.pgdata) {
+        if !crate::pg::is_standby(&node.pgdata) {
             tracing::info!(
                 "this node's data was a primary; it starts as a replica and the cluster \
                  decides who leads"

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use crate::config::HaConfig;
 use crate::pg::bin::Binaries;
+use crate::pooler::PgTarget;
 use crate::run_as::RunAs;
 
 pub use self::keys::MemberRecord;
@@ -116,19 +117,6 @@ pub struct ClusterView {
     pub last_action: String,
     /// Why each replica may or may not be promoted, by name.
     pub eligibility: Vec<(String, Option<String>)>,
-}
-
-/// A PostgreSQL the pooler connects to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PgTarget {
-    /// This node's own, over its socket.
-    Local,
-    Remote {
-        host: String,
-        port: u16,
-    },
-    /// No primary right now (an election is running): hold new server connections.
-    Unknown,
 }
 
 impl ClusterView {

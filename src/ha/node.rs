@@ -32,9 +32,9 @@ pub struct Loop {
     pub postgres: watch::Receiver<PostgresStatus>,
     pub view: watch::Sender<ClusterView>,
     /// Where this node's pooler sends tenant connections.
-    pub primary: watch::Sender<Vec<super::PgTarget>>,
+    pub primary: watch::Sender<Vec<crate::pooler::PgTarget>>,
     /// Where the read-only listener sends them.
-    pub replicas: watch::Sender<Vec<super::PgTarget>>,
+    pub replicas: watch::Sender<Vec<crate::pooler::PgTarget>>,
     /// pg_hba.conf follows the replicated tenant registry on every node.
     pub tenants: Arc<crate::tenants::Tenants>,
 }
@@ -118,7 +118,7 @@ pub async fn task_main(
 /// at once, exactly as a leader that cannot reach etcd does, and come back as a standby;
 /// the restarted loop then finds its own leader key and takes it again (or follows).
 pub async fn fence_without_loop(node: &Node, supervisor: &mpsc::Sender<Maintenance>) {
-    if replica::is_standby(&node.pgdata) {
+    if crate::pg::is_standby(&node.pgdata) {
         return;
     }
     tracing::warn!("stepping down: the HA loop is not running, so the leader lease is not renewed");
@@ -563,7 +563,8 @@ impl Loop {
 
     /// Tells the poolers where the primary and the replicas are now.
     fn route(&self, view: &ClusterView) {
-        let set = |sender: &watch::Sender<Vec<super::PgTarget>>, targets: Vec<super::PgTarget>| {
+        let set = |sender: &watch::Sender<Vec<crate::pooler::PgTarget>>,
+                   targets: Vec<crate::pooler::PgTarget>| {
             sender.send_if_modified(|current| {
                 let changed = *current != targets;
                 *current = targets;

@@ -60,10 +60,6 @@ fn conninfo_value(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-pub fn is_standby(pgdata: &Path) -> bool {
-    pgdata.join("standby.signal").exists()
-}
-
 /// Makes the next start a standby streaming from `upstream` (or from nobody yet).
 /// Returns whether whom to stream from changed (a running replica then reloads).
 pub fn write_standby(
@@ -398,7 +394,7 @@ mod tests {
             tls: None,
         };
         assert!(write_standby(dir.path(), "b", Some(&up), "pw", None).unwrap());
-        assert!(is_standby(dir.path()));
+        assert!(crate::pg::is_standby(dir.path()));
         let text = std::fs::read_to_string(dir.path().join(HA_FILE)).unwrap();
         assert!(text.contains(
             "primary_conninfo = 'host=10.0.0.1 port=5432 user=pgplatform_replication \

@@ -9,6 +9,7 @@ mod ha;
 mod platform;
 mod pooler;
 mod postgres;
+mod restarts;
 mod settings;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 
 use self::exposition::Exposition;
 pub use self::platform::filesystem;
+pub use self::restarts::Restarts;
 use crate::config::{Config, MetricsConfig};
 use crate::supervisor::{PostgresState, PostgresStatus};
 
@@ -35,7 +37,7 @@ pub struct Sources {
     pub config: watch::Receiver<Arc<Config>>,
     /// Changed keys that wait for an agent restart.
     pub pending_restart: watch::Receiver<Vec<&'static str>>,
-    pub task_restarts: Arc<crate::agent::Restarts>,
+    pub task_restarts: Arc<Restarts>,
     pub postgres: watch::Receiver<PostgresStatus>,
     /// The HA cluster as this node sees it; `None` without HA.
     pub cluster: Option<watch::Receiver<crate::ha::ClusterView>>,

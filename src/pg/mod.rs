@@ -26,3 +26,8 @@ pub const REPLICATION_ROLE: &str = "pgplatform_replication";
 pub fn tenant_agent_role(tenant: &str) -> String {
     format!("pgplatform_as_{tenant}")
 }
+
+/// Whether the cluster in `pgdata` starts as a standby (PostgreSQL's `standby.signal`).
+pub fn is_standby(pgdata: &std::path::Path) -> bool {
+    pgdata.join("standby.signal").exists()
+}

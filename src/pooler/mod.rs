@@ -22,6 +22,8 @@ mod server_stream;
 mod session;
 mod stats;
 mod stream;
+mod target;
+pub use target::PgTarget;
 pub(crate) mod tls;
 mod txn;
 
@@ -53,7 +55,7 @@ pub struct PoolerSetup {
     pub pg_port: u16,
     /// In an HA cluster, where server connections go (the primary, or for the read-only
     /// listener the replicas); the pooler follows it.
-    pub route: Option<watch::Receiver<Vec<crate::ha::PgTarget>>>,
+    pub route: Option<watch::Receiver<Vec<crate::pooler::PgTarget>>>,
     /// Listen here instead of `pooler.listen_port` (the read-only listener).
     pub listen_port: Option<u16>,
     pub tls_dir: PathBuf,
@@ -423,7 +425,7 @@ fn bind_unix_socket(
 /// now, busy ones when released), as RECONNECT does; new ones go to the new primary.
 async fn follow_primary(
     pooler: Arc<Pooler>,
-    mut primary: watch::Receiver<Vec<crate::ha::PgTarget>>,
+    mut primary: watch::Receiver<Vec<crate::pooler::PgTarget>>,
     shutdown: CancellationToken,
 ) {
     let mut current = primary.borrow_and_update().clone();
@@ -433,7 +435,7 @@ async fn follow_primary(
             () = shutdown.cancelled() => return,
         }
         let next = primary.borrow_and_update().clone();
-        if next == current || next == [crate::ha::PgTarget::Unknown] {
+        if next == current || next == [crate::pooler::PgTarget::Unknown] {
             continue;
         }
         tracing::info!(targets = ?next, "PostgreSQL moved; the pooler follows it");

@@ -22,7 +22,7 @@ use super::scram::{self, ClientExchange};
 use super::server_stream::ServerStream;
 use super::stats::Activity;
 use super::txn::Tracker;
-use crate::ha::PgTarget;
+use crate::pooler::PgTarget;
 
 /// Where PostgreSQL listens: its unix socket (cheaper than TCP loopback), or in an HA
 /// cluster whichever node is primary (or, for the read-only listener, the replicas).

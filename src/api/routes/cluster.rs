@@ -341,7 +341,8 @@ pub async fn resume_pooler(
     if let (Some(primary), Some(cluster)) = (&body.primary, &state.cluster) {
         let mut cluster = cluster.clone();
         let follows = cluster.wait_for(|v| {
-            v.leader.as_ref() == Some(primary) && v.primary_target() != crate::ha::PgTarget::Unknown
+            v.leader.as_ref() == Some(primary)
+                && v.primary_target() != crate::pooler::PgTarget::Unknown
         });
         if tokio::time::timeout(std::time::Duration::from_secs(15), follows)
             .await

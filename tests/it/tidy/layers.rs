@@ -99,6 +99,24 @@ fn the_pooler_modules_form_no_cycle() {
     }
 }
 
+#[test]
+fn the_crate_top_level_modules_form_no_cycle() {
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (_, module, text) in &sources() {
+        let Some(from) = module.first() else { continue };
+        for named in references(module, text) {
+            if let Some(to) = named.first().filter(|to| *to != from) {
+                edges.entry(from.clone()).or_default().insert(to.clone());
+            }
+        }
+    }
+    assert_eq!(find_cycle(&edges), None, "a cycle among the crate's modules");
+    assert!(
+        edges.get("agent").is_some_and(|named| named.contains("pooler")),
+        "agent no longer uses pooler: is the scanner still reading the crate?"
+    );
+}
+
 /// The pooler's pure layers (ARCHITECTURE.md's invariants: no I/O), which name only each
 /// other; `admin/command.rs` too.
 const POOLER_PURE: &[&str] = &["protocol", "scram", "txn", "prepared", "params", "route"];
