@@ -41,7 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         return Ok(());
     };
     prepare::write_postgres_files(&config, &host).await?;
-    let reloader = Reloader::new(&config);
+    let reloader = Reloader::new(&config, reload_tx.clone());
     let routes = Routes::new();
     let listeners = bind_listeners(
         &config,
@@ -49,7 +49,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &reloader,
         &routes,
         ha_node.is_some(),
-        &reload_tx,
         &shutdown,
     )
     .await?;
@@ -74,7 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // then the agent's).
     let supervisor_failed = loop {
         tokio::select! {
-            Some(()) = reload_rx.recv() => reloader.reload(&host).await,
+            Some(request) = reload_rx.recv() => reloader.answer(&host, request).await,
             () = postgres.ended() => break true,
             () = shutdown.cancelled() => break false,
         }
@@ -127,7 +126,6 @@ async fn bind_listeners(
     reloader: &Reloader,
     routes: &Routes,
     ha: bool,
-    reload_tx: &mpsc::Sender<()>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Listeners> {
     let api_tls = api::tls_acceptor(config)?;
@@ -148,7 +146,7 @@ async fn bind_listeners(
         listen_port,
         tls_dir: config.data_dir.join("tls"),
         tls_hosts: crate::pooler::tls::certificate_hosts(config),
-        reload: reload_tx.clone(),
+        reload: reloader.requests.clone(),
         agent_shutdown: shutdown.clone(),
         verifiers: verifiers.clone(),
         run_dir: host.data_dir.run(),

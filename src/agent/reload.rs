@@ -1,14 +1,15 @@
-//! SIGHUP (and the pooler console's RELOAD): read the file again, hand what can change
+//! SIGHUP, `POST /reload` (`pgplatform reload`) and the pooler console's RELOAD: read the file again, hand what can change
 //! live to every part through one `watch` of `Arc<Config>`, and name the rest.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::prepare::{write_settings, Host};
 use crate::config::reload::{diff, effective};
 use crate::config::{Config, PoolerConfig};
+use crate::shutdown::{ReloadRequest, Reloaded};
 
 /// The running configuration and whom to tell when it changes.
 pub(super) struct Reloader {
@@ -21,27 +22,35 @@ pub(super) struct Reloader {
     pub pending_restart: watch::Sender<Vec<&'static str>>,
     /// The pooler has its own view of its section.
     pub pooler: watch::Sender<Arc<PoolerConfig>>,
+    /// Where reload requests go (the API's `POST /reload` sends here too).
+    pub requests: mpsc::Sender<ReloadRequest>,
 }
 
 impl Reloader {
-    pub fn new(config: &Config) -> Reloader {
+    pub fn new(config: &Config, requests: mpsc::Sender<ReloadRequest>) -> Reloader {
         let started = Arc::new(config.clone());
         Reloader {
             config: watch::channel(started.clone()).0,
             pending_restart: watch::channel(Vec::new()).0,
             pooler: watch::channel(Arc::new(config.pooler.clone())).0,
             started,
+            requests,
         }
     }
 
-    /// Reads the file again and applies it; on any error nothing changes.
-    pub async fn reload(&self, host: &Host) {
-        if let Err(e) = self.try_reload(host).await {
+    /// Reads the file again and applies it (on any error nothing changes), and tells
+    /// the requester how it went.
+    pub async fn answer(&self, host: &Host, request: ReloadRequest) {
+        let outcome = self.reload(host).await.map_err(|e| {
             tracing::error!("configuration not reloaded, keeping the running one: {e:#}");
+            format!("{e:#}")
+        });
+        if let Some(reply) = request.reply {
+            let _ = reply.send(outcome);
         }
     }
 
-    async fn try_reload(&self, host: &Host) -> anyhow::Result<()> {
+    async fn reload(&self, host: &Host) -> anyhow::Result<Reloaded> {
         let running = self.config.borrow().clone();
         let Some(path) = &running.source else {
             anyhow::bail!("the agent runs on built-in defaults; there is no config file to reload");
@@ -78,7 +87,10 @@ impl Reloader {
                 pending.join(", ")
             );
         }
-        self.pending_restart.send_replace(pending);
-        Ok(())
+        self.pending_restart.send_replace(pending.clone());
+        Ok(Reloaded {
+            applied_live: live.iter().map(|k| k.to_string()).collect(),
+            pending_restart: pending.iter().map(|k| k.to_string()).collect(),
+        })
     }
 }

@@ -97,6 +97,7 @@ pub(super) async fn start(
         ha_node: ha_node.clone(),
         switchover: ha_node.as_ref().map(|_| switchover_tx),
         pooler,
+        reload: reloader.requests.clone(),
     });
     let api_url = format!(
         "{}://{}",

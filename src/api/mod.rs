@@ -39,6 +39,8 @@ pub struct ApiState {
     /// Asks this node's HA loop for a switchover (when it is the primary).
     pub switchover: Option<tokio::sync::mpsc::Sender<crate::ha::switchover::Request>>,
     pub pooler: Option<crate::pooler::PoolerHandle>,
+    /// Asks the agent to read its config file again (as SIGHUP does).
+    pub reload: tokio::sync::mpsc::Sender<crate::shutdown::ReloadRequest>,
 }
 
 /// GET, HEAD and OPTIONS: HAProxy's `option httpchk` for Patroni sends OPTIONS.
@@ -80,6 +82,7 @@ fn router(state: Arc<ApiState>) -> Router {
             "/cluster/tenants-changed",
             post(routes::cluster::tenants_changed_here),
         )
+        .route("/reload", post(routes::reload::reload))
         .route("/pooler/pause", post(routes::cluster::pause_pooler))
         .route("/pooler/resume", post(routes::cluster::resume_pooler))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -5,6 +5,7 @@ mod backup;
 mod cluster;
 mod init;
 mod output;
+mod reload;
 mod restore;
 mod status;
 mod tenant;
@@ -52,6 +53,10 @@ enum Command {
     Init(init::InitArgs),
     /// Show the agent's and PostgreSQL's state.
     Status(status::StatusArgs),
+    /// Make the running agent read its config file again (as SIGHUP does) and say which
+    /// keys it applied live and which wait for a restart. A file with an error changes
+    /// nothing: the command fails and names the key.
+    Reload(reload::ReloadArgs),
     /// Create, list, show, rotate and drop tenants (one database + role + secrets each).
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
@@ -117,6 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Init(_) => Ok(()),
             Command::Status(args) => status::run(&config, &args).await,
+            Command::Reload(args) => reload::run(&config, &args).await,
             Command::Tenant(command) => tenant::run(&config, command).await,
             Command::Wal(command) => wal::run(&config, command).await,
             Command::Cluster(command) => cluster::run(&config, command).await,

@@ -61,7 +61,7 @@ pub struct PoolerSetup {
     pub tls_dir: PathBuf,
     pub tls_hosts: Vec<String>,
     /// The admin console's RELOAD asks the agent to reload its config file.
-    pub reload: mpsc::Sender<()>,
+    pub reload: mpsc::Sender<crate::shutdown::ReloadRequest>,
     /// The admin console's SHUTDOWN stops the agent.
     pub agent_shutdown: CancellationToken,
     /// Shared with the tenant service, which evicts a role when its password changes.
@@ -89,7 +89,7 @@ pub struct Pooler {
     /// The served certificate's `tls-server-end-point` data: SCRAM-SHA-256-PLUS is offered
     /// on TLS connections when it is known.
     channel_binding: Option<Arc<[u8]>>,
-    reload: mpsc::Sender<()>,
+    reload: mpsc::Sender<crate::shutdown::ReloadRequest>,
     agent_shutdown: CancellationToken,
     /// Cancelled when the pooler stops accepting; clients finish their transaction.
     draining: CancellationToken,

@@ -1,7 +1,8 @@
 //! Reload reaches everything: SIGHUP hands the backup schedule and the status thresholds
 //! to the running agent and names the keys that need a restart (log, `status`, `/status`);
 //! a scheduler with no job due leaves the agent serving. A cron expression that never
-//! fires stops `up` at once, naming the key.
+//! fires stops `up` at once, naming the key. `pgplatform reload` (`POST /reload`) does
+//! what SIGHUP does and answers with what changed, or why nothing did.
 
 use std::fs;
 use std::time::Duration;
@@ -16,9 +17,8 @@ use crate::support::{pgplatform, run, stderr_of, wait_for, TestAgent};
 const IDLE_SCHEDULER: &str = "backup scheduler: no job is scheduled; waiting for a reload";
 const RELOADED: &str = "configuration reloaded";
 
-/// Sets `keys` (dotted `table.key`, TOML values) in the agent's config file, then SIGHUP,
-/// and waits until the agent logged reload number `reloads`.
-fn reload_with(agent: &TestAgent, keys: &[(&str, &str)], reloads: usize) {
+/// Sets `keys` (dotted `table.key`, TOML values) in the agent's config file.
+fn edit_config(agent: &TestAgent, keys: &[(&str, &str)]) {
     let path = agent.config_path();
     let mut config: toml::Table = toml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     for (key, value) in keys {
@@ -32,6 +32,11 @@ fn reload_with(agent: &TestAgent, keys: &[(&str, &str)], reloads: usize) {
             .insert(key.to_owned(), value["v"].clone());
     }
     fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+}
+
+/// `edit_config`, then SIGHUP, and waits until the agent logged reload number `reloads`.
+fn reload_with(agent: &TestAgent, keys: &[(&str, &str)], reloads: usize) {
+    edit_config(agent, keys);
     kill(Pid::from_raw(agent.pid().unwrap()), Signal::SIGHUP).unwrap();
     wait_for(Duration::from_secs(30), "the reload to be logged", || {
         (agent.log_contents().matches(RELOADED).count() >= reloads).then_some(())
@@ -177,4 +182,77 @@ fn a_cron_that_never_fires_is_refused_at_load_naming_the_key() {
         "{stderr}"
     );
     assert!(!dir.path().join("data").exists(), "up created the data dir");
+}
+
+#[test]
+fn the_reload_command_applies_the_file_and_says_what_changed_and_a_bad_file_changes_nothing() {
+    let agent = TestAgent::start();
+    let unchanged = agent.cli_json(&["reload", "--json"]);
+    assert_eq!(
+        unchanged,
+        serde_json::json!({"applied_live": [], "pending_restart": []})
+    );
+
+    edit_config(
+        &agent,
+        &[
+            ("status.connections_warn_percent", "1"),
+            ("api.max_connections", "77"),
+        ],
+    );
+    let reloaded = agent.cli_json(&["reload", "--json"]);
+    assert_eq!(
+        reloaded,
+        serde_json::json!({"applied_live": ["status"], "pending_restart": ["api.max_connections"]})
+    );
+    let status = agent.status();
+    assert!(
+        warnings(&status)
+            .iter()
+            .any(|w| w.starts_with("connections at")),
+        "the new threshold did not reach status: {status}"
+    );
+
+    // A file with an error: the agent refuses it naming the key, and the running
+    // configuration stays as it was (threshold kept, nothing new pending). The CLI
+    // reads the file too (to find the agent) and refuses it first; a valid copy lets the
+    // request reach the agent.
+    let valid_copy = agent.dir().join("valid-copy.toml");
+    fs::copy(agent.config_path(), &valid_copy).unwrap();
+    edit_config(
+        &agent,
+        &[
+            ("status.connections_warn_percent", "250"),
+            ("postgres.stop_timeout_seconds", "17"),
+        ],
+    );
+    let local = agent.cli_err(&["reload"]);
+    assert!(local.contains("status.connections_warn_percent"), "{local}");
+    let out = run(
+        pgplatform()
+            .arg("--config")
+            .arg(&valid_copy)
+            .args(["reload", "--json"]),
+        Duration::from_secs(60),
+    );
+    let refused = stderr_of(&out);
+    assert!(!out.status.success(), "the agent accepted a bad file");
+    assert!(
+        refused.contains("not reloaded") && refused.contains("status.connections_warn_percent"),
+        "{refused}"
+    );
+    let status = agent.status();
+    assert_eq!(
+        status["pending_restart"],
+        serde_json::json!(["api.max_connections"]),
+        "{status}"
+    );
+    assert!(
+        warnings(&status)
+            .iter()
+            .any(|w| w.starts_with("connections at")),
+        "a refused reload changed the threshold: {status}"
+    );
+    let text = agent.cli_ok(&["reload", "--help"]);
+    assert!(text.contains("wait for a restart"), "{text}");
 }

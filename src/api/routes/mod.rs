@@ -7,5 +7,6 @@ pub mod health;
 mod health_rules;
 pub mod maintenance;
 pub mod metrics;
+pub mod reload;
 pub mod status;
 pub mod tenants;

@@ -139,7 +139,9 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
             be::command_complete(out, "RESUME");
         }
         AdminCommand::Reload => {
-            let _ = pooler.reload.try_send(());
+            let _ = pooler
+                .reload
+                .try_send(crate::shutdown::ReloadRequest::default());
             be::command_complete(out, "RELOAD");
         }
         AdminCommand::Kill(db) => {

@@ -110,9 +110,15 @@ fn the_crate_top_level_modules_form_no_cycle() {
             }
         }
     }
-    assert_eq!(find_cycle(&edges), None, "a cycle among the crate's modules");
+    assert_eq!(
+        find_cycle(&edges),
+        None,
+        "a cycle among the crate's modules"
+    );
     assert!(
-        edges.get("agent").is_some_and(|named| named.contains("pooler")),
+        edges
+            .get("agent")
+            .is_some_and(|named| named.contains("pooler")),
         "agent no longer uses pooler: is the scanner still reading the crate?"
     );
 }
