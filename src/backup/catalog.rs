@@ -7,6 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use super::manifest::{self, BaseManifest};
 use super::repo::Repo;
 
+pub use super::layout::parse_lsn;
+
 /// A base backup whose manifest exists but does not verify (changed, forged, or sealed
 /// with another repository key): never used, always reported.
 #[derive(Debug, Clone)]
@@ -97,12 +99,20 @@ pub enum Target {
     Latest,
     Time(DateTime<Utc>),
     Lsn(u64),
+    /// A restore point recorded by `backup mark` (its name, and where its record ends).
+    Name {
+        name: String,
+        lsn: u64,
+    },
+    /// A transaction id (64-bit as `pg_current_xact_id` prints it, or 32-bit).
+    Xid(u64),
 }
 
-/// "16/B374D848" → the 64-bit position.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.trim().split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+/// The base backup chosen for a target, and anything the operator should know about
+/// the choice.
+pub struct Chosen<'a> {
+    pub backup: &'a BaseManifest,
+    pub note: Option<String>,
 }
 
 /// The newest backup that is consistent before the target, with `requested` (an id)
@@ -111,7 +121,7 @@ pub fn choose<'a>(
     backups: &'a [BaseManifest],
     target: &Target,
     requested: Option<&str>,
-) -> anyhow::Result<&'a BaseManifest> {
+) -> anyhow::Result<Chosen<'a>> {
     anyhow::ensure!(
         !backups.is_empty(),
         "the repository has no base backup yet; run `pgplatform backup run`"
@@ -122,28 +132,34 @@ pub fn choose<'a>(
             .find(|b| b.id == id)
             .ok_or_else(|| anyhow::anyhow!("no base backup {id}; see `pgplatform backup list`"))?;
         check_reachable(backup, target)?;
-        return Ok(backup);
+        return Ok(Chosen { backup, note: None });
     }
     let fits = |b: &&BaseManifest| check_reachable(b, target).is_ok();
-    backups.iter().rev().find(fits).ok_or_else(|| {
-        let oldest = &backups[0];
-        match target {
-            Target::Time(t) => anyhow::anyhow!(
-                "the target time {t} is before the oldest backup ({} completed at {}); \
-                 the repository cannot recover to it",
-                oldest.id,
-                oldest.stopped_at
-            ),
-            _ => anyhow::anyhow!(
-                "the target LSN is before the oldest backup ({} ends at {})",
-                oldest.id,
-                oldest.stop_lsn
-            ),
-        }
-    })
+    if let Some(backup) = backups.iter().rev().find(fits) {
+        return Ok(Chosen { backup, note: None });
+    }
+    let oldest = &backups[0];
+    match target {
+        Target::Xid(xid) if oldest.next_xid.is_none() => Ok(Chosen {
+            backup: oldest,
+            note: Some(format!(
+                "no backup records which transactions began after it (taken by an older \
+                 version), so transaction {xid} may have committed after any of them: \
+                 restoring the oldest, {}, to be sure to replay its commit",
+                oldest.id
+            )),
+        }),
+        _ => Err(check_reachable(oldest, target)
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("no backup fits the target"))
+            .context(
+                "the target is before the oldest backup; the repository cannot recover to it",
+            )),
+    }
 }
 
 fn check_reachable(backup: &BaseManifest, target: &Target) -> anyhow::Result<()> {
+    let stop = parse_lsn(&backup.stop_lsn).unwrap_or(u64::MAX);
     match target {
         Target::Latest => Ok(()),
         Target::Time(t) => {
@@ -156,7 +172,6 @@ fn check_reachable(backup: &BaseManifest, target: &Target) -> anyhow::Result<()>
             Ok(())
         }
         Target::Lsn(lsn) => {
-            let stop = parse_lsn(&backup.stop_lsn).unwrap_or(u64::MAX);
             anyhow::ensure!(
                 stop <= *lsn,
                 "backup {} ends at {}, after the target LSN",
@@ -165,6 +180,27 @@ fn check_reachable(backup: &BaseManifest, target: &Target) -> anyhow::Result<()>
             );
             Ok(())
         }
+        Target::Name { name, lsn } => {
+            anyhow::ensure!(
+                stop <= *lsn,
+                "backup {} ends at {}, after restore point {name:?}",
+                backup.id,
+                backup.stop_lsn
+            );
+            Ok(())
+        }
+        Target::Xid(xid) => match backup.next_xid {
+            Some(next) if next <= *xid => Ok(()),
+            Some(next) => anyhow::bail!(
+                "backup {} ended when transaction {next} was the next to begin: \
+                 transaction {xid} may have committed before it ended",
+                backup.id
+            ),
+            None => anyhow::bail!(
+                "backup {} does not record which transactions began after it",
+                backup.id
+            ),
+        },
     }
 }
 
@@ -228,13 +264,6 @@ mod tests {
 
     fn at(h: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + h * 3600, 0).unwrap()
-    }
-
-    #[test]
-    fn lsns_parse_like_postgres_prints_them() {
-        assert_eq!(parse_lsn("0/3000028"), Some(0x3000028));
-        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
-        assert_eq!(parse_lsn("nope"), None);
     }
 
     #[test]

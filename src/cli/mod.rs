@@ -6,6 +6,7 @@ mod cluster;
 mod init;
 mod output;
 mod restore;
+mod restore_target;
 mod status;
 mod tenant;
 mod wal;
