@@ -110,17 +110,14 @@ pub async fn ensure_covered(ctx: &Context, config: &Config, target: &Target) -> 
         }
         // Nothing to reach: whatever is archived is the latest.
         Err(_) if *target == Target::Latest => Ok(()),
-        Err(e) => {
-            output::note(&format!(
-                "the source cluster could not archive its current WAL ({e:#}); checking the \
-                 archive instead"
-            ));
+        Err(asked) => {
             let end = output::with_spinner(
                 "reading the newest archived WAL",
                 coverage::archive_end(ctx),
             )
             .await?;
             coverage::check_against_archive(target, &end)
+                .map_err(|e| anyhow::anyhow!("{e:#} (the agent's answer: {asked:#})"))
         }
     }
 }
