@@ -266,6 +266,71 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + h * 3600, 0).unwrap()
     }
 
+    fn backup(id: &str, hour: i64, stop_lsn: &str, next_xid: Option<u64>) -> BaseManifest {
+        BaseManifest {
+            id: id.into(),
+            started_at: at(hour),
+            stopped_at: at(hour),
+            start_lsn: "0/1000000".into(),
+            stop_lsn: stop_lsn.into(),
+            start_wal: "000000010000000000000001".into(),
+            stop_wal: "000000010000000000000001".into(),
+            timeline: 1,
+            pg_version: "15".into(),
+            system_identifier: "1".into(),
+            data_bytes: 0,
+            object: super::super::manifest::ObjectRef {
+                key: String::new(),
+                size: 0,
+                sha256: String::new(),
+            },
+            files: Vec::new(),
+            tenants: Vec::new(),
+            counts_lsn: None,
+            next_xid,
+        }
+    }
+
+    #[test]
+    fn every_kind_of_target_gets_the_newest_backup_before_it() {
+        let backups = [
+            backup("a", 0, "0/2000000", Some(100)),
+            backup("b", 10, "0/5000000", Some(500)),
+        ];
+        let chosen = |t: &Target| choose(&backups, t, None).map(|c| c.backup.id.clone());
+        assert_eq!(chosen(&Target::Time(at(5))).unwrap(), "a");
+        assert_eq!(chosen(&Target::Time(at(11))).unwrap(), "b");
+        assert_eq!(chosen(&Target::Lsn(0x4000000)).unwrap(), "a");
+        let name = |lsn| Target::Name {
+            name: "m".into(),
+            lsn,
+        };
+        assert_eq!(chosen(&name(0x5000000)).unwrap(), "b");
+        assert_eq!(chosen(&name(0x3000000)).unwrap(), "a");
+        // A transaction that began before b ended may have committed before it ended.
+        assert_eq!(chosen(&Target::Xid(499)).unwrap(), "a");
+        assert_eq!(chosen(&Target::Xid(500)).unwrap(), "b");
+        let err = chosen(&Target::Xid(99)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("before the oldest backup"),
+            "{err:#}"
+        );
+        assert!(chosen(&name(0x1000000)).is_err());
+    }
+
+    #[test]
+    fn an_xid_without_recorded_bounds_takes_the_oldest_backup_and_says_so() {
+        let backups = [
+            backup("old", 0, "0/2000000", None),
+            backup("new", 10, "0/5000000", Some(500)),
+        ];
+        let chosen = choose(&backups, &Target::Xid(300), None).unwrap();
+        assert_eq!(chosen.backup.id, "old");
+        assert!(chosen.note.unwrap().contains("restoring the oldest"));
+        let chosen = choose(&backups, &Target::Xid(600), None).unwrap();
+        assert_eq!((chosen.backup.id.as_str(), chosen.note), ("new", None));
+    }
+
     #[test]
     fn retention_keeps_the_newest_and_young_ones() {
         let ids: Vec<(String, DateTime<Utc>)> =

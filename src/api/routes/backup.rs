@@ -47,7 +47,7 @@ async fn primary(state: &ApiState) -> Result<tokio_postgres::Client, ApiError> {
 }
 
 /// The clock as microseconds since the epoch (tokio-postgres is built without chrono).
-const MICROS: &str = "(pg_catalog.extract(epoch FROM pg_catalog.clock_timestamp()) \
+const MICROS: &str = "(EXTRACT(epoch FROM pg_catalog.clock_timestamp()) \
                       OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8";
 
 fn from_micros(micros: i64) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
@@ -56,7 +56,10 @@ fn from_micros(micros: i64) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
 }
 
 fn internal(e: tokio_postgres::Error) -> ApiError {
-    ApiError::Unavailable(format!("PostgreSQL: {e}"))
+    match e.as_db_error() {
+        Some(db) => ApiError::Unavailable(format!("PostgreSQL: {}", db.message())),
+        None => ApiError::Unavailable(format!("PostgreSQL: {e}")),
+    }
 }
 
 pub async fn switch_wal(
@@ -96,7 +99,12 @@ pub async fn switch_wal(
             )
             .await
             .and_then(|r| r.try_get::<_, Option<String>>(0))
-            .map_err(|e| ApiError::BadRequest(format!("transaction {wanted}: {e}")))?,
+            .map_err(|e| match internal(e) {
+                ApiError::Unavailable(m) => {
+                    ApiError::BadRequest(format!("transaction {wanted}: {m}"))
+                }
+                other => other,
+            })?,
     };
     Ok(Json(Switched {
         segment: row.try_get(0).map_err(internal)?,
