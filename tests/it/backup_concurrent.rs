@@ -41,6 +41,7 @@ fn two_backup_runs_at_once_leave_a_valid_repository() {
         }
     }
     assert!(!ids.is_empty(), "neither backup succeeded");
+    eprintln!("{} of 2 concurrent backups ran", ids.len());
     let listed = agent.cli_json(&["backup", "list", "--json"]);
     let mut listed_ids: Vec<String> = listed
         .as_array()

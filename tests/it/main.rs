@@ -46,6 +46,7 @@ mod pooler_protocol;
 mod pooler_psycopg;
 mod pooler_shutdown;
 mod pooler_waits;
+mod restore_ha;
 mod restore_pitr;
 mod status;
 mod tenant_bad_names;
