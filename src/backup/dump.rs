@@ -233,6 +233,19 @@ pub async fn restore_dump(
         }
         (false, None) => format!("{tenant}_restored_{suffix}"),
     };
+    // PostgreSQL would cut a longer name to 63 bytes, silently, and then it is not the
+    // name checked below.
+    let before = format!("{tenant}_before_{suffix}");
+    for name in [Some(&target), replace.then_some(&before)]
+        .into_iter()
+        .flatten()
+    {
+        anyhow::ensure!(
+            name.len() <= 63,
+            "the database name {name} would be longer than PostgreSQL's 63 bytes (the tenant \
+             name is long): restore it with --as NAME instead"
+        );
+    }
     let admin = ctx.superuser("postgres").await?;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&target])
