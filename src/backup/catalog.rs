@@ -13,6 +13,8 @@ pub use super::layout::parse_lsn;
 /// with another repository key): never used, always reported.
 #[derive(Debug, Clone)]
 pub struct Refused {
+    /// "backup", "dump" or "restore point".
+    pub what: &'static str,
     pub id: String,
     pub reason: String,
 }
@@ -21,8 +23,8 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the manifest of backup {:?} is refused: {}",
-            self.id, self.reason
+            "the manifest of {} {:?} is refused: {}",
+            self.what, self.id, self.reason
         )
     }
 }
@@ -74,6 +76,7 @@ pub async fn scan(repo: &Repo) -> anyhow::Result<Scan> {
             Ok(m) => backups.push(m),
             Err(e) => {
                 let refused_one = Refused {
+                    what: "backup",
                     id: id.to_owned(),
                     reason: format!("{e:#}"),
                 };

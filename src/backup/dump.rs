@@ -157,6 +157,7 @@ async fn scan(ctx: &Context, prefix: &str) -> anyhow::Result<(Vec<DumpManifest>,
             Ok(m) => out.push(m),
             Err(e) => {
                 let one = Refused {
+                    what: "dump",
                     id: format!("{tenant}/{id}"),
                     reason: format!("{e:#}"),
                 };

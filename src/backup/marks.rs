@@ -105,7 +105,8 @@ pub async fn scan(repo: &Repo) -> anyhow::Result<Scan> {
             Ok(m) => marks.push(m),
             Err(e) => {
                 let one = Refused {
-                    id: format!("mark {name}"),
+                    what: "restore point",
+                    id: name.to_owned(),
                     reason: format!("{e:#}"),
                 };
                 tracing::error!(mark = ?name, repository = %repo.describe(), "{one}");
@@ -121,7 +122,7 @@ pub async fn scan(repo: &Repo) -> anyhow::Result<Scan> {
 pub async fn find(repo: &Repo, name: &str) -> anyhow::Result<Mark> {
     check_name(name)?;
     let scan = scan(repo).await?;
-    if let Some(refused) = scan.refused.iter().find(|r| r.id == format!("mark {name}")) {
+    if let Some(refused) = scan.refused.iter().find(|r| r.id == name) {
         anyhow::bail!("{refused}");
     }
     scan.marks

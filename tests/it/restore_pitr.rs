@@ -188,7 +188,7 @@ fn tampered_marks_are_refused(agent: &TestAgent) {
     assert!(!dir.exists());
     let listed = agent.cli_ok(&["backup", "list"]);
     assert!(
-        listed.contains("REFUSED: the manifest of backup \"mark before-7\""),
+        listed.contains("REFUSED: the manifest of restore point \"before-7\" is refused"),
         "{listed}"
     );
     fs::write(marks.join("before-7"), genuine).unwrap();
