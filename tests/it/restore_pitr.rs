@@ -29,8 +29,22 @@ fn every_kind_of_target_restores_exactly_the_rows_before_it() {
         &url,
         "INSERT INTO events VALUES (4) RETURNING pg_current_xact_id()",
     );
-    insert(5);
-    let lsn_after_5 = agent.admin_psql("SELECT pg_current_wal_insert_lsn()");
+    // Where and when 5 committed, from its commit record (pg_walinspect), to aim exactly
+    // at it: inclusive keeps 5, exclusive stops just before it.
+    agent.admin_psql("CREATE EXTENSION IF NOT EXISTS pg_walinspect");
+    let before_5 = agent.admin_psql("SELECT pg_current_wal_insert_lsn()");
+    let xid_5 = query(
+        &url,
+        "INSERT INTO events VALUES (5) RETURNING pg_current_xact_id()",
+    );
+    let commit_5 = agent.admin_psql(&format!(
+        "SET TimeZone = 'UTC'; SELECT start_lsn || '|' || substring(description FROM '^(\\S+ \\S+)')
+           FROM pg_get_wal_records_info('{before_5}', pg_current_wal_flush_lsn())
+          WHERE resource_manager = 'Transaction' AND record_type = 'COMMIT' AND xid = '{xid_5}'"
+    ));
+    let (commit_5_lsn, commit_5_time) = commit_5
+        .split_once('|')
+        .unwrap_or_else(|| panic!("no commit record of {xid_5}: {commit_5:?}"));
     insert(6);
     let mark = agent.cli_json(&["backup", "mark", "before-7", "--json"]);
     assert_eq!(mark["name"], "before-7", "{mark}");
@@ -51,7 +65,16 @@ fn every_kind_of_target_restores_exactly_the_rows_before_it() {
 
     let rows = |name: &str, target: &[&str]| agent.restored_rows(name, target);
     assert_eq!(rows("time", &["--time", &between_2_and_3]), "1,2");
-    assert_eq!(rows("lsn", &["--lsn", &lsn_after_5]), "1,2,3,4,5");
+    assert_eq!(rows("lsn", &["--lsn", commit_5_lsn]), "1,2,3,4,5");
+    assert_eq!(
+        rows("lsn-exclusive", &["--lsn", commit_5_lsn, "--exclusive"]),
+        "1,2,3,4"
+    );
+    assert_eq!(rows("time-at-5", &["--time", commit_5_time]), "1,2,3,4,5");
+    assert_eq!(
+        rows("time-exclusive", &["--time", commit_5_time, "--exclusive"]),
+        "1,2,3,4"
+    );
     assert_eq!(rows("name", &["--name", "before-7"]), "1,2,3,4,5,6");
     assert_eq!(rows("xid", &["--xid", &xid_4]), "1,2,3,4");
     assert_eq!(
