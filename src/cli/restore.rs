@@ -17,7 +17,11 @@ use crate::config::Config;
     group(clap::ArgGroup::new("target").args(["time", "lsn", "name", "xid", "latest"])),
     group(clap::ArgGroup::new("where").args(["target_dir", "in_place"]).required(true)),
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    after_help = "Before anything is written, the source cluster's agent (this node's; in HA it \
+forwards to the primary) closes the current WAL segment and the restore waits up to 2 minutes \
+for it to be archived. When no agent answers, the newest archived WAL is read and a target \
+beyond it is refused, naming the newest restorable point."
 )]
 pub struct RestoreArgs {
     #[command(subcommand)]
