@@ -8,6 +8,8 @@
 
 use std::fs;
 
+use reqwest::Method;
+
 use crate::support::psql::query;
 use crate::support::TestAgent;
 
@@ -170,6 +172,22 @@ fn bad_targets_change_nothing(agent: &TestAgent) {
     ] {
         let err = agent.cli_err(&["backup", "mark", "--", name]);
         assert!(err.contains(expected), "{name:?}: {err}");
+    }
+    // The agent checks the name too, and both endpoints want the admin token.
+    let token = agent.admin_token();
+    let bad = serde_json::json!({ "name": "a'b" });
+    let (code, reply) = agent.api(Method::POST, "/backup/mark", Some(&token), Some(&bad));
+    assert_eq!(code, 400, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("contains '\\''"),
+        "{reply}"
+    );
+    let good = serde_json::json!({ "name": "sneaky" });
+    for path in ["/backup/mark", "/backup/switch-wal"] {
+        for token in [None, Some("not-the-token")] {
+            let (code, reply) = agent.api(Method::POST, path, token, Some(&good));
+            assert_eq!(code, 401, "{path} with token {token:?}: {reply}");
+        }
     }
 }
 
