@@ -58,11 +58,13 @@ where
 }
 
 fn router(state: Arc<ApiState>) -> Router {
-    // Tenant changes go to the primary (forwarded there from a replica).
+    // Tenant changes and WAL requests go to the primary (forwarded there from a replica).
     let on_primary = Router::new()
         .route("/tenants", post(routes::tenants::create))
         .route("/tenants/{name}", delete(routes::tenants::drop))
         .route("/tenants/{name}/rotate", post(routes::tenants::rotate))
+        .route("/backup/switch-wal", post(routes::backup::switch_wal))
+        .route("/backup/mark", post(routes::backup::mark))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             routes::forward::to_primary,

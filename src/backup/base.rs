@@ -16,15 +16,7 @@ use tokio::sync::mpsc;
 use super::context::Context;
 use super::manifest::{self, BaseManifest, ObjectRef};
 use super::tar_stream::{self, LabelFiles};
-use super::{counts, lock, walk};
-
-/// The repository key of a base backup's manifest and data.
-pub fn manifest_key(id: &str) -> String {
-    format!("base/{id}/manifest")
-}
-pub fn data_key(id: &str) -> String {
-    format!("base/{id}/pgdata.tar.zst")
-}
+use super::{counts, layout, lock, walk};
 
 /// What a caller sees while the backup runs.
 pub trait Progress: Send + Sync {
@@ -34,13 +26,27 @@ pub trait Progress: Send + Sync {
 }
 
 pub async fn run(ctx: &Context, progress: &dyn Progress) -> anyhow::Result<BaseManifest> {
-    let result = run_unrecorded(ctx, progress).await;
+    // Refused because another one runs: not a failed backup, so not recorded as one.
+    let lock = lock::backup(&ctx.data_dir.run())?;
+    run_locked(ctx, progress, &lock).await
+}
+
+/// `run` for a caller that already holds the backup lock (and keeps it for retention).
+pub async fn run_locked(
+    ctx: &Context,
+    progress: &dyn Progress,
+    lock: &lock::BackupLock,
+) -> anyhow::Result<BaseManifest> {
+    let result = run_unrecorded(ctx, progress, lock).await;
     super::state::record(&ctx.data_dir.run(), result.as_ref());
     result
 }
 
-async fn run_unrecorded(ctx: &Context, progress: &dyn Progress) -> anyhow::Result<BaseManifest> {
-    let _lock = lock::acquire(&ctx.data_dir.run(), "backup")?;
+async fn run_unrecorded(
+    ctx: &Context,
+    progress: &dyn Progress,
+    _lock: &lock::BackupLock,
+) -> anyhow::Result<BaseManifest> {
     let agent = ctx.superuser(crate::pg::AGENT_DATABASE).await?;
     let row = agent
         .query_one(
@@ -61,7 +67,7 @@ async fn run_unrecorded(ctx: &Context, progress: &dyn Progress) -> anyhow::Resul
     );
 
     let started_at = Utc::now();
-    let id = started_at.format("%Y%m%dT%H%M%SZ").to_string();
+    let id = layout::new_id(started_at);
     anyhow::ensure!(
         ctx.repo.list(&format!("base/{id}/")).await?.is_empty(),
         "a backup named {id} already exists in {}",
@@ -88,7 +94,7 @@ async fn run_unrecorded(ctx: &Context, progress: &dyn Progress) -> anyhow::Resul
     progress.start(entries.iter().map(|e| e.size).sum());
     progress.phase("copying");
 
-    let key = data_key(&id);
+    let key = layout::base_data_key(&id);
     let mut writer = ctx.repo.writer(&key).await?;
     let (chunk_tx, mut chunk_rx) = mpsc::channel::<Bytes>(4);
     let (files_done_tx, files_done_rx) = tokio::sync::oneshot::channel();
@@ -160,6 +166,11 @@ async fn run_unrecorded(ctx: &Context, progress: &dyn Progress) -> anyhow::Resul
         .query_one("SELECT pg_walfile_name($1::text::pg_lsn)", &[&stop_lsn])
         .await?
         .try_get(0)?;
+    // Read after the stop: a transaction given this id or a later one began after it.
+    let next_xid: String = agent
+        .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+        .await?
+        .try_get(0)?;
 
     progress.phase("counting tenant rows");
     let (tenants, counts_lsn) = match counts::take(ctx, &agent).await {
@@ -200,8 +211,9 @@ async fn run_unrecorded(ctx: &Context, progress: &dyn Progress) -> anyhow::Resul
         files: produced.files,
         tenants,
         counts_lsn,
+        next_xid: next_xid.parse().ok(),
     };
-    let key = manifest_key(&id);
+    let key = layout::base_manifest_key(&id);
     let sealed = manifest::seal(ctx.repo.key(), &key, &manifest)?;
     ctx.repo.put(&key, Bytes::from(sealed)).await?;
     Ok(manifest)
@@ -245,7 +257,7 @@ async fn wal_from_pg_wal(
         .await?
         .try_get(0)?;
     let mut out = Vec::new();
-    for name in super::verify::segments(start_wal, &stop_wal) {
+    for name in layout::segments(start_wal, &stop_wal) {
         let path = ctx.pgdata.join("pg_wal").join(&name);
         let bytes = tokio::fs::read(&path).await.with_context(|| {
             format!("read {} for a backup without WAL archiving", path.display())

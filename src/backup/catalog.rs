@@ -7,10 +7,14 @@ use chrono::{DateTime, Duration, Utc};
 use super::manifest::{self, BaseManifest};
 use super::repo::Repo;
 
+pub use super::layout::parse_lsn;
+
 /// A base backup whose manifest exists but does not verify (changed, forged, or sealed
 /// with another repository key): never used, always reported.
 #[derive(Debug, Clone)]
 pub struct Refused {
+    /// "backup", "dump" or "restore point".
+    pub what: &'static str,
     pub id: String,
     pub reason: String,
 }
@@ -19,8 +23,8 @@ impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the manifest of backup {:?} is refused: {}",
-            self.id, self.reason
+            "the manifest of {} {:?} is refused: {}",
+            self.what, self.id, self.reason
         )
     }
 }
@@ -72,6 +76,7 @@ pub async fn scan(repo: &Repo) -> anyhow::Result<Scan> {
             Ok(m) => backups.push(m),
             Err(e) => {
                 let refused_one = Refused {
+                    what: "backup",
                     id: id.to_owned(),
                     reason: format!("{e:#}"),
                 };
@@ -97,12 +102,20 @@ pub enum Target {
     Latest,
     Time(DateTime<Utc>),
     Lsn(u64),
+    /// A restore point recorded by `backup mark` (its name, and where its record ends).
+    Name {
+        name: String,
+        lsn: u64,
+    },
+    /// A transaction id (64-bit as `pg_current_xact_id` prints it, or 32-bit).
+    Xid(u64),
 }
 
-/// "16/B374D848" → the 64-bit position.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.trim().split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+/// The base backup chosen for a target, and anything the operator should know about
+/// the choice.
+pub struct Chosen<'a> {
+    pub backup: &'a BaseManifest,
+    pub note: Option<String>,
 }
 
 /// The newest backup that is consistent before the target, with `requested` (an id)
@@ -111,7 +124,7 @@ pub fn choose<'a>(
     backups: &'a [BaseManifest],
     target: &Target,
     requested: Option<&str>,
-) -> anyhow::Result<&'a BaseManifest> {
+) -> anyhow::Result<Chosen<'a>> {
     anyhow::ensure!(
         !backups.is_empty(),
         "the repository has no base backup yet; run `pgplatform backup run`"
@@ -122,28 +135,34 @@ pub fn choose<'a>(
             .find(|b| b.id == id)
             .ok_or_else(|| anyhow::anyhow!("no base backup {id}; see `pgplatform backup list`"))?;
         check_reachable(backup, target)?;
-        return Ok(backup);
+        return Ok(Chosen { backup, note: None });
     }
     let fits = |b: &&BaseManifest| check_reachable(b, target).is_ok();
-    backups.iter().rev().find(fits).ok_or_else(|| {
-        let oldest = &backups[0];
-        match target {
-            Target::Time(t) => anyhow::anyhow!(
-                "the target time {t} is before the oldest backup ({} completed at {}); \
-                 the repository cannot recover to it",
-                oldest.id,
-                oldest.stopped_at
-            ),
-            _ => anyhow::anyhow!(
-                "the target LSN is before the oldest backup ({} ends at {})",
-                oldest.id,
-                oldest.stop_lsn
-            ),
-        }
-    })
+    if let Some(backup) = backups.iter().rev().find(fits) {
+        return Ok(Chosen { backup, note: None });
+    }
+    let oldest = &backups[0];
+    match target {
+        Target::Xid(xid) if oldest.next_xid.is_none() => Ok(Chosen {
+            backup: oldest,
+            note: Some(format!(
+                "no backup records which transactions began after it (taken by an older \
+                 version), so transaction {xid} may have committed after any of them: \
+                 restoring the oldest, {}, to be sure to replay its commit",
+                oldest.id
+            )),
+        }),
+        _ => Err(check_reachable(oldest, target)
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("no backup fits the target"))
+            .context(
+                "the target is before the oldest backup; the repository cannot recover to it",
+            )),
+    }
 }
 
 fn check_reachable(backup: &BaseManifest, target: &Target) -> anyhow::Result<()> {
+    let stop = parse_lsn(&backup.stop_lsn).unwrap_or(u64::MAX);
     match target {
         Target::Latest => Ok(()),
         Target::Time(t) => {
@@ -156,7 +175,6 @@ fn check_reachable(backup: &BaseManifest, target: &Target) -> anyhow::Result<()>
             Ok(())
         }
         Target::Lsn(lsn) => {
-            let stop = parse_lsn(&backup.stop_lsn).unwrap_or(u64::MAX);
             anyhow::ensure!(
                 stop <= *lsn,
                 "backup {} ends at {}, after the target LSN",
@@ -165,6 +183,27 @@ fn check_reachable(backup: &BaseManifest, target: &Target) -> anyhow::Result<()>
             );
             Ok(())
         }
+        Target::Name { name, lsn } => {
+            anyhow::ensure!(
+                stop <= *lsn,
+                "backup {} ends at {}, after restore point {name:?}",
+                backup.id,
+                backup.stop_lsn
+            );
+            Ok(())
+        }
+        Target::Xid(xid) => match backup.next_xid {
+            Some(next) if next <= *xid => Ok(()),
+            Some(next) => anyhow::bail!(
+                "backup {} ended when transaction {next} was the next to begin: \
+                 transaction {xid} may have committed before it ended",
+                backup.id
+            ),
+            None => anyhow::bail!(
+                "backup {} does not record which transactions began after it",
+                backup.id
+            ),
+        },
     }
 }
 
@@ -230,11 +269,69 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + h * 3600, 0).unwrap()
     }
 
+    fn backup(id: &str, hour: i64, stop_lsn: &str, next_xid: Option<u64>) -> BaseManifest {
+        BaseManifest {
+            id: id.into(),
+            started_at: at(hour),
+            stopped_at: at(hour),
+            start_lsn: "0/1000000".into(),
+            stop_lsn: stop_lsn.into(),
+            start_wal: "000000010000000000000001".into(),
+            stop_wal: "000000010000000000000001".into(),
+            timeline: 1,
+            pg_version: "15".into(),
+            system_identifier: "1".into(),
+            data_bytes: 0,
+            object: super::super::manifest::ObjectRef {
+                key: String::new(),
+                size: 0,
+                sha256: String::new(),
+            },
+            files: Vec::new(),
+            tenants: Vec::new(),
+            counts_lsn: None,
+            next_xid,
+        }
+    }
+
     #[test]
-    fn lsns_parse_like_postgres_prints_them() {
-        assert_eq!(parse_lsn("0/3000028"), Some(0x3000028));
-        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
-        assert_eq!(parse_lsn("nope"), None);
+    fn every_kind_of_target_gets_the_newest_backup_before_it() {
+        let backups = [
+            backup("a", 0, "0/2000000", Some(100)),
+            backup("b", 10, "0/5000000", Some(500)),
+        ];
+        let chosen = |t: &Target| choose(&backups, t, None).map(|c| c.backup.id.clone());
+        assert_eq!(chosen(&Target::Time(at(5))).unwrap(), "a");
+        assert_eq!(chosen(&Target::Time(at(11))).unwrap(), "b");
+        assert_eq!(chosen(&Target::Lsn(0x4000000)).unwrap(), "a");
+        let name = |lsn| Target::Name {
+            name: "m".into(),
+            lsn,
+        };
+        assert_eq!(chosen(&name(0x5000000)).unwrap(), "b");
+        assert_eq!(chosen(&name(0x3000000)).unwrap(), "a");
+        // A transaction that began before b ended may have committed before it ended.
+        assert_eq!(chosen(&Target::Xid(499)).unwrap(), "a");
+        assert_eq!(chosen(&Target::Xid(500)).unwrap(), "b");
+        let err = chosen(&Target::Xid(99)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("before the oldest backup"),
+            "{err:#}"
+        );
+        assert!(chosen(&name(0x1000000)).is_err());
+    }
+
+    #[test]
+    fn an_xid_without_recorded_bounds_takes_the_oldest_backup_and_says_so() {
+        let backups = [
+            backup("old", 0, "0/2000000", None),
+            backup("new", 10, "0/5000000", Some(500)),
+        ];
+        let chosen = choose(&backups, &Target::Xid(300), None).unwrap();
+        assert_eq!(chosen.backup.id, "old");
+        assert!(chosen.note.unwrap().contains("restoring the oldest"));
+        let chosen = choose(&backups, &Target::Xid(600), None).unwrap();
+        assert_eq!((chosen.backup.id.as_str(), chosen.note), ("new", None));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::catalog::{self, Target};
 use super::context::Context;
 use super::lock;
 use super::manifest::BaseManifest;
-use super::restore::{self, Use};
+use super::restore::{self, Goal, Use};
 use crate::pg::sql::quote_ident;
 use crate::supervisor::{self, LogTail, PostmasterSpec};
 
@@ -89,7 +89,10 @@ pub async fn drill(
         restore::restore(
             ctx,
             &scratch,
-            &Target::Latest,
+            &Goal {
+                target: Target::Latest,
+                inclusive: true,
+            },
             Some(&backup.id),
             Use::Copy,
             progress,
@@ -119,24 +122,7 @@ async fn run_checks(
     result: &mut DrillResult,
     phase: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<()> {
-    let spec = PostmasterSpec {
-        binaries: ctx.binaries.clone(),
-        pgdata: scratch.to_owned(),
-        socket_dir: scratch.to_owned(),
-        port: ctx.port,
-        run_as: ctx.run_as.clone(),
-        stop_timeout: Duration::from_secs(60),
-        options: [
-            ("listen_addresses", ""),
-            ("unix_socket_directories", &scratch.to_string_lossy()),
-            ("archive_mode", "off"),
-            ("shared_buffers", "128MB"),
-            ("hot_standby", "on"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect(),
-    };
+    let spec = private_spec(ctx, scratch);
     let replay = Instant::now();
     if let Some(lsn) = &backup.counts_lsn {
         phase("replaying to the counted position");
@@ -192,9 +178,32 @@ async fn run_checks(
     checked
 }
 
+/// A throwaway PostgreSQL on the restored `dir`: its socket inside `dir`, no TCP, no
+/// archiving (also `restore --check`).
+pub(super) fn private_spec(ctx: &Context, dir: &Path) -> PostmasterSpec {
+    PostmasterSpec {
+        binaries: ctx.binaries.clone(),
+        pgdata: dir.to_owned(),
+        socket_dir: dir.to_owned(),
+        port: ctx.port,
+        run_as: ctx.run_as.clone(),
+        stop_timeout: Duration::from_secs(60),
+        options: [
+            ("listen_addresses", ""),
+            ("unix_socket_directories", &dir.to_string_lossy()),
+            ("archive_mode", "off"),
+            ("shared_buffers", "128MB"),
+            ("hot_standby", "on"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect(),
+    }
+}
+
 /// A drill cancelled mid-way (agent shutdown) must not leave its PostgreSQL running:
 /// an immediate shutdown, since the scratch directory is thrown away anyway.
-struct StopOnDrop(Option<u32>);
+pub(super) struct StopOnDrop(pub(super) Option<u32>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
@@ -209,7 +218,7 @@ impl Drop for StopOnDrop {
 
 /// Polls `condition` (a boolean query) until it holds, failing with PostgreSQL's last log
 /// lines if the server exits first (e.g. the archive ends before the target).
-async fn wait_until(
+pub(super) async fn wait_until(
     spec: &PostmasterSpec,
     child: &mut tokio::process::Child,
     tail: &LogTail,
@@ -219,7 +228,7 @@ async fn wait_until(
     loop {
         if let Some(status) = child.try_wait()? {
             anyhow::bail!(
-                "the drill's PostgreSQL exited ({status}): {}",
+                "the throwaway PostgreSQL exited ({status}): {}",
                 tail.last_lines(8)
             );
         }

@@ -16,19 +16,10 @@ use sha2::{Digest, Sha256};
 
 use super::catalog::Refused;
 use super::context::Context;
-use super::lock;
 use super::manifest::{self, DumpManifest, ObjectRef};
 use super::tar_stream::ChunkSink;
+use super::{layout, lock};
 use crate::pg::sql::quote_ident;
-
-fn manifest_key(tenant: &str, id: &str) -> String {
-    format!("dump/{tenant}/{id}/manifest")
-}
-
-/// The repository key of a dump's data.
-pub fn data_key(tenant: &str, id: &str) -> String {
-    format!("dump/{tenant}/{id}/{tenant}.pgdump.zst")
-}
 
 async fn require_tenant(ctx: &Context, tenant: &str) -> anyhow::Result<()> {
     let agent = ctx.superuser(crate::pg::AGENT_DATABASE).await?;
@@ -65,8 +56,8 @@ pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
     let _lock = lock::acquire(&ctx.data_dir.run(), &format!("dump-{tenant}"))?;
     require_tenant(ctx, tenant).await?;
     let started_at = Utc::now();
-    let id = started_at.format("%Y%m%dT%H%M%SZ").to_string();
-    let key = data_key(tenant, &id);
+    let id = layout::new_id(started_at);
+    let key = layout::dump_data_key(tenant, &id);
     let mut child = pg_tool(ctx, "pg_dump", tenant)
         .args(["--format=custom", "--compress=0", "--dbname", tenant])
         .stdout(Stdio::piped())
@@ -135,7 +126,7 @@ pub async fn dump(ctx: &Context, tenant: &str) -> anyhow::Result<DumpManifest> {
         },
         dump_bytes,
     };
-    let key = manifest_key(tenant, &id);
+    let key = layout::dump_manifest_key(tenant, &id);
     let sealed = manifest::seal(ctx.repo.key(), &key, &manifest)?;
     ctx.repo.put(&key, Bytes::from(sealed)).await?;
     Ok(manifest)
@@ -166,6 +157,7 @@ async fn scan(ctx: &Context, prefix: &str) -> anyhow::Result<(Vec<DumpManifest>,
             Ok(m) => out.push(m),
             Err(e) => {
                 let one = Refused {
+                    what: "dump",
                     id: format!("{tenant}/{id}"),
                     reason: format!("{e:#}"),
                 };
@@ -242,6 +234,19 @@ pub async fn restore_dump(
         }
         (false, None) => format!("{tenant}_restored_{suffix}"),
     };
+    // PostgreSQL would cut a longer name to 63 bytes, silently, and then it is not the
+    // name checked below.
+    let before = format!("{tenant}_before_{suffix}");
+    for name in [Some(&target), replace.then_some(&before)]
+        .into_iter()
+        .flatten()
+    {
+        anyhow::ensure!(
+            name.len() <= 63,
+            "the database name {name} would be longer than PostgreSQL's 63 bytes (the tenant \
+             name is long): restore it with --as NAME instead"
+        );
+    }
     let admin = ctx.superuser("postgres").await?;
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&target])

@@ -29,9 +29,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use super::key::hex;
 
 /// Compresses `raw` into a stored object.
 pub fn seal(key: &RepositoryKey, name: &str, raw: &[u8], level: i32) -> anyhow::Result<Vec<u8>> {

@@ -22,7 +22,12 @@ pub struct Expired {
 }
 
 pub async fn expire(ctx: &Context) -> anyhow::Result<Expired> {
-    let _lock = lock::acquire(&ctx.data_dir.run(), "backup")?;
+    let lock = lock::backup(&ctx.data_dir.run())?;
+    expire_locked(ctx, &lock).await
+}
+
+/// `expire` for a caller that holds the backup lock already (`backup run`).
+pub async fn expire_locked(ctx: &Context, _lock: &lock::BackupLock) -> anyhow::Result<Expired> {
     let _readers = lock::expire_repository(&ctx.data_dir.run())?;
     let repo = &ctx.repo;
     let mut out = Expired::default();
@@ -38,7 +43,7 @@ pub async fn expire(ctx: &Context) -> anyhow::Result<Expired> {
         Utc::now(),
     );
     for id in &expired {
-        repo.delete(&super::base::manifest_key(id)).await?;
+        repo.delete(&super::layout::base_manifest_key(id)).await?;
         for object in repo.list(&format!("base/{id}/")).await? {
             repo.delete(&object.key).await?;
         }
@@ -106,9 +111,7 @@ async fn expire_dumps(ctx: &Context) -> anyhow::Result<Vec<String>> {
         }
     }
     let mut removed = Vec::new();
-    let stale = (Utc::now() - Duration::days(1))
-        .format("%Y%m%dT%H%M%SZ")
-        .to_string();
+    let stale = super::layout::new_id(Utc::now() - Duration::days(1));
     for (tenant, dumps) in tenants {
         let complete: Vec<&String> = dumps
             .iter()

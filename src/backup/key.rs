@@ -79,7 +79,7 @@ impl RepositoryKey {
         }
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let text = format!("{}\n", super::envelope::hex(&bytes));
+        let text = format!("{}\n", hex(&bytes));
         let dir = path
             .parent()
             .context("the repository key path has no directory")?;
@@ -159,8 +159,13 @@ impl RepositoryKey {
     /// A short public name of the key, so "signed with another key" can be told apart
     /// from "forged" in messages (it reveals nothing of the key).
     pub fn fingerprint(&self) -> String {
-        super::envelope::hex(&self.sign("pgplatform repository key id", &[])[..8])
+        hex(&self.sign("pgplatform repository key id", &[])[..8])
     }
+}
+
+/// Lower-case hex, as stored in headers and manifests.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -22,6 +22,15 @@ pub fn expire_repository(run_dir: &Path) -> anyhow::Result<Flock<File>> {
     })
 }
 
+/// Base backups and expiry on this node, one at a time. `backup run` holds it from the
+/// backup through its retention, so a second `backup run` started meanwhile is refused
+/// with this message rather than interleaving with it.
+pub struct BackupLock(#[allow(dead_code)] Flock<File>);
+
+pub fn backup(run_dir: &Path) -> anyhow::Result<BackupLock> {
+    acquire(run_dir, "backup").map(BackupLock)
+}
+
 pub fn acquire(run_dir: &Path, what: &str) -> anyhow::Result<Flock<File>> {
     crate::data_dir::try_lock(&run_dir.join(format!("{what}.lock")))?.ok_or_else(|| {
         anyhow::anyhow!("another {what} is running on this node; try again when it has finished")

@@ -59,6 +59,11 @@ pub struct BaseManifest {
     pub tenants: Vec<TenantCounts>,
     /// The WAL position the tenant counts hold at; `None` if they could not be taken.
     pub counts_lsn: Option<String>,
+    /// The next transaction id (64-bit, as `pg_current_xact_id`) once the backup had
+    /// stopped: any transaction with this id or a later one committed after the backup's
+    /// end, so `restore --xid` can start from it. `None` in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_xid: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +105,7 @@ impl BaseManifest {
             "system_identifier {:?} is not a number",
             self.system_identifier
         );
-        check_object(&self.object, &super::base::data_key(id))?;
+        check_object(&self.object, &super::layout::base_data_key(id))?;
         for file in &self.files {
             anyhow::ensure!(
                 is_relative_path(&file.path),
@@ -140,7 +145,7 @@ impl DumpManifest {
         );
         crate::tenants::TenantName::parse(tenant)
             .map_err(|e| anyhow::anyhow!("tenant {tenant:?}: {e}"))?;
-        check_object(&self.object, &super::dump::data_key(tenant, id))
+        check_object(&self.object, &super::layout::dump_data_key(tenant, id))
     }
 }
 
@@ -162,14 +167,7 @@ fn check_object(object: &ObjectRef, expected_key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A backup or dump id: the UTC time it started, `20261123T150405Z`.
-pub fn is_backup_id(text: &str) -> bool {
-    let b = text.as_bytes();
-    b.len() == 16
-        && b[8] == b'T'
-        && b[15] == b'Z'
-        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
-}
+pub use super::layout::is_backup_id;
 
 /// An LSN as PostgreSQL prints it: `16/B374D848`.
 pub fn is_lsn(text: &str) -> bool {

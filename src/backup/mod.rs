@@ -5,15 +5,20 @@
 
 pub mod base;
 pub mod catalog;
+pub mod check;
 pub mod context;
 mod counts;
+pub mod coverage;
 pub mod envelope;
 pub mod key;
+pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod marks;
 pub mod repo;
 pub mod restore;
 mod tar_stream;
+mod unpack;
 mod untar;
 pub mod wal;
 pub mod walk;

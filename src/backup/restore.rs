@@ -1,21 +1,22 @@
 //! Restores: a base backup unpacked into a directory, plus the recovery settings that
-//! make PostgreSQL replay archived WAL to the target (a time, an LSN or the end of the
-//! archive) and promote. The download is checked as it streams (SHA-256 of the object,
-//! CRC-32C of each file); on any failure the directory is emptied again, so PostgreSQL
-//! can never be started on a partial restore.
+//! make PostgreSQL replay archived WAL to the target (a time, an LSN, a restore point, a
+//! transaction, or the end of the archive; inclusive or not) and promote. The download
+//! is checked as it streams (SHA-256 of the object, CRC-32C of each file); on any failure
+//! the directory is emptied again (and removed if the restore made it), so PostgreSQL
+//! can never be started on a partial restore. Whether the archive reaches the target is
+//! established before (`coverage`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use futures::StreamExt;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::catalog::{self, Target};
 use super::context::Context;
 use super::manifest::BaseManifest;
+pub use super::unpack::unpack;
 use super::untar;
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +26,18 @@ pub struct Restored {
     pub bytes: u64,
     pub duration_seconds: f64,
     pub recovery_target: String,
+    /// Why this base backup, when the choice was not obvious (`catalog::Chosen::note`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Where recovery stops, and whether the target itself is replayed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Goal {
+    pub target: Target,
+    /// `recovery_target_inclusive`: stop just after the target (true, PostgreSQL's
+    /// default) or just before it (`--exclusive`).
+    pub inclusive: bool,
 }
 
 /// How the restored cluster is to be run.
@@ -51,40 +64,46 @@ const NODE_FILES: &[&str] = &[
 pub async fn restore(
     ctx: &Context,
     target_dir: &Path,
-    target: &Target,
+    goal: &Goal,
     backup_id: Option<&str>,
     usage: Use<'_>,
     progress: Arc<AtomicU64>,
 ) -> anyhow::Result<Restored> {
     let started = std::time::Instant::now();
     let _reading = super::lock::read_repository(&ctx.data_dir.run())?;
-    let backup = choose_verified(ctx, target, backup_id).await?;
-    prepare_dir(target_dir)?;
-    let result = unpack(ctx, &backup, Some(target_dir), progress).await;
-    let bytes = match result {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            empty_dir(target_dir);
-            return Err(e.context(format!(
+    let (backup, note) = choose_verified(ctx, &goal.target, backup_id).await?;
+    let created = prepare_dir(target_dir)?;
+    // Nothing half-done stays behind: emptied, and removed if this restore made it.
+    let undo = |e: anyhow::Error| {
+        empty_dir(target_dir);
+        if created {
+            let _ = std::fs::remove_dir(target_dir);
+        }
+        e
+    };
+    let bytes = unpack(ctx, &backup, Some(target_dir), progress)
+        .await
+        .map_err(|e| {
+            undo(e.context(format!(
                 "restore backup {} into {}",
                 backup.id,
                 target_dir.display()
-            )));
-        }
-    };
+            )))
+        })?;
     let recovery_target = own_files(ctx, target_dir, usage)
-        .and_then(|()| recovery_settings(ctx, target_dir, target, usage))
+        .and_then(|()| recovery_settings(ctx, target_dir, goal, usage))
         .and_then(|t| {
             crate::pg::process::chown_tree(target_dir, ctx.run_as.as_ref())?;
             Ok(t)
         })
-        .inspect_err(|_| empty_dir(target_dir))?;
+        .map_err(undo)?;
     Ok(Restored {
         backup_id: backup.id,
         target_dir: target_dir.to_owned(),
         bytes,
         duration_seconds: started.elapsed().as_secs_f64(),
         recovery_target,
+        note,
     })
 }
 
@@ -94,13 +113,13 @@ pub async fn choose_verified(
     ctx: &Context,
     target: &Target,
     backup_id: Option<&str>,
-) -> anyhow::Result<BaseManifest> {
+) -> anyhow::Result<(BaseManifest, Option<String>)> {
     let scan = catalog::scan(&ctx.repo).await?;
     if let Some(refused) = backup_id.and_then(|id| scan.refused.iter().find(|r| r.id == id)) {
         anyhow::bail!("{refused}");
     }
-    let backup = match catalog::choose(&scan.backups, target, backup_id) {
-        Ok(backup) => backup,
+    let catalog::Chosen { backup, note } = match catalog::choose(&scan.backups, target, backup_id) {
+        Ok(chosen) => chosen,
         Err(e) => match scan.newest_refused() {
             Some(refused) => anyhow::bail!("{refused}"),
             None => return Err(e),
@@ -115,7 +134,7 @@ pub async fn choose_verified(
             );
         }
     }
-    Ok(backup.clone())
+    Ok((backup.clone(), note))
 }
 
 /// Puts this node's configuration files (`NODE_FILES`) in place of the archive's: from
@@ -183,8 +202,10 @@ fn read_regular_file(path: &Path) -> anyhow::Result<Option<Vec<u8>>> {
     Ok(Some(bytes))
 }
 
-/// The target must be absent or empty: a restore never mixes with other files.
-fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+/// The target must be absent or empty: a restore never mixes with other files. Whether
+/// it was created here.
+fn prepare_dir(dir: &Path) -> anyhow::Result<bool> {
+    let mut created = false;
     match std::fs::read_dir(dir) {
         Ok(mut entries) => anyhow::ensure!(
             entries.next().is_none(),
@@ -193,12 +214,14 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
         ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+            created = true;
         }
         Err(e) => return Err(e).with_context(|| format!("read {}", dir.display())),
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod {}", dir.display()))
+        .with_context(|| format!("chmod {}", dir.display()))?;
+    Ok(created)
 }
 
 /// Removes everything inside `dir` (which we emptied or created).
@@ -213,60 +236,6 @@ pub fn empty_dir(dir: &Path) {
             };
         }
     }
-}
-
-/// Streams the backup's object into `target_dir` (or, with `None`, only checks it),
-/// verifying the object's SHA-256 and every file's CRC-32C.
-pub async fn unpack(
-    ctx: &Context,
-    backup: &BaseManifest,
-    target_dir: Option<&Path>,
-    progress: Arc<AtomicU64>,
-) -> anyhow::Result<u64> {
-    let mut stream = ctx.repo.get_stream(&backup.object.key).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
-    let files = backup.files.clone();
-    let dir = target_dir.map(Path::to_owned);
-    let consumer = tokio::task::spawn_blocking(move || {
-        untar::unpack(
-            untar::ChunkReader::new(rx),
-            dir.as_deref(),
-            &files,
-            &progress,
-        )
-    });
-    let mut sha = Sha256::new();
-    let mut size = 0u64;
-    let mut download_error = None;
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(chunk) => {
-                sha.update(&chunk);
-                size += chunk.len() as u64;
-                // A closed channel means the consumer failed; its error says why.
-                if tx.send(chunk).await.is_err() {
-                    break;
-                }
-            }
-            Err(e) => {
-                download_error = Some(e);
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let unpacked = consumer.await?;
-    if let Some(e) = download_error {
-        return Err(e);
-    }
-    let written = unpacked?;
-    let digest = super::envelope::hex(&sha.finalize());
-    anyhow::ensure!(
-        size == backup.object.size && digest == backup.object.sha256,
-        "{} does not match its checksum in the manifest: the stored backup is corrupt",
-        backup.object.key
-    );
-    Ok(written)
 }
 
 /// A backup of a cluster that was itself restored still carries that restore's targets:
@@ -292,20 +261,23 @@ pub fn without_recovery_settings(auto_conf: &str) -> String {
 fn recovery_settings(
     ctx: &Context,
     dir: &Path,
-    target: &Target,
+    goal: &Goal,
     usage: Use<'_>,
 ) -> anyhow::Result<String> {
     let quote = crate::pg::conf::quote_value;
-    let (key, value) = match target {
+    let (key, value) = match &goal.target {
         Target::Latest => (None, "latest archived WAL".to_owned()),
         Target::Time(t) => (
             Some("recovery_target_time"),
             t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
         ),
-        Target::Lsn(lsn) => (
-            Some("recovery_target_lsn"),
-            format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF),
-        ),
+        Target::Lsn(lsn) => (Some("recovery_target_lsn"), super::layout::format_lsn(*lsn)),
+        Target::Name { name, .. } => {
+            // Checked when the mark was read; checked again where it becomes a setting.
+            super::marks::check_name(name)?;
+            (Some("recovery_target_name"), name.clone())
+        }
+        Target::Xid(xid) => (Some("recovery_target_xid"), xid.to_string()),
     };
     let mut text = format!(
         "\n# Added by pgplatform restore: replay archived WAL, then promote.\nrestore_command = {}\nrecovery_target_timeline = 'latest'\n",
@@ -316,6 +288,10 @@ fn recovery_settings(
             "{key} = {}\nrecovery_target_action = 'promote'\n",
             quote(&value)
         ));
+        // A restore point has no "inside": PostgreSQL ignores inclusive for names.
+        if !goal.inclusive && !matches!(goal.target, Target::Name { .. }) {
+            text.push_str("recovery_target_inclusive = off\n");
+        }
     }
     let mut content = untar::AUTO_CONF_HEADER.to_owned();
     match usage {

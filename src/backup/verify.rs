@@ -34,10 +34,10 @@ pub async fn verify(ctx: &Context, id: &str, progress: Arc<AtomicU64>) -> anyhow
     let mut failures = Vec::new();
     let mut checked = 1;
     let mut bytes = backup.object.size;
-    if let Err(e) = super::restore::unpack(ctx, backup, None, progress).await {
+    if let Err(e) = super::unpack::unpack(ctx, backup, None, progress).await {
         failures.push(format!("{}: {e:#}", backup.object.key));
     }
-    for name in segments(&backup.start_wal, &backup.stop_wal) {
+    for name in super::layout::segments(&backup.start_wal, &backup.stop_wal) {
         // A backup taken without archiving carries its WAL inside (checked above).
         let inside = format!("pg_wal/{name}");
         if backup.files.iter().any(|f| f.path == inside) {
@@ -63,37 +63,4 @@ pub async fn verify(ctx: &Context, id: &str, progress: Arc<AtomicU64>) -> anyhow
         bytes_checked: bytes,
         failures,
     })
-}
-
-/// The WAL segment names from `first` to `last` on `first`'s timeline (16 MB segments).
-pub fn segments(first: &str, last: &str) -> Vec<String> {
-    let parse = |n: &str| -> Option<(u32, u64)> {
-        let tli = u32::from_str_radix(n.get(0..8)?, 16).ok()?;
-        let log = u64::from_str_radix(n.get(8..16)?, 16).ok()?;
-        let seg = u64::from_str_radix(n.get(16..24)?, 16).ok()?;
-        Some((tli, (log << 8) | seg))
-    };
-    let (Some((tli, a)), Some((_, b))) = (parse(first), parse(last)) else {
-        return Vec::new();
-    };
-    (a..=b.min(a + 100_000))
-        .map(|n| format!("{tli:08X}{:08X}{:08X}", n >> 8, n & 0xFF))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn segment_ranges_cross_log_boundaries() {
-        assert_eq!(
-            super::segments("0000000100000000000000FE", "000000010000000100000001"),
-            [
-                "0000000100000000000000FE",
-                "0000000100000000000000FF",
-                "000000010000000100000000",
-                "000000010000000100000001"
-            ]
-        );
-        assert_eq!(super::segments("bad", "x"), Vec::<String>::new());
-    }
 }

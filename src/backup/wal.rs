@@ -13,7 +13,7 @@ use super::repo::Repo;
 
 /// The repository key of a WAL file.
 pub fn key(name: &str) -> String {
-    format!("wal/{name}.zst")
+    super::layout::wal_key(name)
 }
 
 /// Segment (`000000010000000000000003`), timeline history (`00000002.history`),

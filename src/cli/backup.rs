@@ -21,7 +21,17 @@ pub enum BackupCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List base backups and tenant dumps: id, kind, start, LSN range, size, duration.
+    /// Create a named restore point now (on the primary, through the agent) and record
+    /// it in the repository, to return to later with `restore --name NAME` — e.g. just
+    /// before a risky migration. NAME: up to 63 letters, digits, `_ - . :`.
+    Mark {
+        name: String,
+        /// Print the recorded mark as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List base backups, tenant dumps and restore points (marks): id, kind, start, LSN
+    /// range, size, duration.
     List {
         /// Print the list as JSON.
         #[arg(long)]
@@ -78,10 +88,13 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
     let ctx = Context::new(config).await?;
     match command {
         BackupCommand::Run { json } => {
+            // Held through retention: a second `backup run` meanwhile is refused, clearly.
+            let lock = crate::backup::lock::backup(&ctx.data_dir.run())?;
             let progress = ByteProgress::new();
-            let manifest = base::run(&ctx, &progress).await?;
+            let manifest = base::run_locked(&ctx, &progress, &lock).await?;
             progress.finish();
-            let expired = expire::expire(&ctx).await;
+            let expired = expire::expire_locked(&ctx, &lock).await;
+            drop(lock);
             let seconds =
                 (manifest.stopped_at - manifest.started_at).num_milliseconds() as f64 / 1000.0;
             let summary = json!({
@@ -118,6 +131,34 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
                     expired.backups.join(", ")
                 ));
             }
+            Ok(())
+        }
+        BackupCommand::Mark { name, json } => {
+            crate::backup::marks::check_name(&name)?;
+            let scan = crate::backup::marks::scan(&ctx.repo).await?;
+            anyhow::ensure!(
+                scan.marks.iter().all(|m| m.name != name),
+                "a restore point named {name:?} is already recorded; choose another name"
+            );
+            let agent = crate::api::client::AgentClient::discover(config)?;
+            let mark: crate::backup::marks::Mark =
+                agent.post("/backup/mark", &json!({ "name": name })).await?;
+            anyhow::ensure!(
+                mark.name == name,
+                "the agent created restore point {:?}, not {name:?}",
+                mark.name
+            );
+            crate::backup::marks::save(&ctx.repo, &mark).await?;
+            if json {
+                return output::json(&mark);
+            }
+            output::line(&format!(
+                "restore point {} at LSN {} ({}); return to it with `pgplatform restore --name {}`",
+                mark.name,
+                mark.lsn,
+                mark.time.format("%Y-%m-%d %H:%M:%S%.3f UTC"),
+                mark.name
+            ));
             Ok(())
         }
         BackupCommand::Verify { id, json } => {
@@ -203,6 +244,7 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
         }
         BackupCommand::List { json } => {
             let scan = catalog::scan(&ctx.repo).await?;
+            let marks = crate::backup::marks::scan(&ctx.repo).await?;
             let backups = scan.backups;
             let dumps = crate::backup::dump::all_dumps(&ctx).await?;
             let seconds = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
@@ -229,6 +271,14 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
                     "duration_seconds": seconds(d.started_at, d.stopped_at),
                 })
             }));
+            rows.extend(marks.marks.iter().map(|m| {
+                json!({
+                    "id": m.name, "kind": "mark", "tenant": null,
+                    "started_at": m.time, "stopped_at": m.time,
+                    "start_lsn": m.lsn, "stop_lsn": m.lsn, "timeline": m.timeline,
+                    "data_bytes": null, "stored_bytes": null, "duration_seconds": null,
+                })
+            }));
             if json {
                 return output::json(&rows);
             }
@@ -236,11 +286,13 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
             let table: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {
-                    let kind = match r["tenant"].as_str() {
-                        Some(t) => format!("dump {t}"),
-                        None => "base".into(),
+                    let kind = match (r["kind"].as_str(), r["tenant"].as_str()) {
+                        (_, Some(t)) => format!("dump {t}"),
+                        (Some(kind), None) => kind.to_owned(),
+                        (None, None) => "-".into(),
                     };
                     let lsn = match (r["start_lsn"].as_str(), r["stop_lsn"].as_str()) {
+                        (Some(a), Some(b)) if a == b => a.to_owned(),
                         (Some(a), Some(b)) => format!("{a} – {b}"),
                         _ => "-".into(),
                     };
@@ -253,8 +305,10 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
                             .take(19)
                             .collect(),
                         lsn,
-                        output::size(r["stored_bytes"].as_i64().unwrap_or(0)),
-                        format!("{:.1} s", r["duration_seconds"].as_f64().unwrap_or(0.0)),
+                        r["stored_bytes"].as_i64().map_or("-".into(), output::size),
+                        r["duration_seconds"]
+                            .as_f64()
+                            .map_or("-".into(), |s| format!("{s:.1} s")),
                     ]
                 })
                 .collect();
@@ -262,7 +316,7 @@ pub async fn run(config: &Config, command: BackupCommand) -> anyhow::Result<()> 
                 &["ID", "KIND", "STARTED (UTC)", "LSN", "SIZE", "DURATION"],
                 &table,
             );
-            for refused in &scan.refused {
+            for refused in scan.refused.iter().chain(&marks.refused) {
                 output::line(&format!("REFUSED: {refused}"));
             }
             Ok(())

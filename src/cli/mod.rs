@@ -7,6 +7,7 @@ mod init;
 mod output;
 mod reload;
 mod restore;
+mod restore_target;
 mod status;
 mod tenant;
 mod wal;

@@ -58,6 +58,12 @@ pub fn error(e: &anyhow::Error) {
     eprintln!("error: {e:#}");
 }
 
+/// Something the operator should know that is not the result (stderr, so `--json`
+/// output stays parseable).
+pub fn note(text: &str) {
+    eprintln!("note: {text}");
+}
+
 /// A spinner on stderr while `work` runs, only when stderr is a terminal.
 pub async fn with_spinner<T>(message: &str, work: impl std::future::Future<Output = T>) -> T {
     if !std::io::stderr().is_terminal() {

@@ -1,22 +1,27 @@
-//! `pgplatform restore`: a data directory recovered to a point in time from the
-//! repository (the base backup is chosen automatically).
+//! `pgplatform restore`: a data directory recovered to a point in time, a restore point
+//! or a transaction from the repository (the base backup is chosen automatically), once
+//! the archive is known to reach the target (`restore_target`).
 
 use std::path::PathBuf;
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::Utc;
 
 use super::output::{self, ByteProgress};
-use crate::backup::catalog::{parse_lsn, Target};
+use super::restore_target::{ensure_covered, parse_goal, TargetArgs};
 use crate::backup::context::Context;
-use crate::backup::restore::{self, Use};
+use crate::backup::restore::{self, Goal, Use};
 use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
 #[command(
-    group(clap::ArgGroup::new("target").args(["time", "lsn", "latest"])),
+    group(clap::ArgGroup::new("target").args(["time", "lsn", "name", "xid", "latest"])),
     group(clap::ArgGroup::new("where").args(["target_dir", "in_place"]).required(true)),
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    after_help = "Before anything is written, the source cluster's agent (this node's; in HA it \
+forwards to the primary) closes the current WAL segment and the restore waits up to 2 minutes \
+for it to be archived. When no agent answers, the newest archived WAL is read and a target \
+beyond it is refused, naming the newest restorable point."
 )]
 pub struct RestoreArgs {
     #[command(subcommand)]
@@ -38,9 +43,22 @@ pub struct RestoreArgs {
     /// Recover up to this WAL position, e.g. 0/3000060.
     #[arg(long, value_name = "LSN")]
     lsn: Option<String>,
+    /// Recover to the restore point NAME made by `pgplatform backup mark NAME`.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Recover up to the commit of transaction XID (as pg_current_xact_id() printed it).
+    #[arg(long, value_name = "XID")]
+    xid: Option<String>,
     /// Recover everything archived (the default).
     #[arg(long)]
     latest: bool,
+    /// Stop just before the target (--time, --lsn or --xid) instead of just after it.
+    #[arg(long, conflicts_with_all = ["latest", "name"])]
+    exclusive: bool,
+    /// After restoring into --target-dir, start the copy on a private socket, wait for
+    /// recovery to end, print each tenant's row counts and stop it again.
+    #[arg(long, conflicts_with = "in_place")]
+    check: bool,
     /// Restore this base backup instead of the newest one before the target.
     #[arg(long, value_name = "ID")]
     backup: Option<String>,
@@ -72,29 +90,6 @@ enum RestoreCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// Accepts RFC 3339 and PostgreSQL's own text forms ('2026-11-23 15:04:05.123+00').
-pub fn parse_time(text: &str) -> anyhow::Result<DateTime<Utc>> {
-    let t = text.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(t) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z"] {
-        if let Ok(t) = DateTime::parse_from_str(t, format) {
-            return Ok(t.with_timezone(&Utc));
-        }
-    }
-    for format in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S%.f",
-    ] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(t, format) {
-            return Ok(t.and_utc());
-        }
-    }
-    anyhow::bail!("`{text}` is not a timestamp like '2026-11-23 15:04:05+00'")
 }
 
 pub async fn run(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
@@ -137,74 +132,109 @@ pub async fn run(config: &Config, args: RestoreArgs) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    let target = match (&args.time, &args.lsn) {
-        (Some(t), _) => Target::Time(parse_time(t)?),
-        (_, Some(l)) => Target::Lsn(
-            parse_lsn(l).ok_or_else(|| anyhow::anyhow!("`{l}` is not an LSN like 0/3000060"))?,
-        ),
-        _ => Target::Latest,
-    };
     let ctx = Context::new(config).await?;
+    let goal = parse_goal(
+        &ctx,
+        TargetArgs {
+            time: args.time.as_deref(),
+            lsn: args.lsn.as_deref(),
+            name: args.name.as_deref(),
+            xid: args.xid.as_deref(),
+            exclusive: args.exclusive,
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        !args.exclusive || goal.target != crate::backup::catalog::Target::Latest,
+        "--exclusive needs a target: --time, --lsn or --xid"
+    );
     if args.in_place {
         anyhow::ensure!(
             args.yes,
             "--in-place replaces this node's cluster; add --yes to confirm"
         );
-        return in_place(&ctx, config, &target, args.backup.as_deref(), args.json).await;
+        return in_place(&ctx, config, &goal, args.backup.as_deref(), args.json).await;
     }
     let Some(target_dir) = &args.target_dir else {
         anyhow::bail!("say where: --target-dir DIR or --in-place");
     };
+    // Before anything is written: a target the archive cannot reach leaves nothing behind.
+    restore::choose_verified(&ctx, &goal.target, args.backup.as_deref()).await?;
+    ensure_covered(&ctx, config, &goal.target).await?;
     let progress = ByteProgress::new();
     progress.set_message("restoring");
     let restored = restore::restore(
         &ctx,
         target_dir,
-        &target,
+        &goal,
         args.backup.as_deref(),
         Use::Copy,
         progress.counter(),
     )
     .await?;
     progress.finish();
-    if args.json {
-        return output::json(&restored);
+    if let Some(note) = &restored.note {
+        output::note(note);
     }
+    let checked = match args.check {
+        false => None,
+        true => Some(
+            output::with_spinner(
+                "starting the restored copy (recovery, then row counts)",
+                crate::backup::check::check(&ctx, target_dir),
+            )
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "the restored copy in {} did not start and recover; it is left there \
+                     for inspection",
+                    target_dir.display()
+                ))
+            })?,
+        ),
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&restored)?;
+        if let (Some(checked), Some(object)) = (&checked, value.as_object_mut()) {
+            object.insert("check".into(), serde_json::to_value(checked)?);
+        }
+        return output::json(&value);
+    }
+    let Some(checked) = checked else {
+        output::line(&format!(
+            "restored backup {} into {} ({}, {:.1} s); on start PostgreSQL replays WAL to {} and promotes.\n\
+             Start it beside the live cluster with: pg_ctl -D {} -o \"-p <free port> -k /tmp\" start",
+            restored.backup_id,
+            restored.target_dir.display(),
+            output::size(restored.bytes as i64),
+            restored.duration_seconds,
+            restored.recovery_target,
+            restored.target_dir.display()
+        ));
+        return Ok(());
+    };
     output::line(&format!(
-        "restored backup {} into {} ({}, {:.1} s); on start PostgreSQL replays WAL to {} and promotes.\n\
-         Start it beside the live cluster with: pg_ctl -D {} -o \"-p <free port> -k /tmp\" start",
+        "restored backup {} into {} ({}, {:.1} s), recovered to {}; checked: it started, \
+         recovery ended after {:.1} s, and it was stopped again (now a promoted cluster)",
         restored.backup_id,
         restored.target_dir.display(),
         output::size(restored.bytes as i64),
         restored.duration_seconds,
         restored.recovery_target,
-        restored.target_dir.display()
+        checked.recovery_seconds
     ));
-    Ok(())
-}
-
-/// Closes and archives the current WAL segment first, so that recovering to the latest
-/// point loses nothing committed before the stop; refuses if archiving cannot keep up.
-/// A PostgreSQL that is down has nothing new to archive.
-async fn archive_current_wal(ctx: &Context) -> anyhow::Result<()> {
-    if !ctx.config.archive {
-        return Ok(());
-    }
-    let Ok(client) = ctx.superuser(crate::pg::AGENT_DATABASE).await else {
-        return Ok(());
-    };
-    let segment: String = client
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .await?
-        .try_get(0)?;
-    let archived =
-        crate::backup::base::wait_archived(&client, &segment, std::time::Duration::from_secs(120))
-            .await;
-    anyhow::ensure!(
-        archived,
-        "WAL segment {segment} is not archived after 2 minutes: restoring in place now would \
-         lose the commits in it. Fix WAL archiving first (see `pgplatform status`)"
-    );
+    let rows: Vec<Vec<String>> = checked
+        .tenants
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.tables.len().to_string(),
+                t.rows.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["TENANT", "TABLES", "ROWS"], &rows);
     Ok(())
 }
 
@@ -212,15 +242,15 @@ async fn archive_current_wal(ctx: &Context) -> anyhow::Result<()> {
 async fn in_place(
     ctx: &Context,
     config: &Config,
-    target: &Target,
+    goal: &Goal,
     backup: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
     let agent = crate::api::client::AgentClient::discover(config)?;
     // Fail before stopping anything if the target cannot be reached (or the backup for
-    // it does not verify).
-    restore::choose_verified(ctx, target, backup).await?;
-    archive_current_wal(ctx).await?;
+    // it does not verify), and see everything committed until now archived.
+    restore::choose_verified(ctx, &goal.target, backup).await?;
+    ensure_covered(ctx, config, &goal.target).await?;
     let _: serde_json::Value = output::with_spinner(
         "stopping PostgreSQL",
         agent.post("/postgres/stop", &serde_json::json!({})),
@@ -230,7 +260,7 @@ async fn in_place(
         "pg.before-restore-{}",
         Utc::now().format("%Y%m%dT%H%M%SZ")
     ));
-    let restored = swap_in(ctx, &aside, target, backup).await;
+    let restored = swap_in(ctx, &aside, goal, backup).await;
     // Whatever happened, PostgreSQL starts again: on the restored or the previous cluster.
     let started: anyhow::Result<serde_json::Value> =
         agent.post("/postgres/start", &serde_json::json!({})).await;
@@ -257,6 +287,9 @@ async fn in_place(
     for setting in [
         "recovery_target_time",
         "recovery_target_lsn",
+        "recovery_target_name",
+        "recovery_target_xid",
+        "recovery_target_inclusive",
         "recovery_target_action",
         "recovery_target_timeline",
     ] {
@@ -284,7 +317,7 @@ async fn in_place(
 async fn swap_in(
     ctx: &Context,
     aside: &std::path::Path,
-    target: &Target,
+    goal: &Goal,
     backup: Option<&str>,
 ) -> anyhow::Result<restore::Restored> {
     std::fs::rename(&ctx.pgdata, aside)
@@ -294,7 +327,7 @@ async fn swap_in(
     let restored = restore::restore(
         ctx,
         &ctx.pgdata,
-        target,
+        goal,
         backup,
         Use::InPlace { previous: aside },
         progress.counter(),
@@ -320,27 +353,5 @@ async fn swap_in(
             aside.display(),
             ctx.pgdata.display()
         ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_time;
-
-    #[test]
-    fn timestamps_parse_in_the_forms_operators_paste() {
-        let t = parse_time("2026-11-23 15:04:05.123456+00").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-23T15:04:05.123456+00:00");
-        assert_eq!(
-            parse_time("2026-11-23T16:04:05+01:00")
-                .unwrap()
-                .to_rfc3339(),
-            "2026-11-23T15:04:05+00:00"
-        );
-        assert_eq!(
-            parse_time("2026-11-23 15:04:05").unwrap().to_rfc3339(),
-            "2026-11-23T15:04:05+00:00"
-        );
-        assert!(parse_time("yesterday").is_err());
     }
 }

@@ -4,7 +4,6 @@
 //! it aside); an in-place restore rolls the node's own cluster back to a time.
 
 use std::fs;
-use std::thread::sleep;
 use std::time::Duration;
 
 use crate::support::psql::query;
@@ -27,7 +26,6 @@ fn retention_dumps_and_in_place_restore() {
         agent.switch_and_archive();
         let backup = agent.cli_json(&["backup", "run", "--json"]);
         ids.push(backup["id"].as_str().unwrap().to_owned());
-        sleep(Duration::from_millis(1100));
     }
     let listed = agent.cli_json(&["backup", "list", "--json"]);
     let kept: Vec<&str> = listed
@@ -118,11 +116,9 @@ fn retention_dumps_and_in_place_restore() {
     // Roll the whole node back to a time.
     query(&url, "CREATE TABLE marks (m text)");
     query(&url, "INSERT INTO marks VALUES ('kept')");
-    sleep(Duration::from_millis(1100));
-    let before = agent.admin_psql("SELECT now()");
-    sleep(Duration::from_millis(1100));
+    let before = agent.admin_psql("SELECT clock_timestamp()");
     query(&url, "INSERT INTO marks VALUES ('rolled back')");
-    agent.switch_and_archive();
+    // No WAL switch here: the in-place restore has the agent archive what it needs.
     agent.cli_ok(&["backup", "run"]);
     let err = agent.cli_err(&["restore", "--in-place", "--time", &before]);
     assert!(err.contains("--yes"), "{err}");

@@ -1,6 +1,7 @@
 //! HTTP handlers, one file per endpoint group.
 
 pub mod auth;
+pub mod backup;
 pub mod cluster;
 pub mod forward;
 pub mod health;
