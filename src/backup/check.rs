@@ -66,30 +66,8 @@ async fn count_rows(socket_dir: &Path, port: u16) -> anyhow::Result<Vec<TenantRo
             .map_err(|e| anyhow::anyhow!("tenant {name:?} in the restored registry: {e}"))?;
         // As the tenant: whatever it planted in its database runs with its rights only.
         let client = crate::pg::connect::as_tenant(socket_dir, port, &name, &name).await?;
-        let tables: Vec<String> = client
-            .query(
-                "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
-                   FROM pg_catalog.pg_class c
-                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-                  WHERE c.relkind OPERATOR(pg_catalog.=) 'r'
-                    AND c.relpersistence OPERATOR(pg_catalog.=) 'p'
-                    AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema'])
-                    AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_toast%'
-                  ORDER BY 1",
-                &[],
-            )
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
-        let mut counts = BTreeMap::new();
-        for table in tables {
-            let n: i64 = client
-                .query_one(&format!("SELECT pg_catalog.count(*) FROM {table}"), &[])
-                .await?
-                .try_get(0)?;
-            counts.insert(table, n);
-        }
+        let tables = super::counts::plain_tables(&client).await?;
+        let counts = super::counts::count_rows(&client, &tables).await?;
         out.push(TenantRows {
             rows: counts.values().sum(),
             name,

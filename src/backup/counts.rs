@@ -83,23 +83,7 @@ async fn lock(ctx: &Context, name: &str) -> anyhow::Result<Locked> {
     holder
         .batch_execute("SET lock_timeout = '30s'; BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await?;
-    let tables: Vec<String> = holder
-        .query(
-            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
-               FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-              WHERE c.relkind OPERATOR(pg_catalog.=) 'r'
-                AND c.relpersistence OPERATOR(pg_catalog.=) 'p'
-                AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema'])
-                AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_toast%'
-                AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_temp%'
-              ORDER BY 1",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+    let tables = plain_tables(&holder).await?;
     if !tables.is_empty() {
         holder
             .batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", tables.join(", ")))
@@ -135,15 +119,7 @@ async fn join(t: &Locked) -> anyhow::Result<()> {
 }
 
 async fn count(t: &Locked) -> anyhow::Result<TenantCounts> {
-    let mut tables = BTreeMap::new();
-    for table in &t.tables {
-        let n: i64 = t
-            .counter
-            .query_one(&format!("SELECT pg_catalog.count(*) FROM {table}"), &[])
-            .await?
-            .try_get(0)?;
-        tables.insert(table.clone(), n);
-    }
+    let tables = count_rows(&t.counter, &t.tables).await?;
     let size: i64 = t
         .counter
         .query_one(
@@ -158,4 +134,42 @@ async fn count(t: &Locked) -> anyhow::Result<TenantCounts> {
         size_bytes: size,
         tables,
     })
+}
+
+/// The plain, permanent tables the session's user can see outside the system schemas, as
+/// quoted `schema.table` names.
+pub async fn plain_tables(client: &Client) -> anyhow::Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+              WHERE c.relkind OPERATOR(pg_catalog.=) 'r'
+                AND c.relpersistence OPERATOR(pg_catalog.=) 'p'
+                AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema'])
+                AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_toast%'
+                AND n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_temp%'
+              ORDER BY 1",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?)
+}
+
+/// The rows of each of `tables` (from `plain_tables`), in the session's snapshot.
+pub async fn count_rows(
+    client: &Client,
+    tables: &[String],
+) -> anyhow::Result<BTreeMap<String, i64>> {
+    let mut counts = BTreeMap::new();
+    for table in tables {
+        let n: i64 = client
+            .query_one(&format!("SELECT pg_catalog.count(*) FROM {table}"), &[])
+            .await?
+            .try_get(0)?;
+        counts.insert(table.clone(), n);
+    }
+    Ok(counts)
 }
