@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::cancel::ClientInfo;
 use super::pool_key::PoolKey;
@@ -38,6 +40,11 @@ pub fn fatal(code: SqlState, message: impl Into<String>) -> Fatal {
     }
 }
 
+/// How much of what a client still sends after its FATAL is read and dropped, and for
+/// how long at most.
+const LINGER_BYTES: usize = 1 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(1);
+
 /// Writes a FATAL error and closes; errors while doing so no longer matter.
 pub async fn send_fatal(stream: &mut ClientStream, error: &Fatal) {
     let mut out = BytesMut::new();
@@ -47,6 +54,25 @@ pub async fn send_fatal(stream: &mut ClientStream, error: &Fatal) {
     );
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown().await;
+    linger(stream).await;
+}
+
+/// A client refused in the middle of sending (a message over `max_packet_size`) is still
+/// writing it; closing now would fail its write, and many drivers then report a broken
+/// pipe instead of reading the error. So what it still sends is read and dropped, up to
+/// a bound, until it reads the error and hangs up.
+async fn linger(stream: &mut ClientStream) {
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while let Ok(n @ 1..) = stream.read(&mut scratch).await {
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// A logged-in client, handed to `client::start` or `admin::run`.
