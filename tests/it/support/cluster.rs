@@ -43,7 +43,7 @@ pub fn ha_toml(etcd: &str, name: &str, secret: &Path, read_only_port: u16, extra
 }
 
 impl TestCluster {
-    /// `None` when etcd is missing (the skip is reported). `extra` goes into `[ha]`.
+    /// `None` only when etcd is missing and skipping is allowed (see `support::skip`). `extra` goes into `[ha]`.
     pub fn start(extra: &str) -> Option<TestCluster> {
         let turn = one_cluster_at_a_time();
         let etcd = EtcdServer::start()?;
