@@ -38,6 +38,7 @@ fn election_leases_and_endpoint_failover_against_real_etcd() {
 
         // Renewed, the key outlives its TTL; left alone, it goes with the lease.
         for _ in 0..4 {
+            // The passage of time is under test: 4 s of renewals outlast the 2 s TTL.
             tokio::time::sleep(Duration::from_millis(1000)).await;
             assert!(etcd.keep_alive(lease.id).await.unwrap() > Duration::ZERO);
         }
