@@ -224,8 +224,7 @@ async fn console_access_follows_admin_and_stats_users(agent: &TestAgent) {
     // shop is in neither list: its login to the console is refused, after its password.
     let refused = try_connect(&console_url(agent, "shop"))
         .await
-        .err()
-        .expect("a tenant not in admin_users/stats_users logged in to the console");
+        .expect_err("a tenant not in admin_users/stats_users logged in to the console");
     assert_eq!(
         (sqlstate(&refused), message(&refused)),
         ("28000".to_owned(), "not allowed".to_owned()),
@@ -236,8 +235,7 @@ async fn console_access_follows_admin_and_stats_users(agent: &TestAgent) {
     assert_eq!(admin(&stats, "SHOW POOLS").await.columns[0], "database");
     let paused = table(&stats, "PAUSE shop")
         .await
-        .err()
-        .expect("a stats_users role could PAUSE");
+        .expect_err("a stats_users role could PAUSE");
     assert_eq!(
         (sqlstate(&paused), message(&paused)),
         ("42501".to_owned(), "admin access needed".to_owned())
