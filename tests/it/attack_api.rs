@@ -72,6 +72,7 @@ fn half_open_connections_and_slow_bodies_do_not_hold_the_api() {
             started.elapsed()
         );
         runtime.block_on(trickle_once(&mut slow_bodies));
+        // Pacing, not synchronisation: the attack trickles a byte now and then.
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(query(&tenant_url, "select current_user"), "shop");
@@ -98,6 +99,7 @@ fn half_open_connections_and_slow_bodies_do_not_hold_the_api() {
     let answers = runtime.block_on(async {
         while opened.elapsed() < Duration::from_secs(BODY_TIMEOUT + 1) {
             trickle_once(&mut slow_bodies).await;
+            // The passage of time is under test: the trickle goes on until body_timeout.
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         let reads = slow_bodies
@@ -165,6 +167,7 @@ fn descriptor_exhaustion_does_not_spin_the_api_accept_loop() {
         }
         streams
     });
+    // The passage of time is under test: CPU and log lines over a 3-second window.
     std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
     let cpu = cpu_ticks(pid) - cpu_before;
     let log = agent.log_contents()[log_before..].to_owned();

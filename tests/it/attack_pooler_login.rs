@@ -233,6 +233,7 @@ fn out_of_descriptors_the_pooler_pauses_logs_rarely_and_recovers() {
     // More connections than descriptors left: the rest wait in the listen queue (128
     // deep) and every accept fails with EMFILE until some close.
     let hogs: Vec<TcpStream> = (0..100).map(|_| connect_raw(port)).collect();
+    // The passage of time is under test: how many log lines 4 s of failing accepts make.
     std::thread::sleep(Duration::from_secs(4));
     let log = agent.log_contents()[log_start..].to_owned();
     let lines = accept_error_lines(&log);

@@ -30,6 +30,9 @@ const PEAK_ALLOWANCE_KIB: u64 = 32 * 1024;
 /// What may stay resident afterwards.
 const RETAINED_ALLOWANCE_KIB: u64 = 8 * 1024;
 
+/// How long resident memory may take to settle, or to be handed back, after a message.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
 /// A long way to move 150 MB, on a loaded two-core machine.
 const BIG_DEADLINE: Duration = Duration::from_secs(180);
 
@@ -60,12 +63,12 @@ fn a_150_mb_row_and_150_mb_uploads_pass_through_the_pooler_in_bounded_memory() {
         // exist before idle is measured.
         round_trip(&client, "small", 1_000_000).await;
         exec(&client, "truncate up").await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let idle = memory.rss_kib();
+        let idle = memory.settled_rss_kib().await;
 
         let peak = round_trip_measured(&client, &memory, BIG_LENGTH).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let retained = memory.rss_kib();
+        let retained = memory
+            .rss_kib_once_below(idle + RETAINED_ALLOWANCE_KIB)
+            .await;
         println!("agent memory: idle {idle} KiB, peaks {peak:?} KiB, after {retained} KiB");
         for (what, peak) in peak {
             assert!(
@@ -183,11 +186,11 @@ fn in_session_mode_large_messages_stream_too_and_buffers_shrink_between_transact
         .await;
         round_trip(&client, "src", 20_000_000).await;
         exec(&client, "truncate up").await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let idle = memory.rss_kib();
+        let idle = memory.settled_rss_kib().await;
         let peaks = round_trip_measured(&client, &memory, 20_000_000).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let retained = memory.rss_kib();
+        let retained = memory
+            .rss_kib_once_below(idle + RETAINED_ALLOWANCE_KIB)
+            .await;
         println!("session mode: idle {idle} KiB, peaks {peaks:?} KiB, after {retained} KiB");
         for (what, peak) in peaks {
             assert!(
@@ -419,6 +422,34 @@ impl Memory {
 
     fn rss_kib(&self) -> u64 {
         self.field_kib("VmRSS:")
+    }
+
+    /// VmRSS once it has stopped moving (two samples 250 ms apart within 256 KiB), or its
+    /// last value after 30 s.
+    async fn settled_rss_kib(&self) -> u64 {
+        let deadline = Instant::now() + SETTLE_LIMIT;
+        let mut last = self.rss_kib();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.rss_kib();
+            if now.abs_diff(last) <= 256 || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
+    }
+
+    /// VmRSS as soon as it is below `limit` (memory handed back to the system), or its last
+    /// value after 30 s, for the caller's assertion to show.
+    async fn rss_kib_once_below(&self, limit: u64) -> u64 {
+        let deadline = Instant::now() + SETTLE_LIMIT;
+        loop {
+            let now = self.rss_kib();
+            if now < limit || Instant::now() > deadline {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     fn peak_kib(&self) -> u64 {

@@ -298,7 +298,6 @@ fn a_swapped_dump_never_reaches_pg_restore() {
     query(&url, "CREATE TABLE t AS SELECT 1 AS id");
     let genuine = agent.cli_json(&["backup", "dump", "shop", "--json"]);
     let genuine_id = genuine["id"].as_str().unwrap().to_owned();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     // The attacker's dump: restoring it as a superuser writes a file as PostgreSQL's user.
     let pwned = marker("dump");
     query(
@@ -391,25 +390,10 @@ fn a_new_replica_never_clones_from_a_tampered_backup() {
     let Some(etcd) = crate::support::etcd::EtcdServer::start() else {
         return;
     };
-    let shared = tempfile::Builder::new()
-        .prefix("pgplatform-it-repo-")
-        .tempdir()
-        .unwrap();
-    let toml = |name: &str| {
-        format!(
-            "[ha]\netcd = [\"{}\"]\nname = \"{name}\"\nsecret_file = \"{}\"\nread_only_port = 0\n\
-             [backup]\npath = \"{}\"\nrepository_key_file = \"{}\"\nschedule = \"\"\n\
-             drill_schedule = \"\"\n",
-            etcd.endpoint,
-            shared.path().join("cluster.secret").display(),
-            shared.path().join("repo").display(),
-            shared.path().join("repository.key").display()
-        )
-    };
+    let shared = crate::support::cluster::SharedRepository::new();
+    let toml = |name: &str| shared.node_toml(&etcd, name);
     let node1 = TestAgent::start_with(&toml("node1"));
-    crate::support::wait_for(std::time::Duration::from_secs(30), "node1 leads", || {
-        (node1.cli_json(&["cluster", "status", "--json"])["leader"] == "node1").then_some(())
-    });
+    crate::support::cluster::wait_leads(&node1, "node1");
     node1.cli_ok(&["tenant", "create", "shop"]);
     let id = node1.cli_json(&["backup", "run", "--json"])["id"]
         .as_str()

@@ -19,9 +19,15 @@ fn available_extension_is_installed_and_missing_one_changes_nothing() {
     let installed = "select count(*) from pg_extension where extname = 'pg_stat_statements'";
     assert_eq!(agent.admin_psql_in("stats", installed), "1");
     let url = agent.tenant_url("stats");
+    // The extension works, not just exists: it recorded the tenant's own statement.
+    query(&url, "select 1 as pgp_marker_column");
     assert_eq!(
-        query(&url, "select count(*) >= 0 from pg_stat_statements"),
-        "t"
+        query(
+            &url,
+            "select count(*) from pg_stat_statements \
+             where query like '%pgp_marker_column%' and query not like '%pg_stat_statements%'"
+        ),
+        "1"
     );
     let list = agent.cli_json(&["tenant", "list", "--json"]);
     let stats = list

@@ -23,6 +23,23 @@ fn primaries(cluster: &TestCluster, running: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// How long past a dead leader's lease a test watches for a promotion that must not happen:
+/// eight of the HA loop's 0.25 s turns.
+const NO_PROMOTION_WINDOW: Duration = Duration::from_secs(2);
+
+/// Waits until node `i` sees no leader (the killed primary's 3 s lease has expired, so a
+/// candidate would now take over), then watches for `NO_PROMOTION_WINDOW`: the absence of a
+/// promotion is what is under test. Node `i`'s status afterwards.
+fn leaderless_for_a_while(cluster: &TestCluster, i: usize) -> serde_json::Value {
+    wait_for(
+        Duration::from_secs(30),
+        "the dead leader's lease to expire",
+        || cluster.status(i)["leader"].is_null().then_some(()),
+    );
+    std::thread::sleep(NO_PROMOTION_WINDOW);
+    cluster.status(i)
+}
+
 /// Kills node `i`'s agent and its PostgreSQL with SIGKILL, as a lost machine.
 fn kill_node(cluster: &mut TestCluster, i: usize) {
     let postmaster = cluster.nodes[i].postmaster_pid().expect("postmaster pid");
@@ -188,8 +205,7 @@ fn pause_holds_failover_off_and_a_graceful_stop_hands_over_at_once() {
         (cluster.status(other)["paused"] == true).then_some(())
     });
     kill_node(&mut cluster, leader_index);
-    std::thread::sleep(Duration::from_secs(6));
-    let status = cluster.status(other);
+    let status = leaderless_for_a_while(&cluster, other);
     assert!(status["leader"].is_null(), "{status:#}");
     assert_eq!(primaries(&cluster, &[other]), Vec::<usize>::new());
     let text = cluster.nodes[other].cli_ok(&["cluster", "status"]);
@@ -246,16 +262,29 @@ fn a_switchover_under_pgbench_load_costs_clients_no_error_and_bad_targets_change
 
     // pgbench through node2's pooler (TPC-B, 8 clients) while node3 takes over, asked from
     // a replica's CLI: pgbench stops at the first error, so it must finish clean.
-    let bench = crate::support::command("/usr/bin/pgbench")
+    let mut bench = crate::support::command("/usr/bin/pgbench")
         .env_clear()
-        .args(["-c", "8", "-j", "2", "-T", "12", &url])
+        .args(["-c", "8", "-j", "2", "-T", "20", &url])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(4));
+    // The switchover happens under load: pgbench is committing through node2's pooler.
+    let committed = || {
+        cluster.nodes[0]
+            .admin_psql_in("shop", "SELECT count(*) FROM pgbench_history")
+            .parse::<u64>()
+            .unwrap()
+    };
+    wait_for(Duration::from_secs(30), "pgbench committing", || {
+        (committed() >= 100).then_some(())
+    });
     let said = cluster.nodes[1].cli_ok(&["switchover", "--to", "node3"]);
     assert!(said.contains("node3 is the primary"), "{said}");
+    assert!(
+        bench.try_wait().unwrap().is_none(),
+        "pgbench ended before the switchover did: it was not made under load"
+    );
     let out = bench.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -343,8 +372,7 @@ fn synchronous_mode_loses_no_acknowledged_commit_and_never_promotes_an_async_sur
         .unwrap();
     kill_node(&mut cluster, sync_index);
     kill_node(&mut cluster, second_sync);
-    std::thread::sleep(Duration::from_secs(8));
-    let status = cluster.status(survivor);
+    let status = leaderless_for_a_while(&cluster, survivor);
     assert!(status["leader"].is_null(), "{status:#}");
     assert!(primaries(&cluster, &[survivor]).is_empty());
     let text = cluster.nodes[survivor].cli_ok(&["cluster", "status"]);
@@ -414,11 +442,10 @@ fn a_lagging_replica_is_never_promoted_and_a_killed_postgres_comes_back_as_the_o
     cluster.nodes[keeper].cli_ok(&["cluster", "resume"]);
 
     kill_node(&mut cluster, leader_index);
-    std::thread::sleep(Duration::from_secs(8));
     // Observed while the receiver is still frozen: once it runs again it replays what its
     // socket buffer held, may come within maximum_lag_on_failover and then rightly be
     // promoted.
-    let status = cluster.status(keeper);
+    let status = leaderless_for_a_while(&cluster, keeper);
     let text = cluster.nodes[keeper].cli_ok(&["cluster", "status"]);
     let _ = kill(Pid::from_raw(receiver), Signal::SIGCONT);
     assert!(status["leader"].is_null(), "{status:#}");
@@ -432,34 +459,10 @@ fn a_new_replica_starts_from_the_backup_repository_when_it_holds_this_cluster() 
     let Some(etcd) = crate::support::etcd::EtcdServer::start() else {
         return;
     };
-    let shared = tempfile::Builder::new()
-        .prefix("pgplatform-it-repo-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(
-        shared.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let secret = shared.path().join("cluster.secret");
-    // Like the cluster secret, every node has the same repository key (the first creates
-    // it); without it a node cannot verify the others' backups.
-    let repository_key = shared.path().join("repository.key");
-    let toml = |name: &str| {
-        format!(
-            "[ha]\netcd = [\"{}\"]\nname = \"{name}\"\nsecret_file = \"{}\"\nread_only_port = 0\n\
-             [backup]\npath = \"{}\"\nrepository_key_file = \"{}\"\nschedule = \"\"\n\
-             drill_schedule = \"\"\n",
-            etcd.endpoint,
-            secret.display(),
-            shared.path().join("repo").display(),
-            repository_key.display()
-        )
-    };
+    let shared = crate::support::cluster::SharedRepository::new();
+    let toml = |name: &str| shared.node_toml(&etcd, name);
     let node1 = crate::support::TestAgent::start_with(&toml("node1"));
-    wait_for(Duration::from_secs(30), "node1 leads", || {
-        (node1.cli_json(&["cluster", "status", "--json"])["leader"] == "node1").then_some(())
-    });
+    crate::support::cluster::wait_leads(&node1, "node1");
     node1.cli_ok(&["tenant", "create", "shop"]);
     let url = node1.tenant_url("shop");
     query(

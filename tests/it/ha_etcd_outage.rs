@@ -70,6 +70,7 @@ fn without_failsafe_an_etcd_outage_stops_writes_in_time_and_heals_to_one_primary
         fenced < Duration::from_secs(6),
         "writes stopped only after {fenced:?}"
     );
+    // Time is under test: past the lease's expiry (3 s), no node has started writing.
     std::thread::sleep(Duration::from_secs(5));
     assert!(
         writable(&cluster, &url).is_empty(),
@@ -88,6 +89,7 @@ fn without_failsafe_an_etcd_outage_stops_writes_in_time_and_heals_to_one_primary
             .success()
             .then_some(())
     });
+    // Time is under test: one primary still, a lease's length later.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         writable(&cluster, &url),
@@ -116,6 +118,7 @@ fn with_failsafe_the_primary_keeps_writing_through_an_etcd_outage() {
             failed += 1;
         }
         assert!(writable(&cluster, &url).len() <= 1, "two primaries");
+        // Pacing: the outage (time) is under test, four times the lease long.
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(failed, 0, "writes failed during the etcd outage (failsafe)");
@@ -125,6 +128,7 @@ fn with_failsafe_the_primary_keeps_writing_through_an_etcd_outage() {
     wait_for(Duration::from_secs(30), "node1 leads in etcd again", || {
         (cluster.status(1)["leader"] == "node1").then_some(())
     });
+    // Time is under test: node1 is still the only primary a lease's length later.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(writable(&cluster, &url), vec![0]);
     assert_eq!(

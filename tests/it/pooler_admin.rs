@@ -5,7 +5,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use crate::support::pooler::{
-    connect, console, exec, one, runtime, table, try_connect, within, Table,
+    connect, console, exec, message, one, runtime, sqlstate, table, try_connect, within, Table,
 };
 use crate::support::TestAgent;
 
@@ -119,6 +119,32 @@ async fn admin(client: &tokio_postgres::Client, what: &str) -> Table {
         .unwrap_or_else(|e| panic!("{what}: {e:?}"))
 }
 
+/// Polls the console's `SHOW what` until `ok` accepts it; fails after 30 s with the last table.
+async fn wait_shown(
+    console: &tokio_postgres::Client,
+    what: &str,
+    ok: impl Fn(&Table) -> bool,
+) -> Table {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = admin(console, what).await;
+        if ok(&shown) {
+            return shown;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not as wanted after 30 s: {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The first `shop` row's `column` in `table`.
+fn shop_value(table: &Table, key: &str, column: &str) -> String {
+    let rows = table.rows_where(key, "shop");
+    table.get(rows[0], column).to_owned()
+}
+
 /// The console over TCP as tenant `user` with its password.
 fn console_url(agent: &TestAgent, user: &str) -> String {
     agent.pooler_url(user, &agent.secret(user, "password"), "pgbouncer", "prefer")
@@ -195,22 +221,25 @@ async fn show_commands_use_pgbouncer_columns(agent: &TestAgent) {
 }
 
 async fn console_access_follows_admin_and_stats_users(agent: &TestAgent) {
-    // shop is in neither list.
-    match try_connect(&console_url(agent, "shop")).await {
-        Err(_) => {}
-        Ok(client) => {
-            let shown = table(&client, "SHOW POOLS").await;
-            assert!(
-                shown.is_err(),
-                "a tenant not in admin_users/stats_users used the console: {shown:?}"
-            );
-        }
-    }
+    // shop is in neither list: its login to the console is refused, after its password.
+    let refused = try_connect(&console_url(agent, "shop"))
+        .await
+        .expect_err("a tenant not in admin_users/stats_users logged in to the console");
+    assert_eq!(
+        (sqlstate(&refused), message(&refused)),
+        ("28000".to_owned(), "not allowed".to_owned()),
+        "{refused:?}"
+    );
 
     let stats = connect(&console_url(agent, "crm")).await;
     assert_eq!(admin(&stats, "SHOW POOLS").await.columns[0], "database");
-    let paused = table(&stats, "PAUSE shop").await;
-    assert!(paused.is_err(), "a stats_users role could PAUSE");
+    let paused = table(&stats, "PAUSE shop")
+        .await
+        .expect_err("a stats_users role could PAUSE");
+    assert_eq!(
+        (sqlstate(&paused), message(&paused)),
+        ("42501".to_owned(), "admin access needed".to_owned())
+    );
     let databases = admin(&stats, "SHOW DATABASES").await;
     let rows = databases.rows_where("name", "shop");
     assert_eq!(
@@ -232,11 +261,16 @@ async fn pause_waits_for_transactions_and_holds_queries(agent: &TestAgent) {
     assert_eq!(one(&b, "select 'b before pause'").await, "b before pause");
 
     let pauser = console(agent).await;
+    let watcher = console(agent).await;
     let pause = tokio::spawn(async move {
         let result = pauser.simple_query("PAUSE shop").await.map(|_| ());
         (pauser, result, Instant::now())
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // PAUSE has started (the pool is marked paused) and waits for a's transaction.
+    wait_shown(&watcher, "SHOW DATABASES", |t| {
+        shop_value(t, "name", "paused") == "1"
+    })
+    .await;
     assert!(
         !pause.is_finished(),
         "PAUSE returned while a transaction was still open"
@@ -267,7 +301,11 @@ async fn pause_waits_for_transactions_and_holds_queries(agent: &TestAgent) {
             .await
             .map(|r| r.get::<_, i32>(0))
     });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Both are held: SHOW POOLS counts them as waiting clients.
+    wait_shown(&console, "SHOW POOLS", |t| {
+        shop_value(t, "database", "cl_waiting") == "2"
+    })
+    .await;
     assert!(
         !waiting_b.is_finished(),
         "a query ran (or failed) during PAUSE"
@@ -275,13 +313,6 @@ async fn pause_waits_for_transactions_and_holds_queries(agent: &TestAgent) {
     assert!(
         !waiting_c.is_finished(),
         "a new client's query ran (or failed) during PAUSE"
-    );
-    let pools = admin(&console, "SHOW POOLS").await;
-    let rows = pools.rows_where("database", "shop");
-    let waiting: u64 = pools.get(rows[0], "cl_waiting").parse().unwrap();
-    assert!(
-        waiting >= 1,
-        "SHOW POOLS cl_waiting = {waiting} during PAUSE"
     );
 
     // An admin_users role resumes over TCP; the held queries then succeed.

@@ -35,7 +35,7 @@ fn sleeping(agent: &TestAgent) -> u32 {
 }
 
 fn wait_sleeping(agent: &TestAgent, n: u32) {
-    wait_for(Duration::from_secs(10), "queries running pg_sleep", || {
+    wait_for(Duration::from_secs(30), "queries running pg_sleep", || {
         (sleeping(agent) >= n).then_some(())
     });
 }

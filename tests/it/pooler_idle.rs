@@ -227,7 +227,8 @@ async fn a_client_querying_more_often_stays(url: &str) {
     let mut busy = watched(url, "busy").await;
     let started = Instant::now();
     for i in 0..6 {
-        // Each pause sends it to a lounge; each query wakes it with a new deadline.
+        // Each pause sends it to a lounge; each query wakes it with a new deadline. Time
+        // is under test: it queries more often than the timeout, never idle long enough.
         tokio::time::sleep(BUSY_GAP).await;
         let sql = format!("select 'query {i}'");
         match table(&busy.client, &sql).await {
@@ -251,6 +252,7 @@ async fn a_client_querying_more_often_stays(url: &str) {
 async fn a_client_inside_a_transaction_is_not_idle(url: &str) {
     let mut txn = watched(url, "in-transaction").await;
     exec(&txn.client, "begin; insert into idle_t values (1)").await;
+    // Time is under test: twice the idle timeout inside a transaction.
     tokio::time::sleep(IDLE_TIMEOUT * 2).await;
     txn.assert_connected("inside its transaction, by client_idle_timeout");
     assert_eq!(
@@ -314,7 +316,8 @@ fn kill_ends_every_client_of_the_database_at_once_and_resume_reopens() {
         assert_eq!(one(&other.client, "select 'crm'").await, "crm");
         let mut recent = watched(&shop, "kill-recent").await;
 
-        // The idle ones leave their tasks for a lounge.
+        // The idle ones leave their tasks for a lounge. Nothing shows where a client
+        // rests, and the lounges collect on a once-a-second timer: a wait for that time.
         tokio::time::sleep(LOUNGE_PICKUP).await;
         // This one is idle in its task (or just moved): KILL must reach it too.
         assert_eq!(one(&recent.client, "select 'recent'").await, "recent");
@@ -392,7 +395,7 @@ fn kill_ends_every_client_of_the_database_at_once_and_resume_reopens() {
             let client = connect(&url).await;
             one(&client, "select count(*) from kill_t").await
         });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_waiting(&console, "shop", 1).await;
         assert!(
             !waiting.is_finished(),
             "a new client of a killed database was served (or failed) before RESUME"

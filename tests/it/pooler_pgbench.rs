@@ -57,6 +57,30 @@ fn bench_ok(url: &str, args: &[&str]) -> String {
     stdout
 }
 
+/// Runs pgbench `-M mode` with ten clients in the background and samples the tenant's server
+/// connections (pg_stat_activity) until it ends: the most seen, the number of samples taken
+/// while it ran, and pgbench's output.
+fn busiest_pool_during(agent: &TestAgent, url: &str, mode: &str) -> (u32, usize, String) {
+    let url = url.to_owned();
+    let mode_arg = mode.to_owned();
+    let load = std::thread::spawn(move || {
+        bench_ok(&url, &["-M", &mode_arg, "-c", "10", "-j", "2", "-T", "4"])
+    });
+    let (mut most, mut samples) = (0, 0);
+    while !load.is_finished() {
+        let backends = agent.admin_psql(
+            "select count(*) from pg_stat_activity where usename = 'shop' and datname = 'shop'",
+        );
+        most = most.max(backends.parse::<u32>().unwrap());
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stdout = load
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    (most, samples, stdout)
+}
+
 #[test]
 fn pgbench_runs_every_query_mode_through_transaction_pooling() {
     // Ten clients share four server connections, so statements prepared by one client's
@@ -78,26 +102,27 @@ fn pgbench_runs_every_query_mode_through_transaction_pooling() {
         stderr_of(&init)
     );
 
+    // While each mode runs, the pool never grows past its size: sampled during the load,
+    // from PostgreSQL's own list of the tenant's server connections.
     for mode in ["simple", "extended"] {
-        let stdout = bench_ok(&url, &["-M", mode, "-c", "10", "-j", "2", "-T", "4"]);
+        let (most, samples, stdout) = busiest_pool_during(&agent, &url, mode);
         assert!(
             stdout.contains(&format!("query mode: {mode}")),
             "pgbench -M {mode}:\n{stdout}"
+        );
+        assert!(
+            samples >= 3,
+            "-M {mode}: only {samples} samples of pg_stat_activity during the run"
+        );
+        assert!(
+            (1..=4).contains(&most),
+            "-M {mode}: up to {most} server connections seen during the load, for a pool of 4"
         );
     }
     // A connection (and a SCRAM login) per transaction.
     bench_ok(
         &url,
         &["-C", "-M", "extended", "-c", "4", "-j", "2", "-T", "3"],
-    );
-    // The pool never grew past its size while serving them.
-    let backends = agent.admin_psql(
-        "select count(*) from pg_stat_activity where usename = 'shop' and datname = 'shop'",
-    );
-    let backends: u32 = backends.parse().unwrap();
-    assert!(
-        backends <= 4,
-        "{backends} server connections for a pool of 4"
     );
 
     // -M prepared: one client per pgbench thread, then several clients per thread. pgbench

@@ -15,32 +15,10 @@ fn a_replica_marks_and_restores_through_the_primary() {
     let Some(etcd) = crate::support::etcd::EtcdServer::start() else {
         return;
     };
-    let shared = tempfile::Builder::new()
-        .prefix("pgplatform-it-repo-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(
-        shared.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let secret = shared.path().join("cluster.secret");
-    let repository_key = shared.path().join("repository.key");
-    let toml = |name: &str| {
-        format!(
-            "[ha]\netcd = [\"{}\"]\nname = \"{name}\"\nsecret_file = \"{}\"\nread_only_port = 0\n\
-             [backup]\npath = \"{}\"\nrepository_key_file = \"{}\"\nschedule = \"\"\n\
-             drill_schedule = \"\"\n",
-            etcd.endpoint,
-            secret.display(),
-            shared.path().join("repo").display(),
-            repository_key.display()
-        )
-    };
+    let shared = crate::support::cluster::SharedRepository::new();
+    let toml = |name: &str| shared.node_toml(&etcd, name);
     let node1 = crate::support::TestAgent::start_with(&toml("node1"));
-    wait_for(Duration::from_secs(30), "node1 leads", || {
-        (node1.cli_json(&["cluster", "status", "--json"])["leader"] == "node1").then_some(())
-    });
+    crate::support::cluster::wait_leads(&node1, "node1");
     node1.cli_ok(&["tenant", "create", "shop"]);
     let url = node1.tenant_url("shop");
     query(&url, "CREATE TABLE events (n int PRIMARY KEY)");

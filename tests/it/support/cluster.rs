@@ -42,8 +42,55 @@ pub fn ha_toml(etcd: &str, name: &str, secret: &Path, read_only_port: u16, extra
     )
 }
 
+/// What nodes that share one backup repository have in common: a directory (any node's
+/// `postgres` user may write it) holding the repository, its key and the cluster secret.
+/// Like the cluster secret, every node has the same repository key (the first node
+/// creates it); without it a node cannot verify the others' backups.
+pub struct SharedRepository {
+    pub dir: tempfile::TempDir,
+}
+
+impl SharedRepository {
+    pub fn new() -> SharedRepository {
+        let dir = tempfile::Builder::new()
+            .prefix("pgplatform-it-repo-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        SharedRepository { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Node `name`'s `[ha]` and `[backup]` sections, in a cluster on `etcd`.
+    pub fn node_toml(&self, etcd: &EtcdServer, name: &str) -> String {
+        format!(
+            "[ha]\netcd = [\"{}\"]\nname = \"{name}\"\nsecret_file = \"{}\"\nread_only_port = 0\n\
+             [backup]\npath = \"{}\"\nrepository_key_file = \"{}\"\nschedule = \"\"\n\
+             drill_schedule = \"\"\n",
+            etcd.endpoint,
+            self.path().join("cluster.secret").display(),
+            self.path().join("repo").display(),
+            self.path().join("repository.key").display()
+        )
+    }
+}
+
+/// Waits until `node` (named `name`) leads its cluster.
+pub fn wait_leads(node: &TestAgent, name: &str) {
+    wait_for(Duration::from_secs(30), &format!("{name} leads"), || {
+        (node.cli_json(&["cluster", "status", "--json"])["leader"] == name).then_some(())
+    });
+}
+
 impl TestCluster {
-    /// `None` when etcd is missing (the skip is reported). `extra` goes into `[ha]`.
+    /// `None` only when etcd is missing and skipping is allowed (see `support::skip`). `extra` goes into `[ha]`.
     pub fn start(extra: &str) -> Option<TestCluster> {
         let turn = one_cluster_at_a_time();
         let etcd = EtcdServer::start()?;

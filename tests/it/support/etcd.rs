@@ -5,7 +5,7 @@ use super::ports::free_port;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use super::{command, require_all, skip, wait_for};
+use super::{command, skip, wait_for};
 
 pub struct EtcdServer {
     child: Child,
@@ -14,7 +14,7 @@ pub struct EtcdServer {
 }
 
 impl EtcdServer {
-    /// `None` (saying why) when etcd is not installed, unless all tests are required.
+    /// Fails the test when etcd is not installed (`None`, saying why, if skipping is allowed).
     pub fn start() -> Option<EtcdServer> {
         EtcdServer::start_on("127.0.0.1")
     }
@@ -29,7 +29,6 @@ impl EtcdServer {
     pub fn start_custom(host: &str, scheme: &str, extra: &[String]) -> Option<EtcdServer> {
         if !std::path::Path::new("/usr/bin/etcd").exists() {
             let reason = "etcd is not installed (apt-get install etcd-server); etcd test skipped";
-            assert!(!require_all(), "PGPLATFORM_TEST_REQUIRE_ALL=1 but {reason}");
             skip(reason);
             return None;
         }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::{command, require_all, skip};
+use super::{command, skip};
 
 pub struct NetNs {
     pub name: String,
@@ -23,12 +23,11 @@ fn ip(args: &[&str]) -> bool {
 }
 
 impl NetNs {
-    /// `None` (saying why) without root or iproute2, unless all tests are required.
+    /// Fails the test without root or iproute2 (`None`, saying why, if skipping is allowed).
     pub fn create() -> Option<NetNs> {
         let root = nix::unistd::Uid::effective().is_root();
         if !root || !std::path::Path::new("/usr/sbin/ip").exists() {
             let reason = "partition tests need root and iproute2 (network namespaces); skipped";
-            assert!(!require_all(), "PGPLATFORM_TEST_REQUIRE_ALL=1 but {reason}");
             skip(reason);
             return None;
         }
