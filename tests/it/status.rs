@@ -31,10 +31,14 @@ fn status_reports_and_warns_when_conditions_hold() {
         .iter()
         .filter_map(|w| w.as_str())
         .collect();
+    // The disk warning depends on the host running the tests: it must agree with the
+    // free space the same status reports (under 10%), and be the only other one.
+    let free = status["disk"]["free_percent"].as_f64().unwrap();
     assert!(
         warnings
             .iter()
-            .all(|w| w.starts_with("no successful base backup yet")),
+            .all(|w| w.starts_with("no successful base backup yet")
+                || (w.starts_with("data directory disk") && free < 10.0)),
         "a fresh platform warns of nothing else: {warnings:?}"
     );
 
