@@ -91,9 +91,9 @@ impl Client {
         &self.pooler.0
     }
 
-    /// KILL was run on the client's pool since it logged in.
+    /// KILL was run on the client's pool since it logged in, or KILL_CLIENT on it.
     pub fn is_killed(&self) -> bool {
-        self.pool.kills() != self.kills
+        self.pool.kills() != self.kills || self.info.killed.load(Relaxed)
     }
 }
 

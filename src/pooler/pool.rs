@@ -489,6 +489,9 @@ impl Pool {
             conn.synced = super::params::SyncedTo::fresh(&conn.params, &defaults);
         }
         conn.generation = self.generation.load(Ordering::Relaxed);
+        conn.info
+            .generation
+            .store(conn.generation, Ordering::Relaxed);
         self.validated.store(true, Ordering::Relaxed);
         self.stats.server_opened();
         self.stats.server_activated();
@@ -684,6 +687,12 @@ impl Pool {
             .iter()
             .filter_map(std::sync::Weak::upgrade)
             .collect()
+    }
+
+    /// Whether a server connection is to be closed when released (RECONNECT, KILL):
+    /// SHOW SERVERS' close_needed, what WAIT_CLOSE waits on.
+    pub fn close_needed(&self, server: &super::server::ServerInfo) -> bool {
+        server.generation.load(Ordering::Relaxed) != self.generation.load(Ordering::Relaxed)
     }
 
     pub fn idle_count(&self) -> usize {
