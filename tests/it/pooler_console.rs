@@ -310,6 +310,10 @@ fn suspend_holds_new_transactions_until_resume() {
         console_ok(&agent, "RESUME");
         let (_client, answer) = within(SLACK, "the held query", query).await.unwrap();
         answer.unwrap_or_else(|e| panic!("the query held by SUSPEND: {e:?}"));
+        let err = console_err(&agent, "RESUME");
+        assert!(err.contains("pooler is not paused/suspended"), "{err}");
+        let err = console_err(&agent, "RESUME shop");
+        assert!(err.contains("database shop is not paused"), "{err}");
     });
 }
 
@@ -392,4 +396,38 @@ fn shutdown_wait_for_clients_stops_the_agent_once_the_last_client_leaves() {
         status.is_none_or(|s| s.success()),
         "agent exit status after SHUTDOWN WAIT_FOR_CLIENTS: {status:?}"
     );
+}
+
+#[test]
+fn shutdown_wait_for_servers_stops_the_agent_once_the_running_transaction_ends() {
+    let mut agent = TestAgent::start_with_shop("");
+    let url = agent.tenant_url("shop");
+    runtime().block_on(async {
+        let client = connect(&url).await;
+        exec(
+            &client,
+            "create table t (id int); begin; insert into t values (1)",
+        )
+        .await;
+        let (_, _) = console_ok(&agent, "SHUTDOWN WAIT_FOR_SERVERS");
+        let refused = try_connect(&url)
+            .await
+            .expect_err("a login during shutdown");
+        assert_eq!(message(&refused), "pooler is shutting down", "{refused:?}");
+        let err = console_err(&agent, "RESUME");
+        assert!(err.contains("pooler is shutting down"), "{err}");
+        // The transaction holding a server may finish; then the agent stops.
+        assert!(agent.is_running(), "the agent stopped with a server in use");
+        exec(&client, "insert into t values (2); commit").await;
+    });
+    wait_for(SLACK, "the agent to stop once no server is in use", || {
+        (!agent.is_running()).then_some(())
+    });
+    let status = agent.stop();
+    assert!(
+        status.is_none_or(|s| s.success()),
+        "agent exit status after SHUTDOWN WAIT_FOR_SERVERS: {status:?}"
+    );
+    agent.start_again();
+    assert_eq!(agent.admin_psql_in("shop", "select count(*) from t"), "2");
 }

@@ -157,10 +157,22 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
             if console.shutting_down.load(Ordering::Acquire) {
                 return refuse(out, "pooler is shutting down");
             }
+            let pools = pools_of(&db);
+            let suspended = console.suspended.load(Ordering::Acquire);
+            match &db {
+                None if !suspended && !pools.iter().any(|p| p.is_paused()) => {
+                    return refuse(out, "pooler is not paused/suspended");
+                }
+                Some(db) if !known(db) => return refuse(out, &format!("no such database: {db}")),
+                Some(db) if !pools.iter().any(|p| p.is_paused()) => {
+                    return refuse(out, &format!("database {db} is not paused"));
+                }
+                _ => {}
+            }
             if db.is_none() && console.suspended.swap(false, Ordering::AcqRel) {
                 pooler.paused_all.store(false, Ordering::Release);
             }
-            for pool in pools_of(&db) {
+            for pool in pools {
                 pool.pause(false);
             }
             be::command_complete(out, "RESUME");
