@@ -218,6 +218,18 @@ fn kill_client_ends_exactly_that_client_and_rolls_back_its_transaction() {
             .is_empty());
         assert_eq!(clients.rows_where("application_name", "other_one").len(), 1);
 
+        // A console session can be killed too.
+        let (clients, row) = client_row(&console, "").await;
+        let console_id = clients.get(&row, "id").to_owned();
+        console_ok(&agent, &format!("KILL_CLIENT {console_id}"));
+        within(SLACK, "the killed console's end", async {
+            while !console.is_closed() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        let console = crate::support::pooler::console(&agent).await;
+
         let err = console_err(&agent, &format!("KILL_CLIENT {busy_id}"));
         assert!(err.contains("client not found"), "{err}");
         let err = console_err(&agent, "KILL_CLIENT abc");

@@ -38,6 +38,7 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
     let level = admin.unwrap_or(AdminLevel::Stats);
     session_info.state.set(Activity::Active);
     let (process_id, secret_key) = session_info.cancel_key;
+    let mut kills = pooler.kills.subscribe();
     let mut out = BytesMut::new();
     for (name, value) in [
         ("server_version", "1.18.0/pgplatform"),
@@ -68,6 +69,12 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
                     Ok(_) => {}
                 },
                 () = pooler.draining.cancelled() => return,
+                // KILL_CLIENT of this console session.
+                changed = kills.changed() => {
+                    if changed.is_err() || session_info.killed.load(Ordering::Acquire) {
+                        return;
+                    }
+                }
             }
         };
         match frontend::decode(&frame) {
