@@ -229,6 +229,11 @@ fn kill_client_ends_exactly_that_client_and_rolls_back_its_transaction() {
         })
         .await;
         let console = crate::support::pooler::console(&agent).await;
+        let clients = table(&console, "SHOW CLIENTS").await.unwrap();
+        assert!(
+            clients.rows_where("id", &console_id).is_empty(),
+            "{clients:?}"
+        );
 
         let err = console_err(&agent, &format!("KILL_CLIENT {busy_id}"));
         assert!(err.contains("client not found"), "{err}");
