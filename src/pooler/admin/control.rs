@@ -122,7 +122,7 @@ pub fn shutdown_waiting(pooler: &Arc<Pooler>, mode: ShutdownMode) {
                 ShutdownMode::WaitForClients => !pooler
                     .clients()
                     .iter()
-                    .any(|c| c.key.database != crate::pooler::login::ADMIN_DATABASE),
+                    .any(|c| c.key.database != super::CONSOLE_DATABASE),
                 _ => pooler
                     .pools()
                     .iter()

@@ -10,6 +10,10 @@ mod show;
 
 pub use self::control::ConsoleState;
 
+/// The console's own database (login.rs's ADMIN_DATABASE; named here too so that the
+/// console does not depend on the login module, which hands sessions to it).
+const CONSOLE_DATABASE: &str = "pgbouncer";
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -139,7 +143,7 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
         pooler.pools().iter().any(|p| p.key.database == db)
             || pooler.config().databases.contains_key(db)
     };
-    let is_admin_db = |db: &str| db == super::login::ADMIN_DATABASE;
+    let is_admin_db = |db: &str| db == CONSOLE_DATABASE;
     let console = &pooler.console;
     match command {
         AdminCommand::Show(what) => show::show(pooler, what, out),
