@@ -371,6 +371,11 @@ fn set_changes_the_running_setting_until_the_next_reload() {
             assert!(err.contains(detail), "{sql}: {err}");
         }
         assert_eq!(config_value(&console, "default_pool_size").await, "1");
+        let config = table(&console, "SHOW CONFIG").await.unwrap();
+        let port = config.rows_where("key", "listen_port");
+        assert_eq!(config.get(port[0], "changeable"), "no", "{config:?}");
+        let size = config.rows_where("key", "default_pool_size");
+        assert_eq!(config.get(size[0], "changeable"), "yes", "{config:?}");
 
         // A reload reads the file again: the SET values are gone.
         blocking(|| agent.cli_ok(&["reload"]));

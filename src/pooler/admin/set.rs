@@ -5,12 +5,13 @@
 use crate::config::{Config, ConfigFile, PoolerConfig};
 
 /// Keys read only when the agent starts: SET refuses them, as a reload names them pending.
-const RESTART_ONLY: &[&str] = &[
+pub const RESTART_ONLY: &[&str] = &[
     "enabled",
     "worker_threads",
     "listen_addr",
     "listen_port",
     "client_tls",
+    "client_tls_sslmode",
     "client_tls_cert_file",
     "client_tls_key_file",
 ];

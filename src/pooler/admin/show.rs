@@ -379,7 +379,13 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                 ("changeable", TEXT),
             ]);
             for (key, value) in config_rows(&config) {
-                table.row(vec![t(key), t(value), None, t("yes")]);
+                // Keys read only at start are not changeable, as PgBouncer's column says.
+                let changeable = if super::set::RESTART_ONLY.contains(&key) {
+                    "no"
+                } else {
+                    "yes"
+                };
+                table.row(vec![t(key), t(value), None, t(changeable)]);
             }
             table.write(out, "SHOW");
         }
