@@ -588,7 +588,8 @@ impl Active {
         self.set_state(Activity::Waiting);
         let wait = self.config.query_wait_timeout;
         let kills = self.client.kills;
-        let mut guard = match self.client.pool.checkout(wait, kills).await {
+        let flag = &self.client.info.killed;
+        let mut guard = match self.client.pool.checkout_for(wait, kills, flag).await {
             Ok(guard) => guard,
             Err(CheckoutError::Killed) => return Err(killed()),
             Err(CheckoutError::WaitTimeout) => {

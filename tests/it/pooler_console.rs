@@ -240,6 +240,22 @@ fn kill_client_ends_exactly_that_client_and_rolls_back_its_transaction() {
         let err = console_err(&agent, "KILL_CLIENT abc");
         assert!(err.contains("invalid client pointer supplied"), "{err}");
 
+        // A client waiting for a server connection (shop paused) ends at once too.
+        let waiter = client_named(&url, "waiting_one").await;
+        console_ok(&agent, "PAUSE shop");
+        let query = tokio::spawn(async move { waiter.batch_execute("select 1").await });
+        wait_pools(&console, "shop", "cl_waiting", 1).await;
+        let (clients, row) = client_row(&console, "waiting_one").await;
+        let waiting_id = clients.get(&row, "id").to_owned();
+        console_ok(&agent, &format!("KILL_CLIENT {waiting_id}"));
+        let err = within(SLACK, "the killed waiting client", query)
+            .await
+            .unwrap()
+            .expect_err("a killed waiting client's query");
+        assert!(err.is_closed() || sqlstate(&err) == "57P01", "{err:?}");
+        wait_pools(&console, "shop", "cl_waiting", 0).await;
+        console_ok(&agent, "RESUME shop");
+
         // KILL of an unknown database is an error; KILL without one kills every database.
         let err = console_err(&agent, "KILL nosuch");
         assert!(err.contains("no such database: nosuch"), "{err}");

@@ -70,6 +70,9 @@ pub fn kill_client(pooler: &Pooler, id: u64) -> bool {
             }
         }
     }
+    if let Some(pool) = pooler.pools().iter().find(|p| *p.key == *client.key) {
+        pool.wake_waiters();
+    }
     pooler.wake_idle_clients();
     true
 }
