@@ -91,9 +91,9 @@ impl Client {
         &self.pooler.0
     }
 
-    /// KILL was run on the client's pool since it logged in.
+    /// KILL was run on the client's pool since it logged in, or KILL_CLIENT on it.
     pub fn is_killed(&self) -> bool {
-        self.pool.kills() != self.kills
+        self.pool.kills() != self.kills || self.info.killed.load(Relaxed)
     }
 }
 
@@ -588,7 +588,8 @@ impl Active {
         self.set_state(Activity::Waiting);
         let wait = self.config.query_wait_timeout;
         let kills = self.client.kills;
-        let mut guard = match self.client.pool.checkout(wait, kills).await {
+        let flag = &self.client.info.killed;
+        let mut guard = match self.client.pool.checkout_for(wait, kills, flag).await {
             Ok(guard) => guard,
             Err(CheckoutError::Killed) => return Err(killed()),
             Err(CheckoutError::WaitTimeout) => {

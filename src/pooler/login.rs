@@ -167,6 +167,10 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
     if admin.is_none() {
         let (s, credentials) = authenticate(pooler, stream, &mut buf, &key.user).await?;
         stream = s;
+        // DISABLE and SHUTDOWN WAIT_FOR_*, after authentication as PgBouncer does.
+        if let Some(refusal) = pooler.console.refusal(&key.database) {
+            fail!(stream, SqlState::PROTOCOL_VIOLATION, "{refusal}");
+        }
         let pool = pooler.pool(&key);
         pool.set_credentials(credentials);
         // Shared with the pool: no per-client copy of the names.
@@ -458,6 +462,7 @@ fn client_info(
         state: super::stats::ConnState::new(Activity::Idle),
         cancel_key,
         cancel: Default::default(),
+        killed: Default::default(),
     }
 }
 

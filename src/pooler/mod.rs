@@ -74,7 +74,14 @@ pub struct PoolerSetup {
 }
 
 pub struct Pooler {
+    /// The running settings: the file's, with the console's SETs since the last reload.
     config: watch::Receiver<Arc<PoolerConfig>>,
+    /// Where the console's SET publishes the running settings.
+    running: watch::Sender<Arc<PoolerConfig>>,
+    /// The file's settings as the agent (re)loads them; a reload replaces the running ones.
+    file_config: watch::Receiver<Arc<PoolerConfig>>,
+    /// DISABLE, SUSPEND, SHUTDOWN WAIT_FOR_*: the console's state.
+    console: admin::ConsoleState,
     target: ServerTarget,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     db_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -330,8 +337,12 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
     let (lounges, inboxes) = (0..workers.max(1))
         .map(|_| mpsc::unbounded_channel())
         .unzip();
+    let (running, running_config) = watch::channel(config.clone());
     let pooler = Arc::new(Pooler {
-        config: setup.config.clone(),
+        config: running_config,
+        running,
+        file_config: setup.config.clone(),
+        console: admin::ConsoleState::default(),
         target: ServerTarget {
             socket_dir: setup.pg_socket_dir.clone(),
             port: setup.pg_port,
@@ -500,7 +511,7 @@ impl Accepting {
 impl PoolerHandle {
     /// The pooler's housekeeping (see `maintain`), until shutdown.
     pub async fn maintain(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let config = self.0.config.clone();
+        let config = self.0.file_config.clone();
         maintain(self.0, config, shutdown).await;
         Ok(())
     }
@@ -598,6 +609,9 @@ async fn maintain(
             }
             changed = config.changed() => {
                 if changed.is_err() { return; }
+                // A reload reads the file again: the console's SETs end here.
+                let file = config.borrow_and_update().clone();
+                pooler.running.send_replace(file);
                 pooler.apply_config();
                 tracing::info!("pooler settings reloaded");
             }

@@ -176,6 +176,8 @@ struct Checkout<'a> {
     pool: &'a Pool,
     wait_timeout: Option<Duration>,
     kills: u64,
+    /// The client's KILL_CLIENT flag.
+    killed: &'a AtomicBool,
     /// In the line under this id.
     id: Option<u64>,
     /// When the wait began, if it had to.
@@ -186,7 +188,7 @@ impl Checkout<'_> {
     fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Result<Taken, CheckoutError>> {
         let pool = self.pool;
         let mut st = lock(&pool.state);
-        if pool.kills() != self.kills {
+        if pool.kills() != self.kills || self.killed.load(Ordering::Acquire) {
             let next = self.leave(&mut st);
             drop(st);
             if let Some(waker) = next {
@@ -354,10 +356,22 @@ impl Pool {
         wait_timeout: Option<Duration>,
         kills: u64,
     ) -> Result<Guard, CheckoutError> {
+        static NEVER_KILLED: AtomicBool = AtomicBool::new(false);
+        self.checkout_for(wait_timeout, kills, &NEVER_KILLED).await
+    }
+
+    /// `checkout` for a client, which also stops waiting when KILL_CLIENT sets `killed`.
+    pub async fn checkout_for(
+        self: &Arc<Self>,
+        wait_timeout: Option<Duration>,
+        kills: u64,
+        killed: &AtomicBool,
+    ) -> Result<Guard, CheckoutError> {
         let mut checkout = Checkout {
             pool: self,
             wait_timeout,
             kills,
+            killed,
             id: None,
             since: None,
         };
@@ -489,6 +503,9 @@ impl Pool {
             conn.synced = super::params::SyncedTo::fresh(&conn.params, &defaults);
         }
         conn.generation = self.generation.load(Ordering::Relaxed);
+        conn.info
+            .generation
+            .store(conn.generation, Ordering::Relaxed);
         self.validated.store(true, Ordering::Relaxed);
         self.stats.server_opened();
         self.stats.server_activated();
@@ -557,8 +574,9 @@ impl Pool {
         }
     }
 
-    /// Every waiter looks again (PAUSE/RESUME, KILL, reload, connections closed).
-    fn wake_waiters(&self) {
+    /// Every waiter looks again (PAUSE/RESUME, KILL, KILL_CLIENT, reload, connections
+    /// closed).
+    pub fn wake_waiters(&self) {
         let wakers = lock(&self.state).wakers();
         for waker in wakers {
             waker.wake();
@@ -684,6 +702,12 @@ impl Pool {
             .iter()
             .filter_map(std::sync::Weak::upgrade)
             .collect()
+    }
+
+    /// Whether a server connection is to be closed when released (RECONNECT, KILL):
+    /// SHOW SERVERS' close_needed, what WAIT_CLOSE waits on.
+    pub fn close_needed(&self, server: &super::server::ServerInfo) -> bool {
+        server.generation.load(Ordering::Relaxed) != self.generation.load(Ordering::Relaxed)
     }
 
     pub fn idle_count(&self) -> usize {

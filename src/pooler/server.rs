@@ -114,9 +114,18 @@ impl From<ProtocolError> for ServerError {
 /// Largest backend message the pooler buffers whole (DataRows can be large).
 const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 
+/// Server connections' ids, counted apart from the clients' (PgBouncer's KILL_CLIENT looks
+/// among clients only).
+static NEXT_SERVER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// What SHOW SERVERS lists about one server connection.
 #[derive(Debug)]
 pub struct ServerInfo {
+    /// SHOW SERVERS' `id`: stable for the connection's life.
+    pub id: u64,
+    /// The pool's RECONNECT generation the connection was opened in; an older one is
+    /// SHOW SERVERS' `close_needed` and what WAIT_CLOSE waits for.
+    pub generation: std::sync::atomic::AtomicU64,
     pub connect_time: std::time::SystemTime,
     pub remote_pid: i32,
     /// "active" while a client uses it, "idle" in the pool.
@@ -211,6 +220,8 @@ impl ServerConn {
             prepared: ServerStatements::default(),
             tracker: Tracker::default(),
             info: std::sync::Arc::new(ServerInfo {
+                id: NEXT_SERVER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                generation: Default::default(),
                 connect_time: std::time::SystemTime::now(),
                 remote_pid: 0,
                 state: super::stats::ConnState::new(Activity::Login),
@@ -323,6 +334,8 @@ impl ServerConn {
                         ));
                     }
                     conn.info = std::sync::Arc::new(ServerInfo {
+                        id: conn.info.id,
+                        generation: Default::default(),
                         connect_time: std::time::SystemTime::now(),
                         remote_pid: conn.key.process_id,
                         state: super::stats::ConnState::new(Activity::Active),

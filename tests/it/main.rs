@@ -45,6 +45,7 @@ mod metrics;
 mod pgvector;
 mod pooler_admin;
 mod pooler_cancel;
+mod pooler_console;
 mod pooler_failures;
 mod pooler_idle;
 mod pooler_limits;

@@ -1,4 +1,5 @@
-//! The `pgbouncer` admin console: PgBouncer 1.18's SHOW columns in order, who may use it,
+//! The `pgbouncer` admin console: PgBouncer's SHOW columns in order (1.25's for CLIENTS and
+//! SERVERS, 1.18's for the others), who may use it,
 //! PAUSE/RESUME holding (not failing) queries, and RELOAD without dropping clients.
 
 use std::fs;
@@ -9,10 +10,12 @@ use crate::support::pooler::{
 };
 use crate::support::TestAgent;
 
+/// PgBouncer 1.25's SHOW CLIENTS / SHOW SERVERS columns, `id` included (KILL_CLIENT's).
 const CONNECTION_COLUMNS: &[&str] = &[
     "type",
     "user",
     "database",
+    "replication",
     "state",
     "addr",
     "port",
@@ -28,6 +31,8 @@ const CONNECTION_COLUMNS: &[&str] = &[
     "remote_pid",
     "tls",
     "application_name",
+    "prepared_statements",
+    "id",
 ];
 
 /// PgBouncer 1.18's columns, as its own admin console lists them.

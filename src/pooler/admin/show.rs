@@ -1,5 +1,6 @@
-//! SHOW results with PgBouncer 1.18's columns, in its order, so scripts and the pgbouncer
-//! exporter read them unchanged.
+//! SHOW results with PgBouncer's columns, in its order, so scripts and the pgbouncer
+//! exporter read them unchanged: CLIENTS and SERVERS as 1.25 has them (with `id`), the
+//! others as 1.18.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -78,6 +79,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
     let config = pooler.config();
     let pools = pooler.pools();
     match what {
+        Show::Help => super::control::help(out),
         Show::Pools => {
             let mut table = Table::new(&[
                 ("database", TEXT),
@@ -245,6 +247,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                     t("C"),
                     t(&c.key.user),
                     t(&c.key.database),
+                    t("none"),
                     t(state),
                     t(ip_or_unix(c.addr)),
                     t(c.port),
@@ -260,6 +263,8 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                     t(0),
                     if c.tls { t("TLS") } else { t("") },
                     t(&c.application_name),
+                    t(0),
+                    t(c.id),
                 ]);
             }
             table.write(out, "SHOW");
@@ -274,6 +279,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                         t("S"),
                         t(&pool.key.user),
                         t(&pool.key.database),
+                        t("none"),
                         t(state),
                         t("unix"),
                         t(pooler.target.port),
@@ -283,12 +289,14 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                         since,
                         t(0),
                         t(0),
-                        t(0),
+                        t(u8::from(pool.close_needed(&server))),
                         t(format!("{:p}", std::sync::Arc::as_ptr(&server))),
                         None,
                         t(server.remote_pid),
                         t(""),
                         t(""),
+                        t(0),
+                        t(server.id),
                     ]);
                 }
             }
@@ -348,7 +356,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                     t(config.max_db_connections),
                     t(current),
                     t(u8::from(paused)),
-                    t(0),
+                    t(u8::from(pooler.console.is_disabled(&database))),
                 ]);
             }
             table.write(out, "SHOW");
@@ -371,7 +379,13 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                 ("changeable", TEXT),
             ]);
             for (key, value) in config_rows(&config) {
-                table.row(vec![t(key), t(value), None, t("yes")]);
+                // Keys read only at start are not changeable, as PgBouncer's column says.
+                let changeable = if super::set::RESTART_ONLY.contains(&key) {
+                    "no"
+                } else {
+                    "yes"
+                };
+                table.row(vec![t(key), t(value), None, t(changeable)]);
             }
             table.write(out, "SHOW");
         }
@@ -434,6 +448,7 @@ fn connection_columns() -> Vec<(&'static str, u32)> {
         ("type", TEXT),
         ("user", TEXT),
         ("database", TEXT),
+        ("replication", TEXT),
         ("state", TEXT),
         ("addr", TEXT),
         ("port", INT8),
@@ -449,6 +464,8 @@ fn connection_columns() -> Vec<(&'static str, u32)> {
         ("remote_pid", INT8),
         ("tls", TEXT),
         ("application_name", TEXT),
+        ("prepared_statements", INT8),
+        ("id", INT8),
     ]
 }
 
