@@ -58,6 +58,9 @@ pub struct PoolerSection {
     pub admin_users: Vec<String>,
     /// Roles allowed to run SHOW commands on the `pgbouncer` console.
     pub stats_users: Vec<String>,
+    /// In transaction mode, what a client that leaves session state gets: pin | error |
+    /// ignore (default pin).
+    pub pin_on_session_state: Option<PinOnSessionState>,
     /// Per-database overrides, like PgBouncer's [databases].
     pub databases: BTreeMap<String, DatabaseSection>,
 }
@@ -67,6 +70,22 @@ pub struct PoolerSection {
 pub struct DatabaseSection {
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<u32>,
+    pub pin_on_session_state: Option<PinOnSessionState>,
+}
+
+/// What transaction mode does when a client does something whose effect outlives its
+/// transaction (SET of an untracked parameter, LISTEN, a temporary table, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinOnSessionState {
+    /// Keep the client on its server connection until it disconnects; that connection is
+    /// closed then, never handed to another client.
+    Pin,
+    /// Refuse the statement (0A000, naming the cause and the direct URL); state that
+    /// PostgreSQL reports afterwards closes the server connection instead.
+    Error,
+    /// PgBouncer's behaviour: the state stays on the pooled connection.
+    Ignore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -136,6 +155,7 @@ pub struct PoolerConfig {
     pub client_tls_key_file: Option<String>,
     pub admin_users: Vec<String>,
     pub stats_users: Vec<String>,
+    pub pin_on_session_state: PinOnSessionState,
     pub databases: BTreeMap<String, DatabaseOverride>,
 }
 
@@ -143,6 +163,7 @@ pub struct PoolerConfig {
 pub struct DatabaseOverride {
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<u32>,
+    pub pin_on_session_state: Option<PinOnSessionState>,
 }
 
 impl PoolerConfig {
@@ -179,6 +200,7 @@ impl PoolerConfig {
             client_tls_key_file,
             admin_users,
             stats_users,
+            pin_on_session_state,
             databases,
         } = s;
         let listen_port = listen_port.unwrap_or(6432);
@@ -216,6 +238,7 @@ impl PoolerConfig {
                 DatabaseOverride {
                     pool_mode: db.pool_mode,
                     pool_size: db.pool_size,
+                    pin_on_session_state: db.pin_on_session_state,
                 },
             );
         }
@@ -277,6 +300,7 @@ impl PoolerConfig {
             client_tls_key_file,
             admin_users,
             stats_users,
+            pin_on_session_state: pin_on_session_state.unwrap_or(PinOnSessionState::Pin),
             databases: database_overrides,
         })
     }
@@ -289,6 +313,14 @@ impl PoolerConfig {
             o.and_then(|o| o.pool_size)
                 .unwrap_or(self.default_pool_size),
         )
+    }
+
+    /// `pin_on_session_state` for one database, with its override applied.
+    pub fn pin_policy(&self, database: &str) -> PinOnSessionState {
+        self.databases
+            .get(database)
+            .and_then(|o| o.pin_on_session_state)
+            .unwrap_or(self.pin_on_session_state)
     }
 }
 

@@ -32,6 +32,8 @@ pub struct ClientInfo {
     /// The key the client got in BackendKeyData, and where a cancel with it goes.
     pub cancel_key: ClientKey,
     pub cancel: CancelTarget,
+    /// Why the client is pinned to its server connection (`pin::Cause` as a byte); 0 if not.
+    pub pinned: std::sync::atomic::AtomicU8,
 }
 
 /// A server connection's own cancel key, as PostgreSQL issued it: protocol 3.0, which the
@@ -144,6 +146,7 @@ mod tests {
             state: ConnState::new(super::super::stats::Activity::Idle),
             cancel_key: key,
             cancel: CancelTarget::default(),
+            pinned: Default::default(),
         }
     }
 

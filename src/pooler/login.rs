@@ -458,6 +458,7 @@ fn client_info(
         state: super::stats::ConnState::new(Activity::Idle),
         cancel_key,
         cancel: Default::default(),
+        pinned: Default::default(),
     }
 }
 
