@@ -30,6 +30,29 @@ const CONNECTION_COLUMNS: &[&str] = &[
     "application_name",
 ];
 
+/// SHOW CLIENTS: PgBouncer's columns, then ours (`pinned`, transaction-mode pinning).
+const CLIENT_COLUMNS: &[&str] = &[
+    "type",
+    "user",
+    "database",
+    "state",
+    "addr",
+    "port",
+    "local_addr",
+    "local_port",
+    "connect_time",
+    "request_time",
+    "wait",
+    "wait_us",
+    "close_needed",
+    "ptr",
+    "link",
+    "remote_pid",
+    "tls",
+    "application_name",
+    "pinned",
+];
+
 /// PgBouncer 1.18's columns, as its own admin console lists them.
 const SHOW_COLUMNS: &[(&str, &[&str])] = &[
     (
@@ -51,6 +74,7 @@ const SHOW_COLUMNS: &[(&str, &[&str])] = &[
             "maxwait",
             "maxwait_us",
             "pool_mode",
+            "cl_pinned",
         ],
     ),
     (
@@ -73,7 +97,7 @@ const SHOW_COLUMNS: &[(&str, &[&str])] = &[
             "avg_wait_time",
         ],
     ),
-    ("SHOW CLIENTS", CONNECTION_COLUMNS),
+    ("SHOW CLIENTS", CLIENT_COLUMNS),
     ("SHOW SERVERS", CONNECTION_COLUMNS),
     (
         "SHOW DATABASES",
