@@ -356,3 +356,28 @@ fn seconds(key: &str, value: Option<f64>, default: f64) -> Result<Option<Duratio
     }
     Ok((value > 0.0).then(|| Duration::from_secs_f64(value)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(toml: &str) -> Result<PoolerConfig, String> {
+        let section: PoolerSection = toml::from_str(toml).map_err(|e| e.to_string())?;
+        PoolerConfig::from_section(section).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn pin_on_session_state_defaults_to_pin_and_is_overridden_per_database() {
+        let config = section("").unwrap();
+        assert_eq!(config.pin_policy("shop"), PinOnSessionState::Pin);
+        let config = section(
+            "pin_on_session_state = \"ignore\"\n[databases.shop]\npin_on_session_state = \"error\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.pin_policy("shop"), PinOnSessionState::Error);
+        assert_eq!(config.pin_policy("crm"), PinOnSessionState::Ignore);
+        let err = section("pin_on_session_state = \"sometimes\"\n").unwrap_err();
+        assert!(err.contains("pin_on_session_state"), "{err}");
+        assert!(err.contains("pin"), "{err}");
+    }
+}

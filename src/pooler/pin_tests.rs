@@ -1,3 +1,6 @@
+//! Unit tests of `pin::scan`: what pins, what must not (columns named like the keywords,
+//! literals, comments, transaction-scoped forms), and malformed text.
+
 use super::*;
 
 fn cause(sql: &str) -> Option<Cause> {

@@ -88,6 +88,7 @@ fn session_state_pins_refuses_or_leaks_as_configured() {
             pinned_then_forgotten(&agent, operation, probe, then, clean, cause).await;
         }
         extended_protocol_pins(&agent).await;
+        large_query_pins(&agent).await;
         transaction_scoped_state_does_not_pin(&agent).await;
         error_mode_refuses(&agent).await;
         ignore_mode_leaks(&agent).await;
@@ -169,6 +170,23 @@ async fn extended_protocol_pins(agent: &TestAgent) {
         .unwrap();
     assert_eq!(one(&client, "SHOW search_path").await, "elsewhere");
     assert_eq!(pinned_causes(agent).await, ["set_config".to_owned()]);
+    drop(client);
+    let next = connect(&url).await;
+    assert_eq!(one(&next, "SHOW search_path").await, "\"$user\", public");
+    assert!(unpinned(agent, "shop").await);
+}
+
+/// A Query over 64 KiB is relayed in pieces; what arrived of it first is scanned.
+async fn large_query_pins(agent: &TestAgent) {
+    let url = agent.tenant_url("shop");
+    let client = connect(&url).await;
+    let sql = format!(
+        "SET search_path = big; SELECT length('{}')",
+        "x".repeat(200_000)
+    );
+    exec(&client, &sql).await;
+    assert_eq!(one(&client, "SHOW search_path").await, "big");
+    assert_eq!(pinned_causes(agent).await, ["set".to_owned()]);
     drop(client);
     let next = connect(&url).await;
     assert_eq!(one(&next, "SHOW search_path").await, "\"$user\", public");

@@ -10,8 +10,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::BytesMut;
 
 use super::super::pin::{self, Cause, Found};
-use super::super::protocol::frontend::{self, encode as fe, FrontendMessage};
+use super::super::protocol::frontend::{self, encode as fe, tag as ft, FrontendMessage};
 use super::super::protocol::sql_state::SqlState;
+use super::super::protocol::streamed::{ClientHead, Fields};
 use super::super::protocol::{split_frame, Frame};
 use super::{fatal, Active, End};
 use crate::config::{PinOnSessionState, PoolMode};
@@ -91,6 +92,24 @@ impl Active {
                     guard.conn().mark_broken();
                 }
             }
+        }
+    }
+
+    /// A Query relayed in pieces (over 64 KiB): what has arrived of its text is scanned.
+    pub(super) fn streamed_session_state(&self, head: &ClientHead<'_>) -> Option<(Cause, String)> {
+        let Fields::Opaque { text } = head.fields else {
+            return None;
+        };
+        if head.tag != ft::QUERY || self.client.mode != PoolMode::Transaction || self.is_pinned() {
+            return None;
+        }
+        pin::scan(text).map(|found| (found.cause, found.describe()))
+    }
+
+    /// A streamed Query cannot be swapped for a refusal: under `error` too, it pins.
+    pub(super) fn pin_streamed(&mut self, cause: Cause, description: &str) {
+        if self.policy() != PinOnSessionState::Ignore {
+            self.pin(cause, description);
         }
     }
 
