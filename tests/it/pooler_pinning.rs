@@ -89,6 +89,7 @@ fn session_state_pins_refuses_or_leaks_as_configured() {
         }
         extended_protocol_pins(&agent).await;
         large_query_pins(&agent).await;
+        reported_parameters_pin_or_close(&agent).await;
         transaction_scoped_state_does_not_pin(&agent).await;
         error_mode_refuses(&agent).await;
         ignore_mode_leaks(&agent).await;
@@ -191,6 +192,41 @@ async fn large_query_pins(agent: &TestAgent) {
     let next = connect(&url).await;
     assert_eq!(one(&next, "SHOW search_path").await, "\"$user\", public");
     assert!(unpinned(agent, "shop").await);
+}
+
+/// What the scan cannot see (dynamic SQL in a function) but PostgreSQL reports: a
+/// ParameterStatus of an untracked parameter pins; under `error` the server connection is
+/// closed instead of going back dirty.
+async fn reported_parameters_pin_or_close(agent: &TestAgent) {
+    const SNEAKY: &str = "CREATE FUNCTION sneaky() RETURNS void LANGUAGE plpgsql AS \
+        $$BEGIN EXECUTE 'SET default_transaction_read_only = on'; END$$";
+    for database in ["shop", "errs"] {
+        let url = agent.tenant_url(database);
+        let client = connect(&url).await;
+        exec(&client, SNEAKY).await;
+        assert!(pinned_causes(agent).await.is_empty(), "{database}");
+        let pid = one(&client, "SELECT pg_backend_pid()").await;
+        exec(&client, "SELECT sneaky()").await;
+        let later = one(&client, "SHOW default_transaction_read_only").await;
+        let later_pid = one(&client, "SELECT pg_backend_pid()").await;
+        if database == "shop" {
+            assert_eq!(later, "on");
+            assert_eq!(later_pid, pid);
+            assert_eq!(pinned_causes(agent).await, ["parameter_status".to_owned()]);
+        } else {
+            assert_eq!(later, "off", "error mode closed the dirty session");
+            assert_ne!(later_pid, pid);
+            assert!(pinned_causes(agent).await.is_empty());
+        }
+        drop(client);
+        let next = connect(&url).await;
+        assert_eq!(
+            one(&next, "SHOW default_transaction_read_only").await,
+            "off",
+            "{database}: the next client"
+        );
+        assert!(unpinned(agent, database).await, "{database}");
+    }
 }
 
 /// SET LOCAL, set_config(…, true), xact advisory locks, tracked parameters: no pin.
