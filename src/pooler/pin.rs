@@ -417,6 +417,13 @@ fn anywhere<'a>(
     tokens: &mut Peek<'a>,
     declare: bool,
 ) -> Option<Found<'a>> {
+    // Most words start with none of the letters looked for: one comparison for them.
+    if !w
+        .first()
+        .is_some_and(|b| matches!(b | 0x20, b'p' | b'd' | b'w' | b'i' | b's'))
+    {
+        return None;
+    }
     let found = |cause, detail| Some(Found { cause, detail });
     if ADVISORY.iter().any(|k| is(w, k)) {
         return found(Cause::AdvisoryLock, w);
