@@ -349,6 +349,28 @@ fn pg_restore_through_the_pooler_leaves_later_clients_unaffected() {
             .contains("client pinned to its server connection"),
         "the pin is logged"
     );
+    direct_url_reaches_postgresql_itself(&agent);
+}
+
+/// `direct_url` (the secrets file and `tenant show`) names PostgreSQL's own port: a real
+/// session, for the migration and dump tools of the README.
+fn direct_url_reaches_postgresql_itself(agent: &TestAgent) {
+    let direct = agent.secret("shop", "direct_url");
+    let port = agent.pg_port().to_string();
+    assert!(direct.contains(&format!(":{port}/shop")), "{direct}");
+    let password = agent.secret("shop", "password");
+    let shown = agent.cli_json(&["tenant", "show", "shop", "--json"]);
+    let shown_url = shown["direct_url"].as_str().unwrap_or_default();
+    assert!(shown_url.contains(&format!(":{port}/shop")), "{shown}");
+    assert!(
+        !shown_url.contains(&password),
+        "tenant show printed the password"
+    );
+    runtime().block_on(async {
+        let client = connect(&direct).await;
+        assert_eq!(one(&client, "SHOW port").await, port);
+        assert_eq!(one(&client, "SELECT current_user").await, "shop");
+    });
 }
 
 /// The causes SHOW CLIENTS lists for the pinned clients.
