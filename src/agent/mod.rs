@@ -269,6 +269,7 @@ async fn bootstrap_tenants(
         },
         url_replica_port: read_only_port.filter(|_| config.pooler.enabled),
         url_sslmode: crate::tenants::secrets::url_sslmode(config),
+        direct_sslmode: crate::tenants::secrets::direct_sslmode(config),
         hba_remote: if config.ha.is_some() {
             hba::RemoteTenants::PlainToo
         } else {

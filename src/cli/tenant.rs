@@ -168,6 +168,7 @@ fn print_details(d: &Value) {
         &[
             vec!["name".into(), text(&d["name"])],
             vec!["database_url".into(), text(&d["database_url"])],
+            vec!["direct_url".into(), text(&d["direct_url"])],
             vec!["readonly_role".into(), text(&d["readonly_role"])],
             vec!["readonly_url".into(), text(&d["readonly_database_url"])],
             vec!["extensions".into(), list(&d["extensions"])],

@@ -17,7 +17,7 @@ pub use self::backup::{BackupConfig, RepositoryConfig, S3Config, Schedule};
 pub use self::file::ConfigFile;
 pub use self::ha::{EtcdSecurity, HaConfig, ReplicationTls, SyncMode};
 pub use self::parameters::{ParameterValue, Parameters};
-pub use self::pooler::{ClientTls, PoolMode, PoolerConfig};
+pub use self::pooler::{ClientTls, PinOnSessionState, PoolMode, PoolerConfig};
 use crate::logging::LogFormat;
 
 /// The commented example that `pgplatform init` writes; it must parse to the defaults.

@@ -58,6 +58,9 @@ pub struct PoolerSection {
     pub admin_users: Vec<String>,
     /// Roles allowed to run SHOW commands on the `pgbouncer` console.
     pub stats_users: Vec<String>,
+    /// In transaction mode, what a client that leaves session state gets: pin | error |
+    /// ignore (default pin).
+    pub pin_on_session_state: Option<PinOnSessionState>,
     /// Per-database overrides, like PgBouncer's [databases].
     pub databases: BTreeMap<String, DatabaseSection>,
 }
@@ -67,6 +70,22 @@ pub struct PoolerSection {
 pub struct DatabaseSection {
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<u32>,
+    pub pin_on_session_state: Option<PinOnSessionState>,
+}
+
+/// What transaction mode does when a client does something whose effect outlives its
+/// transaction (SET of an untracked parameter, LISTEN, a temporary table, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinOnSessionState {
+    /// Keep the client on its server connection until it disconnects; that connection is
+    /// closed then, never handed to another client.
+    Pin,
+    /// Refuse the statement (0A000, naming the cause and the direct URL); state that
+    /// PostgreSQL reports afterwards closes the server connection instead.
+    Error,
+    /// PgBouncer's behaviour: the state stays on the pooled connection.
+    Ignore,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -136,6 +155,7 @@ pub struct PoolerConfig {
     pub client_tls_key_file: Option<String>,
     pub admin_users: Vec<String>,
     pub stats_users: Vec<String>,
+    pub pin_on_session_state: PinOnSessionState,
     pub databases: BTreeMap<String, DatabaseOverride>,
 }
 
@@ -143,6 +163,7 @@ pub struct PoolerConfig {
 pub struct DatabaseOverride {
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<u32>,
+    pub pin_on_session_state: Option<PinOnSessionState>,
 }
 
 impl PoolerConfig {
@@ -179,6 +200,7 @@ impl PoolerConfig {
             client_tls_key_file,
             admin_users,
             stats_users,
+            pin_on_session_state,
             databases,
         } = s;
         let listen_port = listen_port.unwrap_or(6432);
@@ -216,6 +238,7 @@ impl PoolerConfig {
                 DatabaseOverride {
                     pool_mode: db.pool_mode,
                     pool_size: db.pool_size,
+                    pin_on_session_state: db.pin_on_session_state,
                 },
             );
         }
@@ -277,6 +300,7 @@ impl PoolerConfig {
             client_tls_key_file,
             admin_users,
             stats_users,
+            pin_on_session_state: pin_on_session_state.unwrap_or(PinOnSessionState::Pin),
             databases: database_overrides,
         })
     }
@@ -289,6 +313,14 @@ impl PoolerConfig {
             o.and_then(|o| o.pool_size)
                 .unwrap_or(self.default_pool_size),
         )
+    }
+
+    /// `pin_on_session_state` for one database, with its override applied.
+    pub fn pin_policy(&self, database: &str) -> PinOnSessionState {
+        self.databases
+            .get(database)
+            .and_then(|o| o.pin_on_session_state)
+            .unwrap_or(self.pin_on_session_state)
     }
 }
 
@@ -323,4 +355,29 @@ fn seconds(key: &str, value: Option<f64>, default: f64) -> Result<Option<Duratio
         return Err(invalid(key, "must be a number of seconds, 0 or more"));
     }
     Ok((value > 0.0).then(|| Duration::from_secs_f64(value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(toml: &str) -> Result<PoolerConfig, String> {
+        let section: PoolerSection = toml::from_str(toml).map_err(|e| e.to_string())?;
+        PoolerConfig::from_section(section).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn pin_on_session_state_defaults_to_pin_and_is_overridden_per_database() {
+        let config = section("").unwrap();
+        assert_eq!(config.pin_policy("shop"), PinOnSessionState::Pin);
+        let config = section(
+            "pin_on_session_state = \"ignore\"\n[databases.shop]\npin_on_session_state = \"error\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.pin_policy("shop"), PinOnSessionState::Error);
+        assert_eq!(config.pin_policy("crm"), PinOnSessionState::Ignore);
+        let err = section("pin_on_session_state = \"sometimes\"\n").unwrap_err();
+        assert!(err.contains("pin_on_session_state"), "{err}");
+        assert!(err.contains("pin"), "{err}");
+    }
 }

@@ -337,4 +337,19 @@ mod tests {
         assert!(diff(&old, &e).restart.is_empty());
         assert_eq!(diff(&old, &e).live, ["pooler", "status"]);
     }
+
+    #[test]
+    fn pin_on_session_state_applies_live() {
+        let old = config("");
+        let new = config(
+            "[pooler]
+pin_on_session_state = \"error\"
+             [pooler.databases.shop]
+pin_on_session_state = \"ignore\"
+",
+        );
+        let d = diff(&old, &new);
+        assert_eq!(d.live, ["pooler"]);
+        assert!(d.restart.is_empty());
+    }
 }

@@ -104,6 +104,14 @@ async fn read_all(out: &mut Exposition, socket_dir: &Path, port: u16) -> anyhow:
             &labels,
             wait,
         );
+        if let Some(pinned) = number(&row, "cl_pinned") {
+            out.gauge(
+                "pgplatform_pooler_pinned_clients",
+                "Transaction-mode clients pinned to their server connection by session state",
+                &labels,
+                pinned,
+            );
+        }
     }
     for row in console.show("DATABASES").await? {
         let labels: Vec<(&str, &str)> = DATABASE_LABELS

@@ -34,6 +34,8 @@ pub struct ClientInfo {
     pub cancel: CancelTarget,
     /// KILL_CLIENT: the client ends at its next look (woken by the pooler's call).
     pub killed: std::sync::atomic::AtomicBool,
+    /// Why the client is pinned to its server connection (`pin::Cause` as a byte); 0 if not.
+    pub pinned: std::sync::atomic::AtomicU8,
 }
 
 /// A server connection's own cancel key, as PostgreSQL issued it: protocol 3.0, which the
@@ -147,6 +149,7 @@ mod tests {
             cancel_key: key,
             cancel: CancelTarget::default(),
             killed: Default::default(),
+            pinned: Default::default(),
         }
     }
 

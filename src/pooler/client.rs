@@ -29,6 +29,7 @@ use super::{Call, Pooler};
 use crate::config::PoolMode;
 
 mod large;
+mod pinning;
 
 use large::{client_message_refused, let_go_if_grown, server_message_refused, Passing};
 
@@ -82,6 +83,9 @@ pub struct Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.pool.stats.clients_active.fetch_sub(1, Relaxed);
+        if self.info.pinned.load(Relaxed) != 0 {
+            self.pool.stats.clients_pinned.fetch_sub(1, Relaxed);
+        }
         self.pooler.clients.unregister(self.info.cancel_key);
     }
 }
@@ -395,6 +399,7 @@ impl Active {
                 }
                 _ => {}
             }
+            let (frame, message) = self.check_session_state(frame, message)?;
             if self.server.is_none() && rewrite_on && self.answer_without_server(&message) {
                 continue;
             }
@@ -512,7 +517,11 @@ impl Active {
         }
         let ready = conn.tracker.take_ready_synthetic();
         write_synthetic(&mut self.to_client, &ready);
+        let reported = conn.reported_state;
         let releasable = conn.tracker.is_idle() && self.to_server.is_empty() && !self.mid_message();
+        if releasable && reported {
+            self.check_reported_state();
+        }
         let now = Instant::now();
         if ready_count > 0 {
             let stats = &self.client.pool.stats;
@@ -533,7 +542,8 @@ impl Active {
         if releasable && !draining && self.client.is_killed() {
             return Err(killed());
         }
-        if releasable && (self.client.mode == PoolMode::Transaction || draining) {
+        let pooled = self.client.mode == PoolMode::Transaction && !self.is_pinned();
+        if releasable && (pooled || draining) {
             self.release(now).await;
             if draining {
                 return Err(shutdown());
@@ -649,13 +659,15 @@ impl Active {
         );
         // A read buffer grown for a large message is not kept in the pool.
         let_go_if_grown(&mut guard.conn().read_buf, ACTIVE_BUFFER);
-        let reusable =
-            if self.client.mode == PoolMode::Session || self.config.server_reset_query_always {
-                let config = self.config.clone();
-                Box::pin(reset(&mut guard, &config.server_reset_query)).await
-            } else {
-                true
-            };
+        // A pinned client's connection keeps its state: closed, never handed on.
+        let reusable = if self.is_pinned() {
+            false
+        } else if self.client.mode == PoolMode::Session || self.config.server_reset_query_always {
+            let config = self.config.clone();
+            Box::pin(reset(&mut guard, &config.server_reset_query)).await
+        } else {
+            true
+        };
         guard.release(reusable, now);
     }
 

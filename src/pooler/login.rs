@@ -463,6 +463,7 @@ fn client_info(
         cancel_key,
         cancel: Default::default(),
         killed: Default::default(),
+        pinned: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ mod client;
 mod login;
 mod lounge;
 mod params;
+mod pin;
 mod pool;
 mod pool_key;
 mod prepared;

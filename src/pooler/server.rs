@@ -168,6 +168,9 @@ pub struct ServerConn {
     pub tracker: Tracker,
     pub created: Instant,
     pub generation: u64,
+    /// PostgreSQL reported a parameter the pooler does not track since the client task
+    /// last looked (`client/pinning.rs`): the session may have changed.
+    pub reported_state: bool,
     broken: bool,
 }
 
@@ -229,6 +232,7 @@ impl ServerConn {
             }),
             created: Instant::now(),
             generation: 0,
+            reported_state: false,
             broken: false,
         };
         let mut out = BytesMut::new();
@@ -413,6 +417,8 @@ impl ServerConn {
         };
         if super::params::is_tracked(&name) {
             self.synced = None;
+        } else if super::pin::reported_is_state(&name) {
+            self.reported_state = true;
         }
         self.params.insert(name.clone(), value);
         self.params

@@ -7,6 +7,8 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct PoolStats {
     pub clients_active: AtomicI64,
+    /// Clients pinned to their server connection (`client/pinning.rs`).
+    pub clients_pinned: AtomicI64,
     servers_active: AtomicI64,
     servers_open: AtomicI64,
     servers_login: AtomicI64,

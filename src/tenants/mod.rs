@@ -37,6 +37,8 @@ pub struct Tenants {
     /// HA: the pooler's read-only listener, for `replica_url`.
     pub url_replica_port: Option<u16>,
     pub url_sslmode: Option<&'static str>,
+    /// The sslmode of `direct_url` (to `port`, PostgreSQL's own).
+    pub direct_sslmode: Option<&'static str>,
     /// Whether tenants may reach PostgreSQL from other hosts without TLS (HA only).
     pub hba_remote: crate::pg::hba::RemoteTenants,
     /// Host the agent uses to prove a tenant's login works (TCP, or the socket dir).
@@ -66,6 +68,8 @@ pub struct TenantDetails {
     pub database: String,
     pub owner: String,
     pub database_url: String,
+    /// PostgreSQL's own port (session semantics), for migrations and dump tools.
+    pub direct_url: String,
     pub readonly_role: Option<String>,
     pub readonly_database_url: Option<String>,
     pub extensions: Vec<String>,
@@ -142,6 +146,8 @@ impl Tenants {
             port: self.url_port,
             sslmode: self.url_sslmode,
             replica_port: self.url_replica_port,
+            direct_port: self.port,
+            direct_sslmode: self.direct_sslmode,
             database: database.to_owned(),
             user: role.to_owned(),
             password,
@@ -211,6 +217,15 @@ impl Tenants {
                 creds.database_url_redacted()
             })
         };
+        let direct_url = {
+            let password = secrets::read_password(&dir)?;
+            let creds = self.credentials(&tenant.name, &tenant.name, password);
+            if reveal {
+                creds.direct_url()
+            } else {
+                creds.direct_url_redacted()
+            }
+        };
         let readonly_database_url = match &tenant.readonly_role {
             Some(role) => Some(url(role, dir.join("readonly"))?),
             None => None,
@@ -220,6 +235,7 @@ impl Tenants {
             database: tenant.name.clone(),
             owner: tenant.name.clone(),
             database_url: url(&tenant.name, dir.clone())?,
+            direct_url,
             readonly_role: tenant.readonly_role.clone(),
             readonly_database_url,
             extensions: tenant.extensions.clone(),

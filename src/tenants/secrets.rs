@@ -1,5 +1,6 @@
 //! A role's credentials as files an application can use directly: `password`,
-//! `database_url`, `env`, `pgpass`, `jdbc_url`, and in an HA cluster `replica_url` (the
+//! `database_url`, `env`, `pgpass`, `jdbc_url`, `direct_url` (PostgreSQL's own port, for
+//! migrations and dump tools that need a session), and in an HA cluster `replica_url` (the
 //! pooler's read-only listener). Directories 0700, files 0600, each file
 //! replaced atomically.
 
@@ -23,6 +24,9 @@ pub struct Credentials {
     pub sslmode: Option<&'static str>,
     /// HA: the read-only listener's port, for `replica_url`.
     pub replica_port: Option<u16>,
+    /// PostgreSQL's own port and the sslmode it needs (`direct_sslmode`), for `direct_url`.
+    pub direct_port: u16,
+    pub direct_sslmode: Option<&'static str>,
 }
 
 /// The sslmode tenants' URLs carry. Where the address they name is reachable from other
@@ -39,12 +43,15 @@ pub fn url_sslmode(config: &crate::config::Config) -> Option<&'static str> {
             ClientTls::Allow if beyond_loopback(&config.pooler.listen_addr) => "require",
             ClientTls::Allow => "prefer",
         })
-    } else if beyond_loopback(&config.postgres.listen_addresses) {
-        // PostgreSQL always serves TLS and pg_hba.conf asks it of other hosts.
-        Some("require")
     } else {
-        None
+        direct_sslmode(config)
     }
+}
+
+/// The sslmode of `direct_url`, straight to PostgreSQL: it always serves TLS and
+/// pg_hba.conf asks it of other hosts, so `require` when other hosts can reach it.
+pub fn direct_sslmode(config: &crate::config::Config) -> Option<&'static str> {
+    crate::config::beyond_loopback(&config.postgres.listen_addresses).then_some("require")
 }
 
 /// Everything but unreserved characters (RFC 3986) is percent-encoded.
@@ -84,6 +91,26 @@ impl Credentials {
             enc(&self.database),
             self.query('?')
         )
+    }
+
+    /// `database_url` to PostgreSQL's own port: session semantics whatever the pool mode.
+    pub fn direct_url(&self) -> String {
+        Credentials {
+            port: self.direct_port,
+            sslmode: self.direct_sslmode,
+            ..self.clone()
+        }
+        .database_url()
+    }
+
+    /// `direct_url` without the password, safe to print.
+    pub fn direct_url_redacted(&self) -> String {
+        Credentials {
+            port: self.direct_port,
+            sslmode: self.direct_sslmode,
+            ..self.clone()
+        }
+        .database_url_redacted()
     }
 
     /// The URL without the password, safe to print.
@@ -147,6 +174,7 @@ impl Credentials {
             ("env", self.env()),
             ("pgpass", self.pgpass()),
             ("jdbc_url", self.jdbc_url()),
+            ("direct_url", self.direct_url()),
         ];
         if let Some(port) = self.replica_port {
             let replicas = Credentials {
@@ -234,6 +262,8 @@ mod tests {
             password: "p@ss:w/rd".into(),
             sslmode: None,
             replica_port: None,
+            direct_port: 5432,
+            direct_sslmode: None,
         }
     }
 
@@ -298,10 +328,27 @@ mod tests {
             sslmode("[pooler]\nenabled = false\n[postgres]\nlisten_addresses = \"*\""),
             Some("require")
         );
+        let direct = |toml: &str| direct_sslmode(&config(toml));
+        assert_eq!(direct(""), None);
+        assert_eq!(
+            direct("[postgres]\nlisten_addresses = \"0.0.0.0\""),
+            Some("require")
+        );
         let creds = Credentials {
             sslmode: sslmode("[pooler]\nlisten_addr = \"0.0.0.0\""),
+            direct_port: 5433,
+            direct_sslmode: Some("require"),
+            port: 6432,
             ..creds()
         };
+        assert_eq!(
+            creds.direct_url(),
+            "postgresql://shop:p%40ss%3Aw%2Frd@127.0.0.1:5433/shop?sslmode=require"
+        );
+        assert_eq!(
+            creds.direct_url_redacted(),
+            "postgresql://shop@127.0.0.1:5433/shop?sslmode=require"
+        );
         assert!(creds.database_url().ends_with("?sslmode=require"));
         assert!(creds.env().contains("PGSSLMODE=require\n"));
         assert!(creds.jdbc_url().ends_with("&sslmode=require"));
@@ -324,7 +371,14 @@ mod tests {
         staged.commit().unwrap();
         assert_eq!(read_password(&dir).unwrap(), "p@ss:w/rd");
         assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-        for name in ["password", "database_url", "env", "pgpass", "jdbc_url"] {
+        for name in [
+            "password",
+            "database_url",
+            "env",
+            "pgpass",
+            "jdbc_url",
+            "direct_url",
+        ] {
             let mode = std::fs::metadata(dir.join(name)).unwrap().mode() & 0o777;
             assert_eq!(mode, 0o600, "{name}");
         }
@@ -338,7 +392,7 @@ mod tests {
         .unwrap();
         discarded.discard();
         assert_eq!(read_password(&dir).unwrap(), "p@ss:w/rd");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 5);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 6);
         let ha = Credentials {
             replica_port: Some(6433),
             ..creds()

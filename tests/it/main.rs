@@ -50,6 +50,7 @@ mod pooler_failures;
 mod pooler_idle;
 mod pooler_limits;
 mod pooler_pgbench;
+mod pooler_pinning;
 mod pooler_protocol;
 mod pooler_psycopg;
 mod pooler_shutdown;

@@ -35,6 +35,32 @@ const CONNECTION_COLUMNS: &[&str] = &[
     "id",
 ];
 
+/// SHOW CLIENTS: 1.25's columns, then ours (`pinned`, transaction-mode pinning).
+const CLIENT_COLUMNS_AND_PINNED: &[&str] = &[
+    "type",
+    "user",
+    "database",
+    "replication",
+    "state",
+    "addr",
+    "port",
+    "local_addr",
+    "local_port",
+    "connect_time",
+    "request_time",
+    "wait",
+    "wait_us",
+    "close_needed",
+    "ptr",
+    "link",
+    "remote_pid",
+    "tls",
+    "application_name",
+    "prepared_statements",
+    "id",
+    "pinned",
+];
+
 /// PgBouncer 1.18's columns, as its own admin console lists them.
 const SHOW_COLUMNS: &[(&str, &[&str])] = &[
     (
@@ -56,6 +82,7 @@ const SHOW_COLUMNS: &[(&str, &[&str])] = &[
             "maxwait",
             "maxwait_us",
             "pool_mode",
+            "cl_pinned",
         ],
     ),
     (
@@ -78,7 +105,7 @@ const SHOW_COLUMNS: &[(&str, &[&str])] = &[
             "avg_wait_time",
         ],
     ),
-    ("SHOW CLIENTS", CONNECTION_COLUMNS),
+    ("SHOW CLIENTS", CLIENT_COLUMNS_AND_PINNED),
     ("SHOW SERVERS", CONNECTION_COLUMNS),
     (
         "SHOW DATABASES",

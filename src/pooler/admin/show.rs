@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 
 use super::command::Show;
+use crate::pooler::pin::Cause;
 use crate::pooler::protocol::backend::encode as be;
 use crate::pooler::Pooler;
 
@@ -98,6 +99,8 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                 ("maxwait", INT8),
                 ("maxwait_us", INT8),
                 ("pool_mode", TEXT),
+                // Ours, after PgBouncer's: clients pinned to a server connection.
+                ("cl_pinned", INT8),
             ]);
             // PgBouncer lists its own console as a pool too.
             let console = pooler
@@ -122,6 +125,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                 t(0),
                 t(0),
                 t("statement"),
+                t(0),
             ]);
             for pool in &pools {
                 let c = pool.counts();
@@ -144,6 +148,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                     t(wait.as_secs()),
                     t(wait.subsec_micros()),
                     t(mode),
+                    t(pool.stats.clients_pinned.load(Relaxed).max(0)),
                 ]);
             }
             table.write(out, "SHOW");
@@ -240,7 +245,10 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
             table.write(out, "SHOW");
         }
         Show::Clients => {
-            let mut table = Table::new(&connection_columns());
+            let mut columns = connection_columns();
+            // Ours, after PgBouncer's: why the client is pinned to its server connection.
+            columns.push(("pinned", TEXT));
+            let mut table = Table::new(&columns);
             for c in pooler.clients() {
                 let state = c.state.get();
                 table.row(vec![
@@ -265,6 +273,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                     t(&c.application_name),
                     t(0),
                     t(c.id),
+                    t(Cause::from_byte(c.pinned.load(Relaxed)).map_or("", Cause::name)),
                 ]);
             }
             table.write(out, "SHOW");

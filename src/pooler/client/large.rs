@@ -81,16 +81,20 @@ impl Active {
         rewrite_on: bool,
         max_prepared: usize,
     ) -> Result<bool, End> {
-        match client_head(&self.client.buf) {
+        let session_state = match client_head(&self.client.buf) {
             Ok(Some(head)) => {
                 if let Fields::Parse { name } = head.fields {
                     if rewrite_on && !name.is_empty() {
                         return Ok(false);
                     }
                 }
+                self.streamed_session_state(&head)
             }
             Ok(None) => return Ok(false),
             Err(e) => return Err(protocol_violation(e)),
+        };
+        if let Some((cause, description)) = session_state {
+            self.pin_streamed(cause, &description);
         }
         let assigned = self.server.is_none();
         if assigned {

@@ -125,7 +125,9 @@ fn the_crate_top_level_modules_form_no_cycle() {
 
 /// The pooler's pure layers (ARCHITECTURE.md's invariants: no I/O), which name only each
 /// other; `admin/command.rs` too.
-const POOLER_PURE: &[&str] = &["protocol", "scram", "txn", "prepared", "params", "route"];
+const POOLER_PURE: &[&str] = &[
+    "protocol", "scram", "txn", "prepared", "params", "route", "pin",
+];
 
 #[test]
 fn the_pooler_pure_layers_name_nothing_of_its_io_shell() {
