@@ -1,6 +1,7 @@
 //! Session parameters a client may set that PgBouncer tracks per client and re-applies on
 //! whichever server connection serves it (client_encoding, DateStyle, TimeZone,
-//! standard_conforming_strings, application_name), plus any other setting the client gave
+//! standard_conforming_strings, application_name and, as PgBouncer 1.20+, IntervalStyle),
+//! plus any other setting the client gave
 //! at startup (`extra_float_digits`, `options=-c name=value`, …), which a pooled connection
 //! must apply with SET since it cannot pass them in its own startup packet.
 
@@ -8,9 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// PostgreSQL's spelling; matched case-insensitively, as GUC names are.
-pub const TRACKED: [&str; 5] = [
+pub const TRACKED: [&str; 6] = [
     "client_encoding",
     "DateStyle",
+    "IntervalStyle",
     "TimeZone",
     "standard_conforming_strings",
     "application_name",
