@@ -64,8 +64,6 @@ pub struct PoolerSetup {
     pub reload: mpsc::Sender<crate::shutdown::ReloadRequest>,
     /// The admin console's SHUTDOWN stops the agent.
     pub agent_shutdown: CancellationToken,
-    /// Shared with the tenant service, which evicts a role when its password changes.
-    pub verifiers: Arc<auth::VerifierCache>,
     /// The agent's own directory (`<data>/run`, written by the agent alone, on the same
     /// file system as the socket directory): it holds the key unknown roles' fake SCRAM
     /// salts derive from, and the unix socket is made there before it moves beside
@@ -341,12 +339,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         pools: Mutex::default(),
         db_limits: Mutex::default(),
         user_limits: Mutex::default(),
-        auth: auth::AuthSource::new(
-            setup.pg_socket_dir.clone(),
-            setup.pg_port,
-            setup.verifiers.clone(),
-            mock_key,
-        ),
+        auth: auth::AuthSource::new(setup.pg_socket_dir.clone(), setup.pg_port, mock_key),
         catalog: prepared::Catalog::default(),
         clients: cancel::ClientRegistry::default(),
         client_count: AtomicUsize::new(0),

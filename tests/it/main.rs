@@ -48,6 +48,8 @@ mod pooler_cancel;
 mod pooler_failures;
 mod pooler_idle;
 mod pooler_limits;
+mod pooler_params_tracking;
+mod pooler_password_change;
 mod pooler_pgbench;
 mod pooler_protocol;
 mod pooler_psycopg;
