@@ -15,6 +15,7 @@ use super::params::ClientParams;
 use super::pool::{CheckoutError, Guard, Pool};
 use super::prepared::ClientStatements;
 use super::protocol::backend::{encode as be, tag as bt, TransactionStatus};
+use super::protocol::error_fields::{ErrorReport, Severity};
 use super::protocol::frame::{peek_frame, HEADER_LENGTH};
 use super::protocol::frontend::{self, FrontendMessage};
 use super::protocol::sql_state::SqlState;
@@ -68,6 +69,9 @@ pub struct Client {
     pooler: Counted,
     pool: Arc<Pool>,
     mode: PoolMode,
+    /// The pooler answered a message of this batch with an error without a server:
+    /// as PostgreSQL would, the client's messages are ignored up to its Sync.
+    skip_to_sync: bool,
     pub stream: ClientStream,
     /// Bytes of a request not complete yet; usually empty, holding no buffer.
     pub buf: BytesMut,
@@ -181,6 +185,7 @@ impl Client {
             stream,
             buf,
             statements: ClientStatements::default(),
+            skip_to_sync: false,
             params,
             info,
         };
@@ -395,6 +400,10 @@ impl Active {
                 }
                 _ => {}
             }
+            if self.client.skip_to_sync {
+                self.skip_to_sync(&message);
+                continue;
+            }
             if self.server.is_none() && rewrite_on && self.answer_without_server(&message) {
                 continue;
             }
@@ -553,6 +562,14 @@ impl Active {
                 query,
                 param_types,
             } if !name.is_empty() => {
+                if self.client.statements.contains(name) {
+                    let error = super::prepared::StatementError::already_exists(name);
+                    let message = error.message();
+                    let report = ErrorReport::new(Severity::Error, error.code(), &message);
+                    be::error_response(&mut self.to_client, &report);
+                    self.client.skip_to_sync = true;
+                    return true;
+                }
                 let text = super::prepared::StatementText {
                     query: query.clone(),
                     param_types: param_types.clone(),
@@ -579,6 +596,15 @@ impl Active {
             }
             FrontendMessage::Flush => true,
             _ => false,
+        }
+    }
+
+    /// After an error the pooler answered itself, everything up to the Sync is ignored;
+    /// no server was assigned, so no transaction is open.
+    fn skip_to_sync(&mut self, message: &FrontendMessage) {
+        if *message == FrontendMessage::Sync {
+            be::ready_for_query(&mut self.to_client, TransactionStatus::Idle);
+            self.client.skip_to_sync = false;
         }
     }
 
@@ -774,6 +800,13 @@ fn write_synthetic(out: &mut BytesMut, replies: &[Synthetic]) {
         match reply {
             Synthetic::ParseComplete => be::parse_complete(out),
             Synthetic::CloseComplete => be::close_complete(out),
+            Synthetic::Error(error) => {
+                let message = error.message();
+                be::error_response(
+                    out,
+                    &ErrorReport::new(Severity::Error, error.code(), &message),
+                );
+            }
         }
     }
 }

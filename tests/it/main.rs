@@ -51,6 +51,7 @@ mod pooler_limits;
 mod pooler_params_tracking;
 mod pooler_password_change;
 mod pooler_pgbench;
+mod pooler_prepared_errors;
 mod pooler_protocol;
 mod pooler_psycopg;
 mod pooler_shutdown;
