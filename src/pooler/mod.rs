@@ -222,6 +222,7 @@ impl Pooler {
     fn apply_config(&self) {
         self.config_version.fetch_add(1, Ordering::Release);
         let config = self.config();
+        params::set_extra(&config.track_extra_parameters);
         for pool in self.pools() {
             pool.reconfigure(PoolSettings::from_config(&config, &pool.key.database));
         }
@@ -328,6 +329,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
     let (lounges, inboxes) = (0..workers.max(1))
         .map(|_| mpsc::unbounded_channel())
         .unzip();
+    params::set_extra(&setup.config.borrow().track_extra_parameters);
     let pooler = Arc::new(Pooler {
         config: setup.config.clone(),
         target: ServerTarget {

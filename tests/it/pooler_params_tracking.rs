@@ -35,3 +35,24 @@ fn interval_style_follows_its_client_and_no_other() {
         assert_eq!(one(&setter, style).await, "postgres");
     });
 }
+
+#[test]
+fn track_extra_parameters_adds_a_reported_parameter() {
+    let agent = TestAgent::start_with_shop(
+        "[pooler]\ndefault_pool_size = 1\ntrack_extra_parameters = [\"default_transaction_read_only\"]\n",
+    );
+    let url = agent.tenant_url("shop");
+    runtime().block_on(async {
+        let setter = connect(&url).await;
+        let other = connect(&url).await;
+        let read_only = "select current_setting('default_transaction_read_only')";
+        exec(&setter, "SET default_transaction_read_only = on").await;
+        for _ in 0..3 {
+            assert_eq!(one(&other, read_only).await, "off");
+            exec(&other, "create table if not exists t (id int)").await;
+            assert_eq!(one(&setter, read_only).await, "on");
+        }
+        let pids = |c| async move { one(c, "select pg_backend_pid()").await };
+        assert_eq!(pids(&setter).await, pids(&other).await, "not one server");
+    });
+}
