@@ -15,7 +15,6 @@ use super::params::ClientParams;
 use super::pool::{CheckoutError, Guard, Pool};
 use super::prepared::ClientStatements;
 use super::protocol::backend::{encode as be, tag as bt, TransactionStatus};
-use super::protocol::error_fields::{ErrorReport, Severity};
 use super::protocol::frame::{peek_frame, HEADER_LENGTH};
 use super::protocol::frontend::{self, FrontendMessage};
 use super::protocol::sql_state::SqlState;
@@ -25,13 +24,15 @@ use super::server::ServerError;
 use super::session::{fatal, send_fatal, Counted, Fatal, Session};
 use super::stats::Activity;
 use super::stream::ClientStream;
-use super::txn::{Synthetic, TxStatus};
+use super::txn::TxStatus;
 use super::{Call, Pooler};
 use crate::config::PoolMode;
 
 mod large;
+mod without_server;
 
 use large::{client_message_refused, let_go_if_grown, server_message_refused, Passing};
+use without_server::write_synthetic;
 
 const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 
@@ -551,63 +552,6 @@ impl Active {
         Ok(())
     }
 
-    /// Outside a transaction, a named Parse and a Sync need no server: the statement is
-    /// remembered and prepared on whichever server runs it. Answering them here is what
-    /// keeps libpq's blocking PQprepare (pgbench -M prepared) from waiting for a server
-    /// connection that its own thread's other clients hold in open transactions.
-    fn answer_without_server(&mut self, message: &FrontendMessage) -> bool {
-        match message {
-            FrontendMessage::Parse {
-                name,
-                query,
-                param_types,
-            } if !name.is_empty() => {
-                if self.client.statements.contains(name) {
-                    let error = super::prepared::StatementError::already_exists(name);
-                    let message = error.message();
-                    let report = ErrorReport::new(Severity::Error, error.code(), &message);
-                    be::error_response(&mut self.to_client, &report);
-                    self.client.skip_to_sync = true;
-                    return true;
-                }
-                let text = super::prepared::StatementText {
-                    query: query.clone(),
-                    param_types: param_types.clone(),
-                };
-                self.client
-                    .statements
-                    .parse(&self.client.pooler.catalog, name, text);
-                be::parse_complete(&mut self.to_client);
-                true
-            }
-            FrontendMessage::Sync => {
-                be::ready_for_query(&mut self.to_client, TransactionStatus::Idle);
-                true
-            }
-            FrontendMessage::Close {
-                kind: super::protocol::frontend::ObjectKind::PreparedStatement,
-                name,
-            } if !name.is_empty() => {
-                self.client
-                    .statements
-                    .remove(&String::from_utf8_lossy(name));
-                be::close_complete(&mut self.to_client);
-                true
-            }
-            FrontendMessage::Flush => true,
-            _ => false,
-        }
-    }
-
-    /// After an error the pooler answered itself, everything up to the Sync is ignored;
-    /// no server was assigned, so no transaction is open.
-    fn skip_to_sync(&mut self, message: &FrontendMessage) {
-        if *message == FrontendMessage::Sync {
-            be::ready_for_query(&mut self.to_client, TransactionStatus::Idle);
-            self.client.skip_to_sync = false;
-        }
-    }
-
     /// Takes a server connection for this client and brings its session parameters in
     /// line with the client's.
     async fn assign(&mut self) -> Result<(), End> {
@@ -793,22 +737,6 @@ fn kill_error() -> Fatal {
         SqlState::ADMIN_SHUTDOWN,
         "terminating connection due to administrator command (KILL)",
     )
-}
-
-fn write_synthetic(out: &mut BytesMut, replies: &[Synthetic]) {
-    for reply in replies {
-        match reply {
-            Synthetic::ParseComplete => be::parse_complete(out),
-            Synthetic::CloseComplete => be::close_complete(out),
-            Synthetic::Error(error) => {
-                let message = error.message();
-                be::error_response(
-                    out,
-                    &ErrorReport::new(Severity::Error, error.code(), &message),
-                );
-            }
-        }
-    }
 }
 
 /// The timer is boxed so that waiting without one costs the client's task no space.
