@@ -53,7 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await?;
     let postgres = start_postgres(&config, &host, ha_node.as_deref()).await?;
-    let tenants = match bootstrap_tenants(&config, &host, &listeners).await {
+    let tenants = match bootstrap_tenants(&config, &host).await {
         Ok(tenants) => tenants,
         Err(e) => return Err(postgres.abandon(e).await),
     };
@@ -115,8 +115,6 @@ pub(super) struct Listeners {
     metrics: Option<std::net::TcpListener>,
     pooler: Option<crate::pooler::Listening>,
     read_only_pooler: Option<crate::pooler::Listening>,
-    /// The poolers' cache of role verifiers, which the tenant service evicts from.
-    verifiers: Arc<crate::pooler::auth::VerifierCache>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -137,7 +135,6 @@ async fn bind_listeners(
         Some(addr) => Some(api::bind(addr, "metrics.listen").await?.into_std()?),
         None => None,
     };
-    let verifiers = Arc::new(crate::pooler::auth::VerifierCache::default());
     let setup = |route: Option<watch::Receiver<Vec<PgTarget>>>, listen_port| PoolerSetup {
         config: reloader.pooler.subscribe(),
         pg_socket_dir: host.data_dir.socket_dir(),
@@ -148,7 +145,6 @@ async fn bind_listeners(
         tls_hosts: crate::pooler::tls::certificate_hosts(config),
         reload: reloader.requests.clone(),
         agent_shutdown: shutdown.clone(),
-        verifiers: verifiers.clone(),
         run_dir: host.data_dir.run(),
     };
     let mut pooler = None;
@@ -168,7 +164,6 @@ async fn bind_listeners(
         metrics,
         pooler,
         read_only_pooler,
-        verifiers,
     })
 }
 
@@ -249,11 +244,7 @@ async fn start_postgres(
 }
 
 /// The tenant service, with the registry made (primary) or read (HA replica).
-async fn bootstrap_tenants(
-    config: &Config,
-    host: &Host,
-    listeners: &Listeners,
-) -> anyhow::Result<Arc<Tenants>> {
+async fn bootstrap_tenants(config: &Config, host: &Host) -> anyhow::Result<Arc<Tenants>> {
     let data_dir = &host.data_dir;
     let read_only_port = config.ha.as_ref().and_then(|ha| ha.read_only_port);
     let tenants = Arc::new(Tenants {
@@ -279,7 +270,6 @@ async fn bootstrap_tenants(
         server_version: host.binaries.version.text.clone(),
         run_as: host.run_as.clone(),
         lock: tokio::sync::Mutex::new(()),
-        verifiers: listeners.verifiers.clone(),
     });
     // An HA replica is read-only: what the primary creates reaches it by replication.
     let standby = crate::pg::is_standby(&data_dir.pgdata());

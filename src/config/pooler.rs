@@ -45,6 +45,8 @@ pub struct PoolerSection {
     pub server_check_delay: Option<f64>,
     /// Named prepared statements tracked per client in transaction mode; 0 disables.
     pub max_prepared_statements: Option<u32>,
+    /// Parameters tracked per client besides PgBouncer's fixed five (default IntervalStyle).
+    pub track_extra_parameters: Option<Vec<String>>,
     /// Largest message let through either way, counting tag, length and body (PgBouncer's
     /// meaning: one query or one result row); a larger one ends the client with 08P01.
     pub max_packet_size: Option<u32>,
@@ -148,6 +150,8 @@ pub struct PoolerConfig {
     pub server_check_query: String,
     pub server_check_delay: Duration,
     pub max_prepared_statements: u32,
+    /// In PostgreSQL's spelling, without the always-tracked five.
+    pub track_extra_parameters: Vec<String>,
     pub max_packet_size: u32,
     pub shutdown_timeout: Duration,
     pub client_tls: ClientTls,
@@ -193,6 +197,7 @@ impl PoolerConfig {
             server_check_query,
             server_check_delay,
             max_prepared_statements,
+            track_extra_parameters,
             max_packet_size,
             shutdown_timeout,
             client_tls,
@@ -292,6 +297,7 @@ impl PoolerConfig {
             server_check_delay: seconds("pooler.server_check_delay", server_check_delay, 30.0)?
                 .unwrap_or_default(),
             max_prepared_statements: max_prepared_statements.unwrap_or(200),
+            track_extra_parameters: extra_tracked(track_extra_parameters)?,
             max_packet_size,
             shutdown_timeout: seconds("pooler.shutdown_timeout", shutdown_timeout, 30.0)?
                 .unwrap_or_default(),
@@ -322,6 +328,73 @@ impl PoolerConfig {
             .and_then(|o| o.pin_on_session_state)
             .unwrap_or(self.pin_on_session_state)
     }
+}
+
+/// Always tracked, so not repeated in `track_extra_parameters` (PgBouncer's five).
+const ALWAYS_TRACKED: [&str; 5] = [
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "application_name",
+];
+
+/// Parameters PostgreSQL reports (so a change could be seen) that must not be re-applied
+/// per client: read-only, or the session's identity.
+const NEVER_TRACKED: [&str; 7] = [
+    "is_superuser",
+    "session_authorization",
+    "in_hot_standby",
+    "integer_datetimes",
+    "server_encoding",
+    "server_version",
+    "role",
+];
+
+/// PostgreSQL's spelling of other parameters it reports, to match its ParameterStatus.
+const REPORTED_SPELLING: [&str; 3] = [
+    "IntervalStyle",
+    "default_transaction_read_only",
+    "search_path",
+];
+
+/// `track_extra_parameters`: PgBouncer's default (IntervalStyle) when unset; names checked
+/// and spelled as PostgreSQL reports them, duplicates and the always-tracked five dropped.
+fn extra_tracked(names: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    const KEY: &str = "pooler.track_extra_parameters";
+    let Some(names) = names else {
+        return Ok(vec!["IntervalStyle".to_owned()]);
+    };
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let mut chars = name.chars();
+        let is_name = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !is_name {
+            return Err(invalid(
+                KEY,
+                format!("\"{}\" is not a parameter name", name.escape_debug()),
+            ));
+        }
+        if NEVER_TRACKED.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            return Err(invalid(
+                KEY,
+                format!("\"{name}\" cannot be tracked per client"),
+            ));
+        }
+        let known = ALWAYS_TRACKED.iter().any(|n| n.eq_ignore_ascii_case(&name))
+            || out.iter().any(|n| n.eq_ignore_ascii_case(&name));
+        if !known {
+            let spelled = REPORTED_SPELLING
+                .iter()
+                .find(|n| n.eq_ignore_ascii_case(&name))
+                .map_or(name, |n| (*n).to_owned());
+            out.push(spelled);
+        }
+    }
+    Ok(out)
 }
 
 /// `auto` (the default) is half the CPUs, at least one, as Odyssey's `workers = auto`:
@@ -379,5 +452,29 @@ mod tests {
         let err = section("pin_on_session_state = \"sometimes\"\n").unwrap_err();
         assert!(err.contains("pin_on_session_state"), "{err}");
         assert!(err.contains("pin"), "{err}");
+    }
+
+    fn names(list: &[&str]) -> Option<Vec<String>> {
+        Some(list.iter().map(|n| (*n).to_owned()).collect())
+    }
+
+    #[test]
+    fn extra_tracked_parameters_are_checked_and_spelled_as_postgresql_reports_them() {
+        assert_eq!(extra_tracked(None).unwrap(), ["IntervalStyle"]);
+        assert_eq!(
+            extra_tracked(names(&[
+                "intervalstyle",
+                "datestyle",
+                "IntervalStyle",
+                "my.knob"
+            ]))
+            .unwrap(),
+            ["IntervalStyle", "my.knob"]
+        );
+        assert!(extra_tracked(names(&[])).unwrap().is_empty());
+        for bad in ["session_authorization", "bad name", "", "1x"] {
+            let e = extra_tracked(names(&[bad])).unwrap_err().to_string();
+            assert!(e.contains("pooler.track_extra_parameters"), "{bad}: {e}");
+        }
     }
 }

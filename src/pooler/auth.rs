@@ -1,140 +1,91 @@
 //! Where client passwords are checked against: the role's SCRAM verifier in pg_authid,
-//! read through the agent's superuser connection — no userlist. Lookups are cached for a
-//! few seconds so connection-per-transaction clients do not each cost a catalog query;
-//! `tenant create`, `rotate` and `drop` evict the role at once (`VerifierCache::forget`),
-//! and a change made behind the agent's back (ALTER ROLE by hand) shows within `TTL`.
+//! read through the agent's superuser connection — no userlist. It is read at every
+//! login, as PgBouncer's auth_query does, so a password changed by `tenant rotate` or by
+//! hand (`ALTER ROLE … PASSWORD`) counts from the next login on, and a failed login
+//! leaves nothing behind. The read is one round trip of an already prepared statement on
+//! a connection kept open, shared by concurrent logins (tokio-postgres pipelines them).
 //!
-//! Unknown roles are cached too, as a mock verifier derived from a persisted key
-//! (`MockKey`), so a known and an unknown role take the same path at the same cost and
-//! an unknown role's fake salt is the same at every try and after a restart: neither
+//! Unknown roles get a mock verifier derived from a persisted key (`MockKey`), after the
+//! same catalog read, so a known and an unknown role take the same path at the same cost
+//! and an unknown role's fake salt is the same at every try and after a restart: neither
 //! timing nor salts tell which roles exist.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use anyhow::Context;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use super::scram::{MockKey, Secret, Verifier};
 
-/// How long a looked-up verifier (or the absence of one) is trusted.
-const TTL: Duration = Duration::from_secs(5);
+/// The verifier of a role that may log in through the pooler.
+const LOOKUP: &str = "SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1 \
+                      AND rolcanlogin AND NOT rolsuper \
+                      AND (rolvaliduntil IS NULL OR rolvaliduntil > now())";
 
-/// Most roles cached at once. Names are client-chosen (an unknown role is cached too), so
-/// the map is bounded: when full, expired entries go, and if it is still full, all do.
-const MAX_ENTRIES: usize = 10_000;
-
-/// Recently read verifiers, shared by the pooler and the tenant service.
-#[derive(Default)]
-pub struct VerifierCache {
-    entries: Mutex<HashMap<String, (Secret, Instant)>>,
-}
-
-impl VerifierCache {
-    fn get(&self, role: &str) -> Option<Secret> {
-        let entries = self.entries.lock().ok()?;
-        let (secret, at) = entries.get(role)?;
-        (at.elapsed() < TTL).then(|| secret.clone())
-    }
-
-    fn put(&self, role: &str, secret: Secret) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= MAX_ENTRIES && !entries.contains_key(role) {
-                entries.retain(|_, (_, at)| at.elapsed() < TTL);
-                if entries.len() >= MAX_ENTRIES {
-                    entries.clear();
-                }
-            }
-            entries.insert(role.to_owned(), (secret, Instant::now()));
-        }
-    }
-
-    /// HA replica: roles changed on the primary; every next login reads its verifier again.
-    pub fn forget_all(&self) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.clear();
-        }
-    }
-
-    /// The role was created, its password changed or it is gone: the next login reads it
-    /// again.
-    pub fn forget(&self, role: &str) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(role);
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.lock().map(|e| e.len()).unwrap_or_default()
-    }
+/// The superuser connection and the lookup prepared on it.
+struct Lookup {
+    client: Client,
+    statement: Statement,
 }
 
 pub struct AuthSource {
     socket_dir: PathBuf,
     port: u16,
-    client: tokio::sync::Mutex<Option<Client>>,
-    cache: std::sync::Arc<VerifierCache>,
+    /// Held only to take or replace the connection, never across a lookup.
+    lookup: tokio::sync::Mutex<Option<Arc<Lookup>>>,
     mock_key: MockKey,
 }
 
 impl AuthSource {
-    pub fn new(
-        socket_dir: PathBuf,
-        port: u16,
-        cache: std::sync::Arc<VerifierCache>,
-        mock_key: MockKey,
-    ) -> AuthSource {
+    pub fn new(socket_dir: PathBuf, port: u16, mock_key: MockKey) -> AuthSource {
         AuthSource {
             socket_dir,
             port,
-            client: tokio::sync::Mutex::new(None),
-            cache,
+            lookup: tokio::sync::Mutex::new(None),
             mock_key,
         }
     }
 
-    /// The role's secret: its verifier, or a mock one for a role that does not exist,
-    /// cannot log in, has expired or has no SCRAM secret (all answered like a wrong
-    /// password). Both are cached alike.
-    pub async fn secret(&self, role: &str) -> anyhow::Result<Secret> {
-        if let Some(secret) = self.cache.get(role) {
-            return Ok(secret);
+    /// The open lookup connection, connecting (again) if there is none or it closed.
+    async fn connection(&self) -> anyhow::Result<Arc<Lookup>> {
+        let mut slot = self.lookup.lock().await;
+        if let Some(lookup) = slot.as_ref().filter(|l| !l.client.is_closed()) {
+            return Ok(lookup.clone());
         }
-        let mut slot = self.client.lock().await;
+        *slot = None;
+        let client = crate::pg::connect::superuser(&self.socket_dir, self.port, "postgres").await?;
+        let statement = client
+            .prepare(LOOKUP)
+            .await
+            .context("prepare the verifier lookup")?;
+        let lookup = Arc::new(Lookup { client, statement });
+        *slot = Some(lookup.clone());
+        Ok(lookup)
+    }
+
+    /// The role's secret as pg_authid has it now: its verifier, or a mock one for a role
+    /// that does not exist, cannot log in, has expired or has no SCRAM secret (all
+    /// answered like a wrong password).
+    pub async fn secret(&self, role: &str) -> anyhow::Result<Secret> {
         for attempt in 0..2 {
-            if slot.as_ref().is_none_or(|c| c.is_closed()) {
-                *slot = Some(
-                    crate::pg::connect::superuser(&self.socket_dir, self.port, "postgres").await?,
-                );
-            }
-            let Some(client) = slot.as_ref() else {
-                continue;
-            };
-            let result = client
-                .query_opt(
-                    "SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin \
-                     AND NOT rolsuper AND (rolvaliduntil IS NULL OR rolvaliduntil > now())",
-                    &[&role],
-                )
-                .await;
-            match result {
+            let lookup = self.connection().await?;
+            match lookup.client.query_opt(&lookup.statement, &[&role]).await {
                 Ok(row) => {
                     let stored: Option<String> = row.and_then(|r| r.try_get(0).ok()).flatten();
-                    let secret = match stored.as_deref().and_then(Verifier::parse) {
+                    return Ok(match stored.as_deref().and_then(Verifier::parse) {
                         Some(verifier) => Secret::Real(verifier),
                         None => self.mock_key.mock(role),
-                    };
-                    self.cache.put(role, secret.clone());
-                    return Ok(secret);
+                    });
                 }
                 Err(e) if attempt == 0 => {
                     tracing::debug!("verifier lookup failed, reconnecting: {e}");
-                    *slot = None;
+                    let mut slot = self.lookup.lock().await;
+                    if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, &lookup)) {
+                        *slot = None;
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -217,20 +168,5 @@ mod tests {
         std::os::unix::fs::symlink(&target, &path).unwrap();
         assert!(load_or_create_mock_key(&path).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"precious");
-    }
-
-    #[test]
-    fn the_cache_stays_bounded_whatever_names_are_tried() {
-        let cache = VerifierCache::default();
-        let key = MockKey::new([1; 32]);
-        for i in 0..(MAX_ENTRIES + 100) {
-            let name = format!("guess{i}");
-            cache.put(&name, key.mock(&name));
-        }
-        assert!(cache.len() <= MAX_ENTRIES, "{} entries", cache.len());
-        assert!(
-            cache.get("guess10099").is_some(),
-            "the newest entry is kept"
-        );
     }
 }

@@ -24,14 +24,16 @@ use super::server::ServerError;
 use super::session::{fatal, send_fatal, Counted, Fatal, Session};
 use super::stats::Activity;
 use super::stream::ClientStream;
-use super::txn::{Synthetic, TxStatus};
+use super::txn::TxStatus;
 use super::{Call, Pooler};
 use crate::config::PoolMode;
 
 mod large;
 mod pinning;
+mod without_server;
 
 use large::{client_message_refused, let_go_if_grown, server_message_refused, Passing};
+use without_server::write_synthetic;
 
 const MAX_BACKEND_MESSAGE: usize = 0x3fff_fffe;
 
@@ -69,6 +71,9 @@ pub struct Client {
     pooler: Counted,
     pool: Arc<Pool>,
     mode: PoolMode,
+    /// The pooler answered a message of this batch with an error without a server:
+    /// as PostgreSQL would, the client's messages are ignored up to its Sync.
+    skip_to_sync: bool,
     pub stream: ClientStream,
     /// Bytes of a request not complete yet; usually empty, holding no buffer.
     pub buf: BytesMut,
@@ -185,6 +190,7 @@ impl Client {
             stream,
             buf,
             statements: ClientStatements::default(),
+            skip_to_sync: false,
             params,
             info,
         };
@@ -399,6 +405,10 @@ impl Active {
                 }
                 _ => {}
             }
+            if self.client.skip_to_sync {
+                self.skip_to_sync(&message);
+                continue;
+            }
             let (frame, message) = self.check_session_state(frame, message)?;
             if self.server.is_none() && rewrite_on && self.answer_without_server(&message) {
                 continue;
@@ -550,46 +560,6 @@ impl Active {
             }
         }
         Ok(())
-    }
-
-    /// Outside a transaction, a named Parse and a Sync need no server: the statement is
-    /// remembered and prepared on whichever server runs it. Answering them here is what
-    /// keeps libpq's blocking PQprepare (pgbench -M prepared) from waiting for a server
-    /// connection that its own thread's other clients hold in open transactions.
-    fn answer_without_server(&mut self, message: &FrontendMessage) -> bool {
-        match message {
-            FrontendMessage::Parse {
-                name,
-                query,
-                param_types,
-            } if !name.is_empty() => {
-                let text = super::prepared::StatementText {
-                    query: query.clone(),
-                    param_types: param_types.clone(),
-                };
-                self.client
-                    .statements
-                    .parse(&self.client.pooler.catalog, name, text);
-                be::parse_complete(&mut self.to_client);
-                true
-            }
-            FrontendMessage::Sync => {
-                be::ready_for_query(&mut self.to_client, TransactionStatus::Idle);
-                true
-            }
-            FrontendMessage::Close {
-                kind: super::protocol::frontend::ObjectKind::PreparedStatement,
-                name,
-            } if !name.is_empty() => {
-                self.client
-                    .statements
-                    .remove(&String::from_utf8_lossy(name));
-                be::close_complete(&mut self.to_client);
-                true
-            }
-            FrontendMessage::Flush => true,
-            _ => false,
-        }
     }
 
     /// Takes a server connection for this client and brings its session parameters in
@@ -780,15 +750,6 @@ fn kill_error() -> Fatal {
         SqlState::ADMIN_SHUTDOWN,
         "terminating connection due to administrator command (KILL)",
     )
-}
-
-fn write_synthetic(out: &mut BytesMut, replies: &[Synthetic]) {
-    for reply in replies {
-        match reply {
-            Synthetic::ParseComplete => be::parse_complete(out),
-            Synthetic::CloseComplete => be::close_complete(out),
-        }
-    }
 }
 
 /// The timer is boxed so that waiting without one costs the client's task no space.

@@ -65,8 +65,6 @@ pub struct PoolerSetup {
     pub reload: mpsc::Sender<crate::shutdown::ReloadRequest>,
     /// The admin console's SHUTDOWN stops the agent.
     pub agent_shutdown: CancellationToken,
-    /// Shared with the tenant service, which evicts a role when its password changes.
-    pub verifiers: Arc<auth::VerifierCache>,
     /// The agent's own directory (`<data>/run`, written by the agent alone, on the same
     /// file system as the socket directory): it holds the key unknown roles' fake SCRAM
     /// salts derive from, and the unix socket is made there before it moves beside
@@ -232,6 +230,7 @@ impl Pooler {
     fn apply_config(&self) {
         self.config_version.fetch_add(1, Ordering::Release);
         let config = self.config();
+        params::set_extra(&config.track_extra_parameters);
         for pool in self.pools() {
             pool.reconfigure(PoolSettings::from_config(&config, &pool.key.database));
         }
@@ -338,6 +337,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
     let (lounges, inboxes) = (0..workers.max(1))
         .map(|_| mpsc::unbounded_channel())
         .unzip();
+    params::set_extra(&setup.config.borrow().track_extra_parameters);
     let (running, running_config) = watch::channel(config.clone());
     let pooler = Arc::new(Pooler {
         config: running_config,
@@ -353,12 +353,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         pools: Mutex::default(),
         db_limits: Mutex::default(),
         user_limits: Mutex::default(),
-        auth: auth::AuthSource::new(
-            setup.pg_socket_dir.clone(),
-            setup.pg_port,
-            setup.verifiers.clone(),
-            mock_key,
-        ),
+        auth: auth::AuthSource::new(setup.pg_socket_dir.clone(), setup.pg_port, mock_key),
         catalog: prepared::Catalog::default(),
         clients: cancel::ClientRegistry::default(),
         client_count: AtomicUsize::new(0),

@@ -1,13 +1,14 @@
 //! Session parameters a client may set that PgBouncer tracks per client and re-applies on
 //! whichever server connection serves it (client_encoding, DateStyle, TimeZone,
-//! standard_conforming_strings, application_name), plus any other setting the client gave
+//! standard_conforming_strings, application_name, and `track_extra_parameters`, by default
+//! IntervalStyle, as PgBouncer 1.20+), plus any other setting the client gave
 //! at startup (`extra_float_digits`, `options=-c name=value`, …), which a pooled connection
 //! must apply with SET since it cannot pass them in its own startup packet.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 
-/// PostgreSQL's spelling; matched case-insensitively, as GUC names are.
+/// Always tracked. PostgreSQL's spelling; matched case-insensitively, as GUC names are.
 pub const TRACKED: [&str; 5] = [
     "client_encoding",
     "DateStyle",
@@ -16,11 +17,45 @@ pub const TRACKED: [&str; 5] = [
     "application_name",
 ];
 
-fn canonical(name: &str) -> Option<&'static str> {
-    TRACKED
+/// `track_extra_parameters` when not set, as PgBouncer's default.
+pub const DEFAULT_EXTRA: [&str; 1] = ["IntervalStyle"];
+
+/// `None` until a config is loaded: PgBouncer's default then.
+static EXTRA: RwLock<Option<Vec<&'static str>>> = RwLock::new(None);
+static INTERNED: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+
+/// Makes `names` (validated by the config) the tracked extras, from the next ParameterStatus and login.
+pub fn set_extra(names: &[String]) {
+    let mut interned = INTERNED.lock().unwrap_or_else(|p| p.into_inner());
+    let interned = interned.get_or_insert_with(HashSet::new);
+    let names: Vec<&'static str> = names
         .iter()
-        .copied()
-        .find(|t| t.eq_ignore_ascii_case(name))
+        .map(|name| match interned.get(name.as_str()) {
+            Some(known) => *known,
+            None => {
+                // Bounded by the distinct names ever configured.
+                let leaked: &'static str = Box::leak(name.clone().into_boxed_str());
+                interned.insert(leaked);
+                leaked
+            }
+        })
+        .collect();
+    *EXTRA.write().unwrap_or_else(|p| p.into_inner()) = Some(names);
+}
+
+/// Every tracked name: the fixed ones, then the extras (PgBouncer's default until the
+/// config is loaded).
+fn tracked() -> Vec<&'static str> {
+    let mut names = TRACKED.to_vec();
+    match EXTRA.read().unwrap_or_else(|p| p.into_inner()).as_deref() {
+        Some(extra) => names.extend(extra),
+        None => names.extend(DEFAULT_EXTRA),
+    }
+    names
+}
+
+fn canonical(name: &str) -> Option<&'static str> {
+    tracked().into_iter().find(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// The values one client wants, whatever server connection serves it.
@@ -84,14 +119,14 @@ impl ClientParams {
         }
     }
 
-    /// Every tracked parameter the client wants a value for, in `TRACKED` order.
+    /// Every tracked parameter the client wants a value for, in `tracked()` order.
     fn wanted(&self) -> impl Iterator<Item = (&'static str, &str)> + '_ {
-        TRACKED.iter().filter_map(move |name| {
-            let value = match self.overrides.iter().find(|(n, _)| n == name) {
+        tracked().into_iter().filter_map(move |name| {
+            let value = match self.overrides.iter().find(|(n, _)| *n == name) {
                 Some((_, value)) => value.as_str(),
-                None => self.defaults.get(*name)?.as_str(),
+                None => self.defaults.get(name)?.as_str(),
             };
-            Some((*name, value))
+            Some((name, value))
         })
     }
 
@@ -194,12 +229,12 @@ impl SyncedTo {
         server: &HashMap<String, String>,
         defaults: &Arc<HashMap<String, String>>,
     ) -> Option<SyncedTo> {
-        TRACKED
-            .iter()
+        tracked()
+            .into_iter()
             .all(|name| {
                 defaults
-                    .get(*name)
-                    .is_none_or(|v| server.get(*name) == Some(v))
+                    .get(name)
+                    .is_none_or(|v| server.get(name) == Some(v))
             })
             .then(|| SyncedTo {
                 defaults: defaults.clone(),

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::protocol::sql_state::SqlState;
+
 /// A statement as the client parsed it.
 #[derive(Debug, PartialEq, Eq, Hash, Clone)]
 pub struct StatementText {
@@ -109,12 +111,55 @@ impl ClientStatements {
         statement
     }
 
+    pub fn contains(&self, client_name: &[u8]) -> bool {
+        self.by_name
+            .contains_key(String::from_utf8_lossy(client_name).as_ref())
+    }
+
     pub fn get(&self, client_name: &str) -> Option<&Arc<Statement>> {
         self.by_name.get(client_name)
     }
 
     pub fn remove(&mut self, client_name: &str) -> Option<Arc<Statement>> {
         self.by_name.remove(client_name)
+    }
+}
+
+/// A client's statement-name error, answered as PostgreSQL words it for the client's own
+/// name (the server only ever sees pooler-wide names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatementError {
+    /// A named Parse of a name the client has not closed.
+    AlreadyExists(String),
+    /// Bind or Describe of a name the client never parsed (or closed).
+    DoesNotExist(String),
+}
+
+impl StatementError {
+    pub fn already_exists(client_name: &[u8]) -> StatementError {
+        StatementError::AlreadyExists(String::from_utf8_lossy(client_name).into_owned())
+    }
+
+    pub fn does_not_exist(client_name: &[u8]) -> StatementError {
+        StatementError::DoesNotExist(String::from_utf8_lossy(client_name).into_owned())
+    }
+
+    pub fn code(&self) -> SqlState {
+        match self {
+            StatementError::AlreadyExists(_) => SqlState::DUPLICATE_PREPARED_STATEMENT,
+            StatementError::DoesNotExist(_) => SqlState::INVALID_SQL_STATEMENT_NAME,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            StatementError::AlreadyExists(name) => {
+                format!("prepared statement \"{name}\" already exists")
+            }
+            StatementError::DoesNotExist(name) => {
+                format!("prepared statement \"{name}\" does not exist")
+            }
+        }
     }
 }
 
@@ -217,6 +262,19 @@ mod tests {
         assert_eq!(
             catalog.intern(text("select 'held'")).server_name,
             held.server_name
+        );
+    }
+
+    #[test]
+    fn statement_errors_name_the_clients_statement_as_postgresql_does() {
+        let dup = StatementError::already_exists(b"s1");
+        assert_eq!(dup.code(), SqlState::DUPLICATE_PREPARED_STATEMENT);
+        assert_eq!(dup.message(), "prepared statement \"s1\" already exists");
+        let missing = StatementError::does_not_exist(b"s2");
+        assert_eq!(missing.code(), SqlState::INVALID_SQL_STATEMENT_NAME);
+        assert_eq!(
+            missing.message(),
+            "prepared statement \"s2\" does not exist"
         );
     }
 

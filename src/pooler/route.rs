@@ -5,7 +5,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::prepared::{Catalog, ClientStatements, ServerStatements, StatementText};
+use super::prepared::{Catalog, ClientStatements, ServerStatements, StatementError, StatementText};
 use super::protocol::frame::HEADER_LENGTH;
 use super::protocol::frontend::{self, encode as fe, tag as ft, FrontendMessage, ObjectKind};
 use super::protocol::streamed::{ClientHead, Fields};
@@ -61,6 +61,10 @@ pub fn route(
             query,
             param_types,
         } if !name.is_empty() => {
+            if rw.statements.contains(&name) {
+                fail(server, StatementError::already_exists(&name), out);
+                return Ok(Routed::Sent);
+            }
             let text = StatementText { query, param_types };
             let statement = rw.statements.parse(rw.catalog, &name, text);
             if server.prepared.touch(&statement.server_name) {
@@ -74,26 +78,26 @@ pub fn route(
         }
         FrontendMessage::Bind { statement, .. } if !statement.is_empty() => {
             match ensure(server, &rw, &statement, out) {
-                Some(server_name) => out.extend_from_slice(&frontend::rewrite_bind_statement(
-                    frame,
-                    server_name.as_bytes(),
-                )?),
-                None => forward(out),
+                Some(server_name) => {
+                    out.extend_from_slice(&frontend::rewrite_bind_statement(
+                        frame,
+                        server_name.as_bytes(),
+                    )?);
+                    server.tracker.push(Pending::Bind);
+                }
+                None => fail(server, StatementError::does_not_exist(&statement), out),
             }
-            server.tracker.push(Pending::Bind);
         }
         FrontendMessage::Describe {
             kind: ObjectKind::PreparedStatement,
             name,
-        } if !name.is_empty() => {
-            match ensure(server, &rw, &name, out) {
-                Some(server_name) => {
-                    fe::describe(out, ObjectKind::PreparedStatement, server_name.as_bytes())
-                }
-                None => forward(out),
+        } if !name.is_empty() => match ensure(server, &rw, &name, out) {
+            Some(server_name) => {
+                fe::describe(out, ObjectKind::PreparedStatement, server_name.as_bytes());
+                server.tracker.push(Pending::Describe);
             }
-            server.tracker.push(Pending::Describe);
-        }
+            None => fail(server, StatementError::does_not_exist(&name), out),
+        },
         FrontendMessage::Close {
             kind: ObjectKind::PreparedStatement,
             name,
@@ -151,7 +155,14 @@ pub fn route_streamed(
         }
         Fields::Bind { portal, statement } => {
             let renamed = match rewrite {
-                Some(rw) if !statement.is_empty() => ensure(server, &rw, statement, out),
+                Some(rw) if !statement.is_empty() => {
+                    let renamed = ensure(server, &rw, statement, out);
+                    if renamed.is_none() {
+                        // PostgreSQL skips the Bind that follows the error.
+                        fail(server, StatementError::does_not_exist(statement), out);
+                    }
+                    renamed
+                }
                 _ => None,
             };
             let statement = renamed.as_ref().map_or(statement, |name| name.as_bytes());
@@ -184,8 +195,17 @@ fn put_cstr(out: &mut BytesMut, value: &[u8]) {
     out.put_u8(0);
 }
 
+/// A client's statement-name error at this point of the stream. PostgreSQL is sent a
+/// Describe of an invalid subtype, which it answers with an ERROR right here and then
+/// treats as any error of its own: it skips the client's messages up to the Sync and
+/// aborts an open transaction block. The tracker swaps that ERROR for `error`.
+fn fail(server: &mut ServerBook<'_>, error: StatementError, out: &mut BytesMut) {
+    out.extend_from_slice(&[ft::DESCRIBE, 0, 0, 0, 6, b'!', 0]);
+    server.tracker.push(Pending::Fail(error));
+}
+
 /// The server-side name for a client statement, preparing it on `server` first if needed;
-/// `None` for a name the client never parsed (PostgreSQL will report it).
+/// `None` for a name the client never parsed (or closed).
 fn ensure(
     server: &mut ServerBook<'_>,
     rw: &Rewrite<'_>,

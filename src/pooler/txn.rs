@@ -7,6 +7,8 @@
 
 use std::collections::VecDeque;
 
+use super::prepared::StatementError;
+
 /// Transaction status from ReadyForQuery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxStatus {
@@ -35,6 +37,10 @@ pub enum Pending {
     Sync,
     /// A simple Query (or FunctionCall): ends with ReadyForQuery.
     Query,
+    /// A message PostgreSQL answers with an error (see `route::fail`), standing for a
+    /// client's statement-name error: that error replaces PostgreSQL's, which then skips
+    /// to the Sync and aborts an open transaction block exactly as for its own errors.
+    Fail(StatementError),
     /// CopyDone or CopyFail: owes nothing and is never queued, but ends the stretch in
     /// which PostgreSQL ignores the client's Syncs (see `Tracker::copy_open`).
     CopyEnd,
@@ -53,10 +59,11 @@ pub enum Reply {
 }
 
 /// A reply the pooler sends on PostgreSQL's behalf, at its place in the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Synthetic {
     ParseComplete,
     CloseComplete,
+    Error(StatementError),
 }
 
 /// Results of a backend message: what to do with it, synthetic replies to send before it,
@@ -209,7 +216,13 @@ impl Tracker {
                     self.queue.push_front(front);
                 }
             }
-            b'E' => outcome.failed_statements = self.on_error(),
+            b'E' => {
+                if let Some(Pending::Fail(error)) = self.queue.front() {
+                    outcome.before.push(Synthetic::Error(error.clone()));
+                    outcome.drop = true;
+                }
+                outcome.failed_statements = self.on_error();
+            }
             b'Z' => {
                 self.copy_in = false;
                 self.copy_open = false;
@@ -306,6 +319,30 @@ mod tests {
             assert_eq!(t.on_backend(tag, None), Outcome::default());
             assert!(!t.is_idle());
         }
+        t.on_backend(b'Z', Some(TxStatus::Idle));
+        assert!(t.is_idle());
+    }
+
+    #[test]
+    fn a_statement_error_replaces_the_servers_and_skips_to_sync() {
+        let mut t = Tracker::default();
+        t.push(Pending::Fail(StatementError::does_not_exist(b"x")));
+        t.push(Pending::Execute);
+        t.push(Pending::Sync);
+        let outcome = t.on_backend(b'E', None);
+        assert!(outcome.drop);
+        assert_eq!(
+            outcome.before,
+            [Synthetic::Error(StatementError::does_not_exist(b"x"))]
+        );
+        // The Execute PostgreSQL skipped owes nothing; the Sync's ReadyForQuery ends it.
+        t.on_backend(b'Z', Some(TxStatus::Idle));
+        assert!(t.is_idle());
+        // An error of PostgreSQL's own before the stand-in goes to the client unchanged.
+        t.push(Pending::Execute);
+        t.push(Pending::Fail(StatementError::already_exists(b"y")));
+        t.push(Pending::Sync);
+        assert_eq!(t.on_backend(b'E', None), Outcome::default());
         t.on_backend(b'Z', Some(TxStatus::Idle));
         assert!(t.is_idle());
     }

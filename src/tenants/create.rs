@@ -71,11 +71,6 @@ impl Tenants {
             }
             return Err(e.into());
         }
-        // Again, in case a login looked the roles up while they were being created.
-        self.verifiers.forget(name.as_str());
-        if let Some(role) = &readonly {
-            self.verifiers.forget(role);
-        }
         tracing::info!(tenant = %name, extensions = ?extensions, readonly = readonly.is_some(), "tenant created");
         let tenant = self.ready_tenant(&admin, &name).await?;
         self.details(&tenant, false)
@@ -181,11 +176,6 @@ impl Tenants {
             .batch_execute(&format!("BEGIN; {roles_sql} COMMIT;"))
             .await
             .context("create the tenant's roles")?;
-        // A login tried before the roles existed left a negative entry; drop it.
-        self.verifiers.forget(name.as_str());
-        if let Some(role) = readonly {
-            self.verifiers.forget(role);
-        }
         postgres_db
             .batch_execute(&format!(
                 "CREATE DATABASE {owner} OWNER {owner} ENCODING 'UTF8'"

@@ -44,7 +44,6 @@ impl Tenants {
             .chain([crate::pg::tenant_agent_role(name), name.to_owned()]);
         for role in roles {
             let role = role.as_str();
-            self.verifiers.forget(role);
             postgres_db
                 .batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role)))
                 .await

@@ -46,8 +46,6 @@ pub struct Tenants {
     pub server_version: String,
     pub run_as: Option<RunAs>,
     pub lock: tokio::sync::Mutex<()>,
-    /// The pooler's verifier cache: a role whose password changes is evicted at once.
-    pub verifiers: std::sync::Arc<crate::pooler::auth::VerifierCache>,
 }
 
 /// A tenant as `list` reports it.

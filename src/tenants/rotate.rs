@@ -40,13 +40,10 @@ impl Tenants {
                 .into());
         }
         staged.commit()?;
-        self.verifiers.forget(&role);
         registry::mark_rotated(&admin, name.as_str())
             .await
             .context("password changed and files written, but")?;
         self.verify_login(&creds).await?;
-        // Again, in case a login read the old verifier while the ALTER ROLE ran.
-        self.verifiers.forget(&role);
         tracing::info!(tenant = %name, role = %role, "password rotated");
         let tenant = self.ready_tenant(&admin, &name).await?;
         self.details(&tenant, false)

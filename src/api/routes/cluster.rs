@@ -307,8 +307,6 @@ pub async fn tenants_changed_here(
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // A rotated password or dropped role counts here at once, as on the primary.
-    state.tenants.verifiers.forget_all();
     state
         .tenants
         .bootstrap_replica()
