@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::SinkExt;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use postgres_protocol::message::{backend, frontend};
+use postgres_protocol::message::frontend;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::support::pooler::{
@@ -328,53 +327,7 @@ fn a_client_that_stops_half_way_through_a_large_message_holds_no_server_connecti
 
 /// A TCP client logged in as `shop` by SCRAM, speaking the protocol by hand.
 fn logged_in_raw_client(port: u16, password: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut out = BytesMut::new();
-    frontend::startup_message([("user", "shop"), ("database", "shop")], &mut out).unwrap();
-    stream.write_all(&out).unwrap();
-    let mut scram = None;
-    let mut buf = BytesMut::new();
-    loop {
-        let message = loop {
-            if let Some(message) = backend::Message::parse(&mut buf).unwrap() {
-                break message;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "the pooler closed the connection during login");
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let mut out = BytesMut::new();
-        match message {
-            backend::Message::AuthenticationSasl(_) => {
-                let exchange = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-                frontend::sasl_initial_response("SCRAM-SHA-256", exchange.message(), &mut out)
-                    .unwrap();
-                scram = Some(exchange);
-            }
-            backend::Message::AuthenticationSaslContinue(body) => {
-                let exchange = scram.as_mut().expect("SASL started");
-                exchange.update(body.data()).unwrap();
-                frontend::sasl_response(exchange.message(), &mut out).unwrap();
-            }
-            backend::Message::AuthenticationSaslFinal(body) => {
-                scram
-                    .as_mut()
-                    .expect("SASL started")
-                    .finish(body.data())
-                    .unwrap();
-            }
-            backend::Message::ErrorResponse(_) => panic!("login refused"),
-            backend::Message::ReadyForQuery(_) => return stream,
-            _ => {}
-        }
-        if !out.is_empty() {
-            stream.write_all(&out).unwrap();
-        }
-    }
+    crate::support::raw_client::RawClient::login(port, password).stream
 }
 
 fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {

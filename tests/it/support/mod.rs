@@ -11,6 +11,7 @@ pub mod pki;
 pub mod pooler;
 pub mod ports;
 pub mod psql;
+pub mod raw_client;
 pub mod tenants;
 
 use std::ffi::OsStr;
