@@ -33,6 +33,18 @@ pub struct PoolerSection {
     pub max_user_connections: Option<u32>,
     /// Seconds; 0 = disabled.
     pub query_wait_timeout: Option<f64>,
+    /// Seconds a query may run before its server connection is closed and its client
+    /// told `query timeout`; 0 = disabled (PgBouncer's default).
+    pub query_timeout: Option<f64>,
+    /// Seconds a transaction may stay open (PgBouncer 1.25); 0 = disabled.
+    pub transaction_timeout: Option<f64>,
+    /// Session mode: close a server connection marked close_needed (RECONNECT, primary
+    /// moved) as soon as it is between transactions, and its client with it.
+    pub server_fast_close: Option<bool>,
+    /// Clients per database at once (PgBouncer 1.24); 0 = unlimited.
+    pub max_db_client_connections: Option<u32>,
+    /// Startup parameters accepted and dropped (not applied on the server).
+    pub ignore_startup_parameters: Option<Vec<String>>,
     pub client_idle_timeout: Option<f64>,
     pub client_login_timeout: Option<f64>,
     pub idle_transaction_timeout: Option<f64>,
@@ -73,6 +85,19 @@ pub struct DatabaseSection {
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<u32>,
     pub pin_on_session_state: Option<PinOnSessionState>,
+    pub min_pool_size: Option<u32>,
+    pub reserve_pool_size: Option<u32>,
+    /// 0 = the global max_db_connections (as PgBouncer).
+    pub max_db_connections: Option<u32>,
+    /// 0 = the global max_db_client_connections (as PgBouncer).
+    pub max_db_client_connections: Option<u32>,
+    /// Seconds; 0 = a server connection is used once.
+    pub server_lifetime: Option<f64>,
+    /// Seconds; 0 = wait forever.
+    pub query_wait_timeout: Option<f64>,
+    /// SQL run once on each new server connection, as the client's role, before any
+    /// client uses it; its errors are logged and otherwise ignored.
+    pub connect_query: Option<String>,
 }
 
 /// What transaction mode does when a client does something whose effect outlives its
@@ -139,10 +164,17 @@ pub struct PoolerConfig {
     pub max_db_connections: u32,
     pub max_user_connections: u32,
     pub query_wait_timeout: Option<Duration>,
+    pub query_timeout: Option<Duration>,
+    pub transaction_timeout: Option<Duration>,
+    pub server_fast_close: bool,
+    pub max_db_client_connections: u32,
+    /// Lower case; `options` drops the whole `options` parameter's unknown settings.
+    pub ignore_startup_parameters: Vec<String>,
     pub client_idle_timeout: Option<Duration>,
     pub client_login_timeout: Option<Duration>,
     pub idle_transaction_timeout: Option<Duration>,
     pub server_idle_timeout: Option<Duration>,
+    /// Always `Some`: zero means a connection is used once (PgBouncer's meaning).
     pub server_lifetime: Option<Duration>,
     pub server_connect_timeout: Duration,
     pub server_reset_query: String,
@@ -163,11 +195,19 @@ pub struct PoolerConfig {
     pub databases: BTreeMap<String, DatabaseOverride>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DatabaseOverride {
     pub pool_mode: Option<PoolMode>,
     pub pool_size: Option<u32>,
     pub pin_on_session_state: Option<PinOnSessionState>,
+    pub min_pool_size: Option<u32>,
+    pub reserve_pool_size: Option<u32>,
+    pub max_db_connections: Option<u32>,
+    pub max_db_client_connections: Option<u32>,
+    pub server_lifetime: Option<Duration>,
+    /// `Some(None)`: set to 0, waits forever.
+    pub query_wait_timeout: Option<Option<Duration>>,
+    pub connect_query: Option<String>,
 }
 
 impl PoolerConfig {
@@ -186,6 +226,11 @@ impl PoolerConfig {
             max_db_connections,
             max_user_connections,
             query_wait_timeout,
+            query_timeout,
+            transaction_timeout,
+            server_fast_close,
+            max_db_client_connections,
+            ignore_startup_parameters,
             client_idle_timeout,
             client_login_timeout,
             idle_transaction_timeout,
@@ -232,20 +277,8 @@ impl PoolerConfig {
         }
         let mut database_overrides = BTreeMap::new();
         for (name, db) in databases {
-            if db.pool_size == Some(0) {
-                return Err(invalid(
-                    &format!("pooler.databases.{name}.pool_size"),
-                    "must be at least 1",
-                ));
-            }
-            database_overrides.insert(
-                name,
-                DatabaseOverride {
-                    pool_mode: db.pool_mode,
-                    pool_size: db.pool_size,
-                    pin_on_session_state: db.pin_on_session_state,
-                },
-            );
+            let o = database_override(&name, db, default_pool_size, min_pool_size)?;
+            database_overrides.insert(name, o);
         }
         if client_tls_cert_file.is_some() != client_tls_key_file.is_some() {
             return Err(invalid(
@@ -272,6 +305,11 @@ impl PoolerConfig {
             max_db_connections: max_db_connections.unwrap_or(0),
             max_user_connections: max_user_connections.unwrap_or(0),
             query_wait_timeout: seconds("pooler.query_wait_timeout", query_wait_timeout, 120.0)?,
+            query_timeout: seconds("pooler.query_timeout", query_timeout, 0.0)?,
+            transaction_timeout: seconds("pooler.transaction_timeout", transaction_timeout, 0.0)?,
+            server_fast_close: server_fast_close.unwrap_or(false),
+            max_db_client_connections: max_db_client_connections.unwrap_or(0),
+            ignore_startup_parameters: ignored_parameters(ignore_startup_parameters)?,
             client_idle_timeout: seconds("pooler.client_idle_timeout", client_idle_timeout, 0.0)?,
             client_login_timeout: seconds(
                 "pooler.client_login_timeout",
@@ -284,7 +322,9 @@ impl PoolerConfig {
                 0.0,
             )?,
             server_idle_timeout: seconds("pooler.server_idle_timeout", server_idle_timeout, 600.0)?,
-            server_lifetime: seconds("pooler.server_lifetime", server_lifetime, 3600.0)?,
+            server_lifetime: Some(
+                seconds("pooler.server_lifetime", server_lifetime, 3600.0)?.unwrap_or_default(),
+            ),
             server_connect_timeout: seconds(
                 "pooler.server_connect_timeout",
                 server_connect_timeout,
@@ -319,6 +359,48 @@ impl PoolerConfig {
             o.and_then(|o| o.pool_size)
                 .unwrap_or(self.default_pool_size),
         )
+    }
+
+    /// The override for one database (empty when it has none).
+    pub fn database(&self, database: &str) -> &DatabaseOverride {
+        static NONE: DatabaseOverride = DatabaseOverride {
+            pool_mode: None,
+            pool_size: None,
+            pin_on_session_state: None,
+            min_pool_size: None,
+            reserve_pool_size: None,
+            max_db_connections: None,
+            max_db_client_connections: None,
+            server_lifetime: None,
+            query_wait_timeout: None,
+            connect_query: None,
+        };
+        self.databases.get(database).unwrap_or(&NONE)
+    }
+
+    /// query_wait_timeout for one database: its own, else the global one.
+    pub fn query_wait_timeout_for(&self, database: &str) -> Option<Duration> {
+        self.database(database)
+            .query_wait_timeout
+            .unwrap_or(self.query_wait_timeout)
+    }
+
+    /// max_db_connections for one database (0 = unlimited): its own unless 0, else the
+    /// global one, as PgBouncer's `database_max_connections`.
+    pub fn max_db_connections_for(&self, database: &str) -> u32 {
+        match self.database(database).max_db_connections {
+            Some(n) if n > 0 => n,
+            _ => self.max_db_connections,
+        }
+    }
+
+    /// max_db_client_connections for one database (0 = unlimited), as PgBouncer's
+    /// `database_max_client_connections`.
+    pub fn max_db_client_connections_for(&self, database: &str) -> u32 {
+        match self.database(database).max_db_client_connections {
+            Some(n) if n > 0 => n,
+            _ => self.max_db_client_connections,
+        }
     }
 
     /// `pin_on_session_state` for one database, with its override applied.
@@ -397,6 +479,91 @@ fn extra_tracked(names: Option<Vec<String>>) -> Result<Vec<String>, ConfigError>
     Ok(out)
 }
 
+/// One `[pooler.databases.NAME]` entry, checked; errors name the key.
+fn database_override(
+    name: &str,
+    db: DatabaseSection,
+    default_pool_size: u32,
+    min_pool_size: u32,
+) -> Result<DatabaseOverride, ConfigError> {
+    let DatabaseSection {
+        pool_mode,
+        pool_size,
+        pin_on_session_state,
+        min_pool_size: db_min_pool_size,
+        reserve_pool_size,
+        max_db_connections,
+        max_db_client_connections,
+        server_lifetime,
+        query_wait_timeout,
+        connect_query,
+    } = db;
+    let key = |k: &str| format!("pooler.databases.{name}.{k}");
+    if pool_size == Some(0) {
+        return Err(invalid(&key("pool_size"), "must be at least 1"));
+    }
+    let size = pool_size.unwrap_or(default_pool_size);
+    if db_min_pool_size.unwrap_or(min_pool_size.min(size)) > size {
+        return Err(invalid(
+            &key("min_pool_size"),
+            "must not exceed the database's pool_size",
+        ));
+    }
+    let server_lifetime = server_lifetime
+        .map(|v| seconds(&key("server_lifetime"), Some(v), 0.0))
+        .transpose()?
+        .map(Option::unwrap_or_default);
+    let query_wait_timeout = query_wait_timeout
+        .map(|v| seconds(&key("query_wait_timeout"), Some(v), 0.0))
+        .transpose()?;
+    if connect_query.as_deref().is_some_and(|q| q.contains('\0')) {
+        return Err(invalid(
+            &key("connect_query"),
+            "must not contain a NUL byte",
+        ));
+    }
+    Ok(DatabaseOverride {
+        pool_mode,
+        pool_size,
+        pin_on_session_state,
+        min_pool_size: db_min_pool_size,
+        reserve_pool_size,
+        max_db_connections,
+        max_db_client_connections,
+        server_lifetime,
+        query_wait_timeout,
+        connect_query: connect_query.filter(|q| !q.trim().is_empty()),
+    })
+}
+
+/// `ignore_startup_parameters`: names checked, kept in lower case (startup parameter
+/// names are matched case-insensitively, as GUC names are).
+fn ignored_parameters(names: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
+    const KEY: &str = "pooler.ignore_startup_parameters";
+    let mut out: Vec<String> = Vec::new();
+    for name in names.unwrap_or_default() {
+        let mut chars = name.chars();
+        let is_name = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !is_name {
+            return Err(invalid(
+                KEY,
+                format!("\"{}\" is not a parameter name", name.escape_debug()),
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if ["user", "database", "replication"].contains(&lower.as_str()) {
+            return Err(invalid(KEY, format!("\"{name}\" cannot be ignored")));
+        }
+        if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    Ok(out)
+}
+
 /// `auto` (the default) is half the CPUs, at least one, as Odyssey's `workers = auto`:
 /// PostgreSQL's backends on the same machine need the rest, and on a small machine a
 /// second relaying thread only adds wake-ups between threads (see the README's
@@ -452,6 +619,50 @@ mod tests {
         let err = section("pin_on_session_state = \"sometimes\"\n").unwrap_err();
         assert!(err.contains("pin_on_session_state"), "{err}");
         assert!(err.contains("pin"), "{err}");
+    }
+
+    #[test]
+    fn per_database_settings_fall_back_to_the_global_ones_as_in_pgbouncer() {
+        let config = section(
+            "max_db_connections = 8\nserver_lifetime = 0\n[databases.shop]\npool_size = 4\n\
+             min_pool_size = 2\nreserve_pool_size = 1\nmax_db_connections = 3\n\
+             max_db_client_connections = 5\nserver_lifetime = 60\nquery_wait_timeout = 0\n\
+             connect_query = \"select 1\"\n",
+        )
+        .unwrap();
+        let shop = config.database("shop");
+        assert_eq!(shop.min_pool_size, Some(2));
+        assert_eq!(shop.server_lifetime, Some(Duration::from_secs(60)));
+        assert_eq!(shop.connect_query.as_deref(), Some("select 1"));
+        assert_eq!(config.max_db_connections_for("shop"), 3);
+        assert_eq!(config.max_db_connections_for("crm"), 8);
+        assert_eq!(config.max_db_client_connections_for("shop"), 5);
+        assert_eq!(config.max_db_client_connections_for("crm"), 0);
+        assert_eq!(config.query_wait_timeout_for("shop"), None);
+        assert_eq!(
+            config.server_lifetime,
+            Some(Duration::ZERO),
+            "0 = used once"
+        );
+        for (bad, key) in [
+            (
+                "[databases.shop]\npool_size = 2\nmin_pool_size = 3\n",
+                "pooler.databases.shop.min_pool_size",
+            ),
+            (
+                "[databases.shop]\nserver_lifetime = -1\n",
+                "pooler.databases.shop.server_lifetime",
+            ),
+            ("[databases.shop]\nreserve_pool = 1\n", "reserve_pool"),
+            (
+                "ignore_startup_parameters = [\"user\"]\n",
+                "pooler.ignore_startup_parameters",
+            ),
+            ("query_timeout = -2\n", "pooler.query_timeout"),
+        ] {
+            let err = section(bad).unwrap_err();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 
     fn names(list: &[&str]) -> Option<Vec<String>> {

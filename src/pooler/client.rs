@@ -30,6 +30,7 @@ use crate::config::PoolMode;
 
 mod large;
 mod pinning;
+mod timeouts;
 mod without_server;
 
 use large::{client_message_refused, let_go_if_grown, server_message_refused, Passing};
@@ -88,6 +89,7 @@ pub struct Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.pool.stats.clients_active.fetch_sub(1, Relaxed);
+        self.pool.db.client_left();
         if self.info.pinned.load(Relaxed) != 0 {
             self.pool.stats.clients_pinned.fetch_sub(1, Relaxed);
         }
@@ -133,6 +135,12 @@ struct Active {
     from_client: Passing,
     /// The rest of a large server message relayed in pieces.
     from_server: Passing,
+    /// When the server connection last left idle: transaction_timeout counts from it.
+    transaction_began: Instant,
+    /// query_timeout, transaction_timeout and idle_transaction_timeout.
+    timer: timeouts::Timer,
+    /// How long a checkout may wait, and the reason given when it times out.
+    wait_limit: (Option<Duration>, &'static str),
 }
 
 /// The task of a client that just logged in: it gets the login's replies and is served
@@ -162,11 +170,14 @@ impl Client {
             key,
             startup_params,
             info,
+            admitted,
             ..
         } = session;
         let pooler = &counted.0;
         let pool = pooler.pool(&key);
-        let params = match ClientParams::new(pool.defaults(), &startup_params) {
+        let config = pooler.config();
+        let ignored = &config.ignore_startup_parameters;
+        let params = match ClientParams::new(pool.defaults(), &startup_params, ignored) {
             Ok(params) => params,
             Err(message) => {
                 pooler.unregister_client(info.cancel_key);
@@ -180,8 +191,12 @@ impl Client {
         let (process_id, secret_key) = info.cancel_key;
         be::backend_key_data(&mut to_client, process_id, &secret_key);
         be::ready_for_query(&mut to_client, TransactionStatus::Idle);
-        let (mode, _) = pooler.config().for_database(&key.database);
+        let (mode, _) = config.for_database(&key.database);
         pool.stats.clients_active.fetch_add(1, Relaxed);
+        // Counted until the client drops (`client_left`).
+        if let Some(admitted) = admitted {
+            admitted.keep();
+        }
         let client = Client {
             kills: pool.kills(),
             pooler: counted,
@@ -201,9 +216,11 @@ impl Client {
 impl Active {
     fn new(client: Client, to_client: BytesMut) -> Active {
         let pooler = client.pooler();
+        let config = pooler.config();
         Active {
             config_version: pooler.config_version(),
-            config: pooler.config(),
+            wait_limit: timeouts::wait_limit(&config, &client.pool.key.database),
+            config,
             call: pooler.answer_calls(client.info.id),
             client,
             to_client,
@@ -213,6 +230,8 @@ impl Active {
             query_started: Instant::now(),
             from_client: Passing::default(),
             from_server: Passing::default(),
+            transaction_began: Instant::now(),
+            timer: timeouts::Timer::default(),
         }
     }
 
@@ -284,6 +303,7 @@ impl Active {
         if version != self.config_version {
             self.config = self.client.pooler.config();
             self.config_version = version;
+            self.wait_limit = timeouts::wait_limit(&self.config, &self.client.pool.key.database);
         }
         if self.client.pooler.is_draining() {
             return Err(shutdown());
@@ -323,17 +343,16 @@ impl Active {
         if self.client.buf.capacity() - self.client.buf.len() < IDLE_READ / 2 {
             self.client.buf.reserve(ACTIVE_BUFFER);
         }
-        let idle_transaction_timeout = self.config.idle_transaction_timeout;
+        // A server waiting for the rest of a client's large message waits on the client as
+        // much as one idle in a transaction: a client cannot hold it by stopping half-way.
+        let due = self.timeout_due();
+        let fast_close = self.fast_close_watch();
         let Some(guard) = self.server.as_mut() else {
             return Ok(());
         };
         let conn = guard.conn();
-        // A server waiting for the rest of a client's large message waits on the client as
-        // much as one idle in a transaction: a client cannot hold it by stopping half-way.
-        let idle_in_transaction = (conn.tracker.nothing_pending()
-            && conn.tracker.status() != TxStatus::Idle)
-            || self.from_client.owed > 0;
-        let timeout = sleep_or_never(idle_transaction_timeout.filter(|_| idle_in_transaction));
+        let timeout = self.timer.until(due.map(|d| d.0));
+        let called = self.call.called();
         let backlog = !self.to_server.is_empty();
         let (mut server_read, mut server_write) = conn.stream.split();
         // Biased, which spares a random draw on every wake-up. PostgreSQL's replies come
@@ -355,7 +374,8 @@ impl Active {
             read = self.client.stream.read_buf(&mut self.client.buf), if self.to_server.len() < MAX_BACKLOG => {
                 self.on_client_read(read).await
             }
-            () = timeout => Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, "idle transaction timeout"))),
+            () = timeout => Err(self.timed_out(due.map_or(timeouts::Timeout::IdleTransaction, |d| d.1))),
+            () = called, if fast_close => self.on_call_with_server(),
         }
     }
 
@@ -376,6 +396,12 @@ impl Active {
         let rewrite_on = self.client.mode == PoolMode::Transaction && max_prepared > 0;
         // A server assigned for this request: its clock reading starts the query too.
         let mut assigned = false;
+        // Whether this request starts a transaction on a server kept between them.
+        let was_ready = self.config.transaction_timeout.is_some()
+            && self
+                .server
+                .as_mut()
+                .is_some_and(|g| g.conn().tracker.is_idle());
         if self.from_client.owed > 0 {
             self.from_client
                 .pass(&mut self.client.buf, &mut self.to_server);
@@ -449,6 +475,9 @@ impl Active {
                 } else {
                     Instant::now()
                 };
+                if assigned || was_ready {
+                    self.transaction_began = self.query_started;
+                }
                 // Usually all of it goes at once; what does not is written by
                 // `step_with_server` while it keeps reading PostgreSQL's results, so a large
                 // pipeline cannot deadlock both sides on full socket buffers.
@@ -566,17 +595,14 @@ impl Active {
     /// line with the client's.
     async fn assign(&mut self) -> Result<(), End> {
         self.set_state(Activity::Waiting);
-        let wait = self.config.query_wait_timeout;
+        let (wait, wait_reason) = self.wait_limit;
         let kills = self.client.kills;
         let flag = &self.client.info.killed;
         let mut guard = match self.client.pool.checkout_for(wait, kills, flag).await {
             Ok(guard) => guard,
             Err(CheckoutError::Killed) => return Err(killed()),
             Err(CheckoutError::WaitTimeout) => {
-                return Err(End::Fatal(fatal(
-                    SqlState::PROTOCOL_VIOLATION,
-                    "query_wait_timeout",
-                )))
+                return Err(End::Fatal(fatal(SqlState::PROTOCOL_VIOLATION, wait_reason)))
             }
             Err(CheckoutError::Server(ServerError::Refused { frame, .. })) => {
                 return Err(End::Refused(frame))

@@ -164,6 +164,7 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
     };
 
     let mut key = Arc::new(PoolKey { database, user });
+    let mut admitted = None;
     if admin.is_none() {
         let (s, credentials) = authenticate(pooler, stream, &mut buf, &key.user).await?;
         stream = s;
@@ -172,13 +173,24 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
             fail!(stream, SqlState::PROTOCOL_VIOLATION, "{refusal}");
         }
         let pool = pooler.pool(&key);
+        // PgBouncer 1.24's max_db_client_connections, after authentication like DISABLE.
+        let Some(counted) = pool.db.admit_client() else {
+            pooler.forget_unvalidated(&key);
+            fail!(
+                stream,
+                SqlState::PROTOCOL_VIOLATION,
+                "client connections exceeded (max_db_client_connections)"
+            );
+        };
+        admitted = Some(counted);
         pool.set_credentials(credentials);
         // Shared with the pool: no per-client copy of the names.
         key = pool.key.clone();
         if !pool.validated.load(Ordering::Relaxed) {
             // The first login to a pool proves the pair valid, as PostgreSQL would at
             // connect time: a missing database or a pg_hba refusal reaches the client now.
-            match Box::pin(pool.checkout(config.query_wait_timeout, pool.kills())).await {
+            let wait = config.query_wait_timeout_for(&key.database);
+            match Box::pin(pool.checkout(wait, pool.kills())).await {
                 Ok(guard) => guard.release(true, std::time::Instant::now()),
                 Err(super::pool::CheckoutError::Server(ServerError::Refused { frame, .. })) => {
                     pooler.forget_unvalidated(&key);
@@ -203,6 +215,7 @@ async fn login(pooler: &Arc<Pooler>, stream: ClientStream) -> LoginResult {
         startup_params: params,
         info,
         admin,
+        admitted,
     }))
 }
 

@@ -9,12 +9,14 @@ mod admin;
 pub mod auth;
 mod cancel;
 mod client;
+mod db_limits;
 mod login;
 mod lounge;
 mod params;
 mod pin;
 mod pool;
 mod pool_key;
+mod pool_settings;
 mod prepared;
 pub mod protocol;
 pub mod scram;
@@ -83,7 +85,7 @@ pub struct Pooler {
     console: admin::ConsoleState,
     target: ServerTarget,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
-    db_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    db_limits: db_limits::DbLimits,
     user_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     auth: auth::AuthSource,
     catalog: prepared::Catalog,
@@ -146,6 +148,13 @@ impl Call {
     }
 }
 
+impl Call {
+    /// Waits for the next call only (a client that stays in its task after one).
+    pub fn rearm(&mut self) {
+        self.seen = self.pooler.calls();
+    }
+}
+
 impl Drop for Call {
     fn drop(&mut self) {
         lock(&self.pooler.in_task).remove(&self.id);
@@ -170,14 +179,9 @@ impl Pooler {
             return pool.clone();
         }
         let config = self.config();
-        let mut limits = Vec::new();
-        if config.max_db_connections > 0 {
-            limits.push(limit(
-                &self.db_limits,
-                &key.database,
-                config.max_db_connections,
-            ));
-        }
+        // Every database has a limit, unlimited unless set: a reload may set it later.
+        let db = self.db_limits.get(&config, &key.database);
+        let mut limits = vec![db.servers.clone()];
         if config.max_user_connections > 0 {
             limits.push(limit(
                 &self.user_limits,
@@ -189,7 +193,7 @@ impl Pooler {
         lock(&self.pools)
             .entry(key.clone())
             .or_insert_with(|| {
-                let pool = Pool::new(key.clone(), settings, self.target.clone(), limits);
+                let pool = Pool::new(key.clone(), settings, self.target.clone(), limits, db);
                 if self.paused_all.load(Ordering::Acquire) {
                     pool.pause(true);
                 }
@@ -210,9 +214,8 @@ impl Pooler {
             pools.remove(key);
             // A limit is shared by its pools (and by connections they hold): one that
             // only this map holds belongs to no pool any more.
-            for limits in [&self.db_limits, &self.user_limits] {
-                lock(limits).retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
-            }
+            lock(&self.user_limits).retain(|_, semaphore| Arc::strong_count(semaphore) > 1);
+            self.db_limits.prune();
         }
     }
 
@@ -231,6 +234,7 @@ impl Pooler {
         self.config_version.fetch_add(1, Ordering::Release);
         let config = self.config();
         params::set_extra(&config.track_extra_parameters);
+        self.db_limits.configure(&config);
         for pool in self.pools() {
             pool.reconfigure(PoolSettings::from_config(&config, &pool.key.database));
         }
@@ -351,7 +355,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
             next: Arc::default(),
         },
         pools: Mutex::default(),
-        db_limits: Mutex::default(),
+        db_limits: db_limits::DbLimits::default(),
         user_limits: Mutex::default(),
         auth: auth::AuthSource::new(setup.pg_socket_dir.clone(), setup.pg_port, mock_key),
         catalog: prepared::Catalog::default(),
@@ -614,6 +618,7 @@ async fn maintain(
             _ = tick.tick() => {
                 // Clients idle in their own task since the last tick move to a lounge.
                 pooler.call_idle_clients();
+                pooler.db_limits.settle();
                 for pool in pooler.pools() {
                     pool.close_stale_idle();
                     if pool.has_credentials() && !pool.is_paused() {

@@ -78,15 +78,25 @@ const NOT_SETTINGS: [&str; 3] = ["user", "database", "options"];
 
 impl ClientParams {
     /// Server defaults for every tracked parameter, overridden by the client's startup
-    /// parameters.
+    /// parameters. As PgBouncer, a tracked parameter is always kept; another one named in
+    /// `ignored` (ignore_startup_parameters, lower case) is dropped, and with `options`
+    /// listed so is every untracked setting inside `options`.
     pub fn new(
         defaults: Arc<HashMap<String, String>>,
         startup: &[(String, String)],
+        ignored: &[String],
     ) -> Result<ClientParams, String> {
+        let is_ignored = |name: &str| ignored.iter().any(|i| i.eq_ignore_ascii_case(name));
         let mut given: Vec<(String, String)> = Vec::new();
         for (name, value) in startup {
             if name == "options" {
-                given.extend(parse_options(value)?);
+                let all_ignored = is_ignored("options");
+                let settings = parse_options(value)?;
+                given.extend(
+                    settings
+                        .into_iter()
+                        .filter(|(n, _)| canonical(n).is_some() || !all_ignored),
+                );
             } else if !NOT_SETTINGS.contains(&name.as_str()) && !name.starts_with("_pq_.") {
                 given.push((name.clone(), value.clone()));
             }
@@ -98,6 +108,7 @@ impl ClientParams {
         for (name, value) in given {
             match canonical(&name) {
                 Some(name) => params.set(name, value),
+                None if is_ignored(&name) => {}
                 None if is_setting_name(&name) => {
                     params.extra.insert(name.to_ascii_lowercase(), value);
                 }
@@ -258,6 +269,10 @@ fn is_setting_name(name: &str) -> bool {
 
 /// The `options` startup parameter as PostgreSQL splits it (pg_split_opts: whitespace
 /// separates, backslash escapes), keeping `-c name=value` and `--name=value`.
+/// PgBouncer's refusal of anything but `-c name=value` and `--name=value` in `options`.
+const UNSUPPORTED_OPTIONS: &str =
+    "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed";
+
 fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
@@ -284,16 +299,10 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
         } else if let Some(rest) = word.strip_prefix("-c").or_else(|| word.strip_prefix("--")) {
             rest.to_owned()
         } else {
-            return Err(format!(
-                "unsupported option \"{}\" in options: only -c name=value is supported",
-                word.escape_debug()
-            ));
+            return Err(UNSUPPORTED_OPTIONS.to_owned());
         };
         let Some((name, value)) = assignment.split_once('=') else {
-            return Err(format!(
-                "option \"{}\" needs name=value",
-                assignment.escape_debug()
-            ));
+            return Err(UNSUPPORTED_OPTIONS.to_owned());
         };
         settings.push((name.replace('-', "_"), value.to_owned()));
     }
@@ -329,7 +338,7 @@ mod tests {
             ("application_name".to_owned(), "app's".to_owned()),
             ("timezone".to_owned(), "Europe/Paris".to_owned()),
         ];
-        let params = ClientParams::new(Arc::new(defaults.clone()), &startup).unwrap();
+        let params = ClientParams::new(Arc::new(defaults.clone()), &startup, &[]).unwrap();
         let none = BTreeMap::new();
         let sql = params.sync_sql(&defaults, &none).unwrap();
         assert_eq!(
@@ -350,18 +359,18 @@ mod tests {
         let defaults = Arc::new(server(&[("application_name", ""), ("TimeZone", "UTC")]));
         let fresh = SyncedTo::fresh(&defaults, &defaults);
         let app = |name: &str| [("application_name".to_owned(), name.to_owned())];
-        let plain = ClientParams::new(defaults.clone(), &[]).unwrap();
-        let pgbench = ClientParams::new(defaults.clone(), &app("pgbench")).unwrap();
-        let other = ClientParams::new(defaults.clone(), &app("other")).unwrap();
+        let plain = ClientParams::new(defaults.clone(), &[], &[]).unwrap();
+        let pgbench = ClientParams::new(defaults.clone(), &app("pgbench"), &[]).unwrap();
+        let other = ClientParams::new(defaults.clone(), &app("other"), &[]).unwrap();
         assert!(plain.is_synced(fresh.as_ref()));
         assert!(!pgbench.is_synced(fresh.as_ref()));
         let synced = pgbench.synced_to();
-        let again = ClientParams::new(defaults.clone(), &app("pgbench")).unwrap();
+        let again = ClientParams::new(defaults.clone(), &app("pgbench"), &[]).unwrap();
         assert!(again.is_synced(Some(&synced)));
         assert!(!other.is_synced(Some(&synced)));
         assert!(!plain.is_synced(Some(&synced)));
         // Other defaults (another pool's, or a copy) never match.
-        let copy = ClientParams::new(Arc::new(server(&[])), &[]).unwrap();
+        let copy = ClientParams::new(Arc::new(server(&[])), &[], &[]).unwrap();
         assert!(!copy.is_synced(fresh.as_ref()));
         let changed = server(&[("application_name", ""), ("TimeZone", "Asia/Tokyo")]);
         assert!(SyncedTo::fresh(&changed, &defaults).is_none());
@@ -370,7 +379,7 @@ mod tests {
     #[test]
     fn a_clients_set_is_remembered() {
         let defaults = server(&[("DateStyle", "ISO, MDY")]);
-        let mut params = ClientParams::new(Arc::new(defaults.clone()), &[]).unwrap();
+        let mut params = ClientParams::new(Arc::new(defaults.clone()), &[], &[]).unwrap();
         params.reported("DateStyle", "German, DMY");
         params.reported("search_path", "x");
         let sql = params.sync_sql(&defaults, &BTreeMap::new()).unwrap();
@@ -387,7 +396,7 @@ mod tests {
                 "-c default_transaction_read_only=off --search-path=a\\ b".to_owned(),
             ),
         ];
-        let params = ClientParams::new(Arc::new(defaults.clone()), &startup).unwrap();
+        let params = ClientParams::new(Arc::new(defaults.clone()), &startup, &[]).unwrap();
         let none = BTreeMap::new();
         let sql = params.sync_sql(&defaults, &none).unwrap();
         assert!(
@@ -397,7 +406,7 @@ mod tests {
         assert!(sql.contains("SET extra_float_digits TO '3';"), "{sql}");
         assert!(sql.contains("SET search_path TO 'a b';"), "{sql}");
         // The next client of that server connection, which asked for nothing, gets RESETs.
-        let plain = ClientParams::new(Arc::new(defaults.clone()), &[]).unwrap();
+        let plain = ClientParams::new(Arc::new(defaults.clone()), &[], &[]).unwrap();
         let sql = plain.sync_sql(&defaults, params.extra()).unwrap();
         assert!(sql.contains("RESET extra_float_digits;"), "{sql}");
         assert_eq!(params.sync_sql(&defaults, params.extra()), None);
@@ -409,11 +418,43 @@ mod tests {
         for options in ["-d 5", "-c nonsense"] {
             let startup = [("options".to_owned(), options.to_owned())];
             assert!(
-                ClientParams::new(Arc::new(defaults.clone()), &startup).is_err(),
+                ClientParams::new(Arc::new(defaults.clone()), &startup, &[]).is_err(),
                 "{options}"
             );
         }
         let startup = [("bad name;".to_owned(), "x".to_owned())];
-        assert!(ClientParams::new(Arc::new(defaults.clone()), &startup).is_err());
+        assert!(ClientParams::new(Arc::new(defaults.clone()), &startup, &[]).is_err());
+    }
+
+    #[test]
+    fn ignored_startup_parameters_are_dropped_but_tracked_ones_kept() {
+        let defaults = Arc::new(server(&[("TimeZone", "UTC")]));
+        let startup = [
+            ("extra_float_digits".to_owned(), "3".to_owned()),
+            ("search_path".to_owned(), "app".to_owned()),
+            ("TimeZone".to_owned(), "Europe/Paris".to_owned()),
+            (
+                "options".to_owned(),
+                "-c statement_timeout=5s -c TimeZone=Asia/Tokyo".to_owned(),
+            ),
+        ];
+        let all = ClientParams::new(defaults.clone(), &startup, &[]).unwrap();
+        assert_eq!(all.extra().len(), 3, "{:?}", all.extra());
+        let ignored = ["extra_float_digits".to_owned(), "timezone".to_owned()];
+        let some = ClientParams::new(defaults.clone(), &startup, &ignored).unwrap();
+        assert!(some.extra().contains_key("search_path"));
+        assert!(!some.extra().contains_key("extra_float_digits"));
+        assert!(
+            some.for_login().contains(&("TimeZone", "Asia/Tokyo")),
+            "tracked, so kept"
+        );
+        let options = ["options".to_owned()];
+        let none = ClientParams::new(defaults, &startup, &options).unwrap();
+        assert!(!none.extra().contains_key("statement_timeout"));
+        assert!(
+            none.extra().contains_key("extra_float_digits"),
+            "only inside options"
+        );
+        assert!(none.for_login().contains(&("TimeZone", "Asia/Tokyo")));
     }
 }

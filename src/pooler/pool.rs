@@ -15,43 +15,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::params::ClientParams;
 use super::pool_key::{Credentials, PoolKey};
+pub use super::pool_settings::PoolSettings;
 use super::protocol::backend::encode as be;
 use super::server::{ServerConn, ServerError, ServerTarget};
 use super::stats::{Activity, PoolCounts, PoolStats};
-use crate::config::{PoolMode, PoolerConfig};
-
-/// Settings of one pool, refreshed on reload.
-#[derive(Debug, Clone)]
-pub struct PoolSettings {
-    pub mode: PoolMode,
-    pub size: u32,
-    pub min_size: u32,
-    pub reserve_size: u32,
-    pub reserve_timeout: Duration,
-    pub lifetime: Option<Duration>,
-    pub idle_timeout: Option<Duration>,
-    pub check_delay: Duration,
-    pub check_query: String,
-    pub connect_timeout: Duration,
-}
-
-impl PoolSettings {
-    pub fn from_config(config: &PoolerConfig, database: &str) -> PoolSettings {
-        let (mode, size) = config.for_database(database);
-        PoolSettings {
-            mode,
-            size,
-            min_size: config.min_pool_size.min(size),
-            reserve_size: config.reserve_pool_size,
-            reserve_timeout: config.reserve_pool_timeout,
-            lifetime: config.server_lifetime,
-            idle_timeout: config.server_idle_timeout,
-            check_delay: config.server_check_delay,
-            check_query: config.server_check_query.clone(),
-            connect_timeout: config.server_connect_timeout,
-        }
-    }
-}
 
 /// Why a client got no server connection.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +97,8 @@ pub struct Pool {
     sizes: Mutex<(u32, u32)>,
     /// Shared limits across pools (max_db_connections / max_user_connections).
     limits: Vec<Arc<Semaphore>>,
+    /// The database's limits (its semaphore is in `limits`), its client count.
+    pub db: Arc<super::db_limits::DbLimit>,
     paused: AtomicBool,
     /// Bumped by KILL: every client of the pool is disconnected.
     kills: AtomicU64,
@@ -273,6 +242,7 @@ impl Pool {
         settings: PoolSettings,
         target: ServerTarget,
         limits: Vec<Arc<Semaphore>>,
+        db: Arc<super::db_limits::DbLimit>,
     ) -> Pool {
         Pool {
             key: Arc::new(key),
@@ -289,6 +259,7 @@ impl Pool {
             }),
             target,
             limits,
+            db,
             paused: AtomicBool::new(false),
             kills: AtomicU64::new(0),
             credentials: Mutex::new(None),
@@ -533,7 +504,18 @@ impl Pool {
         )
         .await;
         self.stats.login_ended();
-        Ok(result?)
+        let mut conn = result?;
+        if let Some(query) = &settings.connect_query {
+            let timeout = settings.connect_timeout;
+            let ran = super::pool_settings::run_connect_query(
+                &mut conn,
+                query,
+                &self.key.database,
+                timeout,
+            );
+            Box::pin(ran).await?;
+        }
+        Ok(conn)
     }
 
     /// Ends the waits past query_wait_timeout, and lets those past reserve_pool_timeout

@@ -83,6 +83,8 @@ pub struct Session {
     pub startup_params: Vec<(String, String)>,
     pub info: Arc<ClientInfo>,
     pub admin: Option<AdminLevel>,
+    /// Counted against its database's max_db_client_connections (not console clients).
+    pub admitted: Option<super::db_limits::AdmittedClient>,
 }
 
 /// Keeps `client_count` right however the client ends; a logged-in client carries it

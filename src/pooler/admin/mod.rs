@@ -7,6 +7,7 @@ mod command;
 mod control;
 mod set;
 mod show;
+mod show_databases;
 
 pub use self::control::ConsoleState;
 

@@ -68,6 +68,12 @@ fn copy_key(into: &mut PoolerConfig, from: &PoolerConfig, key: &str) -> bool {
         "max_db_connections" => into.max_db_connections = from.max_db_connections,
         "max_user_connections" => into.max_user_connections = from.max_user_connections,
         "query_wait_timeout" => into.query_wait_timeout = from.query_wait_timeout,
+        "query_timeout" => into.query_timeout = from.query_timeout,
+        "transaction_timeout" => into.transaction_timeout = from.transaction_timeout,
+        "server_fast_close" => into.server_fast_close = from.server_fast_close,
+        "max_db_client_connections" => {
+            into.max_db_client_connections = from.max_db_client_connections;
+        }
         "client_idle_timeout" => into.client_idle_timeout = from.client_idle_timeout,
         "client_login_timeout" => into.client_login_timeout = from.client_login_timeout,
         "idle_transaction_timeout" => {

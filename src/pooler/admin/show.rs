@@ -312,61 +312,9 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
             table.write(out, "SHOW");
         }
         Show::Databases => {
-            let mut table = Table::new(&[
-                ("name", TEXT),
-                ("host", TEXT),
-                ("port", INT8),
-                ("database", TEXT),
-                ("force_user", TEXT),
-                ("pool_size", INT8),
-                ("min_pool_size", INT8),
-                ("reserve_pool", INT8),
-                ("pool_mode", TEXT),
-                ("max_connections", INT8),
-                ("current_connections", INT8),
-                ("paused", INT8),
-                ("disabled", INT8),
-            ]);
-            let mut databases: Vec<String> = pools.iter().map(|p| p.key.database.clone()).collect();
-            databases.dedup();
-            table.row(vec![
-                t("pgbouncer"),
-                None,
-                t(config.listen_port),
-                t("pgbouncer"),
-                t("pgbouncer"),
-                t(2),
-                t(0),
-                t(0),
-                t("statement"),
-                t(0),
-                t(0),
-                t(0),
-                t(0),
-            ]);
-            for database in databases {
-                let (mode, size) = config.for_database(&database);
-                let mine: Vec<_> = pools
-                    .iter()
-                    .filter(|p| p.key.database == database)
-                    .collect();
-                let current: u32 = mine.iter().map(|p| p.stats.servers_open()).sum();
-                let paused = mine.iter().any(|p| p.is_paused());
-                table.row(vec![
-                    t(&database),
-                    t(pooler.target.socket_dir.display()),
-                    t(pooler.target.port),
-                    t(&database),
-                    None,
-                    t(size),
-                    t(config.min_pool_size),
-                    t(config.reserve_pool_size),
-                    t(mode.as_str()),
-                    t(config.max_db_connections),
-                    t(current),
-                    t(u8::from(paused)),
-                    t(u8::from(pooler.console.is_disabled(&database))),
-                ]);
+            let mut table = Table::new(super::show_databases::COLUMNS);
+            for row in super::show_databases::rows(pooler, &config, &pools) {
+                table.row(row);
             }
             table.write(out, "SHOW");
         }
@@ -512,10 +460,18 @@ fn config_rows(c: &crate::config::PoolerConfig) -> Vec<(&'static str, String)> {
         ),
         ("default_pool_size", c.default_pool_size.to_string()),
         ("idle_transaction_timeout", secs(c.idle_transaction_timeout)),
+        (
+            "ignore_startup_parameters",
+            c.ignore_startup_parameters.join(","),
+        ),
         ("listen_addr", c.listen_addr.clone()),
         ("listen_port", c.listen_port.to_string()),
         ("max_client_conn", c.max_client_conn.to_string()),
         ("max_db_connections", c.max_db_connections.to_string()),
+        (
+            "max_db_client_connections",
+            c.max_db_client_connections.to_string(),
+        ),
         ("max_packet_size", c.max_packet_size.to_string()),
         (
             "max_prepared_statements",
@@ -524,6 +480,7 @@ fn config_rows(c: &crate::config::PoolerConfig) -> Vec<(&'static str, String)> {
         ("max_user_connections", c.max_user_connections.to_string()),
         ("min_pool_size", c.min_pool_size.to_string()),
         ("pool_mode", c.pool_mode.as_str().to_owned()),
+        ("query_timeout", secs(c.query_timeout)),
         ("query_wait_timeout", secs(c.query_wait_timeout)),
         ("reserve_pool_size", c.reserve_pool_size.to_string()),
         (
@@ -539,6 +496,10 @@ fn config_rows(c: &crate::config::PoolerConfig) -> Vec<(&'static str, String)> {
             "server_connect_timeout",
             c.server_connect_timeout.as_secs_f64().to_string(),
         ),
+        (
+            "server_fast_close",
+            u8::from(c.server_fast_close).to_string(),
+        ),
         ("server_idle_timeout", secs(c.server_idle_timeout)),
         ("server_lifetime", secs(c.server_lifetime)),
         ("server_reset_query", c.server_reset_query.clone()),
@@ -551,6 +512,7 @@ fn config_rows(c: &crate::config::PoolerConfig) -> Vec<(&'static str, String)> {
             c.shutdown_timeout.as_secs_f64().to_string(),
         ),
         ("stats_users", c.stats_users.join(",")),
+        ("transaction_timeout", secs(c.transaction_timeout)),
     ]
 }
 
