@@ -57,6 +57,7 @@ mod pooler_prepared_errors;
 mod pooler_protocol;
 mod pooler_psycopg;
 mod pooler_shutdown;
+mod pooler_timeouts;
 mod pooler_waits;
 mod restore_ha;
 mod restore_pitr;
