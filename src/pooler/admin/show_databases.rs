@@ -46,7 +46,7 @@ pub fn rows(
     let consoles = pooler
         .clients()
         .iter()
-        .filter(|c| c.key.database == crate::pooler::login::ADMIN_DATABASE)
+        .filter(|c| c.key.database == super::CONSOLE_DATABASE)
         .count();
     let mut rows = vec![vec![
         t("pgbouncer"),
