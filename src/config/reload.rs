@@ -339,6 +339,23 @@ mod tests {
     }
 
     #[test]
+    fn pgbouncer_1_25_timeouts_and_per_database_limits_apply_live() {
+        let old = config("");
+        let new = config(
+            "[pooler]\nquery_timeout = 5\ntransaction_timeout = 9\nserver_fast_close = true\n\
+             max_db_client_connections = 50\nmax_client_conn = 3\n\
+             ignore_startup_parameters = [\"extra_float_digits\"]\n\
+             [pooler.databases.shop]\nreserve_pool_size = 2\nmax_db_connections = 4\n\
+             min_pool_size = 1\nserver_lifetime = 60\nconnect_query = \"select 1\"\n\
+             max_db_client_connections = 9\nquery_wait_timeout = 3\n",
+        );
+        let d = diff(&old, &new);
+        assert_eq!(d.live, ["pooler"]);
+        assert!(d.restart.is_empty(), "{:?}", d.restart);
+        assert_eq!(effective(&old, &new).pooler.max_client_conn, 3);
+    }
+
+    #[test]
     fn pin_on_session_state_applies_live() {
         let old = config("");
         let new = config(

@@ -43,6 +43,8 @@ const DATABASES: &[Column] = &[
     ("current_connections", "pgbouncer_databases_current_connections", "Current number of connections for this database", Kind::Gauge, 1.0),
     ("pool_size", "pgbouncer_databases_pool_size", "Maximum number of server connections", Kind::Gauge, 1.0),
     ("reserve_pool", "pgbouncer_databases_reserve_pool", "Maximum number of additional connections for this database", Kind::Gauge, 1.0),
+    // PgBouncer 1.23+ names the column reserve_pool_size; the exporter's metric stays.
+    ("reserve_pool_size", "pgbouncer_databases_reserve_pool", "Maximum number of additional connections for this database", Kind::Gauge, 1.0),
     ("max_connections", "pgbouncer_databases_max_connections", "Maximum number of allowed connections for this database", Kind::Gauge, 1.0),
     ("paused", "pgbouncer_databases_paused", "1 if this database is currently paused, else 0", Kind::Gauge, 1.0),
     ("disabled", "pgbouncer_databases_disabled", "1 if this database is currently disabled, else 0", Kind::Gauge, 1.0),
