@@ -603,9 +603,10 @@ async fn maintain(
             () = shutdown.cancelled() => return,
             _ = waits.tick() => {
                 let pools: Vec<Arc<Pool>> = lock(&pooler.pools).values().cloned().collect();
-                for pool in pools {
+                for pool in &pools {
                     pool.check_waits();
                 }
+                evict_for_waiters(&pools);
             }
             changed = config.changed() => {
                 if changed.is_err() { return; }
@@ -631,6 +632,27 @@ async fn maintain(
                     }
                 }
             }
+        }
+    }
+}
+
+/// PgBouncer's eviction: when a pool's clients wait only because its database is at
+/// max_db_connections, the idle connection unused longest in another pool of the database
+/// is closed, so that its place goes to them (otherwise it would wait for
+/// server_idle_timeout). Called with the waits' checks, ten times a second.
+fn evict_for_waiters(pools: &[Arc<Pool>]) {
+    for waiting in pools {
+        if waiting.db.servers.available_permits() > 0 || !waiting.waits_for_database() {
+            continue;
+        }
+        let victim = pools
+            .iter()
+            .filter(|p| Arc::ptr_eq(&p.db, &waiting.db) && !Arc::ptr_eq(p, waiting))
+            .filter_map(|p| p.oldest_idle().map(|since| (since, p)))
+            .min_by_key(|(since, _)| *since);
+        if let Some((_, pool)) = victim {
+            pool.evict_oldest_idle();
+            waiting.wake_waiters();
         }
     }
 }

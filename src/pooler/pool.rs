@@ -692,6 +692,25 @@ impl Pool {
         server.generation.load(Ordering::Relaxed) != self.generation.load(Ordering::Relaxed)
     }
 
+    /// Whether clients wait here while the pool itself has room: what only the
+    /// database's max_db_connections holds back.
+    pub fn waits_for_database(&self) -> bool {
+        self.slots.available_permits() > 0 && !lock(&self.state).waiters.is_empty()
+    }
+
+    /// Since when the idle connection unused longest has been idle.
+    pub fn oldest_idle(&self) -> Option<Instant> {
+        lock(&self.state).idle.front().map(|i| i.since)
+    }
+
+    /// Closes the idle connection unused longest, to make room in the database.
+    pub fn evict_oldest_idle(&self) {
+        let evicted = lock(&self.state).idle.pop_front();
+        if evicted.is_some() {
+            self.stats.server_closed();
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         lock(&self.state).idle.len()
     }

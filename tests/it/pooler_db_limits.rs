@@ -23,7 +23,7 @@ const CONNECT_QUERY: &str = "create table if not exists connect_log (pid int, us
 fn settings() -> String {
     format!(
         "[pooler]\nreserve_pool_timeout = 0.5\n\
-         [pooler.databases.shop]\npool_size = 2\nreserve_pool_size = 1\n\
+         [pooler.databases.shop]\npool_size = 2\nmin_pool_size = 2\nreserve_pool_size = 1\n\
          max_db_client_connections = 5\nconnect_query = \"{CONNECT_QUERY}\"\n\
          [pooler.databases.crm]\nmax_db_connections = 2\n"
     )
@@ -104,6 +104,20 @@ async fn reserve_pool_and_client_limit(agent: &TestAgent) -> Vec<Arc<Client>> {
     for _ in 0..4 {
         clients.push(Arc::new(connect(&url).await));
     }
+    // min_pool_size = 2 for shop only (the global one is 0): a second connection is
+    // opened though no client needed it yet.
+    blocking(|| {
+        crate::support::wait_for(Duration::from_secs(10), "shop's min_pool_size", || {
+            let open: usize = agent
+                .admin_psql_in(
+                    "postgres",
+                    "select count(*) from pg_stat_activity where usename = 'shop'",
+                )
+                .parse()
+                .unwrap();
+            (open == 2).then_some(())
+        })
+    });
     // Four at once on pool_size 2 + reserve_pool_size 1: three server connections (the
     // third after reserve_pool_timeout), never four; the fourth waits its turn.
     let work = clients.iter().map(|c| sleeper(c.clone(), 2.0)).collect();
@@ -142,6 +156,7 @@ async fn reserve_pool_and_client_limit(agent: &TestAgent) -> Vec<Arc<Client>> {
     let shop = database_row(&databases, "shop");
     let at = |column: &str| databases.columns.iter().position(|c| c == column).unwrap();
     assert_eq!(shop[at("pool_size")], "2");
+    assert_eq!(shop[at("min_pool_size")], "2");
     assert_eq!(shop[at("reserve_pool_size")], "1");
     assert_eq!(shop[at("server_lifetime")], "3600");
     assert_eq!(shop[at("pool_mode")], "", "no override: NULL, as PgBouncer");
@@ -211,11 +226,31 @@ async fn connect_query_runs_once_per_server_connection_as_the_tenant(clients: &[
 async fn max_db_connections_spans_the_databases_pools(agent: &TestAgent) {
     // Two roles, two pools of crm: together no more than max_db_connections = 2.
     let mut clients = Vec::new();
-    for url in [agent.tenant_url("crm"), agent.readonly_url("crm")] {
-        for _ in 0..2 {
-            clients.push(Arc::new(connect(&url).await));
-        }
+    for _ in 0..2 {
+        clients.push(Arc::new(connect(&agent.tenant_url("crm")).await));
     }
+    // crm's pool takes both places, then leaves them idle.
+    let work = clients.iter().map(|c| sleeper(c.clone(), 0.5)).collect();
+    let (most, results) = most_sleeping(agent, "crm", work).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(most, 2);
+    // crm_ro's pool gets one at once: the idle connection unused longest in crm's pool
+    // is closed to make room (PgBouncer's eviction), not kept until server_idle_timeout.
+    let started = Instant::now();
+    let readonly = within(
+        Duration::from_secs(10),
+        "crm_ro's login while crm's pool holds the database's places idle",
+        connect(&agent.readonly_url("crm")),
+    )
+    .await;
+    assert_eq!(one(&readonly, "select current_user::text").await, "crm_ro");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    clients.push(Arc::new(readonly));
+    clients.push(Arc::new(connect(&agent.readonly_url("crm")).await));
     let work = clients.iter().map(|c| sleeper(c.clone(), 1.5)).collect();
     let (most, results) = most_sleeping(agent, "crm", work).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
