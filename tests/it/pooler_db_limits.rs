@@ -25,7 +25,8 @@ fn settings() -> String {
         "[pooler]\nreserve_pool_timeout = 0.5\n\
          [pooler.databases.shop]\npool_size = 2\nmin_pool_size = 2\nreserve_pool_size = 1\n\
          max_db_client_connections = 5\nconnect_query = \"{CONNECT_QUERY}\"\n\
-         [pooler.databases.crm]\nmax_db_connections = 2\n"
+         [pooler.databases.crm]\nmax_db_connections = 2\n\
+         [pooler.databases.ops]\npool_size = 1\nserver_lifetime = 0\nquery_wait_timeout = 1\n"
     )
 }
 
@@ -33,11 +34,13 @@ fn settings() -> String {
 fn per_database_limits_connect_query_and_a_reloaded_max_client_conn() {
     let agent = TestAgent::start_with_shop(&settings());
     agent.cli_ok(&["tenant", "create", "crm", "--with-readonly"]);
+    agent.cli_ok(&["tenant", "create", "ops"]);
     runtime().block_on(async {
         let shop = reserve_pool_and_client_limit(&agent).await;
         connect_query_runs_once_per_server_connection_as_the_tenant(&shop).await;
         drop(shop);
         max_db_connections_spans_the_databases_pools(&agent).await;
+        lifetime_and_wait_timeout_per_database(&agent).await;
         max_client_conn_lowered_by_reload_is_enforced(&agent).await;
     });
 }
@@ -258,6 +261,47 @@ async fn max_db_connections_spans_the_databases_pools(agent: &TestAgent) {
         most, 2,
         "server connections of crm at once with max_db_connections = 2"
     );
+}
+
+/// ops: server_lifetime = 0 (each server connection used once, PgBouncer's meaning) and
+/// query_wait_timeout = 1 on a pool of one, while the global ones are 3600 and 120.
+async fn lifetime_and_wait_timeout_per_database(agent: &TestAgent) {
+    let url = agent.tenant_url("ops");
+    let client = connect(&url).await;
+    let first = one(&client, "select pg_backend_pid()::text").await;
+    let second = one(&client, "select pg_backend_pid()::text").await;
+    assert_ne!(
+        first, second,
+        "server_lifetime = 0: a connection serves once"
+    );
+
+    let holder = connect(&url).await;
+    holder.batch_execute("begin; select 1").await.unwrap();
+    let waiter = connect(&url).await;
+    let started = Instant::now();
+    let err = within(
+        Duration::from_secs(30),
+        "a query waiting on a full pool",
+        waiter.simple_query("select 'never'"),
+    )
+    .await
+    .expect_err("a query waited past the database's query_wait_timeout = 1");
+    let waited = started.elapsed();
+    assert_eq!(
+        (sqlstate(&err), message(&err)),
+        ("08P01".to_owned(), "query_wait_timeout".to_owned()),
+        "{err:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(6),
+        "the database's query_wait_timeout = 1 ended the wait after {waited:?}"
+    );
+    holder.batch_execute("commit").await.unwrap();
+    let console = console(agent).await;
+    let databases = table(&console, "SHOW DATABASES").await.unwrap();
+    let ops = database_row(&databases, "ops");
+    let at = |column: &str| databases.columns.iter().position(|c| c == column).unwrap();
+    assert_eq!(ops[at("server_lifetime")], "0");
 }
 
 async fn max_client_conn_lowered_by_reload_is_enforced(agent: &TestAgent) {
