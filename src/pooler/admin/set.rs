@@ -139,6 +139,15 @@ mod tests {
         assert_eq!(after.server_check_query, "select 'x'");
         let after = apply(&before, "pool_mode", "session").unwrap();
         assert_eq!(after.pool_mode.as_str(), "session");
+        let after = apply(&before, "query_timeout", "2.5").unwrap();
+        assert_eq!(
+            after.query_timeout,
+            Some(std::time::Duration::from_millis(2500))
+        );
+        let after = apply(&before, "server_fast_close", "true").unwrap();
+        assert!(after.server_fast_close);
+        let after = apply(&before, "max_db_client_connections", "9").unwrap();
+        assert_eq!(after.max_db_client_connections, 9);
     }
 
     #[test]
