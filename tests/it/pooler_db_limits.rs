@@ -233,7 +233,7 @@ async fn max_db_connections_spans_the_databases_pools(agent: &TestAgent) {
         clients.push(Arc::new(connect(&agent.tenant_url("crm")).await));
     }
     // crm's pool takes both places, then leaves them idle.
-    let work = clients.iter().map(|c| sleeper(c.clone(), 0.5)).collect();
+    let work = clients.iter().map(|c| sleeper(c.clone(), 1.0)).collect();
     let (most, results) = most_sleeping(agent, "crm", work).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(most, 2);
