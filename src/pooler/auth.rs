@@ -3,7 +3,7 @@
 //! login, as PgBouncer's auth_query does, so a password changed by `tenant rotate` or by
 //! hand (`ALTER ROLE … PASSWORD`) counts from the next login on, and a failed login
 //! leaves nothing behind. The read is one round trip of an already prepared statement on
-//! a connection kept open, shared by concurrent logins (tokio-postgres pipelines them).
+//! a connection kept open (`verifier_lookup.rs`); concurrent logins take turns on it.
 //!
 //! Unknown roles get a mock verifier derived from a persisted key (`MockKey`), after the
 //! same catalog read, so a known and an unknown role take the same path at the same cost
@@ -13,81 +13,62 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Context;
-use tokio_postgres::{Client, Statement};
 
 use super::scram::{MockKey, Secret, Verifier};
-
-/// The verifier of a role that may log in through the pooler.
-const LOOKUP: &str = "SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1 \
-                      AND rolcanlogin AND NOT rolsuper \
-                      AND (rolvaliduntil IS NULL OR rolvaliduntil > now())";
-
-/// The superuser connection and the lookup prepared on it.
-struct Lookup {
-    client: Client,
-    statement: Statement,
-}
+use super::verifier_lookup::LookupConn;
 
 pub struct AuthSource {
-    socket_dir: PathBuf,
-    port: u16,
-    /// Held only to take or replace the connection, never across a lookup.
-    lookup: tokio::sync::Mutex<Option<Arc<Lookup>>>,
+    /// PostgreSQL's socket file.
+    socket: PathBuf,
+    /// The lookup connection; a login holds it for one round trip.
+    lookup: tokio::sync::Mutex<Option<LookupConn>>,
     mock_key: MockKey,
 }
 
 impl AuthSource {
     pub fn new(socket_dir: PathBuf, port: u16, mock_key: MockKey) -> AuthSource {
         AuthSource {
-            socket_dir,
-            port,
+            socket: socket_dir.join(format!(".s.PGSQL.{port}")),
             lookup: tokio::sync::Mutex::new(None),
             mock_key,
         }
     }
 
-    /// The open lookup connection, connecting (again) if there is none or it closed.
-    async fn connection(&self) -> anyhow::Result<Arc<Lookup>> {
-        let mut slot = self.lookup.lock().await;
-        if let Some(lookup) = slot.as_ref().filter(|l| !l.client.is_closed()) {
-            return Ok(lookup.clone());
-        }
-        *slot = None;
-        let client = crate::pg::connect::superuser(&self.socket_dir, self.port, "postgres").await?;
-        let statement = client
-            .prepare(LOOKUP)
-            .await
-            .context("prepare the verifier lookup")?;
-        let lookup = Arc::new(Lookup { client, statement });
-        *slot = Some(lookup.clone());
-        Ok(lookup)
-    }
-
     /// The role's secret as pg_authid has it now: its verifier, or a mock one for a role
     /// that does not exist, cannot log in, has expired or has no SCRAM secret (all
-    /// answered like a wrong password).
+    /// answered like a wrong password). A connection that failed is opened again once.
     pub async fn secret(&self, role: &str) -> anyhow::Result<Secret> {
+        let mut slot = self.lookup.lock().await;
         for attempt in 0..2 {
-            let lookup = self.connection().await?;
-            match lookup.client.query_opt(&lookup.statement, &[&role]).await {
-                Ok(row) => {
-                    let stored: Option<String> = row.and_then(|r| r.try_get(0).ok()).flatten();
+            if !slot.as_ref().is_some_and(LookupConn::is_usable) {
+                *slot = None;
+                let conn = LookupConn::open(
+                    &self.socket,
+                    crate::pg::SUPERUSER,
+                    "postgres",
+                    crate::pg::connect::PINNED_OPTIONS,
+                )
+                .await?;
+                *slot = Some(conn);
+            }
+            let Some(conn) = slot.as_mut() else {
+                continue;
+            };
+            match conn.verifier(role).await {
+                Ok(stored) => {
+                    // Made for every role, so a known one costs what an unknown one does.
+                    let mock = self.mock_key.mock(role);
                     return Ok(match stored.as_deref().and_then(Verifier::parse) {
                         Some(verifier) => Secret::Real(verifier),
-                        None => self.mock_key.mock(role),
+                        None => mock,
                     });
                 }
-                Err(e) if attempt == 0 => {
-                    tracing::debug!("verifier lookup failed, reconnecting: {e}");
-                    let mut slot = self.lookup.lock().await;
-                    if slot.as_ref().is_some_and(|l| Arc::ptr_eq(l, &lookup)) {
-                        *slot = None;
-                    }
+                Err(e) if attempt == 0 && !conn.is_usable() => {
+                    tracing::debug!("verifier lookup failed, reconnecting: {e:#}");
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         Ok(self.mock_key.mock(role))

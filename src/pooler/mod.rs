@@ -26,6 +26,7 @@ mod session;
 mod stats;
 mod stream;
 mod target;
+mod verifier_lookup;
 pub use target::PgTarget;
 pub(crate) mod tls;
 mod txn;

@@ -263,12 +263,7 @@ const ADVISORY: [&str; 4] = [
 
 /// The first session-state operation in `sql`, if any.
 pub fn scan(sql: &[u8]) -> Option<Found<'_>> {
-    // Most statements mention none of the words looked for: a search for the letters they
-    // share spares them the tokenizer. Every trigger word has an 's', 'l', 'p' or 't'.
-    if !sql
-        .iter()
-        .any(|b| matches!(b | 0x20, b's' | b'l' | b'p' | b't'))
-    {
+    if !mentions_a_trigger(sql) {
         return None;
     }
     let mut tokens = Tokens { sql, at: 0 }.peekable();
@@ -318,6 +313,27 @@ pub fn scan(sql: &[u8]) -> Option<Found<'_>> {
     temp.map(|detail| Found {
         cause: Cause::Temp,
         detail,
+    })
+}
+
+/// Whether `sql` contains, in any case, a part of every word `scan` acts on: SET (in
+/// RESET and set_config too), TEMP (TEMPORARY, pg_temp), LISTEN, PREPARE, the advisory
+/// locks, dblink, WITH HOLD. Most statements contain none, and one pass over their bytes,
+/// one comparison where a part's first letter is, spares them the tokenizer.
+fn mentions_a_trigger(sql: &[u8]) -> bool {
+    (0..sql.len()).any(|i| {
+        let part: &[u8] = match sql[i] | 0x20 {
+            b's' => b"set",
+            b't' => b"temp",
+            b'l' => b"listen",
+            b'p' => b"prepare",
+            b'a' => b"advisory",
+            b'd' => b"dblink",
+            b'h' => b"hold",
+            _ => return false,
+        };
+        sql.get(i..i + part.len())
+            .is_some_and(|here| here.eq_ignore_ascii_case(part))
     })
 }
 

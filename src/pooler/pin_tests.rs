@@ -182,3 +182,31 @@ fn reported_parameters_that_are_state() {
     assert!(!reported_is_state("in_hot_standby"));
     assert!(!reported_is_state("TimeZone"));
 }
+
+#[test]
+fn the_prefilter_lets_every_trigger_through() {
+    for sql in [
+        "SET x.y = 1",
+        "reset ALL",
+        "select SET_CONFIG('a.b', 'c', false)",
+        "create TEMPORARY table t (a int)",
+        "select * into temp t from u",
+        "select * from pg_temp.t",
+        "LISTEN c",
+        "prepare p as select 1",
+        "select pg_try_advisory_lock(1)",
+        "select dblink_connect('x')",
+        "declare c cursor with HOLD for select 1",
+    ] {
+        assert!(mentions_a_trigger(sql.as_bytes()), "{sql}");
+        assert!(cause(sql).is_some(), "{sql}");
+    }
+    for sql in [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, 4, now())",
+        "BEGIN",
+        "END",
+    ] {
+        assert!(!mentions_a_trigger(sql.as_bytes()), "{sql}");
+    }
+}
