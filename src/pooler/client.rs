@@ -182,6 +182,7 @@ impl Client {
         be::ready_for_query(&mut to_client, TransactionStatus::Idle);
         let (mode, _) = pooler.config().for_database(&key.database);
         pool.stats.clients_active.fetch_add(1, Relaxed);
+        pool.stats.client_login_count.fetch_add(1, Relaxed);
         let client = Client {
             kills: pool.kills(),
             pooler: counted,

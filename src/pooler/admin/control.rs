@@ -141,6 +141,21 @@ pub fn shutdown_waiting(pooler: &Arc<Pooler>, mode: ShutdownMode) {
     });
 }
 
+/// RELOAD: the agent reads its file again (as SIGHUP does) and answers once it has; a
+/// file with an error changes nothing and its reason comes back.
+pub async fn reload(pooler: &Pooler) -> Result<(), String> {
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    let request = crate::shutdown::ReloadRequest { reply: Some(reply) };
+    if pooler.reload.send(request).await.is_err() {
+        return Err("the agent is stopping".to_owned());
+    }
+    match outcome.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(reason)) => Err(reason),
+        Err(_) => Err("the agent is stopping".to_owned()),
+    }
+}
+
 /// SHOW HELP: a NOTICE "Console usage" whose DETAIL lists the commands, as PgBouncer.
 pub fn help(out: &mut bytes::BytesMut) {
     use crate::pooler::protocol::backend::encode as be;
@@ -158,7 +173,7 @@ pub fn help(out: &mut bytes::BytesMut) {
 
 /// SHOW HELP's list: the commands this console answers, PgBouncer's layout.
 const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
-\tSHOW LISTS|STATE\n\
+\tSHOW LISTS|STATE|SOCKETS\n\
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
 \tSET key = arg\n\
 \tRELOAD\n\

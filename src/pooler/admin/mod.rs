@@ -7,6 +7,8 @@ mod command;
 mod control;
 mod set;
 mod show;
+mod show_sockets;
+mod show_stats;
 
 pub use self::control::ConsoleState;
 
@@ -45,7 +47,8 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
     let mut kills = pooler.kills.subscribe();
     let mut out = BytesMut::new();
     for (name, value) in [
-        ("server_version", "1.18.0/pgplatform"),
+        // PgBouncer's console says "1.25.2/bouncer".
+        ("server_version", "1.25.2/pgplatform"),
         ("client_encoding", "UTF8"),
         ("server_encoding", "UTF8"),
         ("DateStyle", "ISO"),
@@ -222,12 +225,20 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
             console.set_disabled(&db, false);
             be::command_complete(out, "ENABLE");
         }
-        AdminCommand::Reload => {
-            let _ = pooler
-                .reload
-                .try_send(crate::shutdown::ReloadRequest::default());
-            be::command_complete(out, "RELOAD");
-        }
+        AdminCommand::Reload => match control::reload(pooler).await {
+            Ok(()) => be::command_complete(out, "RELOAD"),
+            // PgBouncer 1.25: "RELOAD failed, see logs for additional details", F0000; the
+            // reason (the agent logged it too) goes in DETAIL.
+            Err(detail) => {
+                let report = ErrorReport::new(
+                    Severity::Error,
+                    SqlState::CONFIG_FILE_ERROR,
+                    "RELOAD failed, see logs for additional details",
+                )
+                .with_detail(&detail);
+                be::error_response(out, &report);
+            }
+        },
         AdminCommand::Set { key, value } => match control::set(pooler, &key, &value) {
             Ok(()) => be::command_complete(out, &format!("SET {key}={value}")),
             Err(detail) => {
