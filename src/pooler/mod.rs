@@ -570,8 +570,14 @@ pub async fn task_main(accepting: Accepting, shutdown: CancellationToken) -> any
     pooler.wake_idle_clients();
     tracker.close();
     let timeout = pooler.config().shutdown_timeout;
-    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
-        tracing::warn!("pooler: clients still connected after shutdown_timeout; closing them");
+    let immediate = crate::shutdown::immediate();
+    tokio::select! {
+        waited = tokio::time::timeout(timeout, tracker.wait()) => if waited.is_err() {
+            tracing::warn!("pooler: clients still connected after shutdown_timeout; closing them");
+        },
+        () = immediate.cancelled() => {
+            tracing::warn!("pooler: immediate shutdown; closing clients without waiting");
+        }
     }
     for pool in pooler.pools() {
         pool.close_idle();

@@ -46,6 +46,7 @@ mod pgvector;
 mod pooler_admin;
 mod pooler_cancel;
 mod pooler_console;
+mod pooler_console_columns;
 mod pooler_failures;
 mod pooler_idle;
 mod pooler_limits;
