@@ -60,6 +60,7 @@ mod pooler_psycopg;
 mod pooler_reload_errors;
 mod pooler_shutdown;
 mod pooler_signals;
+mod pooler_unknown_database;
 mod pooler_waits;
 mod restore_ha;
 mod restore_pitr;
