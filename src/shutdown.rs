@@ -41,6 +41,9 @@ pub fn install(
     let mut terminate = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
     let mut quit = signal(SignalKind::quit()).context("install SIGQUIT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("install SIGHUP handler")?;
+    // PgBouncer's PAUSE and RESUME signals; by default they would end the process.
+    let mut user1 = signal(SignalKind::user_defined1()).context("install SIGUSR1 handler")?;
+    let mut user2 = signal(SignalKind::user_defined2()).context("install SIGUSR2 handler")?;
     tokio::spawn(async move {
         let stop = |name: &str| {
             if token.is_cancelled() {
@@ -60,6 +63,8 @@ pub fn install(
                     token.cancel();
                     immediate().cancel();
                 }
+                _ = user1.recv() => tracing::warn!("SIGUSR1 ignored: use PAUSE on the pooler console"),
+                _ = user2.recv() => tracing::warn!("SIGUSR2 ignored: use RESUME on the pooler console"),
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP received, reloading configuration");
                     // A full queue means a reload is already pending; that one will do.

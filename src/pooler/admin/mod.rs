@@ -292,7 +292,9 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
             be::command_complete(out, "WAIT_CLOSE");
         }
         AdminCommand::Shutdown(ShutdownMode::Immediate) => {
-            tracing::warn!("SHUTDOWN from the admin console: stopping the agent");
+            tracing::warn!("SHUTDOWN from the admin console: stopping the agent at once");
+            // PgBouncer's SHUTDOWN is its immediate shutdown: clients are not waited for.
+            crate::shutdown::immediate().cancel();
             pooler.agent_shutdown.cancel();
             be::command_complete(out, "SHUTDOWN");
         }
