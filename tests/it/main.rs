@@ -49,6 +49,7 @@ mod pooler_console;
 mod pooler_console_columns;
 mod pooler_failures;
 mod pooler_idle;
+mod pooler_import_ini;
 mod pooler_limits;
 mod pooler_params_tracking;
 mod pooler_password_change;
