@@ -78,7 +78,7 @@ pub const PGBOUNCER: &[(&str, Fate)] = &[
     ("conffile", Fate::NotApplicable("the config file is --config or $PGPLATFORM_CONFIG")),
     ("service_name", Fate::NotApplicable("Windows only")),
     ("job_name", Fate::NotApplicable("Windows only")),
-    ("stats_period", Fate::NotApplicable("SHOW STATS' averages are over the pooler's life; /metrics has the counters for rates")),
+    ("stats_period", Fate::NotApplicable("fixed at PgBouncer's default, 60 s: SHOW STATS' averages cover the last one to two minutes")),
     ("max_prepared_statements", Fate::Same(Kind::Integer)),
     ("scram_iterations", Fate::NotApplicable("the verifier in pg_authid carries its own iterations (PostgreSQL's scram_iterations)")),
     ("auth_type", Fate::NotApplicable("SCRAM-SHA-256 always; the console trusts the platform's OS users on the unix socket (peer)")),

@@ -249,6 +249,15 @@ fn show_columns_are_pgbouncer_125s_and_stats_move_by_a_known_workload() {
     let total: i64 = stats.get(&shop, "total_bind_count").parse().unwrap();
     assert_eq!(total, after.value("bind_count"));
 
+    // Averages run over the current stats period (here since start, under 60 s): the
+    // 28 or more transactions above make at least one per second.
+    let averages = show("SHOW STATS_AVERAGES");
+    let shop = averages.rows_where("database", "shop")[0].clone();
+    let per_second: i64 = averages.get(&shop, "xact_count").parse().unwrap();
+    assert!(per_second >= 1, "{averages:?}");
+    let xact_time: i64 = averages.get(&shop, "xact_time").parse().unwrap();
+    assert!(xact_time > 0, "{averages:?}");
+
     // SHOW SOCKETS lists the console's own session and the pool's idle servers.
     let sockets = show("SHOW SOCKETS");
     let states: Vec<&str> = sockets

@@ -11,6 +11,7 @@ mod show_sockets;
 mod show_stats;
 
 pub use self::control::ConsoleState;
+pub use self::show_stats::StatsWindow;
 
 /// The console's own database (login.rs's ADMIN_DATABASE; named here too so that the
 /// console does not depend on the login module, which hands sessions to it).

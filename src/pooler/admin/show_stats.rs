@@ -1,10 +1,14 @@
 //! SHOW POOLS and the statistics (STATS, STATS_TOTALS, STATS_AVERAGES, TOTALS) with
 //! PgBouncer 1.25's columns in its order and its column types (counts `int4`, statistics
 //! `numeric`), so exporters and dashboards read them unchanged. `client_login_count`
-//! follows `bind_count`, where PgBouncer's next release puts it.
+//! follows `bind_count`, where PgBouncer's next release puts it. Averages are PgBouncer's:
+//! over the last `STATS_PERIOD` or two (`StatsWindow`, refreshed by the pooler's
+//! once-a-second housekeeping), not over the pooler's life.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -155,9 +159,54 @@ const AVERAGES_COLUMNS: [&str; 12] = [
 
 type Counters = [u64; 12];
 
+/// PgBouncer's default `stats_period`: how often the averages' starting point moves.
+const STATS_PERIOD: Duration = Duration::from_secs(60);
+
+/// The counters as they were at the last two period boundaries, per database, as
+/// PgBouncer keeps `older_stats` and `newer_stats`: an average runs from the older one
+/// to now, so it covers between one and two periods.
+#[derive(Debug)]
+pub struct StatsWindow(Mutex<Snapshots>);
+
+#[derive(Debug)]
+struct Snapshots {
+    older: (Instant, HashMap<String, Counters>),
+    newer: (Instant, HashMap<String, Counters>),
+}
+
+impl StatsWindow {
+    pub fn new(started: Instant) -> StatsWindow {
+        StatsWindow(Mutex::new(Snapshots {
+            older: (started, HashMap::new()),
+            newer: (started, HashMap::new()),
+        }))
+    }
+
+    /// Moves the window once a period has passed (called once a second).
+    pub fn tick(&self, pools: &[Arc<Pool>]) {
+        let now = Instant::now();
+        let mut snapshots = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if now.saturating_duration_since(snapshots.newer.0) >= STATS_PERIOD {
+            let newer = (now, per_database(pools).into_iter().collect());
+            snapshots.older = std::mem::replace(&mut snapshots.newer, newer);
+        }
+    }
+
+    /// When the window starts, and the counters of `database` then (zero if it had none).
+    fn start(&self, database: &str) -> (Instant, Counters) {
+        let snapshots = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, counters) = &snapshots.older;
+        (*at, counters.get(database).copied().unwrap_or([0; 12]))
+    }
+}
+
 pub fn stats(pooler: &Pooler, pools: &[Arc<Pool>], what: Show, out: &mut BytesMut) {
-    let uptime = pooler.started.elapsed().as_secs().max(1);
+    let window = &pooler.stats_window;
     let databases = per_database(pools);
+    let average = |database: &str, totals: &Counters| {
+        let (since, start) = window.start(database);
+        averages(totals, &start, since.elapsed())
+    };
     let numeric = |names: &[&'static str]| -> Vec<(&'static str, u32)> {
         names.iter().map(|n| (*n, NUMERIC)).collect()
     };
@@ -169,7 +218,7 @@ pub fn stats(pooler: &Pooler, pools: &[Arc<Pool>], what: Show, out: &mut BytesMu
             for (database, totals) in &databases {
                 let mut row = vec![t(database)];
                 row.extend(totals.iter().map(t));
-                row.extend(averages(totals, uptime).iter().map(t));
+                row.extend(average(database, totals).iter().map(t));
                 table.row(row);
             }
             table.write(out, "SHOW");
@@ -186,7 +235,7 @@ pub fn stats(pooler: &Pooler, pools: &[Arc<Pool>], what: Show, out: &mut BytesMu
             let mut table = Table::new(&columns);
             for (database, totals) in &databases {
                 let values = if averaged {
-                    averages(totals, uptime)
+                    average(database, totals)
                 } else {
                     *totals
                 };
@@ -197,17 +246,24 @@ pub fn stats(pooler: &Pooler, pools: &[Arc<Pool>], what: Show, out: &mut BytesMu
             table.write(out, "SHOW");
         }
         _ => {
-            let mut sum: Counters = [0; 12];
-            for (_, totals) in &databases {
-                for (a, b) in sum.iter_mut().zip(totals) {
-                    *a += b;
+            let (mut sum, mut start): (Counters, Counters) = ([0; 12], [0; 12]);
+            let mut since = Instant::now();
+            for (database, totals) in &databases {
+                let (at, then) = window.start(database);
+                since = since.min(at);
+                for i in 0..12 {
+                    sum[i] += totals[i];
+                    start[i] += then[i];
                 }
             }
             let mut table = Table::new(&[("name", TEXT), ("value", NUMERIC)]);
             for (name, value) in TOTALS_NAMES.iter().zip(sum) {
                 table.row(vec![t(format!("total_{name}")), t(value)]);
             }
-            for (name, value) in TOTALS_NAMES.iter().zip(averages(&sum, uptime)) {
+            for (name, value) in TOTALS_NAMES
+                .iter()
+                .zip(averages(&sum, &start, since.elapsed()))
+            {
                 table.row(vec![t(format!("avg_{name}")), t(value)]);
             }
             table.write(out, "SHOW");
@@ -215,14 +271,17 @@ pub fn stats(pooler: &Pooler, pools: &[Arc<Pool>], what: Show, out: &mut BytesMu
     }
 }
 
-/// PgBouncer's averages: counts and bytes per second, times per transaction, per
-/// query and per server assignment (here over the pooler's whole life).
-fn averages(totals: &Counters, seconds: u64) -> Counters {
+/// PgBouncer's averages from `start` to `totals` over `elapsed`: counts and bytes per
+/// second, times per transaction, per query and per server assignment.
+fn averages(totals: &Counters, start: &Counters, elapsed: Duration) -> Counters {
+    let micros = elapsed.as_micros().max(1);
+    let delta: Counters = std::array::from_fn(|i| totals[i].saturating_sub(start[i]));
+    let per_second = |d: u64| (u128::from(d) * 1_000_000 / micros) as u64;
     let per = |total: u64, count: u64| total.checked_div(count).unwrap_or(0);
-    let mut avg = totals.map(|v| v / seconds.max(1));
-    avg[5] = per(totals[5], totals[1]);
-    avg[6] = per(totals[6], totals[2]);
-    avg[7] = per(totals[7], totals[0]);
+    let mut avg = delta.map(per_second);
+    avg[5] = per(delta[5], delta[1]);
+    avg[6] = per(delta[6], delta[2]);
+    avg[7] = per(delta[7], delta[0]);
     avg
 }
 
@@ -258,17 +317,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn averages_divide_times_by_their_own_counts() {
-        let mut totals: Counters = [0; 12];
+    fn averages_are_over_the_window_and_divide_times_by_their_own_counts() {
+        let mut start: Counters = [0; 12];
+        start[1] = 1000; // transactions before the window: not in the rates
+        start[5] = 50_000;
+        let mut totals = start;
         totals[0] = 4; // assignments
-        totals[1] = 10; // transactions
+        totals[1] += 10; // transactions
         totals[2] = 20; // queries
-        totals[5] = 1000; // xact time
+        totals[5] += 1000; // xact time
         totals[6] = 400; // query time
         totals[7] = 80; // wait time
-        let avg = averages(&totals, 2);
+        let avg = averages(&totals, &start, Duration::from_secs(2));
         assert_eq!(avg[1], 5, "transactions per second");
         assert_eq!((avg[5], avg[6], avg[7]), (100, 20, 20));
-        assert_eq!(averages(&[0; 12], 0), [0; 12], "no division by zero");
+        let zero = averages(&[0; 12], &[0; 12], Duration::ZERO);
+        assert_eq!(zero, [0; 12], "no division by zero");
     }
 }
