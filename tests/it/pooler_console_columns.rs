@@ -155,6 +155,19 @@ fn show_columns_are_pgbouncer_125s_and_stats_move_by_a_known_workload() {
         ("SHOW STATS_AVERAGES", STATS_AVERAGES),
         ("SHOW SOCKETS", SOCKETS),
         (
+            "SHOW USERS",
+            &[
+                "name",
+                "pool_size",
+                "reserve_pool_size",
+                "pool_mode",
+                "max_user_connections",
+                "current_connections",
+                "max_user_client_connections",
+                "current_client_connections",
+            ][..],
+        ),
+        (
             "SHOW CONFIG",
             &["key", "value", "default", "changeable"][..],
         ),
@@ -257,6 +270,14 @@ fn show_columns_are_pgbouncer_125s_and_stats_move_by_a_known_workload() {
     assert!(per_second >= 1, "{averages:?}");
     let xact_time: i64 = averages.get(&shop, "xact_time").parse().unwrap();
     assert!(xact_time > 0, "{averages:?}");
+
+    // SHOW USERS: shop's server connections (idle in the pool) and no client left.
+    let users = show("SHOW USERS");
+    let shop = users.rows_where("name", "shop")[0].clone();
+    let servers: i64 = users.get(&shop, "current_connections").parse().unwrap();
+    assert!((1..=2).contains(&servers), "{users:?}");
+    assert_eq!(users.get(&shop, "current_client_connections"), "0");
+    assert_eq!(shop[3], None, "pool_mode override: {users:?}");
 
     // SHOW SOCKETS lists the console's own session and the pool's idle servers.
     let sockets = show("SHOW SOCKETS");

@@ -178,12 +178,39 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
             table.write(out, "SHOW");
         }
         Show::Users => {
-            let mut table = Table::new(&[("name", TEXT), ("pool_mode", TEXT)]);
+            // 1.25's columns; there are no per-user settings, so the overrides are NULL
+            // and the limits are the global ones (0: unlimited, as PgBouncer's default).
+            let mut table = Table::new(&[
+                ("name", TEXT),
+                ("pool_size", TEXT),
+                ("reserve_pool_size", TEXT),
+                ("pool_mode", TEXT),
+                ("max_user_connections", INT4),
+                ("current_connections", INT4),
+                ("max_user_client_connections", INT4),
+                ("current_client_connections", INT4),
+            ]);
             let mut users: Vec<String> = pools.iter().map(|p| p.key.user.clone()).collect();
             users.sort();
             users.dedup();
+            let clients = pooler.clients();
             for user in users {
-                table.row(vec![t(user), t("")]);
+                let servers: u32 = pools
+                    .iter()
+                    .filter(|p| p.key.user == user)
+                    .map(|p| p.stats.servers_open())
+                    .sum();
+                let connected = clients.iter().filter(|c| c.key.user == user).count();
+                table.row(vec![
+                    t(&user),
+                    None,
+                    None,
+                    None,
+                    t(config.max_user_connections),
+                    t(servers),
+                    t(0),
+                    t(connected),
+                ]);
             }
             table.write(out, "SHOW");
         }
