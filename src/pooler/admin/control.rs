@@ -151,9 +151,27 @@ pub async fn reload(pooler: &Pooler) -> Result<(), String> {
     }
     match outcome.await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(reason)) => Err(reason),
+        Ok(Err(reason)) => Err(without_file_text(&reason)),
         Err(_) => Err("the agent is stopping".to_owned()),
     }
+}
+
+/// The refusal without the lines of the file a TOML error quotes (`12 | key = …` and its
+/// carets): a console user learns which key is wrong, not the file's contents, which the
+/// log (read by the operator) keeps.
+fn without_file_text(reason: &str) -> String {
+    let quoted = |line: &&str| {
+        let rest = line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.trim_start().starts_with('|')
+    };
+    let lines: Vec<&str> = reason.lines().filter(|l| !quoted(l)).collect();
+    lines
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// SHOW HELP: a NOTICE "Console usage" whose DETAIL lists the commands, as PgBouncer.
@@ -188,3 +206,17 @@ const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|V
 \tSHUTDOWN\n\
 \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n\
 \tWAIT_CLOSE [<db>]";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refusal_names_the_key_without_quoting_the_file() {
+        let reason = "read /etc/pgplatform.toml: TOML parse error at line 3, column 1\n  |\n3 | secret_key = \"hunter2\"\n  | ^^^^^^^^^^\nunknown field `secret_key`, expected one of `a`, `b`\n";
+        let shown = super::without_file_text(reason);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(
+            shown,
+            "read /etc/pgplatform.toml: TOML parse error at line 3, column 1 unknown field `secret_key`, expected one of `a`, `b`"
+        );
+    }
+}
