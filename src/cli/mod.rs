@@ -5,6 +5,8 @@ mod backup;
 mod cluster;
 mod init;
 mod output;
+mod pgbouncer_ini;
+mod pooler_import;
 mod reload;
 mod restore;
 mod restore_target;
@@ -78,6 +80,9 @@ enum Command {
     /// WAL archiving commands that PostgreSQL runs (archive_command, restore_command).
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// The built-in pooler: import-ini translates a pgbouncer.ini into `[pooler]` TOML.
+    #[command(subcommand)]
+    Pooler(pooler_import::PoolerCommand),
 }
 
 /// Runs the CLI and turns any error into a message on stderr and exit status 1.
@@ -107,6 +112,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Init(args) = &cli.command {
         return init::run(args);
     }
+    // Needs neither a config file nor an agent.
+    if let Command::Pooler(command) = &cli.command {
+        return pooler_import::run(command);
+    }
     let config = Config::discover(cli.config.as_deref(), cli.data_dir.as_deref())?;
     // One thread runs on tokio's current-thread scheduler: the multi-thread one keeps
     // per-wake-up statistics (two clock reads and a `powf`) and work-stealing state that
@@ -128,7 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     anyhow::Error::new(Logged)
                 })
             }
-            Command::Init(_) => Ok(()),
+            Command::Init(_) | Command::Pooler(_) => Ok(()),
             Command::Status(args) => status::run(&config, &args).await,
             Command::Reload(args) => reload::run(&config, &args).await,
             Command::Tenant(command) => tenant::run(&config, command).await,

@@ -261,6 +261,26 @@ pub fn effective(running: &Config, new: &Config) -> Config {
     e
 }
 
+/// `[pooler]` keys read only when the agent starts (the listeners, their TLS, the
+/// runtime): `pooler_start_keys` copies exactly these, so a reload names them pending a
+/// restart; the console's SET refuses them and SHOW CONFIG says `changeable = no`.
+/// `client_tls_sslmode` is PgBouncer's name for `client_tls`.
+pub const POOLER_RESTART_KEYS: &[&str] = &[
+    "enabled",
+    "worker_threads",
+    "listen_addr",
+    "listen_port",
+    "client_tls",
+    "client_tls_sslmode",
+    "client_tls_cert_file",
+    "client_tls_key_file",
+];
+
+/// Whether a `[pooler]` key applies on reload (SHOW CONFIG's `changeable`).
+pub fn pooler_key_changeable(key: &str) -> bool {
+    !POOLER_RESTART_KEYS.contains(&key)
+}
+
 /// Copies the pooler keys read only at start from `running` into `into`.
 fn pooler_start_keys(into: &mut super::PoolerConfig, running: &super::PoolerConfig) {
     into.enabled = running.enabled;
@@ -279,6 +299,34 @@ mod tests {
     fn config(text: &str) -> Config {
         let file: super::super::ConfigFile = toml::from_str(text).unwrap();
         Config::from_file(file, std::path::Path::new("/etc/pgplatform"), None).unwrap()
+    }
+
+    #[test]
+    fn changeable_pooler_keys_are_the_ones_a_reload_applies_live() {
+        let base = config("[pooler]\n");
+        let pooler_diff = |line: &str| diff(&base, &config(&format!("[pooler]\n{line}\n")));
+        for (key, line) in [
+            ("enabled", "enabled = false"),
+            ("worker_threads", "worker_threads = 3"),
+            ("listen_addr", "listen_addr = \"0.0.0.0\""),
+            ("listen_port", "listen_port = 7777"),
+            ("client_tls", "client_tls = \"require\""),
+        ] {
+            let d = pooler_diff(line);
+            assert!(!pooler_key_changeable(key), "{key}");
+            assert!(d.live.is_empty() && !d.restart.is_empty(), "{key}: {d:?}");
+        }
+        for (key, line) in [
+            ("default_pool_size", "default_pool_size = 3"),
+            ("query_wait_timeout", "query_wait_timeout = 5"),
+            ("server_reset_query", "server_reset_query = \"RESET ALL\""),
+            ("max_client_conn", "max_client_conn = 10"),
+        ] {
+            let d = pooler_diff(line);
+            assert!(pooler_key_changeable(key), "{key}");
+            assert_eq!(d.live, ["pooler"], "{key}: {d:?}");
+            assert!(d.restart.is_empty(), "{key}: {d:?}");
+        }
     }
 
     #[test]

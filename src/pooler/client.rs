@@ -197,6 +197,7 @@ impl Client {
         if let Some(admitted) = admitted {
             admitted.keep();
         }
+        pool.stats.client_login_count.fetch_add(1, Relaxed);
         let client = Client {
             kills: pool.kills(),
             pooler: counted,

@@ -108,7 +108,8 @@ pub struct Pooler {
     paused_all: AtomicBool,
     /// Bumped on every reload, so that clients re-read `config` only when it changed.
     config_version: AtomicU32,
-    started: Instant,
+    /// Where SHOW STATS' averages start (moved by `maintain` every stats period).
+    stats_window: admin::StatsWindow,
     /// The lounges' doors; a client rests in the one its id picks.
     lounges: Vec<lounge::Door>,
     /// Bumped by KILL and draining: the lounges look at every client they hold.
@@ -371,7 +372,7 @@ pub async fn bind(setup: PoolerSetup) -> anyhow::Result<Listening> {
         drain_started: AtomicBool::new(false),
         paused_all: AtomicBool::new(false),
         config_version: AtomicU32::new(0),
-        started: Instant::now(),
+        stats_window: admin::StatsWindow::new(Instant::now()),
         lounges,
         kills: watch::channel(0).0,
         calls: AtomicU64::new(0),
@@ -575,8 +576,14 @@ pub async fn task_main(accepting: Accepting, shutdown: CancellationToken) -> any
     pooler.wake_idle_clients();
     tracker.close();
     let timeout = pooler.config().shutdown_timeout;
-    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
-        tracing::warn!("pooler: clients still connected after shutdown_timeout; closing them");
+    let immediate = crate::shutdown::immediate();
+    tokio::select! {
+        waited = tokio::time::timeout(timeout, tracker.wait()) => if waited.is_err() {
+            tracing::warn!("pooler: clients still connected after shutdown_timeout; closing them");
+        },
+        () = immediate.cancelled() => {
+            tracing::warn!("pooler: immediate shutdown; closing clients without waiting");
+        }
     }
     for pool in pooler.pools() {
         pool.close_idle();
@@ -621,6 +628,7 @@ async fn maintain(
                 // Clients idle in their own task since the last tick move to a lounge.
                 pooler.call_idle_clients();
                 pooler.db_limits.settle();
+                pooler.stats_window.tick(&pooler.pools());
                 for pool in pooler.pools() {
                     pool.close_stale_idle();
                     if pool.has_credentials() && !pool.is_paused() {

@@ -749,10 +749,11 @@ impl Guard {
     /// Back to the pool, idle since `now`, if `reusable` and still current; closed
     /// otherwise.
     pub fn release(mut self, reusable: bool, now: Instant) {
-        let Some(conn) = self.conn.take() else {
+        let Some(mut conn) = self.conn.take() else {
             return;
         };
         let pool = &self.pool;
+        pool.stats.add_statements(conn.prepared.take_counts());
         pool.stats.server_deactivated();
         conn.info.set_state(Activity::Idle);
         let permits = std::mem::take(&mut self.permits);
@@ -781,7 +782,9 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if self.conn.take().is_some() {
+        if let Some(mut conn) = self.conn.take() {
+            self.pool.stats.add_statements(conn.prepared.take_counts());
+            drop(conn);
             self.pool.stats.server_deactivated();
             self.pool.stats.server_closed();
             self.permits.clear();

@@ -163,14 +163,32 @@ impl StatementError {
     }
 }
 
+/// Named statements a server connection saw while clients held it (SHOW STATS): Parses
+/// from clients, Parses the pooler sent, Binds. Plain integers (the connection has one
+/// owner), added to the pool's atomics once per release, so the relay pays no atomic for
+/// them (`stats::PoolStats::add_statements`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatementCounts {
+    pub client_parses: u64,
+    pub server_parses: u64,
+    pub binds: u64,
+}
+
 /// The pooler-wide statements prepared on one server connection, least recently used
 /// first, bounded so a long-lived connection does not accumulate plans forever.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
     order: VecDeque<String>,
+    /// For SHOW STATS; `take_counts` hands them over.
+    pub counts: StatementCounts,
 }
 
 impl ServerStatements {
+    /// The counts since the last call, reset to zero.
+    pub fn take_counts(&mut self) -> StatementCounts {
+        std::mem::take(&mut self.counts)
+    }
+
     #[cfg(test)]
     pub fn contains(&self, server_name: &str) -> bool {
         self.order.iter().any(|n| n == server_name)
@@ -192,6 +210,7 @@ impl ServerStatements {
     /// Records a statement sent for preparation; returns the names to close to stay
     /// within `max`.
     pub fn add(&mut self, server_name: String, max: usize) -> Vec<String> {
+        self.counts.server_parses += 1;
         self.order.push_back(server_name);
         let mut evicted = Vec::new();
         while self.order.len() > max.max(1) {

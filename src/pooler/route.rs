@@ -67,6 +67,7 @@ pub fn route(
             }
             let text = StatementText { query, param_types };
             let statement = rw.statements.parse(rw.catalog, &name, text);
+            server.prepared.counts.client_parses += 1;
             if server.prepared.touch(&statement.server_name) {
                 prepare(server, &statement, Reply::Forward, rw.max_prepared, out);
             } else {
@@ -79,6 +80,7 @@ pub fn route(
         FrontendMessage::Bind { statement, .. } if !statement.is_empty() => {
             match ensure(server, &rw, &statement, out) {
                 Some(server_name) => {
+                    server.prepared.counts.binds += 1;
                     out.extend_from_slice(&frontend::rewrite_bind_statement(
                         frame,
                         server_name.as_bytes(),
@@ -157,6 +159,7 @@ pub fn route_streamed(
             let renamed = match rewrite {
                 Some(rw) if !statement.is_empty() => {
                     let renamed = ensure(server, &rw, statement, out);
+                    server.prepared.counts.binds += u64::from(renamed.is_some());
                     if renamed.is_none() {
                         // PostgreSQL skips the Bind that follows the error.
                         fail(server, StatementError::does_not_exist(statement), out);

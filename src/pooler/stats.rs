@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use super::prepared::StatementCounts;
+
 #[derive(Debug, Default)]
 pub struct PoolStats {
     pub clients_active: AtomicI64,
@@ -19,6 +21,15 @@ pub struct PoolStats {
     pub xact_time_us: AtomicU64,
     pub query_time_us: AtomicU64,
     pub wait_time_us: AtomicU64,
+    /// Times a server connection was handed to a client (`server_activated`).
+    pub server_assignment_count: AtomicU64,
+    /// Clients that logged in to this pool (the console's excepted).
+    pub client_login_count: AtomicU64,
+    /// Named statements: Parses from clients, Parses the pooler sent to servers, and
+    /// Binds of them, added when a server connection is released (`StatementCounts`).
+    pub client_parse_count: AtomicU64,
+    pub server_parse_count: AtomicU64,
+    pub bind_count: AtomicU64,
 }
 
 /// A snapshot for SHOW POOLS.
@@ -47,9 +58,20 @@ impl PoolStats {
     }
     pub fn server_activated(&self) {
         self.servers_active.fetch_add(1, Relaxed);
+        self.server_assignment_count.fetch_add(1, Relaxed);
     }
     pub fn server_deactivated(&self) {
         self.servers_active.fetch_sub(1, Relaxed);
+    }
+    /// A released server connection's statement counts (usually all zero).
+    pub fn add_statements(&self, counts: StatementCounts) {
+        if counts != StatementCounts::default() {
+            self.client_parse_count
+                .fetch_add(counts.client_parses, Relaxed);
+            self.server_parse_count
+                .fetch_add(counts.server_parses, Relaxed);
+            self.bind_count.fetch_add(counts.binds, Relaxed);
+        }
     }
     pub fn servers_open(&self) -> u32 {
         self.servers_open.load(Relaxed).max(0) as u32

@@ -35,7 +35,8 @@ const CONNECTION_COLUMNS: &[&str] = &[
     "id",
 ];
 
-/// PgBouncer 1.18's columns, as its own admin console lists them.
+/// PgBouncer's columns, as its own admin console lists them (1.25's for POOLS and STATS;
+/// `pooler_console_columns.rs` checks those in detail).
 const SHOW_COLUMNS: &[(&str, &[&str])] = &[
     (
         "SHOW POOLS",
@@ -56,6 +57,7 @@ const SHOW_COLUMNS: &[(&str, &[&str])] = &[
             "maxwait",
             "maxwait_us",
             "pool_mode",
+            "load_balance_hosts",
             "cl_pinned",
         ],
     ),
@@ -63,6 +65,7 @@ const SHOW_COLUMNS: &[(&str, &[&str])] = &[
         "SHOW STATS",
         &[
             "database",
+            "total_server_assignment_count",
             "total_xact_count",
             "total_query_count",
             "total_received",
@@ -70,6 +73,11 @@ const SHOW_COLUMNS: &[(&str, &[&str])] = &[
             "total_xact_time",
             "total_query_time",
             "total_wait_time",
+            "total_client_parse_count",
+            "total_server_parse_count",
+            "total_bind_count",
+            "total_client_login_count",
+            "avg_server_assignment_count",
             "avg_xact_count",
             "avg_query_count",
             "avg_recv",
@@ -77,6 +85,10 @@ const SHOW_COLUMNS: &[(&str, &[&str])] = &[
             "avg_xact_time",
             "avg_query_time",
             "avg_wait_time",
+            "avg_client_parse_count",
+            "avg_server_parse_count",
+            "avg_bind_count",
+            "avg_client_login_count",
         ],
     ),
     ("SHOW CLIENTS", CONNECTION_COLUMNS),
@@ -218,7 +230,9 @@ async fn show_commands_use_pgbouncer_columns(agent: &TestAgent) {
 
     let version = admin(&console, "SHOW VERSION").await;
     assert!(
-        version.get(&version.rows[0], "version").contains("1.18"),
+        version
+            .get(&version.rows[0], "version")
+            .starts_with("PgBouncer 1.25.2 "),
         "SHOW VERSION: {version:?}"
     );
 

@@ -50,6 +50,7 @@ pub enum Show {
     Version,
     Lists,
     State,
+    Sockets,
 }
 
 impl AdminCommand {
@@ -85,6 +86,7 @@ pub fn parse(sql: &str) -> Result<AdminCommand, String> {
             "VERSION" => Show::Version,
             "LISTS" => Show::Lists,
             "STATE" => Show::State,
+            "SOCKETS" => Show::Sockets,
             _ => return Err(format!("unknown SHOW subcommand: {}", words[1])),
         }),
         ["PAUSE"] => AdminCommand::Pause(None),

@@ -141,6 +141,39 @@ pub fn shutdown_waiting(pooler: &Arc<Pooler>, mode: ShutdownMode) {
     });
 }
 
+/// RELOAD: the agent reads its file again (as SIGHUP does) and answers once it has; a
+/// file with an error changes nothing and its reason comes back.
+pub async fn reload(pooler: &Pooler) -> Result<(), String> {
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    let request = crate::shutdown::ReloadRequest { reply: Some(reply) };
+    if pooler.reload.send(request).await.is_err() {
+        return Err("the agent is stopping".to_owned());
+    }
+    match outcome.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(reason)) => Err(without_file_text(&reason)),
+        Err(_) => Err("the agent is stopping".to_owned()),
+    }
+}
+
+/// The refusal without the lines of the file a TOML error quotes (`12 | key = …` and its
+/// carets): a console user learns which key is wrong, not the file's contents, which the
+/// log (read by the operator) keeps.
+fn without_file_text(reason: &str) -> String {
+    let quoted = |line: &&str| {
+        let rest = line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.trim_start().starts_with('|')
+    };
+    let lines: Vec<&str> = reason.lines().filter(|l| !quoted(l)).collect();
+    lines
+        .join(" ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// SHOW HELP: a NOTICE "Console usage" whose DETAIL lists the commands, as PgBouncer.
 pub fn help(out: &mut bytes::BytesMut) {
     use crate::pooler::protocol::backend::encode as be;
@@ -158,7 +191,7 @@ pub fn help(out: &mut bytes::BytesMut) {
 
 /// SHOW HELP's list: the commands this console answers, PgBouncer's layout.
 const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
-\tSHOW LISTS|STATE\n\
+\tSHOW LISTS|STATE|SOCKETS\n\
 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
 \tSET key = arg\n\
 \tRELOAD\n\
@@ -173,3 +206,17 @@ const HELP: &str = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|V
 \tSHUTDOWN\n\
 \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n\
 \tWAIT_CLOSE [<db>]";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refusal_names_the_key_without_quoting_the_file() {
+        let reason = "read /etc/pgplatform.toml: TOML parse error at line 3, column 1\n  |\n3 | secret_key = \"hunter2\"\n  | ^^^^^^^^^^\nunknown field `secret_key`, expected one of `a`, `b`\n";
+        let shown = super::without_file_text(reason);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(
+            shown,
+            "read /etc/pgplatform.toml: TOML parse error at line 3, column 1 unknown field `secret_key`, expected one of `a`, `b`"
+        );
+    }
+}

@@ -8,8 +8,11 @@ mod control;
 mod set;
 mod show;
 mod show_databases;
+mod show_sockets;
+mod show_stats;
 
 pub use self::control::ConsoleState;
+pub use self::show_stats::StatsWindow;
 
 /// The console's own database (login.rs's ADMIN_DATABASE; named here too so that the
 /// console does not depend on the login module, which hands sessions to it).
@@ -46,7 +49,8 @@ pub async fn run(pooler: &Arc<Pooler>, session: Session) {
     let mut kills = pooler.kills.subscribe();
     let mut out = BytesMut::new();
     for (name, value) in [
-        ("server_version", "1.18.0/pgplatform"),
+        // PgBouncer's console says "1.25.2/bouncer".
+        ("server_version", "1.25.2/pgplatform"),
         ("client_encoding", "UTF8"),
         ("server_encoding", "UTF8"),
         ("DateStyle", "ISO"),
@@ -223,12 +227,20 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
             console.set_disabled(&db, false);
             be::command_complete(out, "ENABLE");
         }
-        AdminCommand::Reload => {
-            let _ = pooler
-                .reload
-                .try_send(crate::shutdown::ReloadRequest::default());
-            be::command_complete(out, "RELOAD");
-        }
+        AdminCommand::Reload => match control::reload(pooler).await {
+            Ok(()) => be::command_complete(out, "RELOAD"),
+            // PgBouncer 1.25: "RELOAD failed, see logs for additional details", F0000; the
+            // reason (the agent logged it too) goes in DETAIL.
+            Err(detail) => {
+                let report = ErrorReport::new(
+                    Severity::Error,
+                    SqlState::CONFIG_FILE_ERROR,
+                    "RELOAD failed, see logs for additional details",
+                )
+                .with_detail(&detail);
+                be::error_response(out, &report);
+            }
+        },
         AdminCommand::Set { key, value } => match control::set(pooler, &key, &value) {
             Ok(()) => be::command_complete(out, &format!("SET {key}={value}")),
             Err(detail) => {
@@ -282,7 +294,9 @@ async fn execute(pooler: &Arc<Pooler>, level: AdminLevel, statement: &str, out: 
             be::command_complete(out, "WAIT_CLOSE");
         }
         AdminCommand::Shutdown(ShutdownMode::Immediate) => {
-            tracing::warn!("SHUTDOWN from the admin console: stopping the agent");
+            tracing::warn!("SHUTDOWN from the admin console: stopping the agent at once");
+            // PgBouncer's SHUTDOWN is its immediate shutdown: clients are not waited for.
+            crate::shutdown::immediate().cancel();
             pooler.agent_shutdown.cancel();
             be::command_complete(out, "SHUTDOWN");
         }

@@ -2,26 +2,15 @@
 //! validated exactly as the config file's value (the same parser and checks), kept until
 //! the next reload or restart, which read the file again (as PgBouncer's RELOAD does).
 
+use crate::config::reload::pooler_key_changeable;
 use crate::config::{Config, ConfigFile, PoolerConfig};
-
-/// Keys read only when the agent starts: SET refuses them, as a reload names them pending.
-pub const RESTART_ONLY: &[&str] = &[
-    "enabled",
-    "worker_threads",
-    "listen_addr",
-    "listen_port",
-    "client_tls",
-    "client_tls_sslmode",
-    "client_tls_cert_file",
-    "client_tls_key_file",
-];
 
 /// Keys whose value is a TOML string (a bare word is quoted for them).
 const STRING_KEYS: &[&str] = &["pool_mode", "server_reset_query", "server_check_query"];
 
 /// The running config with `key` set to `value`, or why not (the error's DETAIL).
 pub fn apply(running: &PoolerConfig, key: &str, value: &str) -> Result<PoolerConfig, String> {
-    if RESTART_ONLY.contains(&key) {
+    if !pooler_key_changeable(key) {
         return Err(format!(
             "{key} is read when the agent starts: change it in the config file and restart"
         ));

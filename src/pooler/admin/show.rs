@@ -3,35 +3,44 @@
 //! others as 1.18.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 
 use super::command::Show;
+use crate::pooler::cancel::ClientInfo;
 use crate::pooler::pin::Cause;
+use crate::pooler::pool::Pool;
 use crate::pooler::protocol::backend::encode as be;
+use crate::pooler::server::ServerInfo;
 use crate::pooler::Pooler;
 
-const INT8: u32 = 20;
-const TEXT: u32 = 25;
+/// The PgBouncer release whose console (commands, columns, messages) this one follows.
+pub(super) const PGBOUNCER_VERSION: &str = "1.25.2";
+
+pub(super) const INT4: u32 = 23;
+pub(super) const INT8: u32 = 20;
+pub(super) const TEXT: u32 = 25;
+pub(super) const NUMERIC: u32 = 1700;
 
 /// A result set under construction: typed columns, text values.
-struct Table {
+pub(super) struct Table {
     columns: Vec<(&'static str, u32)>,
     rows: Vec<Vec<Option<String>>>,
 }
 
 impl Table {
-    fn new(columns: &[(&'static str, u32)]) -> Table {
+    pub(super) fn new(columns: &[(&'static str, u32)]) -> Table {
         Table {
             columns: columns.to_vec(),
             rows: Vec::new(),
         }
     }
-    fn row(&mut self, values: Vec<Option<String>>) {
+    pub(super) fn row(&mut self, values: Vec<Option<String>>) {
         self.rows.push(values);
     }
-    fn write(self, out: &mut BytesMut, tag: &str) {
+    pub(super) fn write(self, out: &mut BytesMut, tag: &str) {
         be::row_description_typed(out, &self.columns);
         for row in &self.rows {
             let values: Vec<Option<&[u8]>> = row
@@ -44,7 +53,7 @@ impl Table {
     }
 }
 
-fn t(s: impl ToString) -> Option<String> {
+pub(super) fn t(s: impl ToString) -> Option<String> {
     Some(s.to_string())
 }
 
@@ -81,200 +90,22 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
     let pools = pooler.pools();
     match what {
         Show::Help => super::control::help(out),
-        Show::Pools => {
-            let mut table = Table::new(&[
-                ("database", TEXT),
-                ("user", TEXT),
-                ("cl_active", INT8),
-                ("cl_waiting", INT8),
-                ("cl_active_cancel_req", INT8),
-                ("cl_waiting_cancel_req", INT8),
-                ("sv_active", INT8),
-                ("sv_active_cancel", INT8),
-                ("sv_being_canceled", INT8),
-                ("sv_idle", INT8),
-                ("sv_used", INT8),
-                ("sv_tested", INT8),
-                ("sv_login", INT8),
-                ("maxwait", INT8),
-                ("maxwait_us", INT8),
-                ("pool_mode", TEXT),
-                // Ours, after PgBouncer's: clients pinned to a server connection.
-                ("cl_pinned", INT8),
-            ]);
-            // PgBouncer lists its own console as a pool too.
-            let console = pooler
-                .clients()
-                .iter()
-                .filter(|c| c.key.database == "pgbouncer")
-                .count();
-            table.row(vec![
-                t("pgbouncer"),
-                t("pgbouncer"),
-                t(console),
-                t(0),
-                t(0),
-                t(0),
-                t(0),
-                t(0),
-                t(0),
-                t(0),
-                t(0),
-                t(0),
-                t(0),
-                t(0),
-                t(0),
-                t("statement"),
-                t(0),
-            ]);
-            for pool in &pools {
-                let c = pool.counts();
-                let mode = pool.settings().mode.as_str();
-                let wait = c.max_wait;
-                table.row(vec![
-                    t(&pool.key.database),
-                    t(&pool.key.user),
-                    t((c.clients_active - c.clients_waiting).max(0)),
-                    t(c.clients_waiting),
-                    t(0),
-                    t(0),
-                    t(c.servers_active),
-                    t(0),
-                    t(0),
-                    t(pool.idle_count()),
-                    t(0),
-                    t(0),
-                    t(c.servers_login),
-                    t(wait.as_secs()),
-                    t(wait.subsec_micros()),
-                    t(mode),
-                    t(pool.stats.clients_pinned.load(Relaxed).max(0)),
-                ]);
-            }
-            table.write(out, "SHOW");
+        Show::Pools => super::show_stats::pools(pooler, &pools, out),
+        Show::Stats | Show::StatsTotals | Show::StatsAverages | Show::Totals => {
+            super::show_stats::stats(pooler, &pools, what, out);
         }
-        Show::Stats => {
-            let mut table = Table::new(&[
-                ("database", TEXT),
-                ("total_xact_count", INT8),
-                ("total_query_count", INT8),
-                ("total_received", INT8),
-                ("total_sent", INT8),
-                ("total_xact_time", INT8),
-                ("total_query_time", INT8),
-                ("total_wait_time", INT8),
-                ("avg_xact_count", INT8),
-                ("avg_query_count", INT8),
-                ("avg_recv", INT8),
-                ("avg_sent", INT8),
-                ("avg_xact_time", INT8),
-                ("avg_query_time", INT8),
-                ("avg_wait_time", INT8),
-            ]);
-            let uptime = pooler.started.elapsed().as_secs().max(1);
-            for (database, s) in per_database(&pools) {
-                let avg = |total: u64, count: u64| total.checked_div(count).unwrap_or(0);
-                table.row(vec![
-                    t(&database),
-                    t(s[0]),
-                    t(s[1]),
-                    t(s[2]),
-                    t(s[3]),
-                    t(s[4]),
-                    t(s[5]),
-                    t(s[6]),
-                    t(s[0] / uptime),
-                    t(s[1] / uptime),
-                    t(s[2] / uptime),
-                    t(s[3] / uptime),
-                    t(avg(s[4], s[0])),
-                    t(avg(s[5], s[1])),
-                    t(avg(s[6], s[0])),
-                ]);
-            }
-            table.write(out, "SHOW");
-        }
-        Show::StatsTotals | Show::StatsAverages => {
-            let mut table = Table::new(&[
-                ("database", TEXT),
-                ("xact_count", INT8),
-                ("query_count", INT8),
-                ("bytes_received", INT8),
-                ("bytes_sent", INT8),
-                ("xact_time", INT8),
-                ("query_time", INT8),
-                ("wait_time", INT8),
-            ]);
-            let uptime = pooler.started.elapsed().as_secs().max(1);
-            for (database, s) in per_database(&pools) {
-                let v: Vec<u64> = if what == Show::StatsTotals {
-                    s.to_vec()
-                } else {
-                    s.iter().map(|x| x / uptime).collect()
-                };
-                let mut row = vec![t(&database)];
-                row.extend(v.iter().map(t));
-                table.row(row);
-            }
-            table.write(out, "SHOW");
-        }
-        Show::Totals => {
-            let mut sum = [0u64; 7];
-            for (_, s) in per_database(&pools) {
-                for (a, b) in sum.iter_mut().zip(s) {
-                    *a += b;
-                }
-            }
-            let uptime = pooler.started.elapsed().as_secs().max(1);
-            let mut table = Table::new(&[("name", TEXT), ("value", INT8)]);
-            let names = [
-                "xact_count",
-                "query_count",
-                "client_bytes",
-                "server_bytes",
-                "xact_time",
-                "query_time",
-                "wait_time",
-            ];
-            for (name, value) in names.iter().zip(sum) {
-                table.row(vec![t(format!("total_{name}")), t(value)]);
-            }
-            for (name, value) in names.iter().zip(sum) {
-                table.row(vec![t(format!("avg_{name}")), t(value / uptime)]);
-            }
-            table.write(out, "SHOW");
-        }
+        Show::Sockets => super::show_sockets::sockets(pooler, &pools, out),
         Show::Clients => {
             let mut columns = connection_columns();
             // Ours, after PgBouncer's: why the client is pinned to its server connection.
             columns.push(("pinned", TEXT));
             let mut table = Table::new(&columns);
             for c in pooler.clients() {
-                let state = c.state.get();
-                table.row(vec![
-                    t("C"),
-                    t(&c.key.user),
-                    t(&c.key.database),
-                    t("none"),
-                    t(state),
-                    t(ip_or_unix(c.addr)),
-                    t(c.port),
-                    t(ip_or_unix(c.local_addr)),
-                    t(c.local_port),
-                    t(timestamp(c.connect_time)),
-                    t(timestamp(c.connect_time)),
-                    t(0),
-                    t(0),
-                    t(0),
-                    t(format!("{:#x}", c.id)),
-                    None,
-                    t(0),
-                    if c.tls { t("TLS") } else { t("") },
-                    t(&c.application_name),
-                    t(0),
-                    t(c.id),
-                    t(Cause::from_byte(c.pinned.load(Relaxed)).map_or("", Cause::name)),
-                ]);
+                let mut row = client_row(&c, c.state.get());
+                row.push(t(
+                    Cause::from_byte(c.pinned.load(Relaxed)).map_or("", Cause::name)
+                ));
+                table.row(row);
             }
             table.write(out, "SHOW");
         }
@@ -282,31 +113,7 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
             let mut table = Table::new(&connection_columns());
             for pool in &pools {
                 for server in pool.servers() {
-                    let state = server.state.get();
-                    let since = t(timestamp(server.connect_time));
-                    table.row(vec![
-                        t("S"),
-                        t(&pool.key.user),
-                        t(&pool.key.database),
-                        t("none"),
-                        t(state),
-                        t("unix"),
-                        t(pooler.target.port),
-                        t("unix"),
-                        t(0),
-                        since.clone(),
-                        since,
-                        t(0),
-                        t(0),
-                        t(u8::from(pool.close_needed(&server))),
-                        t(format!("{:p}", std::sync::Arc::as_ptr(&server))),
-                        None,
-                        t(server.remote_pid),
-                        t(""),
-                        t(""),
-                        t(0),
-                        t(server.id),
-                    ]);
+                    table.row(server_row(pooler, pool, &server, server.state.get()));
                 }
             }
             table.write(out, "SHOW");
@@ -319,12 +126,39 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
             table.write(out, "SHOW");
         }
         Show::Users => {
-            let mut table = Table::new(&[("name", TEXT), ("pool_mode", TEXT)]);
+            // 1.25's columns; there are no per-user settings, so the overrides are NULL
+            // and the limits are the global ones (0: unlimited, as PgBouncer's default).
+            let mut table = Table::new(&[
+                ("name", TEXT),
+                ("pool_size", TEXT),
+                ("reserve_pool_size", TEXT),
+                ("pool_mode", TEXT),
+                ("max_user_connections", INT4),
+                ("current_connections", INT4),
+                ("max_user_client_connections", INT4),
+                ("current_client_connections", INT4),
+            ]);
             let mut users: Vec<String> = pools.iter().map(|p| p.key.user.clone()).collect();
             users.sort();
             users.dedup();
+            let clients = pooler.clients();
             for user in users {
-                table.row(vec![t(user), t("")]);
+                let servers: u32 = pools
+                    .iter()
+                    .filter(|p| p.key.user == user)
+                    .map(|p| p.stats.servers_open())
+                    .sum();
+                let connected = clients.iter().filter(|c| c.key.user == user).count();
+                table.row(vec![
+                    t(&user),
+                    None,
+                    None,
+                    None,
+                    t(config.max_user_connections),
+                    t(servers),
+                    t(0),
+                    t(connected),
+                ]);
             }
             table.write(out, "SHOW");
         }
@@ -335,21 +169,31 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
                 ("default", TEXT),
                 ("changeable", TEXT),
             ]);
+            let defaults = default_pooler_config().map(|d| config_rows(&d));
             for (key, value) in config_rows(&config) {
-                // Keys read only at start are not changeable, as PgBouncer's column says.
-                let changeable = if super::set::RESTART_ONLY.contains(&key) {
-                    "no"
-                } else {
+                let default = defaults
+                    .as_ref()
+                    .and_then(|rows| rows.iter().find(|(k, _)| *k == key))
+                    .map(|(_, v)| v.clone());
+                // As PgBouncer's column: whether a reload (or SET) changes it while
+                // running, decided where a reload sorts its keys.
+                let changeable = if crate::config::reload::pooler_key_changeable(key) {
                     "yes"
+                } else {
+                    "no"
                 };
-                table.row(vec![t(key), t(value), None, t(changeable)]);
+                table.row(vec![t(key), t(value), default, t(changeable)]);
             }
             table.write(out, "SHOW");
         }
         Show::Version => {
+            // PgBouncer answers "PgBouncer 1.25.2"; tools split that on blanks or match
+            // `PgBouncer (\d+\.\d+\.\d+)` to learn which columns to expect, so the
+            // first two words are the release whose console this one follows, and the
+            // rest says what answers.
             let mut table = Table::new(&[("version", TEXT)]);
             table.row(vec![t(format!(
-                "PgBouncer 1.18.0 compatible (pgplatform {})",
+                "PgBouncer {PGBOUNCER_VERSION} compatible (pgplatform {})",
                 env!("CARGO_PKG_VERSION")
             ))]);
             table.write(out, "SHOW");
@@ -400,7 +244,68 @@ pub fn show(pooler: &Pooler, what: Show, out: &mut BytesMut) {
     }
 }
 
-fn connection_columns() -> Vec<(&'static str, u32)> {
+/// A client's SHOW CLIENTS / SHOW SOCKETS row (PgBouncer's connection columns), with
+/// `state` as the command names it.
+pub(super) fn client_row(c: &ClientInfo, state: &str) -> Vec<Option<String>> {
+    vec![
+        t("C"),
+        t(&c.key.user),
+        t(&c.key.database),
+        t("none"),
+        t(state),
+        t(ip_or_unix(c.addr)),
+        t(c.port),
+        t(ip_or_unix(c.local_addr)),
+        t(c.local_port),
+        t(timestamp(c.connect_time)),
+        t(timestamp(c.connect_time)),
+        t(0),
+        t(0),
+        t(0),
+        t(format!("{:#x}", c.id)),
+        None,
+        t(0),
+        if c.tls { t("TLS") } else { t("") },
+        t(&c.application_name),
+        t(0),
+        t(c.id),
+    ]
+}
+
+/// A server connection's SHOW SERVERS / SHOW SOCKETS row.
+pub(super) fn server_row(
+    pooler: &Pooler,
+    pool: &Pool,
+    server: &Arc<ServerInfo>,
+    state: &str,
+) -> Vec<Option<String>> {
+    let since = t(timestamp(server.connect_time));
+    vec![
+        t("S"),
+        t(&pool.key.user),
+        t(&pool.key.database),
+        t("none"),
+        t(state),
+        t("unix"),
+        t(pooler.target.port),
+        t("unix"),
+        t(0),
+        since.clone(),
+        since,
+        t(0),
+        t(0),
+        t(u8::from(pool.close_needed(server))),
+        t(format!("{:p}", Arc::as_ptr(server))),
+        None,
+        t(server.remote_pid),
+        t(""),
+        t(""),
+        t(0),
+        t(server.id),
+    ]
+}
+
+pub(super) fn connection_columns() -> Vec<(&'static str, u32)> {
     vec![
         ("type", TEXT),
         ("user", TEXT),
@@ -426,26 +331,11 @@ fn connection_columns() -> Vec<(&'static str, u32)> {
     ]
 }
 
-/// Per database: xact_count, query_count, received, sent, xact_time, query_time, wait_time.
-fn per_database(pools: &[std::sync::Arc<crate::pooler::pool::Pool>]) -> Vec<(String, [u64; 7])> {
-    let mut out: Vec<(String, [u64; 7])> = Vec::new();
-    for pool in pools {
-        let s = &pool.stats;
-        let values = [
-            s.xact_count.load(Relaxed),
-            s.query_count.load(Relaxed),
-            s.bytes_received.load(Relaxed),
-            s.bytes_sent.load(Relaxed),
-            s.xact_time_us.load(Relaxed),
-            s.query_time_us.load(Relaxed),
-            s.wait_time_us.load(Relaxed),
-        ];
-        match out.iter_mut().find(|(db, _)| *db == pool.key.database) {
-            Some((_, sum)) => sum.iter_mut().zip(values).for_each(|(a, b)| *a += b),
-            None => out.push((pool.key.database.clone(), values)),
-        }
-    }
-    out
+/// `[pooler]` with nothing set: SHOW CONFIG's `default` column.
+fn default_pooler_config() -> Option<crate::config::PoolerConfig> {
+    let file: crate::config::ConfigFile = toml::from_str("").ok()?;
+    let config = crate::config::Config::from_file(file, std::path::Path::new("/"), None).ok()?;
+    Some(config.pooler)
 }
 
 fn config_rows(c: &crate::config::PoolerConfig) -> Vec<(&'static str, String)> {
@@ -524,5 +414,17 @@ mod tests {
         assert_eq!(super::timestamp(UNIX_EPOCH), "1970-01-01 00:00:00 UTC");
         let t = UNIX_EPOCH + Duration::from_secs(1_795_350_000);
         assert_eq!(super::timestamp(t), "2026-11-22 12:20:00 UTC");
+    }
+
+    #[test]
+    fn show_config_has_a_default_for_every_key() {
+        let defaults = super::default_pooler_config().expect("an empty file is valid");
+        let rows = super::config_rows(&defaults);
+        assert!(rows
+            .iter()
+            .any(|(k, v)| *k == "max_client_conn" && v == "10000"));
+        assert!(rows
+            .iter()
+            .any(|(k, v)| *k == "default_pool_size" && v == "20"));
     }
 }

@@ -38,6 +38,8 @@ impl Active {
                 self.client
                     .statements
                     .parse(&self.client.pooler.catalog, name, text);
+                let parses = &self.client.pool.stats.client_parse_count;
+                parses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 be::parse_complete(&mut self.to_client);
                 true
             }

@@ -38,6 +38,7 @@ impl SqlState {
     pub const CRASH_SHUTDOWN: SqlState = SqlState("57P02");
     pub const CANNOT_CONNECT_NOW: SqlState = SqlState("57P03");
     pub const IDLE_SESSION_TIMEOUT: SqlState = SqlState("57P05");
+    pub const CONFIG_FILE_ERROR: SqlState = SqlState("F0000");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
 
     /// The five-character code, as it appears in the `C` field.
