@@ -20,13 +20,23 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::logging::LogFormat;
 
+/// `--version`: the release, the git commit and the build date (set by `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PGPLATFORM_GIT_COMMIT"),
+    ", built ",
+    env!("PGPLATFORM_BUILD_DATE"),
+    ")"
+);
+
 /// pgplatform: a central PostgreSQL platform for many applications, in one binary.
 ///
 /// Start the agent with `pgplatform up`; it runs PostgreSQL and serves an HTTP API.
 /// The other commands talk to the agent of the same data directory (found through the
 /// config file), so run them where you ran `up`.
 #[derive(Debug, Parser)]
-#[command(name = "pgplatform", version, about, long_about)]
+#[command(name = "pgplatform", version = VERSION, about, long_about)]
 pub struct Cli {
     /// Config file (default: ./pgplatform.toml if it exists, else built-in defaults).
     #[arg(long, global = true, env = "PGPLATFORM_CONFIG", value_name = "FILE")]

@@ -62,3 +62,51 @@ fn log_shipping_examples_parse() {
     }
     assert_eq!(sections, ["SERVICE", "INPUT", "FILTER", "OUTPUT"]);
 }
+
+/// `--version` names the version, the commit the binary was built from and the build
+/// date; the CHANGELOG has an entry for the version.
+#[test]
+fn version_names_the_commit_and_build_date_and_the_changelog_has_it() {
+    let out = run(
+        crate::support::pgplatform().arg("--version"),
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    let version = env!("CARGO_PKG_VERSION");
+    let rest = text
+        .trim()
+        .strip_prefix(&format!("pgplatform {version} (commit "))
+        .unwrap_or_else(|| panic!("--version: {text:?}"));
+    let (commit, date) = rest
+        .strip_suffix(')')
+        .and_then(|r| r.split_once(", built "))
+        .unwrap_or_else(|| panic!("--version: {text:?}"));
+    assert!(
+        commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+        "commit {commit:?} in {text:?}"
+    );
+    // The commit is one of this checkout's (HEAD, or an ancestor if tests run on a
+    // binary built before the last commit).
+    let known = run(
+        command("git")
+            .args(["cat-file", "-t", commit])
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(
+        stdout_of(&known).trim(),
+        "commit",
+        "{commit} is not a commit here"
+    );
+    let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .unwrap_or_else(|e| panic!("build date {date:?}: {e}"));
+    let today = chrono::Utc::now().date_naive();
+    assert!(date <= today, "build date {date} is in the future");
+
+    let changelog = std::fs::read_to_string(deploy("../CHANGELOG.md")).unwrap();
+    assert!(
+        changelog.contains(&format!("## [{version}]")),
+        "CHANGELOG.md has no entry for {version}"
+    );
+}
