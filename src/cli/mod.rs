@@ -59,6 +59,12 @@ enum Command {
         /// Log format: auto = text on a terminal, JSON lines otherwise.
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+        /// When no PostgreSQL server binaries are found, install them first (Debian and
+        /// Ubuntu, as root: the newest `postgresql-<major>` apt offers, or `[postgres]
+        /// version`, and its pgvector package where apt has one). Same as `[postgres]
+        /// install = true`.
+        #[arg(long)]
+        install_postgres: bool,
     },
     /// Write a commented example config file (pgplatform.toml) into DIR.
     Init(init::InitArgs),
@@ -124,8 +130,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Up { log_format } => {
+            Command::Up {
+                log_format,
+                install_postgres,
+            } => {
                 crate::logging::init(log_format.unwrap_or(config.log_format));
+                if install_postgres || config.postgres.install {
+                    let version = config.postgres.install_version;
+                    let bin_dir = config.postgres.bin_dir.as_deref();
+                    if let Err(e) = crate::pg::install::ensure(bin_dir, version).await {
+                        tracing::error!("error: {e:#}");
+                        return Err(anyhow::Error::new(Logged));
+                    }
+                }
                 crate::agent::run(config).await.map_err(|e| {
                     tracing::error!("error: {e:#}");
                     anyhow::Error::new(Logged)

@@ -110,3 +110,40 @@ fn version_names_the_commit_and_build_date_and_the_changelog_has_it() {
         "CHANGELOG.md has no entry for {version}"
     );
 }
+
+/// The Debian package's /etc/pgplatform/pgplatform.toml is `pgplatform init`'s file with
+/// the data directory in /var/lib/pgplatform: nothing else may drift.
+#[test]
+fn packaged_config_is_init_output_with_the_system_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        crate::support::pgplatform().arg("init").arg(dir.path()),
+        COMMAND_TIMEOUT,
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let init = std::fs::read_to_string(dir.path().join("pgplatform.toml")).unwrap();
+    let packaged = std::fs::read_to_string(deploy("debian/pgplatform.toml")).unwrap();
+    let differing: Vec<(&str, &str)> = init
+        .lines()
+        .zip(
+            packaged
+                .lines()
+                .filter(|l| !l.starts_with("# package's systemd unit")),
+        )
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(
+        differing,
+        [
+            (
+                "# A relative path is resolved against the directory of this file.",
+                "# A relative path is resolved against the directory of this file. The Debian"
+            ),
+            (
+                "data_dir = \"./pgplatform-data\"",
+                "data_dir = \"/var/lib/pgplatform\""
+            ),
+        ]
+    );
+    assert_eq!(init.lines().count() + 1, packaged.lines().count());
+}

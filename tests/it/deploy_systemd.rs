@@ -53,13 +53,7 @@ impl UnitProcess {
         notify_socket: Option<&Path>,
         log: PathBuf,
     ) -> UnitProcess {
-        let file = fs::File::create(&log).unwrap();
         let mut cmd = command(program);
-        cmd.args(args)
-            .env_remove("PGPLATFORM_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file);
         if let Some(socket) = notify_socket {
             cmd.env("NOTIFY_SOCKET", socket);
         }
@@ -67,6 +61,28 @@ impl UnitProcess {
             cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
             cmd.env("HOME", &user.dir).env("USER", &user.name);
         }
+        UnitProcess::spawn(cmd, args, log)
+    }
+
+    /// `program ARGS` as the test's user with `env` added.
+    pub fn start_with_env(
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+        log: PathBuf,
+    ) -> UnitProcess {
+        let mut cmd = command(program);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        UnitProcess::spawn(cmd, args, log)
+    }
+
+    fn spawn(mut cmd: std::process::Command, args: &[String], log: PathBuf) -> UnitProcess {
+        let file = fs::File::create(&log).unwrap();
+        cmd.args(args)
+            .env_remove("PGPLATFORM_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
         let child = cmd.spawn().unwrap();
         UnitProcess {
             child: Some(child),

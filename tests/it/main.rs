@@ -35,6 +35,7 @@ mod backup_s3;
 mod config_errors;
 mod crash_recovery;
 mod deploy_files;
+mod deploy_install;
 mod deploy_systemd;
 mod etcd_client;
 mod extensions;
