@@ -492,7 +492,9 @@ mod tests {
         let config = from_str("[postgres]\ninstall = true\nversion = 17\n").unwrap();
         assert!(config.postgres.install);
         assert_eq!(config.postgres.install_version, Some(17));
-        let error = from_str("[postgres]\nversion = 12\n").unwrap_err().to_string();
+        let error = from_str("[postgres]\nversion = 12\n")
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("postgres.version"), "{error}");
     }
 

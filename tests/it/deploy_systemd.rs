@@ -94,6 +94,12 @@ impl UnitProcess {
         Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
     }
 
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn log_text(&self) -> String {
         String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
     }
