@@ -11,13 +11,17 @@ fn main() {
         .ok()
         .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".to_owned());
-    // Rebuild when HEAD moves (a commit, a checkout); worktrees keep HEAD elsewhere.
-    if let Some(path) = git(&["rev-parse", "--git-path", "HEAD"]) {
-        println!("cargo:rerun-if-changed={path}");
-    }
-    if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
-        if let Some(path) = git(&["rev-parse", "--git-path", &reference]) {
-            println!("cargo:rerun-if-changed={path}");
+    // Rebuild when HEAD moves (a commit, a checkout); worktrees keep HEAD elsewhere, and
+    // a fresh clone keeps branch refs in packed-refs. Only files that exist are named: a
+    // missing one would rerun this script, and rebuild the crate, on every build.
+    println!("cargo:rerun-if-changed=build.rs");
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for file in watched {
+        if let Some(path) = git(&["rev-parse", "--git-path", &file]) {
+            if std::path::Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
         }
     }
     let date = match std::env::var("SOURCE_DATE_EPOCH") {
