@@ -5,8 +5,7 @@
 //!
 //! A test whose prerequisite (etcd, promtool, moto, psycopg, pgserver, root, iproute2,
 //! systemd-analyze, docker-compose, kubectl, kubernetes-validate, the test .deb named by
-//! PGPLATFORM_TEST_DEB) is
-//! missing fails, naming it; `scripts/test` installs them all. To run part of the suite on a
+//! PGPLATFORM_TEST_DEB) is missing fails, naming it; `scripts/test` installs them all. To run part of the suite on a
 //! machine that lacks one, set PGPLATFORM_TEST_ALLOW_SKIP=1: such a test then passes
 //! without testing and writes `skipped: <reason>` to stderr (see `support::skip`).
 
