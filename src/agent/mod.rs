@@ -7,6 +7,7 @@
 //! first, PostgreSQL stops last, and the HA loop hands its key over after it.
 
 mod keeper;
+mod notify;
 mod prepare;
 mod reload;
 mod tasks;
@@ -69,6 +70,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
 
+    // Under systemd (Type=notify): READY=1 once /health would answer 200.
+    let notifier = notify::Notifier::from_env();
+    if let Some(notifier) = notifier.clone() {
+        let check = notify::HealthCheck {
+            postgres: postgres.status.clone(),
+            socket_dir: host.data_dir.socket_dir(),
+            port: config.postgres.port,
+        };
+        tokio::spawn(notify::ready_when_healthy(
+            notifier,
+            check,
+            shutdown.clone(),
+        ));
+    }
+
     // Only a signal ends the agent, or PostgreSQL's supervisor failing (its error is
     // then the agent's).
     let supervisor_failed = loop {
@@ -78,6 +94,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             () = shutdown.cancelled() => break false,
         }
     };
+    if let Some(notifier) = &notifier {
+        notifier.send("STOPPING=1");
+    }
     let stopped = shut_down(&shutdown, running, postgres, &host).await;
     match (supervisor_failed, stopped) {
         (true, Err(e)) => Err(e),

@@ -22,13 +22,23 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::logging::LogFormat;
 
+/// `--version`: the release, the git commit and the build date (set by `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PGPLATFORM_GIT_COMMIT"),
+    ", built ",
+    env!("PGPLATFORM_BUILD_DATE"),
+    ")"
+);
+
 /// pgplatform: a central PostgreSQL platform for many applications, in one binary.
 ///
 /// Start the agent with `pgplatform up`; it runs PostgreSQL and serves an HTTP API.
 /// The other commands talk to the agent of the same data directory (found through the
 /// config file), so run them where you ran `up`.
 #[derive(Debug, Parser)]
-#[command(name = "pgplatform", version, about, long_about)]
+#[command(name = "pgplatform", version = VERSION, about, long_about)]
 pub struct Cli {
     /// Config file (default: ./pgplatform.toml if it exists, else built-in defaults).
     #[arg(long, global = true, env = "PGPLATFORM_CONFIG", value_name = "FILE")]
@@ -51,6 +61,12 @@ enum Command {
         /// Log format: auto = text on a terminal, JSON lines otherwise.
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+        /// When no PostgreSQL server binaries are found, install them first (Debian and
+        /// Ubuntu, as root: the newest `postgresql-<major>` apt offers, or `[postgres]
+        /// version`, and its pgvector package where apt has one). Same as `[postgres]
+        /// install = true`.
+        #[arg(long)]
+        install_postgres: bool,
     },
     /// Write a commented example config file (pgplatform.toml) into DIR.
     Init(init::InitArgs),
@@ -130,8 +146,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Up { log_format } => {
+            Command::Up {
+                log_format,
+                install_postgres,
+            } => {
                 crate::logging::init(log_format.unwrap_or(config.log_format));
+                if install_postgres || config.postgres.install {
+                    let version = config.postgres.install_version;
+                    let bin_dir = config.postgres.bin_dir.as_deref();
+                    if let Err(e) = crate::pg::install::ensure(bin_dir, version).await {
+                        tracing::error!("error: {e:#}");
+                        return Err(anyhow::Error::new(Logged));
+                    }
+                }
                 crate::agent::run(config).await.map_err(|e| {
                     tracing::error!("error: {e:#}");
                     anyhow::Error::new(Logged)

@@ -40,6 +40,10 @@ pub struct PostgresSection {
     pub stop_timeout_seconds: Option<u64>,
     /// Any postgresql.conf setting; overrides the agent's derived values.
     pub parameters: BTreeMap<String, toml::Value>,
+    /// `up` installs PostgreSQL with the OS's package manager when none is found.
+    pub install: Option<bool>,
+    /// The major version `install` installs; default: the newest the OS offers.
+    pub version: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

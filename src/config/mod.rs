@@ -20,6 +20,9 @@ pub use self::parameters::{ParameterValue, Parameters};
 pub use self::pooler::{ClientTls, PinOnSessionState, PoolMode, PoolerConfig};
 use crate::logging::LogFormat;
 
+/// PostgreSQL major versions pgplatform supports (`pg::bin` refuses others).
+pub const SUPPORTED_MAJORS: std::ops::RangeInclusive<u32> = 13..=18;
+
 /// The commented example that `pgplatform init` writes; it must parse to the defaults.
 pub const EXAMPLE: &str = include_str!("example.toml");
 
@@ -77,6 +80,10 @@ pub struct PostgresConfig {
     pub port: u16,
     pub stop_timeout: Duration,
     pub parameters: Parameters,
+    /// Install PostgreSQL when none is found (`up --install-postgres` does too).
+    pub install: bool,
+    /// The major version to install; `None` = the newest the OS offers.
+    pub install_version: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +176,8 @@ impl Config {
             port,
             stop_timeout_seconds,
             parameters,
+            install,
+            version: install_version,
         } = postgres;
 
         let data_dir = data_dir.unwrap_or_else(|| "./pgplatform-data".to_owned());
@@ -201,6 +210,19 @@ impl Config {
             return Err(invalid("postgres.port", "must be between 1 and 65535"));
         }
         let stop_timeout = Duration::from_secs(stop_timeout_seconds.unwrap_or(60));
+        let install = install.unwrap_or(false);
+        if let Some(major) = install_version {
+            if !SUPPORTED_MAJORS.contains(&major) {
+                return Err(invalid(
+                    "postgres.version",
+                    format!(
+                        "must be a PostgreSQL major version from {} to {}",
+                        SUPPORTED_MAJORS.start(),
+                        SUPPORTED_MAJORS.end()
+                    ),
+                ));
+            }
+        }
         let parameters = Parameters::from_toml(parameters)?;
         if parameters.iter().any(|(k, _)| k == "ssl") {
             return Err(invalid(
@@ -305,6 +327,8 @@ impl Config {
                 port,
                 stop_timeout,
                 parameters,
+                install,
+                install_version,
             },
             api_listen,
             api,
@@ -461,6 +485,17 @@ mod tests {
         assert_eq!(config.postgres.user, "postgres");
         assert_eq!(config.api_listen.to_string(), "127.0.0.1:8008");
         assert_eq!(config.tenant_host, "127.0.0.1");
+    }
+
+    #[test]
+    fn postgres_install_keys_are_read_and_the_version_checked() {
+        let config = from_str("[postgres]\ninstall = true\nversion = 17\n").unwrap();
+        assert!(config.postgres.install);
+        assert_eq!(config.postgres.install_version, Some(17));
+        let error = from_str("[postgres]\nversion = 12\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("postgres.version"), "{error}");
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
             port,
             stop_timeout,
             parameters,
+            // Read only by `up` before the agent starts: nothing to apply or wait for.
+            install: _,
+            install_version: _,
         } = postgres;
         let n = &new.postgres;
         d.note(RESTART, "postgres.bin_dir", bin_dir, &n.bin_dir);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 
 /// Oldest and newest PostgreSQL major versions the agent supports.
-pub const SUPPORTED_MAJORS: std::ops::RangeInclusive<u32> = 13..=18;
+pub use crate::config::SUPPORTED_MAJORS;
 
 /// A directory of PostgreSQL server binaries of a known version.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ impl Binaries {
             }
             None => search_path()
                 .or_else(newest_debian_dir)
-                .context("find PostgreSQL server binaries (no `postgres` and `initdb` on PATH or under /usr/lib/postgresql/*/bin; install PostgreSQL or set postgres.bin_dir)")?,
+                .with_context(|| format!("find PostgreSQL server binaries (no `postgres` and `initdb` on PATH or under /usr/lib/postgresql/*/bin): {}, or set postgres.bin_dir", super::install::what_to_install()))?,
         };
         // Follow symlinks (e.g. /usr/local/bin/postgres) to the real installation, whose
         // sibling binaries and share directory belong to the same version.
@@ -112,7 +112,7 @@ fn search_path() -> Option<PathBuf> {
 }
 
 fn newest_debian_dir() -> Option<PathBuf> {
-    let entries = std::fs::read_dir("/usr/lib/postgresql").ok()?;
+    let entries = std::fs::read_dir(super::install::host_path("/usr/lib/postgresql")).ok()?;
     entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {

@@ -6,6 +6,7 @@ pub mod conf;
 pub mod connect;
 pub mod hba;
 pub mod initdb;
+pub mod install;
 pub mod process;
 pub mod sql;
 

@@ -138,7 +138,22 @@ impl Tenants {
         if missing.is_empty() {
             return Ok(());
         }
+        let major = crate::pg::bin::parse_version(&self.server_version).map_or(0, |v| v.major);
+        let packages: Vec<String> = missing
+            .iter()
+            .filter_map(|name| crate::pg::install::extension_package(name, major))
+            .collect();
+        let install = if packages.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; install the package {} on the database host (the extension ships there, \
+                 not with pgplatform)",
+                packages.join(", ")
+            )
+        };
         Err(TenantError::ExtensionUnavailable {
+            install,
             missing: missing.join(", "),
             version: self.server_version.clone(),
             available: available.join(", "),

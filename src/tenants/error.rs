@@ -14,9 +14,11 @@ pub enum TenantError {
     Conflict(String),
     #[error("no tenant named `{0}`")]
     NotFound(String),
-    #[error("extension {missing} is not available on this PostgreSQL ({version}); available: {available}")]
+    #[error("extension {missing} is not available on this PostgreSQL ({version}){install}; available: {available}")]
     ExtensionUnavailable {
         missing: String,
+        /// "; install the package … on the database host", when a package is known.
+        install: String,
         version: String,
         available: String,
     },

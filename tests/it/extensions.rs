@@ -44,6 +44,11 @@ fn available_extension_is_installed_and_missing_one_changes_nothing() {
     let before = agent.inventory();
     let error = agent.cli_err(&["tenant", "create", "vec", "--extension", "vector"]);
     assert!(error.contains("vector"), "missing extension error: {error}");
+    // It names the OS package that provides it (Debian's postgresql-<major>-pgvector).
+    assert!(
+        error.contains("install the package postgresql-") && error.contains("-pgvector"),
+        "missing extension error names no package: {error}"
+    );
     assert!(
         error.to_lowercase().contains("available"),
         "error does not list available extensions: {error}"

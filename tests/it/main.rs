@@ -3,8 +3,9 @@
 //! Every test starts its own agent (`support::TestAgent`) in a temporary directory on free ports,
 //! and stops it (and PostgreSQL) when it is dropped. Run with `cargo test --test it`.
 //!
-//! A test whose prerequisite (etcd, promtool, moto, psycopg, pgserver, root, iproute2) is
-//! missing fails, naming it; `scripts/test` installs them all. To run part of the suite on a
+//! A test whose prerequisite (etcd, promtool, moto, psycopg, pgserver, root, iproute2,
+//! systemd-analyze, docker-compose, kubectl, kubernetes-validate, the test .deb named by
+//! PGPLATFORM_TEST_DEB) is missing fails, naming it; `scripts/test` installs them all. To run part of the suite on a
 //! machine that lacks one, set PGPLATFORM_TEST_ALLOW_SKIP=1: such a test then passes
 //! without testing and writes `skipped: <reason>` to stderr (see `support::skip`).
 
@@ -34,7 +35,11 @@ mod backup_pitr;
 mod backup_s3;
 mod config_errors;
 mod crash_recovery;
+mod deploy_deb;
 mod deploy_files;
+mod deploy_install;
+mod deploy_manifests;
+mod deploy_systemd;
 mod etcd_client;
 mod extensions;
 mod ha;
