@@ -316,25 +316,65 @@ pub fn scan(sql: &[u8]) -> Option<Found<'_>> {
     })
 }
 
-/// Whether `sql` contains, in any case, a part of every word `scan` acts on: SET (in
-/// RESET and set_config too), TEMP (TEMPORARY, pg_temp), LISTEN, PREPARE, the advisory
-/// locks, dblink, WITH HOLD. Most statements contain none, and one pass over their bytes,
-/// one comparison where a part's first letter is, spares them the tokenizer.
+/// Whether `sql` has a word `scan` may act on; most statements have none, and one pass
+/// over their bytes (no tokens, no comparisons but where a word's first letter fits)
+/// spares them the tokenizer. It may say yes where `scan` finds nothing, never the
+/// reverse: SET and RESET count only where a statement may start — after nothing, after
+/// punctuation (`;`, a comment's `*/`, a dollar quote), after a line holding `--`, or after
+/// a PL/pgSQL block word — since `UPDATE t SET` is the common case.
 fn mentions_a_trigger(sql: &[u8]) -> bool {
-    (0..sql.len()).any(|i| {
-        let part: &[u8] = match sql[i] | 0x20 {
-            b's' => b"set",
-            b't' => b"temp",
-            b'l' => b"listen",
-            b'p' => b"prepare",
-            b'a' => b"advisory",
-            b'd' => b"dblink",
-            b'h' => b"hold",
-            _ => return false,
-        };
-        sql.get(i..i + part.len())
-            .is_some_and(|here| here.eq_ignore_ascii_case(part))
-    })
+    // The word before the current one, with only whitespace between; None after anything else.
+    let mut previous: Option<&[u8]> = None;
+    let mut comment_on_line = false;
+    let mut i = 0;
+    while let Some(&b) = sql.get(i) {
+        if is_word_byte(b) {
+            let start = i;
+            while sql.get(i).copied().is_some_and(is_word_byte) {
+                i += 1;
+            }
+            let word = &sql[start..i];
+            if may_trigger(word, previous) {
+                return true;
+            }
+            previous = Some(word);
+            continue;
+        }
+        if b == b'\n' {
+            if comment_on_line {
+                previous = None;
+            }
+            comment_on_line = false;
+        } else if !b.is_ascii_whitespace() {
+            comment_on_line |= b == b'-' && sql.get(i + 1) == Some(&b'-');
+            previous = None;
+        }
+        i += 1;
+    }
+    false
+}
+
+fn may_trigger(word: &[u8], previous: Option<&[u8]>) -> bool {
+    let starts = |part: &[u8]| {
+        word.get(..part.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(part))
+    };
+    let at_statement_start = || previous.is_none_or(|p| BLOCK_STARTS.iter().any(|k| is(p, k)));
+    match word.first().map(|b| b | 0x20) {
+        Some(b's') => starts(b"set_config") || (is(word, "set") && at_statement_start()),
+        Some(b'r') => is(word, "reset") && at_statement_start(),
+        Some(b't') => starts(b"temp"),
+        Some(b'l') => is(word, "listen"),
+        Some(b'p') => {
+            is(word, "prepare")
+                || starts(b"pg_temp")
+                || starts(b"pg_advisory")
+                || starts(b"pg_try_advisory")
+        }
+        Some(b'd') => starts(b"dblink"),
+        Some(b'h') => is(word, "hold"),
+        _ => false,
+    }
 }
 
 type Peek<'a> = std::iter::Peekable<Tokens<'a>>;

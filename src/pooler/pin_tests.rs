@@ -197,6 +197,10 @@ fn the_prefilter_lets_every_trigger_through() {
         "select pg_try_advisory_lock(1)",
         "select dblink_connect('x')",
         "declare c cursor with HOLD for select 1",
+        "-- a comment\nSET x.y = 1",
+        "/* a comment */ SET x.y = 1",
+        "select 1; reset all",
+        "DO $$ BEGIN SET search_path = ''; END $$",
     ] {
         assert!(mentions_a_trigger(sql.as_bytes()), "{sql}");
         assert!(cause(sql).is_some(), "{sql}");
@@ -206,6 +210,9 @@ fn the_prefilter_lets_every_trigger_through() {
         "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 2, 3, 4, now())",
         "BEGIN",
         "END",
+        "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 2",
+        "UPDATE t AS x\nSET a = 1 -- a comment",
+        "ALTER TABLE t SET (fillfactor = 70)",
     ] {
         assert!(!mentions_a_trigger(sql.as_bytes()), "{sql}");
     }
