@@ -320,7 +320,23 @@ async fn authenticate(
     buf: &mut BytesMut,
     user: &str,
 ) -> Result<(ClientStream, Credentials), (ClientStream, Fatal)> {
-    let secret = match Box::pin(pooler.auth.secret(user)).await {
+    // The mechanisms do not depend on the role: they are offered first, and the verifier
+    // is read while the client answers, so that a login waits once for both replies
+    // instead of once for PostgreSQL's and once for the client's.
+    let binding = match (stream.is_tls(), &pooler.channel_binding) {
+        (true, Some(binding)) => Some(binding.clone()),
+        _ => None,
+    };
+    let mut out = BytesMut::new();
+    be::authentication_sasl(&mut out, scram::mechanisms(binding.is_some()));
+    if stream.write_all(&out).await.is_err() {
+        fail!(stream, SqlState::CONNECTION_FAILURE, "client went away");
+    }
+    let (secret, first) = tokio::join!(
+        Box::pin(pooler.auth.secret(user)),
+        read_password_message(&mut stream, buf)
+    );
+    let secret = match secret {
         Ok(secret) => secret,
         Err(e) => {
             tracing::error!(user, "look up the password verifier: {e:#}");
@@ -331,24 +347,19 @@ async fn authenticate(
             );
         }
     };
+    let first = match first {
+        Ok(Some(frame)) => frame,
+        Ok(None) => fail!(stream, SqlState::CONNECTION_FAILURE, "client went away"),
+        Err(e) => fail!(stream, SqlState::PROTOCOL_VIOLATION, "{e}"),
+    };
     let server_key = match &secret {
         scram::Secret::Real(verifier) => Some(verifier.server_key()),
         scram::Secret::Mock(_) => None,
     };
     let mut exchange = ServerExchange::with_secret(secret, scram::new_nonce());
-    if let (true, Some(binding)) = (stream.is_tls(), &pooler.channel_binding) {
-        exchange = exchange.with_channel_binding(binding.clone());
+    if let Some(binding) = binding {
+        exchange = exchange.with_channel_binding(binding);
     }
-    let mut out = BytesMut::new();
-    be::authentication_sasl(&mut out, exchange.mechanisms());
-    if stream.write_all(&out).await.is_err() {
-        fail!(stream, SqlState::CONNECTION_FAILURE, "client went away");
-    }
-    let first = match read_password_message(&mut stream, buf).await {
-        Ok(Some(frame)) => frame,
-        Ok(None) => fail!(stream, SqlState::CONNECTION_FAILURE, "client went away"),
-        Err(e) => fail!(stream, SqlState::PROTOCOL_VIOLATION, "{e}"),
-    };
     let server_first = frontend::decode_sasl_initial_response(first.body())
         .map_err(|e| e.to_string())
         .and_then(|r| {

@@ -43,7 +43,7 @@ mod tests;
 
 pub use self::binding::tls_server_end_point;
 pub use self::client::ClientExchange;
-pub use self::server::ServerExchange;
+pub use self::server::{mechanisms, ServerExchange};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScramError {

@@ -53,15 +53,6 @@ impl ServerExchange {
         self
     }
 
-    /// The mechanisms to offer in AuthenticationSASL, preferred first.
-    pub fn mechanisms(&self) -> &'static [&'static str] {
-        if self.channel_binding.is_some() {
-            &[MECHANISM_PLUS, MECHANISM]
-        } else {
-            &[MECHANISM]
-        }
-    }
-
     fn verifier(&self) -> &Verifier {
         self.secret.verifier()
     }
@@ -195,5 +186,15 @@ impl ServerExchange {
         let server_signature = hmac(&verifier.server_key, &auth_message);
         let server_final = format!("v={}", BASE64.encode(server_signature)).into_bytes();
         Ok((server_final, ClientKey(client_key)))
+    }
+}
+
+/// The mechanisms to offer in AuthenticationSASL, preferred first: the `-PLUS` one only
+/// where the connection has TLS and the pooler a channel binding for it.
+pub fn mechanisms(channel_binding: bool) -> &'static [&'static str] {
+    if channel_binding {
+        &[MECHANISM_PLUS, MECHANISM]
+    } else {
+        &[MECHANISM]
     }
 }
