@@ -1,5 +1,6 @@
 //! Tenants' Redis under the agent's supervision: a redis-server killed with SIGKILL comes
-//! back with its data (AOF); the agent stops them when it stops and starts them again;
+//! back with its data (AOF); the agent stops them when it stops and starts them again,
+//! and stops one a killed agent left behind;
 //! `tenant redis disable|enable`, drop keeping the data aside (or --purge); and the bad
 //! inputs: unknown tenant, missing binary, port range exhausted.
 
@@ -52,6 +53,21 @@ fn a_killed_redis_server_is_restarted_with_its_data_and_follows_the_agent() {
         || (cli(&url, &["ping"]) == "PONG").then_some(()),
     );
     assert_eq!(cli(&url, &["get", "order:0"]), "paid");
+
+    // An agent killed with SIGKILL leaves its redis-server running; the next agent stops
+    // that one (its pid file checked against the process) before starting its own.
+    let orphan = agent.redis_pid("shop").expect("shop's redis-server runs");
+    agent.kill9_agent();
+    assert!(process_alive(orphan), "redis-server died with the agent");
+    agent.start_again();
+    wait_for(Duration::from_secs(30), "a new redis-server after the orphan", || {
+        agent
+            .redis_pid("shop")
+            .filter(|new| *new != orphan && cli(&url, &["ping"]) == "PONG")
+    });
+    assert!(!process_alive(orphan), "the orphaned redis-server still runs");
+    assert!(agent.log_contents().contains("a redis-server from a previous agent is still running"));
+    assert_eq!(cli(&url, &["dbsize"]), "100");
 }
 
 #[test]
