@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::conf::{self, ServerSpec};
+use super::info::{self, Info};
 use super::server::{self, Process, State, Status};
 use crate::config::RedisConfig;
 use crate::run_as::RunAs;
@@ -29,7 +30,6 @@ pub struct TenantServer {
     pub password_sha256: String,
 }
 
-#[allow(dead_code, reason = "status and metrics read them in the next commit")]
 struct Running {
     stop: CancellationToken,
     task: JoinHandle<()>,
@@ -39,15 +39,16 @@ struct Running {
     maxmemory: u64,
 }
 
-/// A server's state as `status` and `/metrics` report it.
+/// A server as `status` and `/metrics` report it: its supervision's state and, when it
+/// answered, its INFO.
 #[derive(Debug, Clone, serde::Serialize)]
-#[allow(dead_code, reason = "status and metrics read them in the next commit")]
-pub struct ServerStatus {
+pub struct Observed {
     pub tenant: String,
     pub port: u16,
     pub maxmemory: u64,
     #[serde(flatten)]
     pub status: Status,
+    pub info: Option<Info>,
 }
 
 pub struct Fleet {
@@ -317,21 +318,52 @@ impl Fleet {
         Ok(Some(aside))
     }
 
-    /// Every server the agent runs, by tenant.
-    #[allow(dead_code, reason = "status and metrics read them in the next commit")]
-    pub async fn statuses(&self) -> Vec<ServerStatus> {
-        self.servers
+    /// Every server the agent runs, by tenant, with its INFO when it runs and answers
+    /// within `info::TIMEOUT` (all are asked at once).
+    pub async fn observe(&self) -> Vec<Observed> {
+        let servers: Vec<(String, u16, u64, Status, Process)> = self
+            .servers
             .lock()
             .await
             .iter()
-            .map(|(tenant, running)| ServerStatus {
-                tenant: tenant.clone(),
-                port: running.port,
-                maxmemory: running.maxmemory,
-                status: running.status.borrow().clone(),
+            .map(|(tenant, r)| {
+                let status = r.status.borrow().clone();
+                (
+                    tenant.clone(),
+                    r.port,
+                    r.maxmemory,
+                    status,
+                    r.process.clone(),
+                )
             })
-            .collect()
+            .collect();
+        let asks =
+            servers
+                .into_iter()
+                .map(|(tenant, port, maxmemory, status, process)| async move {
+                    let info = match status.state {
+                        State::Running => tokio::time::timeout(info::TIMEOUT, read_info(&process))
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                        _ => None,
+                    };
+                    Observed {
+                        tenant,
+                        port,
+                        maxmemory,
+                        status,
+                        info,
+                    }
+                });
+        futures::future::join_all(asks).await
     }
+}
+
+async fn read_info(process: &Process) -> anyhow::Result<Info> {
+    let mut connection = process.connect().await?;
+    let text = connection.command(&["INFO", "everything"]).await?.text()?;
+    Ok(info::parse(&text))
 }
 
 fn new_admin_password(path: &Path) -> anyhow::Result<String> {

@@ -10,22 +10,21 @@
 //! <data>/redis/dropped/NAME.T/   a dropped tenant's data, kept aside (unless --purge)
 //! ```
 //!
-//! `access.rs` is how an application reaches its server (URL, `env` lines), `conf.rs` renders redis.conf (pure), `server.rs` supervises one process, `resp.rs`
-//! speaks the few commands the agent sends, `fleet.rs` is the set of running servers.
+//! `access.rs` is how an application reaches its server (URL, `env` lines), `conf.rs`
+//! renders redis.conf (pure), `server.rs` supervises one process, `resp.rs` speaks the few
+//! commands the agent sends, `info.rs` reads INFO for `/metrics` and `status`, `fleet.rs`
+//! is the set of running servers.
 
 mod access;
 mod conf;
 mod fleet;
+mod info;
 mod resp;
 mod server;
 
 pub use self::access::RedisAccess;
 pub use self::conf::password_sha256;
-#[allow(
-    unused_imports,
-    reason = "status and metrics read them in the next commit"
-)]
-pub use self::fleet::{Fleet, ServerStatus, TenantServer};
+pub use self::fleet::{Fleet, Observed, TenantServer};
 
 /// The Debian package that ships redis-server (named in errors).
 pub const PACKAGE: &str = "redis-server";

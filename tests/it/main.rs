@@ -70,6 +70,7 @@ mod pooler_signals;
 mod pooler_timeouts;
 mod pooler_unknown_database;
 mod pooler_waits;
+mod redis_observability;
 mod redis_supervision;
 mod redis_tenants;
 mod restore_ha;

@@ -60,13 +60,22 @@ fn a_killed_redis_server_is_restarted_with_its_data_and_follows_the_agent() {
     agent.kill9_agent();
     assert!(process_alive(orphan), "redis-server died with the agent");
     agent.start_again();
-    wait_for(Duration::from_secs(30), "a new redis-server after the orphan", || {
-        agent
-            .redis_pid("shop")
-            .filter(|new| *new != orphan && cli(&url, &["ping"]) == "PONG")
-    });
-    assert!(!process_alive(orphan), "the orphaned redis-server still runs");
-    assert!(agent.log_contents().contains("a redis-server from a previous agent is still running"));
+    wait_for(
+        Duration::from_secs(30),
+        "a new redis-server after the orphan",
+        || {
+            agent
+                .redis_pid("shop")
+                .filter(|new| *new != orphan && cli(&url, &["ping"]) == "PONG")
+        },
+    );
+    assert!(
+        !process_alive(orphan),
+        "the orphaned redis-server still runs"
+    );
+    assert!(agent
+        .log_contents()
+        .contains("a redis-server from a previous agent is still running"));
     assert_eq!(cli(&url, &["dbsize"]), "100");
 }
 
