@@ -1,7 +1,7 @@
 //! Tenants' Redis in `/metrics` (redis_exporter's names, label `tenant`, promtool-clean)
 //! and in `status`.
 
-use crate::support::metrics::{promtool, promtool_check_metrics, sample};
+use crate::support::metrics::{families, promtool, promtool_check_metrics, sample};
 use crate::support::redis::{cli, redis_toml, require_redis};
 use crate::support::TestAgent;
 
@@ -63,6 +63,26 @@ fn metrics_and_status_show_each_tenants_redis() {
     if let Some(promtool) = promtool() {
         let (ok, report) = promtool_check_metrics(promtool, &text);
         assert!(ok, "promtool check metrics: {report}");
+    }
+    // The dashboard's Redis row and the Redis alert rules query only what we export.
+    let exported = families(&text);
+    for file in [
+        "deploy/grafana/pgplatform.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let source = std::fs::read_to_string(&path).unwrap();
+        let names: Vec<&str> = source
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("redis_") && *word != "redis_exporter")
+            .collect();
+        assert!(names.len() >= 3, "{file} queries Redis: {names:?}");
+        for name in names {
+            assert!(
+                exported.iter().any(|e| e == name),
+                "{file} queries {name}, not exported"
+            );
+        }
     }
 
     let status = agent.cli_json(&["status", "--json"]);

@@ -17,8 +17,14 @@ fn a_killed_redis_server_is_restarted_with_its_data_and_follows_the_agent() {
     if !require_redis() {
         return;
     }
-    let mut agent = TestAgent::start_with(&redis_toml(20));
+    // appendfsync always: every acknowledged write is on disk before the reply.
+    let mut agent = TestAgent::start_with(&format!("{}appendfsync = \"always\"\n", redis_toml(20)));
     agent.cli_ok(&["tenant", "create", "shop", "--redis"]);
+    let conf = std::fs::read_to_string(agent.redis_dir("shop").join("redis.conf")).unwrap();
+    assert!(
+        conf.contains("appendonly yes\nappendfsync always\n"),
+        "{conf}"
+    );
     let url = agent.redis_url("shop");
     for i in 0..100 {
         assert_eq!(cli(&url, &["set", &format!("order:{i}"), "paid"]), "OK");
