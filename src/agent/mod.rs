@@ -293,6 +293,7 @@ async fn bootstrap_tenants(config: &Config, host: &Host) -> anyhow::Result<Arc<T
         run_as: host.run_as.clone(),
         redis: Arc::new(crate::redis::Fleet::open(
             &config.redis,
+            redis_reach(config)?,
             &config.data_dir,
             host.run_as.clone(),
         )?),
@@ -320,6 +321,24 @@ async fn bootstrap_tenants(config: &Config, host: &Host) -> anyhow::Result<Arc<T
         }
     }
     Ok(tenants)
+}
+
+/// Tenants' Redis is named by its listen address (the tenants' host when that is a
+/// wildcard) and, beyond loopback, speaks TLS only, with the pooler's certificate.
+fn redis_reach(config: &Config) -> anyhow::Result<crate::redis::Reach> {
+    let addr = config.redis.listen_addr;
+    Ok(crate::redis::Reach {
+        url_host: if addr.is_unspecified() {
+            config.tenant_host.clone()
+        } else {
+            addr.to_string()
+        },
+        tls_files: if addr.is_loopback() {
+            None
+        } else {
+            Some(crate::pooler::tls::server_files(config)?)
+        },
+    })
 }
 
 /// The documented order: the API, the pooler and the other tasks drain; tenants' Redis

@@ -16,7 +16,8 @@ use super::{invalid, ConfigError};
 pub struct RedisSection {
     /// The redis-server binary; default: found on PATH.
     pub bin: Option<String>,
-    /// The address every tenant's redis-server binds (and its URL names).
+    /// The address every tenant's redis-server binds (and its URL names, unless it is a
+    /// wildcard). Beyond loopback the servers speak TLS only.
     pub listen_addr: Option<String>,
     /// TCP ports handed to tenants' servers, "FIRST-LAST".
     pub port_range: Option<String>,
@@ -78,13 +79,6 @@ impl RedisConfig {
                 format!("`{listen_text}` is not an IP address like 127.0.0.1"),
             )
         })?;
-        if !listen_addr.is_loopback() {
-            return Err(invalid(
-                "redis.listen_addr",
-                "must be a loopback address: tenants' Redis speaks no TLS yet, so it must \
-                 not be reachable from other hosts",
-            ));
-        }
         let range_text = port_range.unwrap_or_else(|| "6380-6479".to_owned());
         let port_range = parse_port_range(&range_text)
             .map_err(|message| invalid("redis.port_range", message))?;
@@ -199,7 +193,7 @@ mod tests {
         };
         refuse(
             RedisSection {
-                listen_addr: Some("0.0.0.0".into()),
+                listen_addr: Some("localhost".into()),
                 ..Default::default()
             },
             "redis.listen_addr",

@@ -11,6 +11,8 @@ pub struct RedisAccess {
     /// The tenant's ACL user (the tenant's name).
     pub user: String,
     pub password: String,
+    /// The server speaks TLS only (`rediss://`).
+    pub tls: bool,
 }
 
 /// Everything but unreserved characters (RFC 3986) is percent-encoded.
@@ -29,10 +31,20 @@ impl RedisAccess {
         }
     }
 
-    /// `redis://user:password@host:port/0`, as redis-cli -u and client libraries read it.
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// `redis://user:password@host:port/0` (`rediss://` with TLS), as redis-cli -u and
+    /// client libraries read it.
     pub fn url(&self) -> String {
         format!(
-            "redis://{}:{}@{}:{}/0",
+            "{}://{}:{}@{}:{}/0",
+            self.scheme(),
             utf8_percent_encode(&self.user, URL_COMPONENT),
             utf8_percent_encode(&self.password, URL_COMPONENT),
             self.host_for_url(),
@@ -43,7 +55,8 @@ impl RedisAccess {
     /// The URL without the password, safe to print.
     pub fn url_redacted(&self) -> String {
         format!(
-            "redis://{}@{}:{}/0",
+            "{}://{}@{}:{}/0",
+            self.scheme(),
             utf8_percent_encode(&self.user, URL_COMPONENT),
             self.host_for_url(),
             self.port
@@ -74,6 +87,7 @@ mod tests {
             port: 6380,
             user: "shop".into(),
             password: "a/b+c".into(),
+            tls: false,
         };
         assert_eq!(access.url(), "redis://shop:a%2Fb%2Bc@127.0.0.1:6380/0");
         assert_eq!(access.url_redacted(), "redis://shop@127.0.0.1:6380/0");
@@ -85,5 +99,8 @@ mod tests {
             ..access
         };
         assert!(v6.url().contains("@[::1]:6380/0"));
+        let tls = RedisAccess { tls: true, ..v6 };
+        assert!(tls.url().starts_with("rediss://shop:"));
+        assert!(tls.url_redacted().starts_with("rediss://shop@"));
     }
 }

@@ -45,6 +45,9 @@ pub struct ServerSpec {
     pub tenant_password_sha256: String,
     /// SHA-256 (hex) of the agent's admin password.
     pub admin_password_sha256: String,
+    /// Serve TLS only on `port` (certificate and key in the server's directory as
+    /// `tls.crt`, `tls.key`); the unix socket stays plain.
+    pub tls: bool,
 }
 
 /// Lowercase hex SHA-256, as Redis's ACL `#<hash>` wants it.
@@ -65,11 +68,24 @@ pub fn tenant_rules() -> String {
 /// redis.conf for `spec`, its files in `dir` (the server's working directory).
 pub fn render(spec: &ServerSpec, dir: &Path) -> String {
     let dir = dir.display();
+    let listen = if spec.tls {
+        format!(
+            "port 0
+tls-port {port}
+tls-cert-file \"{dir}/tls.crt\"
+tls-key-file \"{dir}/tls.key\"
+tls-auth-clients no
+tls-protocols \"TLSv1.2 TLSv1.3\"",
+            port = spec.port
+        )
+    } else {
+        format!("port {}", spec.port)
+    };
     format!(
         "# Written by pgplatform for tenant {tenant}; rewritten at every start: edit
 # pgplatform.toml's [redis] instead.
 bind {addr}
-port {port}
+{listen}
 protected-mode yes
 unixsocket \"{dir}/redis.sock\"
 unixsocketperm 700
@@ -93,7 +109,6 @@ user {tenant} on #{tenant_hash} {rules}
 ",
         tenant = spec.tenant,
         addr = spec.listen_addr,
-        port = spec.port,
         maxmemory = spec.maxmemory,
         policy = spec.maxmemory_policy,
         appendfsync = spec.appendfsync,
@@ -118,6 +133,7 @@ mod tests {
             appendfsync: "everysec".into(),
             tenant_password_sha256: password_sha256("secret"),
             admin_password_sha256: password_sha256("admin"),
+            tls: false,
         }
     }
 
@@ -151,5 +167,17 @@ mod tests {
             password_sha256(""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+    }
+
+    #[test]
+    fn with_tls_the_port_speaks_tls_only() {
+        let with_tls = ServerSpec {
+            tls: true,
+            ..spec()
+        };
+        let text = render(&with_tls, Path::new("/d/redis/shop"));
+        assert!(text.contains("port 0\ntls-port 6380\ntls-cert-file \"/d/redis/shop/tls.crt\"\n"));
+        assert!(text.contains("tls-auth-clients no\n"));
+        assert!(!render(&spec(), Path::new("/d")).contains("tls-"));
     }
 }

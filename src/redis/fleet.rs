@@ -51,8 +51,19 @@ pub struct Observed {
     pub info: Option<Info>,
 }
 
+/// Where tenants reach their servers, as the agent decides from its config.
+#[derive(Debug, Clone)]
+pub struct Reach {
+    /// The host written into `redis_url`.
+    pub url_host: String,
+    /// The certificate and key the servers serve (the pooler's) when they listen beyond
+    /// loopback, where they speak TLS only.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+}
+
 pub struct Fleet {
     config: RedisConfig,
+    reach: Reach,
     root: PathBuf,
     run_as: Option<RunAs>,
     admin_password: String,
@@ -63,6 +74,7 @@ impl Fleet {
     /// Prepares `<data>/redis` and the agent's admin password; starts nothing.
     pub fn open(
         config: &RedisConfig,
+        reach: Reach,
         data_dir: &Path,
         run_as: Option<RunAs>,
     ) -> anyhow::Result<Fleet> {
@@ -87,6 +99,7 @@ impl Fleet {
         };
         Ok(Fleet {
             config: config.clone(),
+            reach,
             root,
             run_as,
             admin_password,
@@ -96,6 +109,10 @@ impl Fleet {
 
     pub fn config(&self) -> &RedisConfig {
         &self.config
+    }
+
+    pub fn reach(&self) -> &Reach {
+        &self.reach
     }
 
     /// The redis-server binary: `redis.bin`, else the first on PATH.
@@ -239,7 +256,16 @@ impl Fleet {
             appendfsync: self.config.appendfsync.clone(),
             tenant_password_sha256: server.password_sha256.clone(),
             admin_password_sha256: conf::password_sha256(&self.admin_password),
+            tls: self.reach.tls_files.is_some(),
         };
+        if let Some((cert, key)) = &self.reach.tls_files {
+            // Copies the server's user can read (the agent's own key is root's, 0600).
+            for (from, to) in [(cert, "tls.crt"), (key, "tls.key")] {
+                let bytes =
+                    std::fs::read(from).with_context(|| format!("read {}", from.display()))?;
+                crate::safe_file::replace(&dir.join(to), &bytes, 0o600, self.run_as.as_ref())?;
+            }
+        }
         // The directory is the server's user's: never written through a name it chose.
         crate::safe_file::replace(
             &dir.join("redis.conf"),

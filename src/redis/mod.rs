@@ -24,7 +24,7 @@ mod server;
 
 pub use self::access::RedisAccess;
 pub use self::conf::password_sha256;
-pub use self::fleet::{Fleet, Observed, TenantServer};
+pub use self::fleet::{Fleet, Observed, Reach, TenantServer};
 
 /// The Debian package that ships redis-server (named in errors).
 pub const PACKAGE: &str = "redis-server";

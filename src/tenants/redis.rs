@@ -53,11 +53,13 @@ impl Tenants {
     }
 
     pub(super) fn redis_access(&self, name: &str, port: u16, password: String) -> RedisAccess {
+        let reach = self.redis.reach();
         RedisAccess {
-            host: self.redis.config().listen_addr.to_string(),
+            host: reach.url_host.clone(),
             port,
             user: name.to_owned(),
             password,
+            tls: reach.tls_files.is_some(),
         }
     }
 

@@ -450,6 +450,7 @@ mod tests {
                 port: 6380,
                 user: "shop".into(),
                 password: "r3d1s".into(),
+                tls: false,
             }),
             ..creds()
         };

@@ -3,7 +3,7 @@
 //! memory limit stops its own writes, not its neighbour's; rotation refuses the old
 //! password at once.
 
-use crate::support::redis::{cli, cli_anonymous, port_of, redis_toml, require_redis};
+use crate::support::redis::{cli, cli_anonymous, cli_tls, port_of, redis_toml, require_redis};
 use crate::support::TestAgent;
 
 /// The acceptance line, and what the tenant may and may not do.
@@ -157,4 +157,44 @@ fn rotate_refuses_the_old_redis_password_at_once_and_survives_a_restart() {
     agent.restart();
     assert_eq!(cli(&new, &["get", "k"]), "v");
     assert!(cli(&old, &["ping"]).contains("WRONGPASS"));
+}
+
+/// Beyond loopback a tenant's Redis speaks TLS only, with the pooler's certificate.
+#[test]
+fn beyond_loopback_the_redis_speaks_tls_only_with_the_pooler_certificate() {
+    if !require_redis() {
+        return;
+    }
+    let toml = format!("{}listen_addr = \"0.0.0.0\"\n", redis_toml(20));
+    let agent = TestAgent::start_with(&toml);
+    agent.cli_ok(&["tenant", "create", "shop", "--redis"]);
+    let url = agent.redis_url("shop");
+    // The wildcard is not an address to connect to: the URL names the tenants' host.
+    assert!(
+        url.starts_with("rediss://shop:") && url.contains("@127.0.0.1:"),
+        "{url}"
+    );
+    let env = agent.secret("shop", "env");
+    assert!(env.contains(&format!("REDIS_URL={url}\n")));
+
+    let ca = agent.data_dir().join("tls").join("server.crt");
+    assert_eq!(cli_tls(&url, &ca, &["set", "k", "v"]), "OK");
+    assert_eq!(cli_tls(&url, &ca, &["get", "k"]), "v");
+    // No clear text on the port, and no TLS without trusting the certificate.
+    let plain = url.replacen("rediss://", "redis://", 1);
+    let answer = cli(&plain, &["get", "k"]);
+    assert!(answer.contains("I/O error"), "clear text answered {answer}");
+    let untrusted = cli_tls(
+        &url,
+        std::path::Path::new("/etc/ssl/certs/ca-certificates.crt"),
+        &["ping"],
+    );
+    assert!(
+        untrusted.contains("certificate verify failed"),
+        "{untrusted}"
+    );
+    // The server's copy of the key is its own user's, 0600.
+    use std::os::unix::fs::MetadataExt;
+    let key = std::fs::metadata(agent.redis_dir("shop").join("tls.key")).unwrap();
+    assert_eq!(key.mode() & 0o777, 0o600);
 }

@@ -51,6 +51,21 @@ pub fn cli(url: &str, args: &[&str]) -> String {
         .to_owned()
 }
 
+/// redis-cli over TLS, trusting only the certificate `ca`.
+pub fn cli_tls(url: &str, ca: &Path, args: &[&str]) -> String {
+    let out = run(
+        command("redis-cli")
+            .args(["--no-auth-warning", "--tls", "--cacert"])
+            .arg(ca)
+            .args(["-u", url])
+            .args(args),
+        Duration::from_secs(30),
+    );
+    format!("{}{}", stdout_of(&out), stderr_of(&out))
+        .trim()
+        .to_owned()
+}
+
 /// redis-cli without logging in, to `port`.
 pub fn cli_anonymous(port: u16, args: &[&str]) -> String {
     let out = run(
