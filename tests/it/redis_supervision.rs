@@ -177,3 +177,48 @@ fn bad_input_is_refused_and_changes_nothing() {
     assert!(missing.contains("Debian package"), "{missing}");
     assert_eq!(agent.inventory(), before);
 }
+
+/// What the server's OS user may plant in its own directory: a link at redis.conf is
+/// replaced, never written through; a pid file naming another process gets it no signal.
+#[test]
+fn a_planted_link_or_pid_in_the_redis_directory_is_not_followed() {
+    if !require_redis() {
+        return;
+    }
+    let mut agent = TestAgent::start_with(&redis_toml(20));
+    agent.cli_ok(&["tenant", "create", "shop", "--redis"]);
+    let url = agent.redis_url("shop");
+    assert_eq!(cli(&url, &["set", "k", "v"]), "OK");
+    agent.stop();
+
+    let dir = agent.redis_dir("shop");
+    let victim = agent.dir().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::fs::remove_file(dir.join("redis.conf")).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("redis.conf")).unwrap();
+    let mut bystander = crate::support::command("sleep")
+        .arg("120")
+        .current_dir(agent.dir())
+        .spawn()
+        .unwrap();
+    std::fs::write(dir.join("redis.pid"), format!("{}\n", bystander.id())).unwrap();
+
+    agent.start_again();
+    wait_for(
+        Duration::from_secs(30),
+        "shop's Redis after the restart",
+        || (cli(&url, &["get", "k"]) == "v").then_some(()),
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    let conf = std::fs::symlink_metadata(dir.join("redis.conf")).unwrap();
+    assert!(
+        conf.file_type().is_file(),
+        "redis.conf is a regular file again"
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the process the planted pid named was signalled"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
