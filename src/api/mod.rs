@@ -65,7 +65,9 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/tenants/{name}/rotate", post(routes::tenants::rotate))
         .route(
             "/tenants/{name}/redis",
-            post(routes::tenants::redis_enable).delete(routes::tenants::redis_disable),
+            post(routes::tenants::redis_enable)
+                .patch(routes::tenants::redis_resize)
+                .delete(routes::tenants::redis_disable),
         )
         .route("/backup/switch-wal", post(routes::backup::switch_wal))
         .route("/backup/mark", post(routes::backup::mark))

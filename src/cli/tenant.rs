@@ -1,4 +1,4 @@
-//! `pgplatform tenant …`: create, list, show, rotate, drop, and `redis enable|disable`.
+//! `pgplatform tenant …`: create, list, show, rotate, drop, and `redis enable|resize|disable`.
 
 use anyhow::bail;
 use serde_json::Value;
@@ -84,6 +84,15 @@ pub enum RedisCommand {
         /// Memory limit, e.g. 256mb or 1gb (default [redis] default_maxmemory).
         #[arg(long, value_name = "SIZE")]
         maxmemory: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give tenant NAME's Redis a new memory limit, at once (no restart).
+    Resize {
+        name: String,
+        /// The new limit, e.g. 512mb or 2gb.
+        #[arg(long, value_name = "SIZE")]
+        maxmemory: String,
         #[arg(long)]
         json: bool,
     },
@@ -219,6 +228,22 @@ async fn redis(client: &AgentClient, command: RedisCommand) -> anyhow::Result<()
             let details = output::with_spinner(
                 &format!("starting the Redis of tenant {name}"),
                 client.post(&path, &body),
+            )
+            .await?;
+            (details, json)
+        }
+        RedisCommand::Resize {
+            name,
+            maxmemory,
+            json,
+        } => {
+            let path = format!("/tenants/{}/redis", segment(&name));
+            let body = crate::tenants::RedisEnableRequest {
+                maxmemory: Some(maxmemory),
+            };
+            let details = output::with_spinner(
+                &format!("resizing the Redis of tenant {name}"),
+                client.patch(&path, &body),
             )
             .await?;
             (details, json)

@@ -321,6 +321,30 @@ impl Fleet {
         Ok(())
     }
 
+    /// A new maxmemory: in redis.conf for the next start, and on the running server at
+    /// once (CONFIG SET, which the tenant itself may not run).
+    pub async fn set_maxmemory(&self, server: &TenantServer) -> anyhow::Result<()> {
+        self.write_conf(server)?;
+        let process = {
+            let mut servers = self.servers.lock().await;
+            match servers.get_mut(&server.tenant) {
+                Some(running) => {
+                    running.maxmemory = server.maxmemory;
+                    running.process.clone()
+                }
+                None => return Ok(()),
+            }
+        };
+        let bytes = server.maxmemory.to_string();
+        let mut connection = process.connect().await?;
+        connection
+            .command(&["CONFIG", "SET", "maxmemory", &bytes])
+            .await?
+            .text()
+            .context("set the tenant's Redis maxmemory")?;
+        Ok(())
+    }
+
     /// Moves a tenant's Redis data out of the way (`dropped/NAME.<unix time>`), or with
     /// `purge` deletes it. Nothing to do when there is none.
     pub fn set_aside(&self, tenant: &str, purge: bool) -> anyhow::Result<Option<PathBuf>> {

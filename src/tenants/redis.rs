@@ -167,6 +167,41 @@ impl Tenants {
         self.details(&tenant, false)
     }
 
+    /// `tenant redis resize`: a new maxmemory, applied to the running server at once.
+    pub async fn redis_resize(
+        &self,
+        name: &str,
+        maxmemory: Option<&str>,
+    ) -> Result<TenantDetails, TenantError> {
+        let name = TenantName::parse(name)?;
+        let maxmemory = parse_maxmemory(maxmemory)?
+            .ok_or_else(|| TenantError::InvalidOption("--maxmemory is required".to_owned()))?;
+        let _serialised = self.lock.lock().await;
+        let admin = self.admin().await?;
+        let tenant = self.ready_tenant(&admin, &name).await?;
+        let Some((port, before)) = tenant.redis else {
+            return Err(TenantError::Conflict(format!(
+                "tenant `{name}` has no Redis"
+            )));
+        };
+        registry::set_redis(&admin, name.as_str(), Some((port, maxmemory))).await?;
+        let server = self.redis_server(name.as_str(), port, maxmemory)?;
+        if let Err(e) = self.redis.set_maxmemory(&server).await {
+            let undo = TenantServer {
+                maxmemory: before,
+                ..server
+            };
+            let reverted = registry::set_redis(&admin, name.as_str(), Some((port, before))).await;
+            if let Err(undo_error) = reverted.and(self.redis.set_maxmemory(&undo).await) {
+                tracing::error!(tenant = %name, "undo of a failed Redis resize: {undo_error:#}");
+            }
+            return Err(e.into());
+        }
+        tracing::info!(tenant = %name, maxmemory, "tenant's Redis resized");
+        let tenant = self.ready_tenant(&admin, &name).await?;
+        self.details(&tenant, false)
+    }
+
     /// Rotation: the new password goes to the server's config and, at once, to the
     /// running server's ACL.
     pub(super) async fn rotate_redis(
@@ -180,11 +215,11 @@ impl Tenants {
     }
 }
 
-/// `--redis-maxmemory`, in Redis's units.
+/// `--redis-maxmemory` / `--maxmemory`, in Redis's units.
 pub(super) fn parse_maxmemory(text: Option<&str>) -> Result<Option<u64>, TenantError> {
     text.map(|t| {
         crate::config::parse_memory(t)
-            .map_err(|e| TenantError::InvalidOption(format!("--redis-maxmemory: {e}")))
+            .map_err(|e| TenantError::InvalidOption(format!("Redis maxmemory: {e}")))
     })
     .transpose()
 }

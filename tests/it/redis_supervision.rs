@@ -144,7 +144,10 @@ fn bad_input_is_refused_and_changes_nothing() {
         "--redis-maxmemory",
         "12xb",
     ]);
-    assert!(size.contains("--redis-maxmemory"), "{size}");
+    assert!(
+        size.contains("Redis maxmemory: `12xb` is not a size"),
+        "{size}"
+    );
     let before = agent.inventory();
 
     // One port in the range: the second tenant finds none, and nothing of it is left.

@@ -122,6 +122,33 @@ fn two_tenants_cannot_see_each_other_and_one_full_redis_does_not_stop_the_other(
     assert_eq!(cli(&blog, &["eval", fill, "0"]), "1");
     assert_eq!(cli(&blog, &["set", "post:1", "hello"]), "OK");
     assert_eq!(cli(&blog, &["dbsize"]), "6001");
+
+    // A larger limit, at once: shop writes again, and keeps it after a restart.
+    let resized = agent.cli_json(&[
+        "tenant",
+        "redis",
+        "resize",
+        "shop",
+        "--maxmemory",
+        "64mb",
+        "--json",
+    ]);
+    assert_eq!(resized["redis_maxmemory"], 64u64 << 20);
+    assert_eq!(cli(&shop, &["set", "one", "more"]), "OK");
+    let conf = std::fs::read_to_string(agent.redis_dir("shop").join("redis.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("maxmemory {}\n", 64u64 << 20)),
+        "{conf}"
+    );
+    let bad = agent.cli_err(&["tenant", "redis", "resize", "shop", "--maxmemory", "lots"]);
+    assert!(
+        bad.contains("Redis maxmemory: `lots` is not a size"),
+        "{bad}"
+    );
+    assert_eq!(
+        agent.cli_json(&["tenant", "show", "shop", "--json"])["redis_maxmemory"],
+        64u64 << 20
+    );
 }
 
 #[test]

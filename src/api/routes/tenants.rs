@@ -87,6 +87,19 @@ pub async fn redis_enable(
     Ok(Json(details))
 }
 
+pub async fn redis_resize(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Result<Json<RedisEnableRequest>, JsonRejection>,
+) -> Result<Json<TenantDetails>, ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let details = state
+        .tenants
+        .redis_resize(&name, request.maxmemory.as_deref())
+        .await?;
+    Ok(Json(details))
+}
+
 pub async fn redis_disable(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
