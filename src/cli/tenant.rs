@@ -34,7 +34,7 @@ pub enum TenantCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List tenants with their size and open connections.
+    /// List tenants with their size, open connections and Redis port.
     List {
         #[arg(long)]
         json: bool,
@@ -158,6 +158,7 @@ pub async fn run(config: &Config, command: TenantCommand) -> anyhow::Result<()> 
                         text(&t["connections"]),
                         list(&t["extensions"]),
                         text(&t["readonly_role"]),
+                        text(&t["redis_port"]),
                     ]
                 })
                 .collect();
@@ -169,6 +170,7 @@ pub async fn run(config: &Config, command: TenantCommand) -> anyhow::Result<()> 
                     "CONNECTIONS",
                     "EXTENSIONS",
                     "READONLY",
+                    "REDIS",
                 ],
                 &rows,
             );

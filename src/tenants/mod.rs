@@ -61,6 +61,8 @@ pub struct TenantSummary {
     pub connections: i64,
     pub extensions: Vec<String>,
     pub readonly_role: Option<String>,
+    /// The port of the tenant's redis-server, when it has one.
+    pub redis_port: Option<i32>,
 }
 
 /// A tenant as `show`, `create` and `rotate` report it.
@@ -279,7 +281,7 @@ pub async fn summaries(agent_db: &tokio_postgres::Client) -> anyhow::Result<Vec<
                 to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                 coalesce(pg_database_size(d.oid), 0),
                 (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = t.name),
-                t.extensions, t.readonly_role
+                t.extensions, t.readonly_role, (to_jsonb(t) ->> 'redis_port')::integer
              FROM pgplatform.tenants t LEFT JOIN pg_database d ON d.datname = t.name
              WHERE t.state = 'ready' ORDER BY t.name",
             &[],
@@ -295,6 +297,7 @@ pub async fn summaries(agent_db: &tokio_postgres::Client) -> anyhow::Result<Vec<
                 connections: r.try_get(3)?,
                 extensions: r.try_get(4)?,
                 readonly_role: r.try_get(5)?,
+                redis_port: r.try_get(6)?,
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()

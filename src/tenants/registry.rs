@@ -89,10 +89,13 @@ pub async fn migrate(agent_db: &mut Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Redis columns are read through `to_jsonb`, so an HA replica upgraded before its
+/// primary (whose registry has no migration 2 yet) reads them as NULL instead of failing.
 const COLUMNS: &str = "name, state,
     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
     to_char(rotated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-    extensions, connection_limit, readonly_role, redis_port, redis_maxmemory";
+    extensions, connection_limit, readonly_role,
+    (to_jsonb(t) ->> 'redis_port')::integer, (to_jsonb(t) ->> 'redis_maxmemory')::bigint";
 
 fn from_row(row: &tokio_postgres::Row) -> Result<Tenant, tokio_postgres::Error> {
     Ok(Tenant {
@@ -135,7 +138,7 @@ pub async fn set_redis(
 pub async fn all(agent_db: &Client) -> anyhow::Result<Vec<Tenant>> {
     let rows = agent_db
         .query(
-            &format!("SELECT {COLUMNS} FROM pgplatform.tenants ORDER BY name"),
+            &format!("SELECT {COLUMNS} FROM pgplatform.tenants t ORDER BY name"),
             &[],
         )
         .await
@@ -146,7 +149,7 @@ pub async fn all(agent_db: &Client) -> anyhow::Result<Vec<Tenant>> {
 pub async fn get(agent_db: &Client, name: &str) -> anyhow::Result<Option<Tenant>> {
     let row = agent_db
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM pgplatform.tenants WHERE name = $1"),
+            &format!("SELECT {COLUMNS} FROM pgplatform.tenants t WHERE name = $1"),
             &[&name],
         )
         .await

@@ -9,7 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::support::redis::{cli, dropped, redis_toml, require_redis};
+use crate::support::redis::{cli, dropped, port_of, redis_toml, require_redis};
 use crate::support::{process_alive, wait_for, TestAgent};
 
 #[test]
@@ -99,6 +99,9 @@ fn disable_enable_and_drop_keep_or_purge_the_data() {
     assert!(cli(&url, &["config", "get", "maxmemory"]).contains("NOPERM"));
     let shown = agent.cli_json(&["tenant", "show", "shop", "--json"]);
     assert_eq!(shown["redis_maxmemory"], 64u64 << 20);
+    let list = agent.cli_json(&["tenant", "list", "--json"]);
+    assert_eq!(list[0]["redis_port"], port_of(&url));
+    assert!(agent.cli_ok(&["tenant", "list"]).contains("REDIS"));
     let again = agent.cli_err(&["tenant", "redis", "enable", "shop"]);
     assert!(again.contains("already has Redis"), "{again}");
 
