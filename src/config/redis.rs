@@ -109,14 +109,6 @@ impl RedisConfig {
     }
 }
 
-impl Default for RedisConfig {
-    fn default() -> RedisConfig {
-        #[allow(clippy::expect_used, reason = "the defaults are constants")]
-        RedisConfig::from_section(RedisSection::default(), Path::new("/"))
-            .expect("the [redis] defaults are valid")
-    }
-}
-
 fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
     let wrong = || format!("`{text}` is not a port range like 6380-6479");
     let (first, last) = text.split_once('-').ok_or_else(wrong)?;
@@ -183,7 +175,7 @@ mod tests {
 
     #[test]
     fn defaults_and_refusals_name_the_key() {
-        let d = RedisConfig::default();
+        let d = RedisConfig::from_section(RedisSection::default(), Path::new("/")).unwrap();
         assert_eq!(d.port_range, 6380..=6479);
         assert_eq!(d.default_maxmemory, 256 << 20);
         assert_eq!(d.appendfsync, "everysec");
