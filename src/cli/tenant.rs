@@ -70,7 +70,8 @@ pub enum TenantCommand {
         #[arg(long)]
         purge: bool,
     },
-    /// Give an existing tenant a redis-server of its own, or take it away.
+    /// Give an existing tenant a redis-server of its own, change its memory limit, or take
+    /// it away.
     #[command(subcommand)]
     Redis(RedisCommand),
 }

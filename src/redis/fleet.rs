@@ -276,6 +276,8 @@ impl Fleet {
     }
 
     /// Stops the tenant's server (if it runs) and waits until it has.
+    /// One a killed agent left running on the tenant's directory is stopped too (a
+    /// tenant dropped or disabled after such a crash).
     pub async fn stop(&self, tenant: &str) {
         let running = self.servers.lock().await.remove(tenant);
         if let Some(running) = running {
@@ -283,6 +285,9 @@ impl Fleet {
             if let Err(e) = running.task.await {
                 tracing::error!(tenant, "the Redis supervision task failed: {e}");
             }
+        }
+        if let Err(e) = server::stop_orphan(&self.dir_of(tenant)).await {
+            tracing::error!(tenant, "{e:#}");
         }
     }
 

@@ -242,7 +242,7 @@ async fn stop_child(tenant: &str, child: &mut Child) {
 /// Stops a redis-server a killed agent left running on `dir`. The pid file is the
 /// server's user's to write, so its word is not enough: the process must run in `dir`
 /// as the owner of `dir`, or a planted pid would have root signal any process.
-async fn stop_orphan(dir: &Path) -> anyhow::Result<()> {
+pub(super) async fn stop_orphan(dir: &Path) -> anyhow::Result<()> {
     let Some(pid) = running_server(dir) else {
         return Ok(());
     };

@@ -116,22 +116,28 @@ impl Tenants {
         let mut creds =
             self.credentials(name.as_str(), name.as_str(), secrets::read_password(&dir)?);
         creds.redis = Some(planned.access);
+        // The registry is written last: a crash before it leaves no Redis on record
+        // (the next enable, or drop, stops a server left running and replaces the files).
         let staged = secrets::stage(&dir, &creds)?;
         let server = &planned.server;
+        if let Err(e) = self.redis.start(server, true).await {
+            staged.discard();
+            return Err(e.into());
+        }
+        if let Err(e) = staged.commit() {
+            self.redis.stop(name.as_str()).await;
+            return Err(e.into());
+        }
         let recorded =
             registry::set_redis(&admin, name.as_str(), Some((server.port, server.maxmemory))).await;
-        let started = match recorded {
-            Ok(()) => self.redis.start(server, true).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = started {
-            staged.discard();
-            if let Err(undo) = registry::set_redis(&admin, name.as_str(), None).await {
+        if let Err(e) = recorded {
+            self.redis.stop(name.as_str()).await;
+            creds.redis = None;
+            if let Err(undo) = secrets::stage(&dir, &creds).and_then(secrets::Staged::commit) {
                 tracing::error!(tenant = %name, "undo of a failed Redis enable: {undo:#}");
             }
             return Err(e.into());
         }
-        staged.commit()?;
         tracing::info!(tenant = %name, port = server.port, maxmemory = server.maxmemory, "tenant's Redis enabled");
         let tenant = self.ready_tenant(&admin, &name).await?;
         self.details(&tenant, false)
