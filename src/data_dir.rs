@@ -6,6 +6,7 @@
 //! <data>/secrets/       one 0700 directory of 0600 files per tenant
 //! <data>/run/           agent.lock, agent.json, admin_token (0600)
 //! <data>/run/socket/    PostgreSQL's unix socket, owned by the PostgreSQL user
+//! <data>/redis/         tenants' redis-servers (`redis::Fleet` keeps that layout)
 //! ```
 
 use std::fs::File;

@@ -17,6 +17,7 @@ mod logging;
 mod metrics;
 mod pg;
 mod pooler;
+mod redis;
 mod run_as;
 mod safe_file;
 mod shutdown;

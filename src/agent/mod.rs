@@ -2,9 +2,10 @@
 //!
 //! `run` reads top to bottom: prepare the data directory, join the HA cluster, write
 //! PostgreSQL's files, bind every listener (so a taken port fails at once), start
-//! PostgreSQL, bootstrap the tenant registry, start the supervised tasks, then serve
-//! reloads until a signal. Shutdown: the API, the pooler and the other tasks drain
-//! first, PostgreSQL stops last, and the HA loop hands its key over after it.
+//! PostgreSQL, bootstrap the tenant registry (and start tenants' Redis), start the
+//! supervised tasks, then serve reloads until a signal. Shutdown: the API, the pooler
+//! and the other tasks drain first, tenants' Redis stops, PostgreSQL stops last, and the
+//! HA loop hands its key over after it.
 
 mod keeper;
 mod notify;
@@ -58,6 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(tenants) => tenants,
         Err(e) => return Err(postgres.abandon(e).await),
     };
+    let redis = tenants.redis.clone();
     let started = tasks::start(
         &config, &host, &reloader, routes, listeners, &postgres, tenants, ha_node, &shutdown,
     )
@@ -66,6 +68,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(running) => running,
         Err(e) => {
             shutdown.cancel();
+            redis.stop_all().await;
             return Err(postgres.abandon(e).await);
         }
     };
@@ -97,7 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(notifier) = &notifier {
         notifier.send("STOPPING=1");
     }
-    let stopped = shut_down(&shutdown, running, postgres, &host).await;
+    let stopped = shut_down(&shutdown, running, &redis, postgres, &host).await;
     match (supervisor_failed, stopped) {
         (true, Err(e)) => Err(e),
         (true, Ok(())) => Err(anyhow::anyhow!("PostgreSQL's supervisor ended")),
@@ -288,6 +291,12 @@ async fn bootstrap_tenants(config: &Config, host: &Host) -> anyhow::Result<Arc<T
         local_host: prepare::local_host(config, data_dir),
         server_version: host.binaries.version.text.clone(),
         run_as: host.run_as.clone(),
+        redis: Arc::new(crate::redis::Fleet::open(
+            &config.redis,
+            redis_reach(config)?,
+            &config.data_dir,
+            host.run_as.clone(),
+        )?),
         lock: tokio::sync::Mutex::new(()),
     });
     // An HA replica is read-only: what the primary creates reaches it by replication.
@@ -298,6 +307,13 @@ async fn bootstrap_tenants(config: &Config, host: &Host) -> anyhow::Result<Arc<T
         tenants.bootstrap().await
     }
     .context("bootstrap the tenant registry")?;
+    // Dedicated Redis follows no primary yet: it runs where the registry is written.
+    if !standby {
+        tenants
+            .start_redis_all()
+            .await
+            .context("start tenants' Redis")?;
+    }
     if host.served.preload.contains(&"pg_stat_statements") && !standby {
         if let Err(e) = crate::metrics::prepare(&data_dir.socket_dir(), config.postgres.port).await
         {
@@ -307,16 +323,36 @@ async fn bootstrap_tenants(config: &Config, host: &Host) -> anyhow::Result<Arc<T
     Ok(tenants)
 }
 
-/// The documented order: the API, the pooler and the other tasks drain; PostgreSQL stops;
-/// then the HA loop hands the leader key over.
+/// Tenants' Redis is named by its listen address (the tenants' host when that is a
+/// wildcard) and, beyond loopback, speaks TLS only, with the pooler's certificate.
+fn redis_reach(config: &Config) -> anyhow::Result<crate::redis::Reach> {
+    let addr = config.redis.listen_addr;
+    Ok(crate::redis::Reach {
+        url_host: if addr.is_unspecified() {
+            config.tenant_host.clone()
+        } else {
+            addr.to_string()
+        },
+        tls_files: if addr.is_loopback() {
+            None
+        } else {
+            Some(crate::pooler::tls::server_files(config)?)
+        },
+    })
+}
+
+/// The documented order: the API, the pooler and the other tasks drain; tenants' Redis
+/// and then PostgreSQL stop; then the HA loop hands the leader key over.
 async fn shut_down(
     shutdown: &CancellationToken,
     running: Running,
+    redis: &crate::redis::Fleet,
     postgres: Postgres,
     host: &Host,
 ) -> anyhow::Result<()> {
     shutdown.cancel();
     running.front.join().await;
+    redis.stop_all().await;
     let stopped = postgres.stop().await;
     running.ha.join().await;
     host.data_dir.remove_agent_info();

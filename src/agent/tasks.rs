@@ -55,6 +55,7 @@ pub(super) async fn start(
         task_restarts: restarts,
         postgres: postgres.status.clone(),
         cluster: cluster_rx.clone(),
+        redis: tenants.redis.clone(),
     });
     let (switchover_tx, switchover_rx) = mpsc::channel(1);
     if let Some(node) = &ha_node {

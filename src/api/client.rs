@@ -59,6 +59,19 @@ impl AgentClient {
         self.send(self.http.post(self.url(path)).json(body)).await
     }
 
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        self.send(self.http.patch(self.url(path)).json(body)).await
+    }
+
+    /// DELETE whose answer is a body (`tenant redis disable`).
+    pub async fn delete_for<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send::<serde_json::Value>(self.http.delete(self.url(path)))
             .await

@@ -63,6 +63,12 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/tenants", post(routes::tenants::create))
         .route("/tenants/{name}", delete(routes::tenants::drop))
         .route("/tenants/{name}/rotate", post(routes::tenants::rotate))
+        .route(
+            "/tenants/{name}/redis",
+            post(routes::tenants::redis_enable)
+                .patch(routes::tenants::redis_resize)
+                .delete(routes::tenants::redis_disable),
+        )
         .route("/backup/switch-wal", post(routes::backup::switch_wal))
         .route("/backup/mark", post(routes::backup::mark))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -223,6 +223,36 @@ fn render(status: &Value) -> Vec<String> {
             &rows,
         ));
     }
+    let redis = status["redis"].as_array().cloned().unwrap_or_default();
+    if !redis.is_empty() {
+        lines.push(String::new());
+        lines.push(format!("redis ({})", redis.len()));
+        let rows: Vec<Vec<String>> = redis
+            .iter()
+            .map(|r| {
+                let memory = match r["used_memory_bytes"].as_i64() {
+                    Some(used) => format!(
+                        "{} / {}",
+                        output::size(used),
+                        output::size(r["maxmemory_bytes"].as_i64().unwrap_or(0))
+                    ),
+                    None => "-".to_owned(),
+                };
+                vec![
+                    text(&r["tenant"]),
+                    text(&r["state"]),
+                    text(&r["port"]),
+                    memory,
+                    text(&r["connected_clients"]),
+                    text(&r["restarts"]),
+                ]
+            })
+            .collect();
+        lines.extend(output::table_lines(
+            &["TENANT", "STATE", "PORT", "MEMORY", "CLIENTS", "RESTARTS"],
+            &rows,
+        ));
+    }
     let warnings = status["warnings"].as_array().cloned().unwrap_or_default();
     lines.push(String::new());
     if warnings.is_empty() {
@@ -252,6 +282,8 @@ mod tests {
             "disk": null,
             "tenants": {"count": 1, "list": [{"name": "shop", "size_bytes": 8000, "connections": 2,
                         "pool": {"clients_active": 1, "clients_waiting": 0, "servers_active": 1, "servers_idle": 1}}]},
+            "redis": [{"tenant": "shop", "state": "running", "port": 6380, "used_memory_bytes": 1048576,
+                       "maxmemory_bytes": 268435456, "connected_clients": 1, "restarts": 0}],
             "warnings": ["connections at 90% of max (90 of 100)"],
         });
         let screen = super::render(&status).join("\n");
@@ -274,6 +306,11 @@ mod tests {
             "{screen}"
         );
         assert!(screen.contains("shop  8000 bytes"), "{screen}");
+        assert!(screen.contains("redis (1)"), "{screen}");
+        assert!(
+            screen.contains("shop    running  6380  1024 kB / 256 MB  1        0"),
+            "{screen}"
+        );
         assert!(
             screen.contains("  ! connections at 90% of max (90 of 100)"),
             "{screen}"

@@ -19,6 +19,7 @@ pub struct ConfigFile {
     pub pooler: super::pooler::PoolerSection,
     pub backup: super::backup::BackupSection,
     pub ha: super::ha::HaSection,
+    pub redis: super::redis::RedisSection,
     pub metrics: MetricsSection,
     pub status: StatusSection,
     pub log: LogSection,

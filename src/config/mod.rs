@@ -6,6 +6,7 @@ mod file;
 mod ha;
 mod parameters;
 mod pooler;
+mod redis;
 pub mod reload;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ pub use self::file::ConfigFile;
 pub use self::ha::{EtcdSecurity, HaConfig, ReplicationTls, SyncMode};
 pub use self::parameters::{ParameterValue, Parameters};
 pub use self::pooler::{ClientTls, PinOnSessionState, PoolMode, PoolerConfig};
+pub use self::redis::{parse_memory, RedisConfig};
 use crate::logging::LogFormat;
 
 /// PostgreSQL major versions pgplatform supports (`pg::bin` refuses others).
@@ -65,6 +67,8 @@ pub struct Config {
     pub backup: BackupConfig,
     /// `None`: a single node without etcd.
     pub ha: Option<HaConfig>,
+    /// Tenants' Redis servers.
+    pub redis: RedisConfig,
     pub metrics: MetricsConfig,
     pub status: StatusConfig,
     pub log_format: LogFormat,
@@ -165,6 +169,7 @@ impl Config {
             pooler,
             backup,
             ha,
+            redis,
             metrics,
             status,
             log,
@@ -278,6 +283,7 @@ impl Config {
                 ));
             }
         }
+        let redis = RedisConfig::from_section(redis, base)?;
         let metrics = metrics_config(metrics)?;
         let status = status_config(status)?;
 
@@ -336,6 +342,7 @@ impl Config {
             pooler,
             backup,
             ha,
+            redis,
             metrics,
             status,
             log_format: log.format.unwrap_or(LogFormat::Auto),

@@ -45,6 +45,7 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
         pooler,
         backup,
         ha,
+        redis,
         metrics,
         status,
         log_format,
@@ -240,6 +241,34 @@ pub fn diff(old: &Config, new: &Config) -> Diff {
             &n.statements_top,
         );
     }
+    {
+        // The agent's Redis fleet reads them once, when it starts.
+        let super::RedisConfig {
+            bin,
+            listen_addr,
+            port_range,
+            default_maxmemory,
+            maxmemory_policy,
+            appendfsync,
+        } = redis;
+        let n = &new.redis;
+        d.note(RESTART, "redis.bin", bin, &n.bin);
+        d.note(RESTART, "redis.listen_addr", listen_addr, &n.listen_addr);
+        d.note(RESTART, "redis.port_range", port_range, &n.port_range);
+        d.note(
+            RESTART,
+            "redis.default_maxmemory",
+            default_maxmemory,
+            &n.default_maxmemory,
+        );
+        d.note(
+            RESTART,
+            "redis.maxmemory_policy",
+            maxmemory_policy,
+            &n.maxmemory_policy,
+        );
+        d.note(RESTART, "redis.appendfsync", appendfsync, &n.appendfsync);
+    }
     d.note(LIVE, "status", status, &new.status);
     d.note(RESTART, "log.format", log_format, &new.log_format);
     d
@@ -259,6 +288,7 @@ pub fn effective(running: &Config, new: &Config) -> Config {
     e.tenant_host = running.tenant_host.clone();
     pooler_start_keys(&mut e.pooler, &running.pooler);
     e.ha = running.ha.clone();
+    e.redis = running.redis.clone();
     e.metrics.listen = running.metrics.listen;
     e.log_format = running.log_format;
     e

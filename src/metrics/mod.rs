@@ -9,6 +9,7 @@ mod ha;
 mod platform;
 mod pooler;
 mod postgres;
+mod redis;
 mod restarts;
 mod settings;
 
@@ -41,6 +42,8 @@ pub struct Sources {
     pub postgres: watch::Receiver<PostgresStatus>,
     /// The HA cluster as this node sees it; `None` without HA.
     pub cluster: Option<watch::Receiver<crate::ha::ClusterView>>,
+    /// Tenants' redis-servers.
+    pub redis: Arc<crate::redis::Fleet>,
 }
 
 impl Sources {
@@ -102,6 +105,7 @@ pub async fn scrape(sources: &Sources) -> String {
             );
         }
     }
+    redis::collect(&mut out, &sources.redis.observe().await);
     platform::agent(&mut out, sources.started, &status);
     platform::task_restarts(&mut out, &sources.task_restarts.snapshot());
     platform::disk(&mut out, &sources.data_dir);

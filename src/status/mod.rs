@@ -99,6 +99,7 @@ pub async fn report(sources: &Sources, limits: &StatusConfig) -> Value {
         "last_success_age_seconds": facts.backup_age.map(|a| a.as_secs()),
         "last_failure": backups.last_failure,
     });
+    let redis = redis_report(sources, &mut facts).await;
     let warnings = warnings::warnings(&facts, limits);
     // Changed keys the agent reads only at start (listeners, paths, HA).
     let pending_restart = sources.pending_restart.borrow().clone();
@@ -129,10 +130,51 @@ pub async fn report(sources: &Sources, limits: &StatusConfig) -> Value {
         "tenants": live.get("tenants").cloned().unwrap_or(json!({ "count": Value::Null, "list": [] })),
         "wal_archive": live.get("wal_archive").cloned().unwrap_or(Value::Null),
         "disk": disk,
+        "redis": redis,
         "backup": backup,
         "drill": drill,
         "warnings": warnings,
     })
+}
+
+/// Each tenant's redis-server: state, memory used of its maxmemory, clients.
+async fn redis_report(sources: &Sources, facts: &mut Facts) -> Value {
+    let servers = sources.redis.observe().await;
+    for server in &servers {
+        match &server.info {
+            Some(info) => {
+                facts
+                    .redis_memory
+                    .push((server.tenant.clone(), info.used_memory, server.maxmemory))
+            }
+            None => {
+                let state = serde_json::to_value(server.status.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let why = match &server.status.last_error {
+                    Some(error) => format!("{state}: {error}"),
+                    None => state,
+                };
+                facts.redis_down.push((server.tenant.clone(), why));
+            }
+        }
+    }
+    json!(servers
+        .iter()
+        .map(|s| json!({
+            "tenant": s.tenant,
+            "state": s.status.state,
+            "up": s.info.is_some(),
+            "port": s.port,
+            "pid": s.status.pid,
+            "restarts": s.status.restarts,
+            "last_error": s.status.last_error,
+            "maxmemory_bytes": s.maxmemory,
+            "used_memory_bytes": s.info.as_ref().map(|i| i.used_memory),
+            "connected_clients": s.info.as_ref().map(|i| i.connected_clients),
+        }))
+        .collect::<Vec<_>>())
 }
 
 /// One pool as SHOW POOLS reports it.

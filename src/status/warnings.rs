@@ -30,6 +30,10 @@ pub struct Facts {
     pub agent_uptime: Duration,
     /// The last restore drill failed: its first error.
     pub drill_failed: Option<String>,
+    /// Tenants' redis-servers that do not answer: (tenant, state or last error).
+    pub redis_down: Vec<(String, String)>,
+    /// Tenants' redis-servers by memory used: (tenant, used bytes, maxmemory bytes).
+    pub redis_memory: Vec<(String, u64, u64)>,
 }
 
 /// Warnings, most urgent first, each one line an operator can act on.
@@ -89,6 +93,16 @@ pub fn warnings(facts: &Facts, limits: &StatusConfig) -> Vec<String> {
             out.push(format!(
                 "pool {database}/{user}: a client has waited {} for a server connection",
                 human(*wait)
+            ));
+        }
+    }
+    for (tenant, why) in &facts.redis_down {
+        out.push(format!("the Redis of tenant {tenant} is down ({why})"));
+    }
+    for (tenant, used, max) in &facts.redis_memory {
+        if let Some(percent) = (used * 100).checked_div(*max).filter(|p| *p >= 90) {
+            out.push(format!(
+                "the Redis of tenant {tenant} uses {percent}% of its maxmemory; over it, its writes fail"
             ));
         }
     }
@@ -216,11 +230,15 @@ mod tests {
         f.pools_waiting = vec![("shop".into(), "shop".into(), Duration::from_secs(7))];
         f.postgres_restarts = 2;
         f.pending_restart = vec!["shared_buffers".into()];
+        f.redis_down = vec![("blog".into(), "restarting: exited: signal: 9".into())];
+        f.redis_memory = vec![("shop".into(), 95, 100), ("blog".into(), 10, 100)];
         assert_eq!(
             warnings(&f, &limits()),
             [
                 "data directory disk 4.2% free",
                 "pool shop/shop: a client has waited 7 s for a server connection",
+                "the Redis of tenant blog is down (restarting: exited: signal: 9)",
+                "the Redis of tenant shop uses 95% of its maxmemory; over it, its writes fail",
                 "PostgreSQL restarted 2 time(s) since the agent started",
                 "settings wait for a PostgreSQL restart: shared_buffers",
             ]

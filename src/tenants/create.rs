@@ -22,6 +22,12 @@ pub struct CreateRequest {
     pub connection_limit: Option<i32>,
     #[serde(default)]
     pub with_readonly: bool,
+    /// Also start a redis-server of the tenant's own.
+    #[serde(default)]
+    pub redis: bool,
+    /// Its maxmemory in Redis's units (default `[redis] default_maxmemory`).
+    #[serde(default)]
+    pub redis_maxmemory: Option<String>,
 }
 
 impl Tenants {
@@ -35,6 +41,12 @@ impl Tenants {
             )));
         }
         let readonly = request.with_readonly.then(|| name.readonly_role());
+        let redis_maxmemory = super::redis::parse_maxmemory(request.redis_maxmemory.as_deref())?;
+        if redis_maxmemory.is_some() && !request.redis {
+            return Err(TenantError::InvalidOption(
+                "--redis-maxmemory needs --redis".to_owned(),
+            ));
+        }
 
         let _serialised = self.lock.lock().await;
         let postgres_db = self.connect("postgres").await?;
@@ -42,6 +54,13 @@ impl Tenants {
         self.check_free(&postgres_db, &admin, &name, readonly.as_deref())
             .await?;
         self.check_extensions(&postgres_db, &extensions).await?;
+        let redis = match request.redis {
+            true => Some(
+                self.plan_redis(&admin, name.as_str(), redis_maxmemory)
+                    .await?,
+            ),
+            false => None,
+        };
 
         registry::insert_creating(
             &admin,
@@ -59,19 +78,21 @@ impl Tenants {
                 &extensions,
                 connection_limit,
                 readonly.as_deref(),
+                redis,
             )
             .await;
         if let Err(e) = built {
             tracing::warn!(tenant = %name, "creating the tenant failed, undoing it: {e:#}");
             if let Err(undo) = self
-                .remove_everything(&postgres_db, &admin, name.as_str())
+                .remove_everything(&postgres_db, &admin, name.as_str(), true)
                 .await
             {
                 tracing::error!(tenant = %name, "undo of a failed create failed; the agent retries on its next start: {undo:#}");
             }
             return Err(e.into());
         }
-        tracing::info!(tenant = %name, extensions = ?extensions, readonly = readonly.is_some(), "tenant created");
+        tracing::info!(tenant = %name, extensions = ?extensions, readonly = readonly.is_some(),
+            redis = request.redis, "tenant created");
         let tenant = self.ready_tenant(&admin, &name).await?;
         self.details(&tenant, false)
     }
@@ -110,6 +131,9 @@ impl Tenants {
         if dir.exists() {
             tracing::warn!(tenant = %name, "removing stale secrets left without a tenant: {}", dir.display());
             std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        }
+        if let Some(aside) = self.redis.set_aside(name.as_str(), false)? {
+            tracing::warn!(tenant = %name, "moved Redis data left without a tenant to {}", aside.display());
         }
         Ok(())
     }
@@ -160,6 +184,7 @@ impl Tenants {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn build(
         &self,
         postgres_db: &Client,
@@ -168,6 +193,7 @@ impl Tenants {
         extensions: &[String],
         connection_limit: i32,
         readonly: Option<&str>,
+        redis: Option<super::redis::Planned>,
     ) -> anyhow::Result<()> {
         let owner = quote_ident(name.as_str());
         let owner_password = generate_password();
@@ -205,7 +231,14 @@ impl Tenants {
             .context("set up the tenant database's privileges and extensions")?;
 
         let dir = self.secrets_of(name.as_str());
-        let owner_creds = self.credentials(name.as_str(), name.as_str(), owner_password);
+        let mut owner_creds = self.credentials(name.as_str(), name.as_str(), owner_password);
+        if let Some(planned) = redis {
+            let server = &planned.server;
+            registry::set_redis(admin, name.as_str(), Some((server.port, server.maxmemory)))
+                .await?;
+            self.redis.start(server, true).await?;
+            owner_creds.redis = Some(planned.access);
+        }
         secrets::stage(&dir, &owner_creds)?.commit()?;
         let mut logins = vec![owner_creds];
         if let (Some(role), Some(password)) = (readonly, readonly_password) {

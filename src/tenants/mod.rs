@@ -8,6 +8,7 @@ mod create;
 mod drop;
 mod error;
 mod name;
+mod redis;
 mod registry;
 mod rotate;
 pub(crate) mod secrets;
@@ -20,6 +21,7 @@ use tokio_postgres::Client;
 pub use self::create::CreateRequest;
 pub use self::error::TenantError;
 pub use self::name::TenantName;
+pub use self::redis::RedisEnableRequest;
 use self::registry::Tenant;
 use self::secrets::Credentials;
 use crate::pg::hba::{render_hba_for, render_ident, TenantAccess};
@@ -45,6 +47,8 @@ pub struct Tenants {
     pub local_host: String,
     pub server_version: String,
     pub run_as: Option<RunAs>,
+    /// Tenants' redis-servers.
+    pub redis: std::sync::Arc<crate::redis::Fleet>,
     pub lock: tokio::sync::Mutex<()>,
 }
 
@@ -57,6 +61,8 @@ pub struct TenantSummary {
     pub connections: i64,
     pub extensions: Vec<String>,
     pub readonly_role: Option<String>,
+    /// The port of the tenant's redis-server, when it has one.
+    pub redis_port: Option<i32>,
 }
 
 /// A tenant as `show`, `create` and `rotate` report it.
@@ -75,6 +81,10 @@ pub struct TenantDetails {
     pub created_at: String,
     pub rotated_at: Option<String>,
     pub secrets_dir: String,
+    /// The tenant's Redis, when it has one (password hidden unless revealed).
+    pub redis_url: Option<String>,
+    /// Its maxmemory in bytes.
+    pub redis_maxmemory: Option<u64>,
 }
 
 impl Tenants {
@@ -89,7 +99,9 @@ impl Tenants {
             if tenant.state != "ready" {
                 tracing::warn!(tenant = %tenant.name, state = %tenant.state,
                     "finishing an interrupted operation: removing the incomplete tenant");
-                self.remove_everything(&postgres_db, &admin, &tenant.name)
+                // A create never finished holds nothing worth keeping; a drop was asked for.
+                let purge_redis = tenant.state == "creating";
+                self.remove_everything(&postgres_db, &admin, &tenant.name, purge_redis)
                     .await?;
             }
         }
@@ -146,6 +158,7 @@ impl Tenants {
             replica_port: self.url_replica_port,
             direct_port: self.port,
             direct_sslmode: self.direct_sslmode,
+            redis: None,
             database: database.to_owned(),
             user: role.to_owned(),
             password,
@@ -224,6 +237,18 @@ impl Tenants {
                 creds.direct_url_redacted()
             }
         };
+        let redis_url = match tenant.redis {
+            Some((port, _)) => {
+                let password = secrets::read_redis_password(&dir)?;
+                let access = self.redis_access(&tenant.name, port, password.trim().to_owned());
+                Some(if reveal {
+                    access.url()
+                } else {
+                    access.url_redacted()
+                })
+            }
+            None => None,
+        };
         let readonly_database_url = match &tenant.readonly_role {
             Some(role) => Some(url(role, dir.join("readonly"))?),
             None => None,
@@ -241,6 +266,8 @@ impl Tenants {
             created_at: tenant.created_at.clone(),
             rotated_at: tenant.rotated_at.clone(),
             secrets_dir: dir.display().to_string(),
+            redis_url,
+            redis_maxmemory: tenant.redis.map(|(_, bytes)| bytes),
         })
     }
 }
@@ -254,7 +281,7 @@ pub async fn summaries(agent_db: &tokio_postgres::Client) -> anyhow::Result<Vec<
                 to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                 coalesce(pg_database_size(d.oid), 0),
                 (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = t.name),
-                t.extensions, t.readonly_role
+                t.extensions, t.readonly_role, (to_jsonb(t) ->> 'redis_port')::integer
              FROM pgplatform.tenants t LEFT JOIN pg_database d ON d.datname = t.name
              WHERE t.state = 'ready' ORDER BY t.name",
             &[],
@@ -270,6 +297,7 @@ pub async fn summaries(agent_db: &tokio_postgres::Client) -> anyhow::Result<Vec<
                 connections: r.try_get(3)?,
                 extensions: r.try_get(4)?,
                 readonly_role: r.try_get(5)?,
+                redis_port: r.try_get(6)?,
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()

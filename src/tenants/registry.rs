@@ -7,7 +7,10 @@ use crate::pg::sql::quote_ident;
 use crate::pg::AGENT_DATABASE;
 
 /// Migrations in order; each runs once, in a transaction, recorded in `schema_migrations`.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_registry.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_registry.sql")),
+    (2, include_str!("migrations/0002_redis.sql")),
+];
 
 /// One tenant as the registry records it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -19,6 +22,8 @@ pub struct Tenant {
     pub extensions: Vec<String>,
     pub connection_limit: i32,
     pub readonly_role: Option<String>,
+    /// The tenant's redis-server: its port and maxmemory (bytes), when it has one.
+    pub redis: Option<(u16, u64)>,
 }
 
 /// Creates the agent's database if needed (connected to `postgres`).
@@ -84,10 +89,13 @@ pub async fn migrate(agent_db: &mut Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The Redis columns are read through `to_jsonb`, so an HA replica upgraded before its
+/// primary (whose registry has no migration 2 yet) reads them as NULL instead of failing.
 const COLUMNS: &str = "name, state,
     to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
     to_char(rotated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-    extensions, connection_limit, readonly_role";
+    extensions, connection_limit, readonly_role,
+    (to_jsonb(t) ->> 'redis_port')::integer, (to_jsonb(t) ->> 'redis_maxmemory')::bigint";
 
 fn from_row(row: &tokio_postgres::Row) -> Result<Tenant, tokio_postgres::Error> {
     Ok(Tenant {
@@ -98,13 +106,39 @@ fn from_row(row: &tokio_postgres::Row) -> Result<Tenant, tokio_postgres::Error> 
         extensions: row.try_get(4)?,
         connection_limit: row.try_get(5)?,
         readonly_role: row.try_get(6)?,
+        redis: redis_of(row.try_get(7)?, row.try_get(8)?),
     })
+}
+
+/// The columns' CHECKs keep both in range and set together.
+fn redis_of(port: Option<i32>, maxmemory: Option<i64>) -> Option<(u16, u64)> {
+    let port = u16::try_from(port?).ok()?;
+    let maxmemory = u64::try_from(maxmemory?).ok()?;
+    Some((port, maxmemory))
+}
+
+/// Records (or, with `None`, clears) the tenant's Redis port and maxmemory.
+pub async fn set_redis(
+    agent_db: &Client,
+    name: &str,
+    redis: Option<(u16, u64)>,
+) -> anyhow::Result<()> {
+    let port = redis.map(|(port, _)| i32::from(port));
+    let maxmemory = redis.and_then(|(_, bytes)| i64::try_from(bytes).ok());
+    agent_db
+        .execute(
+            "UPDATE pgplatform.tenants SET redis_port = $2, redis_maxmemory = $3 WHERE name = $1",
+            &[&name, &port, &maxmemory],
+        )
+        .await
+        .context("record the tenant's Redis in the registry")?;
+    Ok(())
 }
 
 pub async fn all(agent_db: &Client) -> anyhow::Result<Vec<Tenant>> {
     let rows = agent_db
         .query(
-            &format!("SELECT {COLUMNS} FROM pgplatform.tenants ORDER BY name"),
+            &format!("SELECT {COLUMNS} FROM pgplatform.tenants t ORDER BY name"),
             &[],
         )
         .await
@@ -115,7 +149,7 @@ pub async fn all(agent_db: &Client) -> anyhow::Result<Vec<Tenant>> {
 pub async fn get(agent_db: &Client, name: &str) -> anyhow::Result<Option<Tenant>> {
     let row = agent_db
         .query_opt(
-            &format!("SELECT {COLUMNS} FROM pgplatform.tenants WHERE name = $1"),
+            &format!("SELECT {COLUMNS} FROM pgplatform.tenants t WHERE name = $1"),
             &[&name],
         )
         .await

@@ -1,6 +1,7 @@
 //! `tenant rotate`: a new password for the owner (or the read-only role). New files are
 //! staged first, so a full disk fails before the password changes; the old password stops
-//! working for new logins as soon as the ALTER ROLE commits.
+//! working for new logins as soon as the ALTER ROLE commits. The owner's rotation also
+//! renews the tenant's Redis password (the running server refuses the old one at once).
 
 use anyhow::Context;
 
@@ -26,7 +27,13 @@ impl Tenants {
         };
 
         let password = generate_password();
-        let creds = self.credentials(&role, name.as_str(), password);
+        let mut creds = self.credentials(&role, name.as_str(), password);
+        // The owner's rotation renews the tenant's Redis password with it.
+        let redis = tenant.redis.filter(|_| !readonly);
+        if let Some((port, _)) = redis {
+            let redis_password = generate_password();
+            creds.redis = Some(self.redis_access(name.as_str(), port, redis_password));
+        }
         let staged = secrets::stage(&dir, &creds)?;
         let alter = format!(
             "ALTER ROLE {} PASSWORD {}",
@@ -40,6 +47,14 @@ impl Tenants {
                 .into());
         }
         staged.commit()?;
+        if let Some((port, maxmemory)) = redis {
+            self.rotate_redis(name.as_str(), port, maxmemory)
+                .await
+                .context(
+                    "the database password is rotated and the new Redis password written, but \
+                     the running Redis still takes the old one until the agent restarts it",
+                )?;
+        }
         registry::mark_rotated(&admin, name.as_str())
             .await
             .context("password changed and files written, but")?;

@@ -1,8 +1,8 @@
 //! A role's credentials as files an application can use directly: `password`,
 //! `database_url`, `env`, `pgpass`, `jdbc_url`, `direct_url` (PostgreSQL's own port, for
 //! migrations and dump tools that need a session), and in an HA cluster `replica_url` (the
-//! pooler's read-only listener). Directories 0700, files 0600, each file
-//! replaced atomically.
+//! pooler's read-only listener); with a Redis, `redis_url`, `redis_password` and the
+//! `REDIS_*` lines in `env`. Directories 0700, files 0600, each file replaced atomically.
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ pub struct Credentials {
     /// PostgreSQL's own port and the sslmode it needs (`direct_sslmode`), for `direct_url`.
     pub direct_port: u16,
     pub direct_sslmode: Option<&'static str>,
+    /// The tenant's Redis, when it has one (the owner's files only).
+    pub redis: Option<crate::redis::RedisAccess>,
 }
 
 /// The sslmode tenants' URLs carry. Where the address they name is reachable from other
@@ -143,8 +145,13 @@ impl Credentials {
             .sslmode
             .map(|mode| format!("PGSSLMODE={mode}\n"))
             .unwrap_or_default();
+        let redis = self
+            .redis
+            .as_ref()
+            .map(crate::redis::RedisAccess::env)
+            .unwrap_or_default();
         format!(
-            "PGHOST={}\nPGPORT={}\nPGDATABASE={}\nPGUSER={}\nPGPASSWORD={}\n{sslmode}DATABASE_URL={}\n",
+            "PGHOST={}\nPGPORT={}\nPGDATABASE={}\nPGUSER={}\nPGPASSWORD={}\n{sslmode}DATABASE_URL={}\n{redis}",
             self.host,
             self.port,
             self.database,
@@ -184,6 +191,10 @@ impl Credentials {
             };
             files.push(("replica_url", replicas.database_url()));
         }
+        if let Some(redis) = &self.redis {
+            files.push(("redis_url", redis.url()));
+            files.push(("redis_password", redis.password.clone()));
+        }
         files
     }
 }
@@ -193,7 +204,12 @@ impl Credentials {
 #[must_use = "commit or discard the staged secrets"]
 pub struct Staged {
     renames: Vec<(PathBuf, PathBuf)>,
+    /// Files of a Redis the credentials no longer have, removed at `commit`.
+    removals: Vec<PathBuf>,
 }
+
+/// The files only a tenant with a Redis has.
+const REDIS_FILES: &[&str] = &["redis_url", "redis_password"];
 
 /// Stages the credential files in `dir` (created 0700 if missing).
 pub fn stage(dir: &Path, credentials: &Credentials) -> anyhow::Result<Staged> {
@@ -206,7 +222,11 @@ pub fn stage(dir: &Path, credentials: &Credentials) -> anyhow::Result<Staged> {
         .with_context(|| format!("set permissions of {}", dir.display()))?;
     let mut staged = Staged {
         renames: Vec::new(),
+        removals: Vec::new(),
     };
+    if credentials.redis.is_none() {
+        staged.removals = REDIS_FILES.iter().map(|name| dir.join(name)).collect();
+    }
     for (name, content) in credentials.files() {
         let final_path = dir.join(name);
         let temp = dir.join(format!(".{name}.new"));
@@ -227,6 +247,15 @@ impl Staged {
             std::fs::rename(temp, final_path)
                 .with_context(|| format!("put {} in place", final_path.display()))?;
         }
+        for stale in &self.removals {
+            match std::fs::remove_file(stale) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("remove {}", stale.display()));
+                }
+            }
+        }
         if let Some(dir) = self.renames.first().and_then(|(_, f)| f.parent()) {
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
@@ -240,6 +269,12 @@ impl Staged {
             let _ = std::fs::remove_file(temp);
         }
     }
+}
+
+/// Reads the Redis password a tenant's files hold.
+pub fn read_redis_password(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("redis_password");
+    std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
 }
 
 /// Reads the password a role's files hold.
@@ -264,6 +299,7 @@ mod tests {
             replica_port: None,
             direct_port: 5432,
             direct_sslmode: None,
+            redis: None,
         }
     }
 
@@ -403,5 +439,32 @@ mod tests {
             replica_url,
             "postgresql://shop:p%40ss%3Aw%2Frd@127.0.0.1:6433/shop"
         );
+    }
+    #[test]
+    fn redis_files_come_and_go_with_the_redis() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shop");
+        let with_redis = Credentials {
+            redis: Some(crate::redis::RedisAccess {
+                host: "127.0.0.1".into(),
+                port: 6380,
+                user: "shop".into(),
+                password: "r3d1s".into(),
+                tls: false,
+            }),
+            ..creds()
+        };
+        stage(&dir, &with_redis).unwrap().commit().unwrap();
+        assert_eq!(read_redis_password(&dir).unwrap(), "r3d1s");
+        let env = std::fs::read_to_string(dir.join("env")).unwrap();
+        assert!(
+            env.contains("DATABASE_URL=")
+                && env.contains("REDIS_URL=redis://shop:r3d1s@127.0.0.1:6380/0\n")
+        );
+        stage(&dir, &creds()).unwrap().commit().unwrap();
+        assert!(!dir.join("redis_url").exists() && !dir.join("redis_password").exists());
+        assert!(!std::fs::read_to_string(dir.join("env"))
+            .unwrap()
+            .contains("REDIS"));
     }
 }

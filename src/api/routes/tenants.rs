@@ -9,7 +9,7 @@ use axum::Json;
 
 use crate::api::error::ApiError;
 use crate::api::ApiState;
-use crate::tenants::{CreateRequest, TenantDetails, TenantSummary};
+use crate::tenants::{CreateRequest, RedisEnableRequest, TenantDetails, TenantSummary};
 
 pub async fn list(
     State(state): State<Arc<ApiState>>,
@@ -57,11 +57,53 @@ pub async fn rotate(
     Ok(Json(rotated))
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct PurgeQuery {
+    /// Delete the tenant's Redis data rather than keep it aside.
+    #[serde(default)]
+    purge: bool,
+}
+
 pub async fn drop(
     State(state): State<Arc<ApiState>>,
     Path(name): Path<String>,
+    Query(query): Query<PurgeQuery>,
 ) -> Result<StatusCode, ApiError> {
-    state.tenants.drop_tenant(&name).await?;
+    state.tenants.drop_tenant(&name, query.purge).await?;
     super::cluster::tenants_changed(&state).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn redis_enable(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Result<Json<RedisEnableRequest>, JsonRejection>,
+) -> Result<Json<TenantDetails>, ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let details = state
+        .tenants
+        .redis_enable(&name, request.maxmemory.as_deref())
+        .await?;
+    Ok(Json(details))
+}
+
+pub async fn redis_resize(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    body: Result<Json<RedisEnableRequest>, JsonRejection>,
+) -> Result<Json<TenantDetails>, ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let details = state
+        .tenants
+        .redis_resize(&name, request.maxmemory.as_deref())
+        .await?;
+    Ok(Json(details))
+}
+
+pub async fn redis_disable(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Query(query): Query<PurgeQuery>,
+) -> Result<Json<TenantDetails>, ApiError> {
+    Ok(Json(state.tenants.redis_disable(&name, query.purge).await?))
 }

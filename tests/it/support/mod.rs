@@ -12,6 +12,7 @@ pub mod pooler;
 pub mod ports;
 pub mod psql;
 pub mod raw_client;
+pub mod redis;
 pub mod tenants;
 
 use std::ffi::OsStr;
