@@ -11,7 +11,7 @@ use crate::support::pooler::{console, runtime, table, Table};
 use crate::support::psql::query;
 use crate::support::{command, run, stderr_of, stdout_of, TestAgent};
 
-const POOLS: &[&str] = &[
+pub(crate) const POOLS: &[&str] = &[
     "database",
     "user",
     "cl_active",
@@ -34,7 +34,7 @@ const POOLS: &[&str] = &[
 ];
 
 /// 1.25's SHOW STATS, with `client_login_count` where PgBouncer's next release adds it.
-const STATS: &[&str] = &[
+pub(crate) const STATS: &[&str] = &[
     "database",
     "total_server_assignment_count",
     "total_xact_count",
