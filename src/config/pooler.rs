@@ -440,6 +440,24 @@ const REPORTED_SPELLING: [&str; 3] = [
     "search_path",
 ];
 
+/// A PostgreSQL parameter name as these lists accept it: a letter or `_`, then letters,
+/// digits, `_` and `.` (custom `class.name` settings).
+fn check_parameter_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let mut chars = name.chars();
+    let is_name = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if is_name {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("\"{}\" is not a parameter name", name.escape_debug()),
+        ))
+    }
+}
+
 /// `track_extra_parameters`: PgBouncer's default (IntervalStyle) when unset; names checked
 /// and spelled as PostgreSQL reports them, duplicates and the always-tracked five dropped.
 fn extra_tracked(names: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
@@ -449,17 +467,7 @@ fn extra_tracked(names: Option<Vec<String>>) -> Result<Vec<String>, ConfigError>
     };
     let mut out: Vec<String> = Vec::new();
     for name in names {
-        let mut chars = name.chars();
-        let is_name = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-        if !is_name {
-            return Err(invalid(
-                KEY,
-                format!("\"{}\" is not a parameter name", name.escape_debug()),
-            ));
-        }
+        check_parameter_name(KEY, &name)?;
         if NEVER_TRACKED.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
             return Err(invalid(
                 KEY,
@@ -542,17 +550,7 @@ fn ignored_parameters(names: Option<Vec<String>>) -> Result<Vec<String>, ConfigE
     const KEY: &str = "pooler.ignore_startup_parameters";
     let mut out: Vec<String> = Vec::new();
     for name in names.unwrap_or_default() {
-        let mut chars = name.chars();
-        let is_name = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
-        if !is_name {
-            return Err(invalid(
-                KEY,
-                format!("\"{}\" is not a parameter name", name.escape_debug()),
-            ));
-        }
+        check_parameter_name(KEY, &name)?;
         let lower = name.to_ascii_lowercase();
         if ["user", "database", "replication"].contains(&lower.as_str()) {
             return Err(invalid(KEY, format!("\"{name}\" cannot be ignored")));

@@ -148,9 +148,7 @@ impl Call {
             }
         })
     }
-}
 
-impl Call {
     /// Waits for the next call only (a client that stays in its task after one).
     pub fn rearm(&mut self) {
         self.seen = self.pooler.calls();
