@@ -272,21 +272,12 @@ pub(super) async fn stop_orphan(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn running_server(dir: &Path) -> Option<i32> {
-    use std::os::unix::fs::MetadataExt;
     let text = crate::safe_file::read_to_string(&dir.join("redis.pid")).ok()?;
     let pid: i32 = text.trim().parse().ok()?;
-    if pid <= 1 {
+    if pid <= 1 || !crate::supervisor::runs_in(pid, dir) {
         return None;
     }
-    kill(Pid::from_raw(pid), None).ok()?;
-    let owner = std::fs::symlink_metadata(dir).ok()?.uid();
-    let proc_dir = format!("/proc/{pid}");
-    if std::fs::metadata(&proc_dir).ok()?.uid() != owner
-        || std::fs::read_link(format!("{proc_dir}/cwd")).ok()? != std::fs::canonicalize(dir).ok()?
-    {
-        return None;
-    }
-    let exe = std::fs::read_link(format!("{proc_dir}/exe")).ok()?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
     exe.file_name()?
         .to_string_lossy()
         .starts_with("redis")

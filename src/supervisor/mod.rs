@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::log_relay::LogTail;
-pub use self::postmaster::{spawn, stop, PostmasterSpec};
+pub use self::postmaster::{runs_in, spawn, stop, PostmasterSpec};
 pub use self::state::Backoff;
 pub use self::state::{PostgresState, PostgresStatus};
 

@@ -145,7 +145,6 @@ pub async fn stop_orphan(pgdata: &Path, stop_timeout: Duration) -> anyhow::Resul
 /// belong to PGDATA's owner and run in PGDATA, or a planted pid would have root signal
 /// any process it names.
 fn running_postmaster(pgdata: &Path) -> Option<i32> {
-    use std::os::unix::fs::MetadataExt;
     let text = crate::safe_file::read_to_string(&pgdata.join("postmaster.pid")).ok()?;
     let mut lines = text.lines();
     let pid: i32 = lines.next()?.trim().parse().ok()?;
@@ -153,15 +152,27 @@ fn running_postmaster(pgdata: &Path) -> Option<i32> {
     if pid <= 0 || Path::new(dir) != pgdata {
         return None;
     }
-    kill(Pid::from_raw(pid), None).ok()?;
-    let owner = std::fs::metadata(pgdata).ok()?.uid();
-    if std::fs::metadata(format!("/proc/{pid}")).ok()?.uid() != owner
-        || std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?
-            != std::fs::canonicalize(pgdata).ok()?
-    {
+    if !runs_in(pid, pgdata) {
         return None;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let is_postgres = String::from_utf8_lossy(&cmdline).contains("postgres");
     is_postgres.then_some(pid)
+}
+
+/// Whether process `pid` is alive, belongs to `dir`'s owner and runs in `dir`: what a pid
+/// file in a directory the server's user can write must be checked against before the
+/// agent signals the pid it names.
+pub fn runs_in(pid: i32, dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let check = || -> Option<bool> {
+        kill(Pid::from_raw(pid), None).ok()?;
+        let owner = std::fs::metadata(dir).ok()?.uid();
+        Some(
+            std::fs::metadata(format!("/proc/{pid}")).ok()?.uid() == owner
+                && std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?
+                    == std::fs::canonicalize(dir).ok()?,
+        )
+    };
+    check() == Some(true)
 }
